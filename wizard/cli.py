@@ -1,0 +1,103 @@
+"""The ``ghcr2gitea`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _restart_range(text: str) -> tuple[float, float]:
+    try:
+        lo, _, hi = text.partition(":")
+        lo_f = float(lo)
+        hi_f = float(hi) if hi else lo_f
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--restart-seconds {text!r}: expected MIN:MAX seconds, e.g. 2:5") from None
+    if lo_f < 0 or hi_f < lo_f:
+        raise argparse.ArgumentTypeError(f"--restart-seconds {text!r}: need 0 <= MIN <= MAX")
+    return lo_f, hi_f
+
+
+def _rate(text: str) -> float:
+    try:
+        r = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--api-fault-rate {text!r}: expected a number between 0 and 1") from None
+    if not 0 <= r <= 1:
+        raise argparse.ArgumentTypeError(f"--api-fault-rate {text!r}: expected a number between 0 and 1")
+    return r
+
+
+def _count(name: str, low: int):
+    def parse(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} {text!r}: expected a whole number") from None
+        if n < low:
+            raise argparse.ArgumentTypeError(f"{name} {text!r}: must be at least {low}")
+        return n
+    return parse
+
+
+def add_sandbox_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--servers", type=_count("--servers", 1), default=3, help="K3s server nodes (default 3)")
+    p.add_argument("--agents", type=_count("--agents", 0), default=2, help="K3s agent nodes (default 2)")
+    p.add_argument("--restart-seconds", type=_restart_range, default=(2.0, 5.0), metavar="MIN:MAX",
+                   help="how long a k3s restart takes, random per restart (default 2:5)")
+    p.add_argument("--never-returns", action="append", default=[], metavar="NODE",
+                   help="a node whose k3s never comes back after a restart (repeatable)")
+    p.add_argument("--api-fault-rate", type=_rate, default=0.0, metavar="R",
+                   help="fraction of API requests answered with 500/503 or a timeout")
+    p.add_argument("--existing-registries", metavar="FILE",
+                   help="a registries.yaml pre-installed (and loaded) on every node")
+    p.add_argument("--seed", type=int, default=1, help="random seed for the simulation")
+
+
+def sandbox_options(args: argparse.Namespace):
+    from wizard.sandbox.cluster import Options, node_names
+    names = {n for n, _ in node_names(args.servers, args.agents)}
+    for n in args.never_returns:
+        if n not in names:
+            raise SystemExit(f"ghcr2gitea: --never-returns {n!r}: no such node in this topology "
+                             f"(nodes: {', '.join(sorted(names)[:6])}{', …' if len(names) > 6 else ''})")
+    existing = None
+    if args.existing_registries:
+        try:
+            existing = Path(args.existing_registries).read_text()
+        except OSError as e:
+            raise SystemExit(f"ghcr2gitea: --existing-registries {args.existing_registries}: {e.strerror}") from None
+    return Options(servers=args.servers, agents=args.agents, restart_seconds=args.restart_seconds,
+                   never_returns=set(args.never_returns), api_fault_rate=args.api_fault_rate,
+                   existing_registries=existing, seed=args.seed)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ghcr2gitea", description="Migrate a K3s cluster from GHCR to Gitea's "
+                                     "container registry, proving every step.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    p = sub.add_parser("sandbox", help="serve a simulated K3s cluster with Gitea on loopback")
+    p.add_argument("--dir", required=True, help="folder for kubeconfig, plan.yaml, token, ca.crt, resolve")
+    add_sandbox_options(p)
+    p = sub.add_parser("demo", help="open the wizard on an embedded sandbox")
+    add_sandbox_options(p)
+    p.add_argument("--dir", help="sandbox folder (default: a temporary one)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "sandbox":
+        from wizard.sandbox.server import serve
+        return serve(args.dir, sandbox_options(args))
+    if args.command == "demo":
+        from screens.demo import run_demo
+        return run_demo(args.dir, sandbox_options(args))
+    parser.print_help()
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

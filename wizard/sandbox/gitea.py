@@ -1,0 +1,292 @@
+"""Gitea's container registry as a Docker client sees it: the /v2 API and the /v2/token realm.
+
+Modelled on Gitea's ``routers/api/packages/container``: the realm is fixed by ROOT_URL
+(guide, "Understanding the Docker v2 Auth Flow"), Basic auth is accepted on the registry
+API itself, and anonymous callers get a ghost token unless sign-in is required
+(test-environment.md, item 4) — a 200 from the realm proves nothing about credentials.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs
+
+from .http import Headers, HttpRequest, HttpResponse
+
+SERVICE = "container_registry"
+MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
+_API_VERSION = ("Docker-Distribution-Api-Version", "registry/2.0")
+_ROUTE = re.compile(r"^/v2/(?P<name>.+?)/(?P<kind>manifests|blobs/uploads|blobs|tags)(?:/(?P<rest>.*))?$")
+
+
+@dataclass
+class GiteaUser:
+    name: str
+    token: str
+    can_push: set[str]  # org names the user may push to (and so pull from)
+    can_pull: set[str] = field(default_factory=set)  # further orgs it may only pull from
+    revoked: bool = False  # revoked/expired access token: Basic and issued JWTs → 401
+
+    def may(self, action: str, repo: str) -> bool:
+        org = repo.split("/", 1)[0]
+        # Gitea also lets every user push to its own namespace.
+        pushable = org == self.name or org in self.can_push
+        return pushable if action == "push" else pushable or org in self.can_pull
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64url(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _errors(code: str, message: str, **extra) -> bytes:
+    return json.dumps({"errors": [{"code": code, "message": message, **extra}]}).encode()
+
+
+class Gitea:
+    """One Gitea instance: users, stored images, and the registry/token HTTP handler."""
+
+    def __init__(
+        self,
+        root_url: str,
+        users: list[GiteaUser],
+        *,
+        require_signin: bool = False,
+        clock: Callable[[], float] = time.time,
+    ):
+        self.root_url = root_url if root_url.endswith("/") else root_url + "/"
+        self.users = {u.name: u for u in users}
+        self.require_signin = require_signin
+        self.clock = clock
+        self._secret = secrets.token_bytes(32)
+        self._tags: dict[tuple[str, str], str] = {}  # (repo, tag) → manifest digest
+        self._manifests: dict[tuple[str, str], tuple[str, bytes]] = {}  # (repo, digest) → (type, body)
+        self._blobs: dict[str, bytes] = {}  # Gitea keeps blobs globally, by digest
+        self._uploads: dict[str, tuple[str, bytearray]] = {}  # uuid → (repo, data so far)
+
+    @property
+    def realm(self) -> str:
+        return self.root_url + "v2/token"
+
+    # ---- images -------------------------------------------------------------------------
+    def add_image(self, repo: str, tag: str, *, size: int = 1234) -> str:
+        """Store a one-layer image; returns its manifest digest (deterministic from repo+tag)."""
+        seed = hashlib.sha256(f"{repo}:{tag}".encode()).digest()
+        layer = (seed * (size // len(seed) + 1))[:size]
+        config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {
+            "type": "layers", "diff_ids": [_sha256(layer)]}}, sort_keys=True).encode()
+        self._blobs[_sha256(layer)] = layer
+        self._blobs[_sha256(config)] = config
+        manifest = json.dumps({
+            "schemaVersion": 2,
+            "mediaType": MANIFEST_V2,
+            "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+                       "size": len(config), "digest": _sha256(config)},
+            "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                        "size": len(layer), "digest": _sha256(layer)}],
+        }, indent=3).encode()
+        return self._store_manifest(repo, tag, MANIFEST_V2, manifest)
+
+    def _store_manifest(self, repo: str, ref: str, media_type: str, body: bytes) -> str:
+        digest = _sha256(body)
+        self._manifests[(repo, digest)] = (media_type, body)
+        if not ref.startswith("sha256:"):
+            self._tags[(repo, ref)] = digest
+        return digest
+
+    def has_manifest(self, repo: str, ref: str) -> str | None:
+        """The manifest digest that ``ref`` (tag or digest) names in ``repo``, if any."""
+        digest = ref if ref.startswith("sha256:") else self._tags.get((repo, ref))
+        return digest if (repo, digest) in self._manifests else None
+
+    # ---- tokens -------------------------------------------------------------------------
+    def _issue(self, user: GiteaUser | None, scopes: list[str]) -> str:
+        access = []
+        for scope in scopes:
+            parts = scope.split(":")
+            if len(parts) != 3 or parts[0] != "repository":
+                continue  # "*" and unknown scopes grant nothing beyond the user itself
+            _, repo, actions = parts
+            granted = [a for a in actions.split(",") if user and a in ("pull", "push") and user.may(a, repo)]
+            access.append({"type": "repository", "name": repo, "actions": granted})
+        now = int(self.clock())
+        claims = {"iss": "gitea", "sub": user.name if user else "", "aud": SERVICE,
+                  "exp": now + 3600, "iat": now, "access": access}
+        signing_input = _b64url(b'{"alg":"HS256","typ":"JWT"}') + "." + _b64url(json.dumps(claims).encode())
+        sig = hmac.new(self._secret, signing_input.encode(), hashlib.sha256).digest()
+        return signing_input + "." + _b64url(sig)
+
+    def token_user(self, token: str) -> dict | None:
+        """Decoded claims of a token this instance issued, if still valid."""
+        try:
+            head_payload, sig = token.rsplit(".", 1)
+            want = hmac.new(self._secret, head_payload.encode(), hashlib.sha256).digest()
+            if not hmac.compare_digest(want, _unb64url(sig)):
+                return None
+            claims = json.loads(_unb64url(head_payload.split(".", 1)[1]))
+        except (ValueError, IndexError):
+            return None
+        if claims.get("iss") != "gitea" or claims.get("aud") != SERVICE or claims.get("exp", 0) <= self.clock():
+            return None
+        sub = claims.get("sub", "")
+        # Simplification: revoking the access token also kills JWTs already issued with it.
+        if sub and (sub not in self.users or self.users[sub].revoked):
+            return None
+        return claims
+
+    # ---- HTTP ---------------------------------------------------------------------------
+    def _who(self, req: HttpRequest) -> tuple[str, GiteaUser | None]:
+        """("none"|"bad"|"ghost"|"user", user) for the request's Authorization header."""
+        auth = req.headers.get("Authorization") or ""
+        scheme, _, value = auth.partition(" ")
+        if scheme.lower() == "bearer":
+            claims = self.token_user(value.strip())
+            if claims is None:
+                return "bad", None
+            return ("user", self.users[claims["sub"]]) if claims["sub"] else ("ghost", None)
+        if scheme.lower() == "basic":
+            try:
+                name, _, secret = base64.b64decode(value.strip()).decode().partition(":")
+            except ValueError:
+                return "bad", None
+            user = self.users.get(name)
+            if user and not user.revoked and hmac.compare_digest(user.token, secret):
+                return "user", user
+            return "bad", None
+        return "none", None
+
+    def _challenge(self, scope: str, message: str = "authentication required") -> HttpResponse:
+        h = Headers([
+            ("Content-Type", "application/json"),
+            ("Www-Authenticate", f'Bearer realm="{self.realm}",service="{SERVICE}",scope="{scope}"'),
+            _API_VERSION,
+        ])
+        return HttpResponse(401, h, _errors("UNAUTHORIZED", message, detail=None))
+
+    @staticmethod
+    def _json(status: int, body: bytes, **hdrs: str) -> HttpResponse:
+        h = Headers([("Content-Type", "application/json"), _API_VERSION])
+        for k, v in hdrs.items():
+            h.set(k.replace("_", "-"), v)
+        return HttpResponse(status, h, body)
+
+    async def handle(self, req: HttpRequest) -> HttpResponse:
+        """Serve one request that reached Gitea (directly or through a proxy)."""
+        path = req.path
+        if path != "/v2" and not path.startswith("/v2/"):
+            return HttpResponse.text(200, "<!DOCTYPE html><html><head><title>Gitea</title></head>"
+                                          "<body>Gitea: Git with a cup of tea</body></html>", "text/html; charset=utf-8")
+        if path == "/v2/token":
+            # Gitea only routes GET here; containerd's POST gets a 404 and falls back to GET.
+            return self._token(req) if req.method == "GET" else self._not_found()
+        if path in ("/v2", "/v2/"):
+            return self._base(req)
+        m = _ROUTE.match(path)
+        if not m:
+            return self._not_found()
+        repo, kind, rest = m["name"], m["kind"], m["rest"] or ""
+        action = "push" if kind == "blobs/uploads" or req.method not in ("GET", "HEAD") else "pull"
+        who, user = self._who(req)
+        if who != "user":
+            scope = f"repository:{repo}:pull" + (",push" if action == "push" else "")
+            return self._challenge(scope)
+        if not user.may(action, repo):
+            return self._json(403, _errors("DENIED", "requested access to the resource is denied"))
+        if kind == "manifests" and rest:
+            return self._manifest(req, repo, rest)
+        if kind == "blobs/uploads":
+            return self._upload(req, repo, rest)
+        if kind == "blobs" and rest and req.method in ("GET", "HEAD"):
+            return self._blob(req, rest)
+        if kind == "tags" and rest == "list" and req.method == "GET":
+            tags = sorted(t for (r, t) in self._tags if r == repo)
+            return self._json(200, json.dumps({"name": repo, "tags": tags}).encode())
+        return self._not_found()
+
+    def _not_found(self) -> HttpResponse:
+        return self._json(404, _errors("NOT_FOUND", "not found"))
+
+    def _base(self, req: HttpRequest) -> HttpResponse:
+        who, _ = self._who(req)
+        if who == "user" or (who == "ghost" and not self.require_signin):
+            return self._json(200, b"{}")
+        return self._challenge("*")
+
+    def _token(self, req: HttpRequest) -> HttpResponse:
+        who, user = self._who(req)
+        if who == "bad":
+            return self._json(401, _errors("UNAUTHORIZED", "invalid username or password"))
+        if who in ("none", "ghost") and self.require_signin:
+            return self._challenge("*")
+        scopes = [s for v in parse_qs(req.query).get("scope", []) for s in v.split(" ") if s]
+        return self._json(200, json.dumps({"token": self._issue(user, scopes)}).encode())
+
+    def _manifest(self, req: HttpRequest, repo: str, ref: str) -> HttpResponse:
+        if req.method == "PUT":
+            media_type = req.headers.get("Content-Type") or MANIFEST_V2
+            digest = self._store_manifest(repo, ref, media_type, req.body)
+            return self._json(201, b"", Location=f"/v2/{repo}/manifests/{digest}", Docker_Content_Digest=digest)
+        if req.method not in ("GET", "HEAD"):
+            return self._not_found()
+        digest = self.has_manifest(repo, ref)
+        if digest is None:
+            return self._json(404, _errors("MANIFEST_UNKNOWN", "manifest unknown"))
+        media_type, body = self._manifests[(repo, digest)]
+        h = Headers([("Content-Type", media_type), ("Content-Length", str(len(body))),
+                     ("Docker-Content-Digest", digest), _API_VERSION])
+        return HttpResponse(200, h, body if req.method == "GET" else b"")
+
+    def _blob(self, req: HttpRequest, digest: str) -> HttpResponse:
+        data = self._blobs.get(digest)
+        if data is None:
+            return self._json(404, _errors("BLOB_UNKNOWN", "blob unknown to registry"))
+        h = Headers([("Content-Type", "application/octet-stream"), ("Content-Length", str(len(data))),
+                     ("Docker-Content-Digest", digest), _API_VERSION])
+        return HttpResponse(200, h, data if req.method == "GET" else b"")
+
+    def _upload(self, req: HttpRequest, repo: str, upload_id: str) -> HttpResponse:
+        digest = (parse_qs(req.query).get("digest") or [""])[0]
+        if req.method == "POST" and not upload_id:
+            if digest:  # monolithic upload in one POST
+                self._blobs[digest] = req.body
+                return self._json(201, b"", Location=f"/v2/{repo}/blobs/{digest}", Docker_Content_Digest=digest)
+            upload_id = str(uuid.uuid4())
+            self._uploads[upload_id] = (repo, bytearray())
+            return self._json(202, b"", Location=f"/v2/{repo}/blobs/uploads/{upload_id}",
+                              Docker_Upload_UUID=upload_id, Range="0-0", Content_Length="0")
+        session = self._uploads.get(upload_id)
+        if session is None or session[0] != repo:
+            return self._json(404, _errors("BLOB_UPLOAD_UNKNOWN", "blob upload unknown to registry"))
+        data = session[1]
+        if req.method == "DELETE":
+            del self._uploads[upload_id]
+            return HttpResponse(204, Headers([_API_VERSION]))
+        if req.method in ("PATCH", "PUT"):
+            data += req.body
+        if req.method == "PUT":
+            if not digest:
+                return self._json(400, _errors("DIGEST_INVALID", "provided digest did not match uploaded content"))
+            del self._uploads[upload_id]
+            self._blobs[digest] = bytes(data)  # minimal: the digest is not re-checked
+            return self._json(201, b"", Location=f"/v2/{repo}/blobs/{digest}", Docker_Content_Digest=digest)
+        if req.method in ("PATCH", "GET"):
+            return self._json(202 if req.method == "PATCH" else 204, b"",
+                              Location=f"/v2/{repo}/blobs/uploads/{upload_id}", Docker_Upload_UUID=upload_id,
+                              Range=f"0-{max(len(data) - 1, 0)}")
+        return self._not_found()

@@ -1,0 +1,208 @@
+"""Simulated K3s nodes: a filesystem, systemd's view of the k3s unit, restarts, heartbeats.
+
+K3s reads /etc/rancher/k3s/registries.yaml only when it starts, and regenerates
+containerd's config from it then; a restart stops the kubelet's heartbeats and, on a server,
+the API endpoint. The Ready condition follows the real node lifecycle controller: a short
+restart may never show NotReady; only after the grace period does the node turn Unknown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from . import containerd
+from .memfs import MemFS
+
+UNIT_PROPS = ("ActiveState", "SubState", "ActiveEnterTimestamp", "ActiveEnterTimestampMonotonic",
+              "ExecMainStartTimestamp", "MainPID", "LoadState", "NRestarts")
+
+
+def systemd_time(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%a %Y-%m-%d %H:%M:%S UTC")
+
+
+@dataclass(eq=False)
+class SimNode:
+    name: str
+    role: str  # server | agent
+    internal_ip: str
+    fs: MemFS
+    boot_time: float  # wall clock of the simulated boot (monotonic zero)
+    unit: str = "k3s"
+    state: str = "active"  # active | activating | failed
+    active_enter: float = 0.0
+    main_pid: int = 1000
+    n_restarts: int = 0
+    kubelet_up: bool = True
+    never_returns: bool = False
+    restarts: list[dict] = field(default_factory=list)
+    loaded_registries: str | None = None
+    last_lease: float = 0.0
+    restart_task: asyncio.Task | None = None
+    kubelet_started: float = 0.0
+
+    @property
+    def is_server(self) -> bool:
+        return self.role == "server"
+
+    def monotonic_us(self, t: float) -> int:
+        return int((t - self.boot_time) * 1_000_000)
+
+    def unit_props(self, unit: str) -> dict[str, str]:
+        if unit.removesuffix(".service") != self.unit:
+            return {"LoadState": "not-found", "ActiveState": "inactive", "SubState": "dead",
+                    "ActiveEnterTimestamp": "", "ActiveEnterTimestampMonotonic": "0", "MainPID": "0",
+                    "ExecMainStartTimestamp": "", "NRestarts": "0"}
+        active = self.state == "active"
+        return {"LoadState": "loaded", "ActiveState": self.state,
+                "SubState": {"active": "running", "activating": "start", "failed": "failed"}[self.state],
+                "ActiveEnterTimestamp": systemd_time(self.active_enter) if active or self.active_enter else "",
+                "ActiveEnterTimestampMonotonic": str(self.monotonic_us(self.active_enter)),
+                "ExecMainStartTimestamp": systemd_time(self.active_enter),
+                "MainPID": str(self.main_pid if active else 0), "NRestarts": str(self.n_restarts)}
+
+
+class NodeHooks:
+    """What a node needs from the rest of the sandbox when k3s stops and starts."""
+
+    async def k3s_stopped(self, node: SimNode) -> None: ...
+
+    async def k3s_started(self, node: SimNode) -> None: ...
+
+
+def load_registries(node: SimNode) -> None:
+    """What k3s does at start: read registries.yaml and write containerd's config from it."""
+    text = node.fs.read(containerd.REGISTRIES_PATH).decode() if node.fs.isfile(containerd.REGISTRIES_PATH) else None
+    try:
+        files = containerd.render(text)
+    except containerd.RegistriesError:
+        files = containerd.render(None)
+    certs = containerd.CONTAINERD_DIR + "/certs.d"
+    if node.fs.isdir(certs):
+        node.fs.remove(certs, recursive=True)
+    for path, content in files.items():
+        node.fs.mkdir(path.rsplit("/", 1)[0], parents=True)
+        node.fs.write(path, content.encode(), mode=0o600 if path.endswith("config.toml") else 0o644)
+    node.loaded_registries = text
+
+
+class Systemd:
+    """``systemctl`` on a simulated node; restarts take ``duration()`` seconds."""
+
+    def __init__(self, hooks: NodeHooks, duration: Callable[[], float], clock: Callable[[], float] = time.time):
+        self.hooks = hooks
+        self.duration = duration
+        self.clock = clock
+
+    def restart(self, node: SimNode) -> asyncio.Task:
+        if node.restart_task and not node.restart_task.done():
+            return node.restart_task
+        node.restart_task = asyncio.get_running_loop().create_task(self._restart(node))
+        return node.restart_task
+
+    async def _restart(self, node: SimNode) -> None:
+        start = self.clock()
+        record = {"start": start, "end": None}
+        node.restarts.append(record)
+        node.state = "activating"
+        node.kubelet_up = False
+        await self.hooks.k3s_stopped(node)
+        if node.never_returns:
+            await asyncio.Event().wait()  # k3s hangs in "activating" forever
+        await asyncio.sleep(self.duration())
+        load_registries(node)
+        node.n_restarts += 1
+        node.main_pid += 137
+        node.active_enter = self.clock()
+        node.state = "active"
+        record["end"] = node.active_enter
+        node.kubelet_up = True
+        node.kubelet_started = node.active_enter
+        await self.hooks.k3s_started(node)
+
+    async def command(self, node: SimNode, argv: list[str]) -> tuple[int, bytes, bytes]:
+        args = [a for a in argv[1:] if not a.startswith("--") or a.startswith("--property")]
+        flags = {a for a in argv[1:] if a.startswith("--")}
+        if not args:
+            return 1, b"", b"systemctl: missing command\n"
+        verb, rest = args[0], args[1:]
+        if verb in ("restart", "start", "stop", "try-restart", "reload-or-restart"):
+            if not rest:
+                return 1, b"", b"Too few arguments.\n"
+            unit = rest[0].removesuffix(".service")
+            if unit != node.unit:
+                return 5, b"", f"Failed to {verb} {unit}.service: Unit {unit}.service not found.\n".encode()
+            if verb == "stop":
+                return 1, b"", b"sandbox: stopping k3s is not simulated\n"
+            task = self.restart(node)
+            if "--no-block" not in flags:
+                await asyncio.shield(task)
+            return 0, b"", b""
+        if verb == "is-active":
+            unit = (rest or [""])[0].removesuffix(".service")
+            st = node.state if unit == node.unit else "inactive"
+            return (0 if st == "active" else 3), f"{st}\n".encode(), b""
+        if verb == "show":
+            props: list[str] = []
+            units = []
+            i = 0
+            while i < len(rest):
+                a = rest[i]
+                if a == "-p":
+                    props += rest[i + 1].split(",")
+                    i += 2
+                    continue
+                if a.startswith("-p"):
+                    props += a[2:].split(",")
+                elif a.startswith("--property="):
+                    props += a.split("=", 1)[1].split(",")
+                else:
+                    units.append(a)
+                i += 1
+            for a in argv[1:]:
+                if a.startswith("--property="):
+                    props += a.split("=", 1)[1].split(",")
+            values = node.unit_props(units[0] if units else node.unit)
+            want = props or list(UNIT_PROPS)
+            lines = [values.get(p, "") if "--value" in flags else f"{p}={values.get(p, '')}" for p in want]
+            return 0, ("\n".join(lines) + "\n").encode(), b""
+        if verb == "status":
+            unit = (rest or [node.unit])[0].removesuffix(".service")
+            v = node.unit_props(unit)
+            if v["LoadState"] == "not-found":
+                return 4, b"", f"Unit {unit}.service could not be found.\n".encode()
+            text = (f"* {unit}.service - Lightweight Kubernetes\n     Loaded: loaded (/etc/systemd/system/{unit}.service;"
+                    f" enabled)\n     Active: {v['ActiveState']} ({v['SubState']}) since {v['ActiveEnterTimestamp']}\n"
+                    f"   Main PID: {v['MainPID']} (k3s-{'server' if node.is_server else 'agent'})\n")
+            return (0 if node.state == "active" else 3), text.encode(), b""
+        if verb == "daemon-reload":
+            return 0, b"", b""
+        return 1, b"", f"Unknown command verb {verb}.\n".encode()
+
+
+Puller = Callable[[SimNode, str], Awaitable[containerd.PullResult]]
+
+
+async def crictl(node: SimNode, argv: list[str], puller: Puller) -> tuple[int, bytes, bytes]:
+    """``crictl pull IMAGE`` (also as ``k3s crictl``) through the node's loaded containerd config."""
+    args = argv[1:]
+    if argv[0] == "k3s":
+        if not args or args[0] != "crictl":
+            return 1, b"", f"k3s: unsupported subcommand {' '.join(args[:1])!r} in the sandbox\n".encode()
+        args = args[1:]
+    args = [a for a in args if not a.startswith("-")]
+    if not args or args[0] != "pull" or len(args) < 2:
+        return 1, b"", b"crictl: only `crictl pull IMAGE` is simulated\n"
+    if node.state != "active":
+        msg = ('time="{}" level=fatal msg="validate service connection: validate CRI v1 image API for endpoint '
+               '\\"unix:///run/k3s/containerd/containerd.sock\\": rpc error: code = Unavailable desc = connection '
+               'error: desc = \\"transport: Error while dialing: dial unix /run/k3s/containerd/containerd.sock: '
+               'connect: connection refused\\""\n').format(datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+        return 1, b"", msg.encode()
+    result = await puller(node, args[1])
+    rc, out, err = containerd.crictl_output(result)
+    return rc, out.encode(), err.encode()

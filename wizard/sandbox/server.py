@@ -1,0 +1,261 @@
+"""Run the simulated cluster on its own thread and loop, and write what clients need to reach it.
+
+``Sandbox(dir, opts).start()`` serves the Kubernetes API on https://127.0.0.1:<port> and the
+public hosts (external registry, realm) on one loopback HTTPS port, then writes into ``dir``:
+``kubeconfig``, ``plan.yaml``, ``token`` (0600), ``ca.crt`` (the LAN CA the operator trusts)
+and ``resolve`` (host:port:addr lines, as ``--resolve`` takes them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import socket
+import ssl
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import yaml
+from aiohttp import web
+
+from . import cluster as C
+from .apiserver import ApiServer
+from .pki import make_ca, make_cert
+from .worldserver import WorldServer
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _write_private(path: Path, data: str | bytes) -> None:
+    """Write a file readable by its owner only, atomically."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+class Sandbox:
+    def __init__(self, directory: str | Path, opts: C.Options | None = None, *, bookmark_interval: float = 5.0):
+        self.dir = Path(directory)
+        self.opts = opts or C.Options()
+        self.bookmark_interval = bookmark_interval
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.thread: threading.Thread | None = None
+        self.cluster: C.Cluster | None = None
+        self.api: ApiServer | None = None
+        self.world: WorldServer | None = None
+        self.api_token = secrets.token_hex(16)
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._stopped = threading.Event()
+        self._tmp: tempfile.TemporaryDirectory | None = None
+
+    # ------------------------------------------------------------------ paths
+    @property
+    def kubeconfig(self) -> Path:
+        return self.dir / "kubeconfig"
+
+    @property
+    def plan(self) -> Path:
+        return self.dir / "plan.yaml"
+
+    @property
+    def token_file(self) -> Path:
+        return self.dir / "token"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.dir / "ca.crt"
+
+    @property
+    def api_url(self) -> str:
+        return f"https://127.0.0.1:{self.api.port}"
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self, timeout: float = 60.0) -> Sandbox:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.thread = threading.Thread(target=self._thread, name="sandbox", daemon=True)
+        self.thread.start()
+        if not self._ready.wait(timeout):
+            raise RuntimeError("sandbox did not start in time")
+        if self._error:
+            raise self._error
+        return self
+
+    def _thread(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(self._start())
+        except BaseException as e:  # noqa: BLE001 - reported to the starting thread
+            self._error = e
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            self.loop.run_forever()
+        finally:
+            self.loop.run_until_complete(self._shutdown())
+            self.loop.close()
+            self._stopped.set()
+
+    async def _start(self) -> None:
+        opts = self.opts
+        if not opts.public_port:
+            opts.public_port = free_port()
+        self.cluster = cl = C.Cluster(opts)
+        cl.build()
+        # the public HTTPS hosts on one loopback port
+        routes = {C.REGISTRY_HOST: cl.caddy.endpoint(), C.LEGACY_HOST: cl.caddy.endpoint(),
+                  C.REALM_HOST: cl.traefik.endpoint("websecure"), C.WEB_HOST: cl.traefik.endpoint("websecure")}
+        self.world = WorldServer(lambda sni: routes.get(sni, routes[C.REALM_HOST]))
+        await self.world.start("127.0.0.1", opts.public_port)
+        # the API, with its own CA as K3s has
+        self._tmp = tempfile.TemporaryDirectory(prefix="ghcr2gitea-sandbox-")
+        ca = make_ca("k3s-server-ca@sandbox")
+        cert = make_cert("k3s", ["localhost", "kubernetes", "kubernetes.default"], ["127.0.0.1"], issuer=ca)
+        crt, key = Path(self._tmp.name) / "api.crt", Path(self._tmp.name) / "api.key"
+        crt.write_bytes(cert.chain_pem)
+        _write_private(key, cert.key_pem)
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(crt, key)
+        self.api = ApiServer(cl.store, token=self.api_token, ssl_context=ctx, logs=cl.get_log,
+                             pod_done=cl.pod_done, bookmark_interval=self.bookmark_interval, seed=opts.seed,
+                             extra_routes={"/_sandbox/state": self._state, "/_sandbox/compact": self._compact,
+                                           "/_sandbox/faults": self._faults})
+        self.api.fault_rate = opts.api_fault_rate
+        cl.api = self.api
+        await self.api.start()
+        cl.start()
+        self._write_files(ca.cert_pem)
+
+    async def _state(self, request: web.Request) -> web.Response:
+        body = json.dumps(self.cluster.state(self.api.requests))
+        return web.Response(body=body.encode(), content_type="application/json")
+
+    async def _compact(self, request: web.Request) -> web.Response:
+        self.cluster.store.compact()
+        return web.json_response({"compacted": self.cluster.store.rv})
+
+    async def _faults(self, request: web.Request) -> web.Response:
+        """POST {"api_fault_rate": R, "never_returns": [node…]}: change fault injection at run time."""
+        if request.method == "POST":
+            body = await request.json()
+            if "api_fault_rate" in body:
+                self.api.fault_rate = float(body["api_fault_rate"])
+            for name in body.get("never_returns", []):
+                if name in self.cluster.nodes:
+                    self.cluster.nodes[name].never_returns = True
+        return web.json_response({"api_fault_rate": self.api.fault_rate,
+                                  "never_returns": sorted(n.name for n in self.cluster.nodes.values()
+                                                          if n.never_returns)})
+
+    async def _shutdown(self) -> None:
+        if self.cluster:
+            await self.cluster.stop()
+        if self.api:
+            await self.api.stop()
+        if self.world:
+            await self.world.stop()
+        if self._tmp:
+            self._tmp.cleanup()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.loop and self.loop.is_running():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._stopped.wait(timeout)
+        if self.thread:
+            self.thread.join(timeout)
+
+    def call(self, fn, *args, timeout: float = 30.0):
+        """Run ``fn(*args)`` on the sandbox loop (a coroutine function is awaited) and return its result."""
+        async def run():
+            res = fn(*args)
+            if asyncio.iscoroutine(res):
+                res = await res
+            return res
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout)
+
+    def __enter__(self) -> Sandbox:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ files for clients
+    def resolve_entries(self) -> list[str]:
+        port = self.opts.public_port
+        return [f"{h}:{port}:127.0.0.1" for h in (C.REGISTRY_HOST, C.REALM_HOST, C.LEGACY_HOST, C.WEB_HOST)]
+
+    def _write_files(self, api_ca_pem: bytes) -> None:
+        import base64
+        cl = self.cluster
+        kubeconfig = {
+            "apiVersion": "v1", "kind": "Config", "current-context": "sandbox", "preferences": {},
+            "clusters": [{"name": "sandbox", "cluster": {
+                "server": self.api_url,
+                "certificate-authority-data": base64.b64encode(api_ca_pem).decode()}}],
+            "users": [{"name": "sandbox-admin", "user": {"token": self.api_token}}],
+            "contexts": [{"name": "sandbox", "context": {"cluster": "sandbox", "user": "sandbox-admin"}}],
+        }
+        _write_private(self.kubeconfig, yaml.safe_dump(kubeconfig, sort_keys=False))
+        _write_private(self.token_file, cl.token + "\n")
+        _write_private(self.dir / "reader-token", cl.reader_token + "\n")
+        self.ca_file.write_bytes(cl.lan_ca.cert_pem)
+        (self.dir / "resolve").write_text("\n".join(self.resolve_entries()) + "\n")
+        self.plan.write_text(sandbox_plan(self))
+
+
+def sandbox_plan(sb: Sandbox) -> str:
+    """The migration plan that matches this sandbox (docs/plan.md describes the format)."""
+    cl = sb.cluster
+    registry = cl.host(C.REGISTRY_HOST)
+    plan = {
+        "version": 1,
+        "cluster": {"context": "sandbox"},
+        "gitea": {
+            "internal_service": "gitea-http.gitea-system.svc.cluster.local:3000",
+            "root_url": cl.root_url,
+            "username": C.USERNAME,
+            "org": C.ORG,
+        },
+        "registry": {
+            "host": registry,
+            "legacy_hosts": [cl.host(C.LEGACY_HOST)],
+            "ca_file": str(sb.ca_file),
+        },
+        "images": [{"source": f"ghcr.io/{C.ORG}/{name}", "target": f"{registry}/{C.ORG}/{name}"}
+                   for name in C.GUIDE_IMAGES],
+        "network": {"resolve": sb.resolve_entries()},
+    }
+    header = ("# ghcr2gitea migration plan, written by `ghcr2gitea sandbox` for the sandbox in this folder.\n"
+              "# The token is not here: it is in ./token (GITEA_TOKEN or --token-file).\n")
+    return header + yaml.safe_dump(plan, sort_keys=False)
+
+
+def serve(directory: str, opts: C.Options) -> int:
+    """The ``ghcr2gitea sandbox`` command: serve until SIGINT/SIGTERM."""
+    import signal
+    sb = Sandbox(directory, opts)
+    t0 = time.monotonic()
+    sb.start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    print(f"sandbox ready: {directory}", flush=True)
+    print(f"  API {sb.api_url}  nodes {len(sb.cluster.nodes)}  started in {time.monotonic() - t0:.2f} s", flush=True)
+    print(f"  export KUBECONFIG={sb.kubeconfig}", flush=True)
+    while not stop.wait(0.5):
+        pass
+    sb.stop()
+    return 0

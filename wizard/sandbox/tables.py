@@ -1,0 +1,136 @@
+"""Server-side printing (meta.k8s.io Table) and the OpenAPI v3 bits kubectl looks for."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+from .kinds import GROUPS, Kind
+
+
+def _age(ts: str | None) -> str:
+    if not ts:
+        return "<unknown>"
+    secs = max(int(time.time() - datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()), 0)
+    if secs < 120:
+        return f"{secs}s"
+    if secs < 3600:
+        return f"{secs // 60}m{secs % 60}s" if secs < 600 else f"{secs // 60}m"
+    if secs < 86400:
+        return f"{secs // 3600}h{(secs % 3600) // 60}m" if secs < 28800 else f"{secs // 3600}h"
+    return f"{secs // 86400}d"
+
+
+def _node_row(o: dict) -> list:
+    conds = {c["type"]: c["status"] for c in o.get("status", {}).get("conditions", [])}
+    ready = {"True": "Ready", "False": "NotReady"}.get(conds.get("Ready"), "NotReady")
+    if o.get("spec", {}).get("unschedulable"):
+        ready += ",SchedulingDisabled"
+    labels = o["metadata"].get("labels") or {}
+    roles = sorted(k.split("/", 1)[1] for k in labels if k.startswith("node-role.kubernetes.io/"))
+    return [ready, ",".join(roles) or "<none>", _age(o["metadata"].get("creationTimestamp")),
+            o.get("status", {}).get("nodeInfo", {}).get("kubeletVersion", "")]
+
+
+def _pod_row(o: dict) -> list:
+    st = o.get("status", {})
+    cs = st.get("containerStatuses") or []
+    ready = sum(1 for c in cs if c.get("ready"))
+    reason = st.get("reason") or st.get("phase", "Pending")
+    for c in cs:
+        w = (c.get("state") or {}).get("waiting")
+        t = (c.get("state") or {}).get("terminated")
+        if w and w.get("reason"):
+            reason = w["reason"]
+        elif t and t.get("reason") and reason not in ("Succeeded",):
+            reason = t["reason"]
+    restarts = sum(c.get("restartCount", 0) for c in cs)
+    return [f"{ready}/{len(o['spec'].get('containers', []))}", reason, restarts,
+            _age(o["metadata"].get("creationTimestamp")), st.get("podIP") or "<none>",
+            o["spec"].get("nodeName") or "<none>"]
+
+
+def _deploy_row(o: dict) -> list:
+    st, spec = o.get("status", {}), o.get("spec", {})
+    return [f"{st.get('readyReplicas', 0)}/{spec.get('replicas', 1)}", st.get("updatedReplicas", 0),
+            st.get("availableReplicas", 0), _age(o["metadata"].get("creationTimestamp"))]
+
+
+def _sts_row(o: dict) -> list:
+    st, spec = o.get("status", {}), o.get("spec", {})
+    return [f"{st.get('readyReplicas', 0)}/{spec.get('replicas', 1)}", _age(o["metadata"].get("creationTimestamp"))]
+
+
+def _svc_row(o: dict) -> list:
+    spec = o.get("spec", {})
+    ports = ",".join(f"{p.get('port')}/{p.get('protocol', 'TCP')}" for p in spec.get("ports") or [])
+    ing = (o.get("status", {}).get("loadBalancer") or {}).get("ingress") or []
+    ext = ",".join(i.get("ip", "") for i in ing) or ("<pending>" if spec.get("type") == "LoadBalancer" else "<none>")
+    return [spec.get("type", "ClusterIP"), spec.get("clusterIP", ""), ext, ports or "<none>",
+            _age(o["metadata"].get("creationTimestamp"))]
+
+
+def _ing_row(o: dict) -> list:
+    hosts = ",".join(r.get("host", "*") for r in o.get("spec", {}).get("rules") or [])
+    ports = "80, 443" if o.get("spec", {}).get("tls") else "80"
+    return [o.get("spec", {}).get("ingressClassName") or "<none>", hosts, "", ports,
+            _age(o["metadata"].get("creationTimestamp"))]
+
+
+def _event_row(o: dict) -> list:
+    io = o.get("involvedObject", {})
+    return [o.get("lastTimestamp") or o.get("eventTime") or "", o.get("type", ""), o.get("reason", ""),
+            f"{io.get('kind', '').lower()}/{io.get('name', '')}", o.get("message", "")]
+
+
+COLUMNS = {
+    "Node": (["Status", "Roles", "Age", "Version"], _node_row),
+    "Pod": (["Ready", "Status", "Restarts", "Age", "IP", "Node"], _pod_row),
+    "Deployment": (["Ready", "Up-to-date", "Available", "Age"], _deploy_row),
+    "StatefulSet": (["Ready", "Age"], _sts_row),
+    "Service": (["Type", "Cluster-IP", "External-IP", "Port(s)", "Age"], _svc_row),
+    "Ingress": (["Class", "Hosts", "Address", "Ports", "Age"], _ing_row),
+    "Event": (["Last Seen", "Type", "Reason", "Object", "Message"], _event_row),
+}
+PRIORITY_1 = {"IP", "Node"}
+
+
+def table(kind: Kind, items: list[dict], rv: str, include_object: str | None = None) -> dict:
+    names, row_fn = COLUMNS.get(kind.kind, (["Age"], lambda o: [_age(o["metadata"].get("creationTimestamp"))]))
+    cols = [{"name": "Name", "type": "string", "format": "name", "description": "Name", "priority": 0}]
+    cols += [{"name": n, "type": "string", "format": "", "description": n, "priority": 1 if n in PRIORITY_1 else 0}
+             for n in names]
+    rows = []
+    for o in items:
+        if include_object == "Object":
+            embedded = o
+        else:
+            embedded = {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]}
+        rows.append({"cells": [o["metadata"]["name"]] + row_fn(o), "object": embedded})
+    return {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": rv},
+            "columnDefinitions": cols, "rows": rows}
+
+
+def openapi_v3(gv_path: str) -> dict:
+    """Enough of /openapi/v3/<gv> for kubectl's query-parameter checks (fieldValidation, dryRun)."""
+    parts = gv_path.split("/")
+    if parts[0] == "api":
+        group, version = "", parts[1]
+    else:
+        group, version = parts[1], parts[2]
+    params = [{"name": n, "in": "query", "schema": {"type": "string"}}
+              for n in ("dryRun", "fieldManager", "fieldValidation", "force", "pretty")]
+    paths = {}
+    for k in GROUPS.get(group, []):
+        if k.version != version:
+            continue
+        prefix = f"/api/{version}" if not group else f"/apis/{group}/{version}"
+        item = f"{prefix}/namespaces/{{namespace}}/{k.plural}/{{name}}" if k.namespaced else f"{prefix}/{k.plural}/{{name}}"
+        gvk = {"group": group, "version": version, "kind": k.kind}
+        op = {"parameters": params, "x-kubernetes-group-version-kind": gvk, "x-kubernetes-action": "patch",
+              "responses": {"200": {"description": "OK"}}}
+        paths[item] = {"patch": op, "put": {**op, "x-kubernetes-action": "put"}}
+        coll = item.rsplit("/", 1)[0]
+        paths[coll] = {"post": {**op, "x-kubernetes-action": "post"}}
+    return {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.33.5+k3s1"}, "paths": paths,
+            "components": {"schemas": {}}}
