@@ -73,6 +73,15 @@ def sandbox_options(args: argparse.Namespace):
                    existing_registries=existing, seed=args.seed)
 
 
+def add_cluster_options(p: argparse.ArgumentParser, *, plan_required: bool = True) -> None:
+    p.add_argument("--plan", required=plan_required, metavar="FILE", help="the migration plan (YAML)")
+    p.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig (default: KUBECONFIG, then ~/.kube/config)")
+    p.add_argument("--context", help="kubeconfig context (default: the plan's cluster.context, else current)")
+    p.add_argument("--token-file", metavar="FILE", help="file holding the Gitea token (mode 600); else GITEA_TOKEN")
+    p.add_argument("--resolve", action="append", default=[], metavar="HOST:PORT:ADDR",
+                   help="connect to ADDR for HOST:PORT, like curl --resolve (repeatable)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ghcr2gitea", description="Migrate a K3s cluster from GHCR to Gitea's "
                                      "container registry, proving every step.")
@@ -80,6 +89,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sandbox", help="serve a simulated K3s cluster with Gitea on loopback")
     p.add_argument("--dir", required=True, help="folder for kubeconfig, plan.yaml, token, ca.crt, resolve")
     add_sandbox_options(p)
+    p = sub.add_parser("plan", help="print every stage's pending changes (exit 0 none, 3 pending, 2 error)")
+    add_cluster_options(p)
+    p = sub.add_parser("apply", help="run the stages in order, stopping at the first failed check")
+    add_cluster_options(p)
+    p.add_argument("--yes", action="store_true", help="apply without asking (required when not on a terminal)")
+    p.add_argument("--dry-run", action="store_true", help="print what would change and the restart order; change nothing")
+    p.add_argument("--node-timeout", type=_count("--node-timeout", 1), default=180, metavar="SECONDS",
+                   help="how long a restarting node may take to be proven back (default 180)")
+    p.add_argument("--max-unavailable", type=_count("--max-unavailable", 1), default=1, metavar="N",
+                   help="agents restarted at once (servers are always one at a time)")
+    p.add_argument("--take-over-stale-lock", action="store_true",
+                   help="take the cluster lock from a run that stopped renewing it")
+    p = sub.add_parser("audit", help="inspect and verify every stage without changing anything")
+    add_cluster_options(p)
+    p.add_argument("--format", choices=("text", "json", "markdown"), default="text")
+    p.add_argument("--node-probes", action="store_true",
+                   help="allow short-lived read-only probe pods for node facts (creates and deletes pods)")
     p = sub.add_parser("demo", help="open the wizard on an embedded sandbox")
     add_sandbox_options(p)
     p.add_argument("--dir", help="sandbox folder (default: a temporary one)")
@@ -92,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "sandbox":
         from wizard.sandbox.server import serve
         return serve(args.dir, sandbox_options(args))
+    if args.command in ("plan", "apply", "audit"):
+        from wizard.commands import run_command
+        return run_command(args)
     if args.command == "demo":
         from screens.demo import run_demo
         return run_demo(args.dir, sandbox_options(args))

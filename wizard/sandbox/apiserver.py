@@ -66,8 +66,7 @@ class ApiServer:
                                     handler_cancellation=True)
         await self.runner.setup()
         self.host = host
-        self.site = web.TCPSite(self.runner, host, port, ssl_context=self.ssl_context, reuse_address=True,
-                                shutdown_timeout=0.2)
+        self.site = web.TCPSite(self.runner, host, port, ssl_context=self.ssl_context, reuse_address=True)
         await self.site.start()
         self.port = self.site._server.sockets[0].getsockname()[1]
         return self.port
@@ -90,7 +89,7 @@ class ApiServer:
                         conn.transport.close()
         else:
             self.site = web.TCPSite(self.runner, self.host, self.port, ssl_context=self.ssl_context,
-                                    reuse_address=True, shutdown_timeout=0.2)
+                                    reuse_address=True)  # the runner's shutdown_timeout applies
             for _ in range(50):
                 try:
                     await self.site.start()
@@ -115,9 +114,9 @@ class ApiServer:
         self.requests.append({"time": time.time(), "method": request.method, "path": path,
                               "query": request.query_string, "user_agent": request.headers.get("User-Agent", "")})
         try:
-            if path in ("/readyz", "/livez", "/healthz"):
+            if path.rstrip("/") in ("/readyz", "/livez", "/healthz"):
                 return web.Response(text="ok")
-            if path == "/version":
+            if path.rstrip("/") == "/version":  # the Python client asks for /version/
                 return web.json_response(K8S_VERSION)
             if request.headers.get("Authorization") != f"Bearer {self.token}":
                 raise ApiError(401, "Unauthorized", "Unauthorized")
@@ -234,7 +233,8 @@ class ApiServer:
             opts = json.loads(raw) if raw.strip() else {}
             obj = self.store.delete(kind, ns, name, dry_run=dry_run or (opts.get("dryRun") == ["All"]),
                                     preconditions=opts.get("preconditions"))
-            if kind.kind in ("Pod",) or parse_bool(q.get("returnObject")):
+            # the kinds whose registry has ReturnDeletedObject (the client types these responses)
+            if kind.kind in ("Pod", "Service", "ServiceAccount") or parse_bool(q.get("returnObject")):
                 return web.json_response(obj)
             return web.json_response({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
                                       "details": {"name": name, "kind": kind.plural, "uid": obj["metadata"]["uid"]}})

@@ -417,6 +417,9 @@ class Cluster(NodeHooks):
         if node.name == self.api_node and self.api is not None:
             await self.api.set_down(False)
         now = time.time()
+        # a new kubelet process has an empty event correlator: its events are new objects, not count bumps
+        for key in [k for k in self._event_index if k[0] == node.name]:
+            del self._event_index[key]
         self.event({"kind": "Node", "name": node.name, "uid": node.name, "apiVersion": "v1"}, "Starting",
                    "Starting kubelet.", component="kubelet", host=node.name, namespace="default")
         self._renew_lease(node, now)

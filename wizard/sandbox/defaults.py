@@ -96,6 +96,8 @@ def _pod_spec(spec: dict) -> None:
         c.setdefault("terminationMessagePath", "/dev/termination-log")
         c.setdefault("terminationMessagePolicy", "File")
         c.setdefault("resources", {})
+        for port in c.get("ports") or []:
+            port.setdefault("protocol", "TCP")
 
 
 def pod(obj: dict, old: dict | None) -> None:

@@ -249,7 +249,7 @@ class PodRun:
         if script is not None:
             if not (privileged and spec.get("hostPID")):
                 return self.log_exit(c, 1, "nsenter: cannot open /proc/1/ns/ipc: Permission denied\n")
-            ctx = ShellContext(fs=self.node.fs, hostname=self.node.name, env=_env(c, {"HOME": "/root"}),
+            ctx = ShellContext(fs=self.node.fs, hostname=self.node.name, env=_env(c, {"HOME": "/root"}, self.env_lookup),
                                commands=self.k.node_commands(self.node))
             result = await run_script(script, ctx)
             return self.log_exit(c, result.rc, result.stdout + result.stderr)
@@ -258,7 +258,8 @@ class PodRun:
         script = shell_script(argv)
         if script is not None:
             fs = self.container_fs(c, spec)
-            ctx = ShellContext(fs=fs, hostname=self.name[:63], env=_env(c, {"HOME": "/root", "PATH": "/usr/bin:/bin"}),
+            ctx = ShellContext(fs=fs, hostname=self.name[:63],
+                               env=_env(c, {"HOME": "/root", "PATH": "/usr/bin:/bin"}, self.env_lookup),
                                commands=self.k.pod_commands(self))
             result = await run_script(script, ctx)
             self.save_empty_dirs(c, fs)
@@ -270,7 +271,8 @@ class PodRun:
         image = c["image"]
         if nginx.is_nginx(image, argv):
             fs = self.container_fs(c, spec)
-            proxy = nginx.Nginx.from_fs(fs, self.k.pod_fetch(self), dns_view=self.k.dns_view(self))
+            proxy = nginx.Nginx.from_fs(fs, self.k.pod_fetch(self), dns_view=self.k.dns_view(self),
+                                        cluster_dns_ip=cluster.dns_ip)
             if proxy.error:
                 cluster.append_log(self.ns, self.name, c["name"], proxy.error + "\n")
                 await self.crashloop(c, 1)
@@ -285,6 +287,14 @@ class PodRun:
             cluster.append_log(self.ns, self.name, c["name"], "Starting new Web server: tcp:0.0.0.0:3000\n")
         await self.mark_ready(c)
         return None
+
+    def env_lookup(self, kind: str, name: str, key: str) -> str | None:
+        if kind == "Secret":
+            sec = self.k.c.store.get(SECRET, self.ns, name) or {}
+            raw = (sec.get("data") or {}).get(key)
+            return base64.b64decode(raw).decode(errors="replace") if raw is not None else None
+        cm = self.k.c.store.get(CONFIGMAP, self.ns, name) or {}
+        return (cm.get("data") or {}).get(key)
 
     def log_exit(self, c: dict, rc: int, text: str) -> int:
         self.k.c.append_log(self.ns, self.name, c["name"], text)
@@ -401,11 +411,20 @@ def _project(data: dict[str, bytes], items: list[dict] | None) -> dict[str, byte
     return {i["path"]: data[i["key"]] for i in items if i.get("key") in data}
 
 
-def _env(c: dict, base: dict[str, str]) -> dict[str, str]:
+def _env(c: dict, base: dict[str, str], lookup: Callable[[str, str, str], str | None] | None = None) -> dict[str, str]:
+    """Container environment; ``lookup(kind, name, key)`` resolves secretKeyRef/configMapKeyRef."""
     env = dict(base)
     for e in c.get("env") or []:
         if "value" in e:
             env[e["name"]] = str(e["value"])
+        elif lookup and (ref := (e.get("valueFrom") or {}).get("secretKeyRef")):
+            value = lookup("Secret", ref.get("name", ""), ref.get("key", ""))
+            if value is not None:
+                env[e["name"]] = value
+        elif lookup and (ref := (e.get("valueFrom") or {}).get("configMapKeyRef")):
+            value = lookup("ConfigMap", ref.get("name", ""), ref.get("key", ""))
+            if value is not None:
+                env[e["name"]] = value
     return env
 
 

@@ -9,6 +9,7 @@ request through that resolver, which only knows cluster names if it is CoreDNS.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -179,17 +180,20 @@ class Nginx:
             target = target.replace("$" + var, value)
         parts = urlsplit(target)
         host = parts.hostname or ""
-        if "$" in loc.proxy_pass:
-            # resolved per request, through the configured resolver only
+        if "$" in loc.proxy_pass and not _is_ip(host):
+            # resolved per request, through the configured resolver only: the exact name, no search
+            # domains, no /etc/hosts (nginx's resolver is a DNS client, not getaddrinfo)
             if not server.resolver:
-                return _page(500, "500 Internal Server Error", f'no resolver defined to resolve {host}')
+                return _page(502, "502 Bad Gateway", f'no resolver defined to resolve {host}')
             if self.cluster_dns_ip and server.resolver.split(":")[0] != self.cluster_dns_ip:
                 return _page(502, "502 Bad Gateway", f"{host} could not be resolved (110: Operation timed out)")
-            ip = self.dns.resolve(host)
+            ip = self.dns.cluster_dns(host.rstrip(".").lower()) if self.dns.cluster_dns else None
             if ip is None:
                 return _page(502, "502 Bad Gateway", f"{host} could not be resolved (3: Host not found)")
         else:
             ip = self.static_upstreams.get(loc.proxy_pass) or self.dns.resolve(host)
+        if ip is None:
+            return _page(502, "502 Bad Gateway", f"{host} could not be resolved")
         headers = Headers([(k, v) for k, v in req.headers.items if k.lower() not in ("host", "connection")])
         host_hdr = req.headers.get("Host") or req.host
         for name, value in loc.headers:
@@ -206,6 +210,14 @@ class Nginx:
         except NetError as e:
             return _page(502, "502 Bad Gateway", str(e))
         return resp
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
 
 
 def _page(status: int, title: str, detail: str = "") -> HttpResponse:

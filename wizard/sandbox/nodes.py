@@ -125,8 +125,26 @@ class Systemd:
         await self.hooks.k3s_started(node)
 
     async def command(self, node: SimNode, argv: list[str]) -> tuple[int, bytes, bytes]:
-        args = [a for a in argv[1:] if not a.startswith("--") or a.startswith("--property")]
-        flags = {a for a in argv[1:] if a.startswith("--")}
+        # options may come anywhere; -p/--property/-P take a value (-P is -p with --value)
+        args, flags, props = [], set(), []
+        i, words = 0, argv[1:]
+        while i < len(words):
+            a = words[i]
+            if a in ("-p", "--property", "-P"):
+                props += words[i + 1].split(",") if i + 1 < len(words) else []
+                flags |= {"--value"} if a == "-P" else set()
+                i += 2
+                continue
+            if a.startswith("--property="):
+                props += a.split("=", 1)[1].split(",")
+            elif a.startswith(("-p", "-P")) and not a.startswith("--"):
+                props += a[2:].split(",")
+                flags |= {"--value"} if a.startswith("-P") else set()
+            elif a.startswith("-") and len(a) > 1:
+                flags.add(a)
+            else:
+                args.append(a)
+            i += 1
         if not args:
             return 1, b"", b"systemctl: missing command\n"
         verb, rest = args[0], args[1:]
@@ -145,27 +163,10 @@ class Systemd:
         if verb == "is-active":
             unit = (rest or [""])[0].removesuffix(".service")
             st = node.state if unit == node.unit else "inactive"
-            return (0 if st == "active" else 3), f"{st}\n".encode(), b""
+            quiet = bool(flags & {"-q", "--quiet"})
+            return (0 if st == "active" else 3), b"" if quiet else f"{st}\n".encode(), b""
         if verb == "show":
-            props: list[str] = []
-            units = []
-            i = 0
-            while i < len(rest):
-                a = rest[i]
-                if a == "-p":
-                    props += rest[i + 1].split(",")
-                    i += 2
-                    continue
-                if a.startswith("-p"):
-                    props += a[2:].split(",")
-                elif a.startswith("--property="):
-                    props += a.split("=", 1)[1].split(",")
-                else:
-                    units.append(a)
-                i += 1
-            for a in argv[1:]:
-                if a.startswith("--property="):
-                    props += a.split("=", 1)[1].split(",")
+            units = rest
             values = node.unit_props(units[0] if units else node.unit)
             want = props or list(UNIT_PROPS)
             lines = [values.get(p, "") if "--value" in flags else f"{p}={values.get(p, '')}" for p in want]

@@ -183,8 +183,8 @@ class Watcher:
     def offer(self, etype: str, old: dict | None, new: dict | None) -> None:
         was, now = self.matches(old), self.matches(new)
         if etype == "DELETED":
-            if was:
-                self.queue.put_nowait(("DELETED", old))
+            if was:  # the deleted object as of its deletion: it carries the deletion's resourceVersion
+                self.queue.put_nowait(("DELETED", new if new is not None else old))
         elif was and now:
             self.queue.put_nowait(("MODIFIED", new))
         elif now:
@@ -387,13 +387,13 @@ class Store:
                 new["status"] = old["status"]
             else:
                 new.pop("status", None)
+        if d := self.defaulters.get(kind.kind):  # before comparing specs: clients drop defaulted nulls
+            d(new, old)
         if kind.kind in _GENERATION_KINDS:
             gen = omd.get("generation", 1)
             if subresource != "status" and _spec_of(old) != _spec_of(new):
                 gen += 1
             md["generation"] = gen
-        if d := self.defaulters.get(kind.kind):
-            d(new, old)
         if validate:
             self._validate(kind, new, strict)
         if record:
@@ -463,6 +463,7 @@ class Store:
             raise ApiError(422, "Invalid", str(e), kind=kind, name=name) from None
         if not isinstance(new, dict):
             raise ApiError(422, "Invalid", "patch produced a non-object", kind=kind, name=name)
+        new = copy.deepcopy(new)  # merges share unpatched parts with the stored object: never mutate it
         want_rv = (new.get("metadata") or {}).get("resourceVersion")
         if want_rv and want_rv != old["metadata"]["resourceVersion"]:
             res = kind.plural if not kind.group else f"{kind.plural}.{kind.group}"
@@ -500,11 +501,14 @@ class Store:
             return obj
         managed = [dict(e) for e in old["metadata"].get("managedFields") or []]
         conflicts = []
+        # only values can conflict: a map or list item that holds applied fields is compared through them
+        # (a live container has defaulted fields the config lacks; that is no conflict)
+        parents = {q[:i] for q in applied for i in range(1, len(q))}
         for e in managed:
             if e["manager"] == manager and e["operation"] == "Apply":
                 continue
             owned = P.parse_fields_v1(e.get("fieldsV1", {}))
-            clash = {p for p in owned & applied if _value_at(old, p) != _value_at(config, p)}
+            clash = {p for p in owned & applied if p not in parents and _value_at(old, p) != _value_at(config, p)}
             if clash and not force:
                 conflicts += [(e["manager"], p) for p in clash]
             elif clash:
@@ -517,7 +521,9 @@ class Store:
             raise ApiError(409, "Conflict", msg, kind=kind, name=name, causes=causes)
         mine = next((e for e in managed if e["manager"] == manager and e["operation"] == "Apply"), None)
         previously = P.parse_fields_v1(mine["fieldsV1"]) if mine else set()
-        new = P.apply_merge(old, {k: v for k, v in config.items() if k not in ("apiVersion", "kind")}, info)
+        # a deep copy: apply_merge shares untouched parts with the stored object, and they are edited below
+        new = copy.deepcopy(P.apply_merge(old, {k: v for k, v in config.items() if k not in ("apiVersion", "kind")},
+                                          info))
         others = set()
         for e in managed:
             if e is not mine:
@@ -525,8 +531,12 @@ class Store:
         for p in sorted(previously - applied, key=len, reverse=True):
             if p not in others and not any(o[: len(p)] == p for o in others):
                 P.remove_path(new, p)
-        managed = [e for e in managed if e is not mine and e.get("fieldsV1")]
-        managed.append(self._managed_entry(manager, "Apply", kind, applied, subresource))
+        entry = self._managed_entry(manager, "Apply", kind, applied, subresource)
+        if mine is not None:  # the manager's entry keeps its place: a repeated apply is a no-op
+            managed[managed.index(mine)] = entry
+        else:
+            managed.append(entry)
+        managed = [e for e in managed if e.get("fieldsV1")]
         new["metadata"] = dict(new["metadata"])
         new["metadata"]["managedFields"] = managed
         return self._finish_update(kind, old, new, manager=manager, subresource=subresource, dry_run=dry_run,
@@ -603,9 +613,13 @@ def _spec_of(obj: dict) -> dict:
 
 
 def _same_content(a: dict, b: dict) -> bool:
-    strip = ("resourceVersion", "managedFields")
-    ma = {k: v for k, v in a.get("metadata", {}).items() if k not in strip}
-    mb = {k: v for k, v in b.get("metadata", {}).items() if k not in strip}
+    """A no-op write: equal but for resourceVersion and managedFields timestamps (a new co-owner is a change)."""
+    def meta(o: dict) -> dict:
+        md = {k: v for k, v in o.get("metadata", {}).items() if k != "resourceVersion"}
+        if "managedFields" in md:
+            md["managedFields"] = [{k: v for k, v in e.items() if k != "time"} for e in md["managedFields"]]
+        return md
+    ma, mb = meta(a), meta(b)
     if ma != mb:
         return False
     return {k: v for k, v in a.items() if k != "metadata"} == {k: v for k, v in b.items() if k != "metadata"}

@@ -78,9 +78,30 @@ def _ing_row(o: dict) -> list:
 
 
 def _event_row(o: dict) -> list:
-    io = o.get("involvedObject", {})
-    return [o.get("lastTimestamp") or o.get("eventTime") or "", o.get("type", ""), o.get("reason", ""),
-            f"{io.get('kind', '').lower()}/{io.get('name', '')}", o.get("message", "")]
+    """As the apiserver prints events (always wide; kubectl hides priority-1 columns): ages, not timestamps."""
+    io, src = o.get("involvedObject", {}), o.get("source") or {}
+    event_time = o.get("eventTime")  # MicroTime: 2006-01-02T15:04:05.000000Z
+    first = _age(o.get("firstTimestamp") or (event_time[:19] + "Z" if event_time else None))
+    last = _age(o["lastTimestamp"]) if o.get("lastTimestamp") else first
+    kind = io.get("kind", "").lower()
+    target = f"{kind}/{io['name']}" if io.get("name") else kind
+    source = src.get("component") or o.get("reportingComponent") or ""
+    if src.get("host"):
+        source += f", {src['host']}"
+    return [last, o.get("type", ""), o.get("reason", ""), target, io.get("fieldPath", ""), source,
+            (o.get("message") or "").strip(), first, o.get("count", 1), o["metadata"]["name"]]
+
+
+def _namespace_row(o: dict) -> list:
+    return [o.get("status", {}).get("phase", "Active"), _age(o["metadata"].get("creationTimestamp"))]
+
+
+def _configmap_row(o: dict) -> list:
+    return [len(o.get("data") or {}) + len(o.get("binaryData") or {}), _age(o["metadata"].get("creationTimestamp"))]
+
+
+def _secret_row(o: dict) -> list:
+    return [o.get("type", "Opaque"), len(o.get("data") or {}), _age(o["metadata"].get("creationTimestamp"))]
 
 
 COLUMNS = {
@@ -90,15 +111,25 @@ COLUMNS = {
     "StatefulSet": (["Ready", "Age"], _sts_row),
     "Service": (["Type", "Cluster-IP", "External-IP", "Port(s)", "Age"], _svc_row),
     "Ingress": (["Class", "Hosts", "Address", "Ports", "Age"], _ing_row),
-    "Event": (["Last Seen", "Type", "Reason", "Object", "Message"], _event_row),
+    # Events carry their name last (and hidden), as the apiserver prints them
+    "Event": (["Last Seen", "Type", "Reason", "Object", "Subobject", "Source", "Message", "First Seen", "Count",
+               "Name"], _event_row),
+    "Namespace": (["Status", "Age"], _namespace_row),
+    "ConfigMap": (["Data", "Age"], _configmap_row),
+    "Secret": (["Type", "Data", "Age"], _secret_row),
 }
 PRIORITY_1 = {"IP", "Node"}
+EVENT_PRIORITY_1 = {"Subobject", "Source", "First Seen", "Count", "Name"}
 
 
 def table(kind: Kind, items: list[dict], rv: str, include_object: str | None = None) -> dict:
     names, row_fn = COLUMNS.get(kind.kind, (["Age"], lambda o: [_age(o["metadata"].get("creationTimestamp"))]))
-    cols = [{"name": "Name", "type": "string", "format": "name", "description": "Name", "priority": 0}]
-    cols += [{"name": n, "type": "string", "format": "", "description": n, "priority": 1 if n in PRIORITY_1 else 0}
+    wide = EVENT_PRIORITY_1 if kind.kind == "Event" else PRIORITY_1
+    named = "Name" in names  # the row function gives the name cell itself
+    cols = [] if named else [{"name": "Name", "type": "string", "format": "name", "description": "Name",
+                              "priority": 0}]
+    cols += [{"name": n, "type": "integer" if n in ("Count", "Data") else "string",
+              "format": "name" if n == "Name" else "", "description": n, "priority": 1 if n in wide else 0}
              for n in names]
     rows = []
     for o in items:
@@ -106,7 +137,7 @@ def table(kind: Kind, items: list[dict], rv: str, include_object: str | None = N
             embedded = o
         else:
             embedded = {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]}
-        rows.append({"cells": [o["metadata"]["name"]] + row_fn(o), "object": embedded})
+        rows.append({"cells": ([] if named else [o["metadata"]["name"]]) + row_fn(o), "object": embedded})
     return {"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": rv},
             "columnDefinitions": cols, "rows": rows}
 

@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from .base import Stage
+from .nodes import NodeRegistries, RollingRestartStage
+from .preflight import Preflight
+from .proxy_ingress import AuthProxy, HttpsIngress
+from .registry_access import Credentials, RegistrySecrets
+from .workloads import CiRbac, Verify, Workloads
 
-
-@dataclass(frozen=True)
-class StageInfo:
-    key: str
-    title: str
-    guide_step: str  # the section of migration-guide.md it automates
-
-
-STAGES: tuple[StageInfo, ...] = (
-    StageInfo("preflight", "Preflight", "Prerequisites"),
-    StageInfo("credentials", "Credentials", "Step 1"),
-    StageInfo("secrets", "Registry secrets", "Step 2"),
-    StageInfo("proxy", "TLS auth proxy", "Step 3"),
-    StageInfo("ingress", "HTTPS ingress", "Step 4"),
-    StageInfo("registries", "Node registries", "Step 5"),
-    StageInfo("restart", "Rolling restart", "Step 5"),
-    StageInfo("workloads", "Workloads", "Step 6"),
-    StageInfo("ci", "CI and RBAC", "Steps 7-8"),
-    StageInfo("verify", "Verify", "Step 9"),
-)
+STAGES: tuple[Stage, ...] = (Preflight(), Credentials(), RegistrySecrets(), AuthProxy(), HttpsIngress(),
+                             NodeRegistries(), RollingRestartStage(), Workloads(), CiRbac(), Verify())
+BY_KEY = {s.key: s for s in STAGES}

@@ -1,0 +1,165 @@
+"""``ghcr2gitea sandbox`` as a process: what it prints, what it writes, how it stops, how it refuses bad flags."""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from kubernetes import client
+
+from wizard.kube import api_client
+
+BIN = str(Path(sys.executable).parent / "ghcr2gitea")
+
+
+def start(directory: Path, *args: str) -> tuple[subprocess.Popen, str]:
+    """Start the command; (process, its first stdout line) once it printed one."""
+    proc = subprocess.Popen([BIN, "sandbox", "--dir", str(directory), *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    try:
+        if not sel.select(timeout=30):
+            proc.kill()
+            raise AssertionError("no output within 30 s")
+        line = proc.stdout.readline()
+    finally:
+        sel.close()
+    if not line:
+        proc.wait(5)
+        raise AssertionError(f"exited {proc.returncode} before printing: {proc.stderr.read()}")
+    return proc, line.rstrip("\n")
+
+
+def stop(proc: subprocess.Popen, sig: int, timeout: float = 5.0) -> tuple[int, float, str, str]:
+    """Send ``sig``; (exit code, seconds it took, rest of stdout, stderr)."""
+    t0 = time.monotonic()
+    proc.send_signal(sig)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise AssertionError(f"still running {timeout} s after signal {sig}") from None
+    return proc.returncode, time.monotonic() - t0, out, err
+
+
+@pytest.fixture
+def running(tmp_path):
+    started = []
+
+    def run(*args: str) -> tuple[subprocess.Popen, str, Path]:
+        d = tmp_path / "sb"
+        proc, line = start(d, "--restart-seconds", "1:1", *args)
+        started.append(proc)
+        return proc, line, d
+    yield run
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_ready_line_files_and_sigterm(running):
+    proc, first, d = running()
+    assert first == f"sandbox ready: {d}"
+    for name in ("kubeconfig", "plan.yaml", "token", "ca.crt", "resolve"):
+        assert (d / name).is_file(), name
+    assert mode(d / "token") == 0o600
+    assert mode(d / "kubeconfig") == 0o600
+    token = (d / "token").read_text().strip()
+    assert len(token) >= 20
+    plan_text = (d / "plan.yaml").read_text()
+    assert token not in plan_text  # the plan never holds the secret
+    plan = yaml.safe_load(plan_text)
+    assert plan["registry"]["host"].startswith("registry.example.test:")
+
+    # the kubeconfig works with the real client, and /_sandbox/state needs no auth
+    kubeconfig = yaml.safe_load((d / "kubeconfig").read_text())
+    server = kubeconfig["clusters"][0]["cluster"]["server"]
+    st = httpx.get(f"{server}/_sandbox/state", verify=False, timeout=5)
+    assert st.status_code == 200
+    assert sorted(st.json()["nodes"]) == ["dellmini1", "dellmini2", "dellmini3", "dellmini5", "lenovomini"]
+    assert httpx.get(f"{server}/api/v1/nodes", verify=False, timeout=5).status_code == 401
+    api = api_client(str(d / "kubeconfig"))
+    try:
+        assert len(client.CoreV1Api(api).list_node().items) == 5
+    finally:
+        api.close()
+
+    rc, took, out, err = stop(proc, signal.SIGTERM)
+    assert rc == 0, err
+    assert took < 5
+    assert not [ln for ln in out.splitlines() if ln.startswith("sandbox ready")]  # printed once, first
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{server}/_sandbox/state", verify=False, timeout=2)
+
+
+def test_restart_seconds_flag_is_applied(running):
+    proc, _, d = running()
+    api = api_client(str(d / "kubeconfig"))
+    try:
+        v1 = client.CoreV1Api(api)
+        server = yaml.safe_load((d / "kubeconfig").read_text())["clusters"][0]["cluster"]["server"]
+        v1.create_namespaced_pod("default", {"metadata": {"name": "restart"}, "spec": {
+            "nodeName": "dellmini2", "restartPolicy": "Never", "hostPID": True, "containers": [{
+                "name": "x", "image": "alpine:3.20", "securityContext": {"privileged": True},
+                "command": ["nsenter", "-t", "1", "-m", "-u", "-i", "-n", "--", "sh", "-c",
+                            "systemctl restart k3s-agent && echo done"]}]}})
+        deadline = time.monotonic() + 10
+        while v1.read_namespaced_pod("restart", "default").status.phase != "Succeeded":
+            assert time.monotonic() < deadline, "restart pod did not finish"
+            time.sleep(0.1)
+        (r,) = httpx.get(f"{server}/_sandbox/state", verify=False, timeout=5).json()["nodes"]["dellmini2"]["restarts"]
+        assert r["end"] - r["start"] == pytest.approx(1.0, abs=0.3)
+    finally:
+        api.close()
+    assert stop(proc, signal.SIGTERM)[0] == 0
+
+
+def test_sigint_exits_zero(running):
+    proc, first, d = running()
+    assert first == f"sandbox ready: {d}"
+    rc, took, out, err = stop(proc, signal.SIGINT)
+    assert rc == 0, err
+    assert took < 5
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(("args", "flag"), [
+    (["--restart-seconds", "5:1"], "--restart-seconds"),
+    (["--never-returns", "nosuchnode"], "--never-returns"),
+    (["--api-fault-rate", "2"], "--api-fault-rate"),
+    (["--restart-seconds", "soon"], "--restart-seconds"),
+    (["--api-fault-rate", "-0.5"], "--api-fault-rate"),
+])
+def test_bad_flags_are_refused_before_anything_is_written(tmp_path, args, flag):
+    d = tmp_path / "sb"
+    res = subprocess.run([BIN, "sandbox", "--dir", str(d), *args], capture_output=True, text=True, timeout=30)
+    assert res.returncode != 0
+    assert res.stdout == ""
+    # argparse's usage block aside, exactly one line: the message, naming the flag
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip() and not ln.startswith(("usage:", " "))]
+    assert len(lines) == 1, res.stderr
+    assert flag in lines[0]
+    assert "Traceback" not in res.stderr
+    assert not d.exists() or not any(d.iterdir())
+
+
+def test_no_ready_line_without_dir(tmp_path):
+    res = subprocess.run([BIN, "sandbox"], capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    assert res.returncode != 0 and "--dir" in res.stderr
+    assert os.listdir(tmp_path) == []

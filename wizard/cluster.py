@@ -1,0 +1,306 @@
+"""Cluster access for the stages: plain JSON over the real ``kubernetes`` client's HTTP layer.
+
+``ClusterReader`` can only read: it has no mutating method and its transport refuses any
+verb but GET, so audit mode cannot change a cluster by construction. ``Cluster`` adds
+server-side apply (field manager ``ghcr2gitea``, every object labelled with the stage that
+owns it), create, patch and delete.
+
+Transient failures (connection refused while a K3s server restarts, 429/500/503/504,
+timeouts) are retried with backoff until ``patience`` runs out; ``on_retry`` hears about
+each retry so the UI and the headless output can say what is going on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
+import urllib3
+from kubernetes import client
+
+from .kube import ClusterUnreachable, api_client
+
+log = logging.getLogger(__name__)
+
+FIELD_MANAGER = "ghcr2gitea"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "ghcr2gitea"}
+STAGE_LABEL = "ghcr2gitea.io/stage"
+RETRY_STATUSES = {429, 500, 502, 503, 504}
+
+
+@dataclass(frozen=True)
+class Kind:
+    api_version: str
+    kind: str
+    plural: str
+    namespaced: bool = True
+
+    def path(self, namespace: str | None = None, name: str | None = None, sub: str | None = None) -> str:
+        base = f"/api/{self.api_version}" if "/" not in self.api_version else f"/apis/{self.api_version}"
+        if self.namespaced and namespace:
+            base += f"/namespaces/{namespace}"
+        base += f"/{self.plural}"
+        if name:
+            base += f"/{name}"
+        if sub:
+            base += f"/{sub}"
+        return base
+
+
+KINDS = {k.kind: k for k in (
+    Kind("v1", "Namespace", "namespaces", False), Kind("v1", "Node", "nodes", False),
+    Kind("v1", "Pod", "pods"), Kind("v1", "Service", "services"), Kind("v1", "Secret", "secrets"),
+    Kind("v1", "ConfigMap", "configmaps"), Kind("v1", "Event", "events"),
+    Kind("v1", "ServiceAccount", "serviceaccounts"), Kind("coordination.k8s.io/v1", "Lease", "leases"),
+    Kind("apps/v1", "Deployment", "deployments"), Kind("apps/v1", "StatefulSet", "statefulsets"),
+    Kind("apps/v1", "DaemonSet", "daemonsets"), Kind("networking.k8s.io/v1", "Ingress", "ingresses"),
+    Kind("rbac.authorization.k8s.io/v1", "Role", "roles"),
+    Kind("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings"),
+    Kind("batch/v1", "Job", "jobs"), Kind("batch/v1", "CronJob", "cronjobs"),
+)}
+
+
+class ApiError(Exception):
+    """A Kubernetes API error with its Status fields."""
+
+    def __init__(self, status: int, reason: str, message: str):
+        super().__init__(f"{status} {reason}: {message}")
+        self.status, self.reason, self.message = status, reason, message
+        self.retried = False  # the request had been sent before: a 409 may be our own first attempt
+
+
+class ReadOnlyViolation(Exception):
+    """Something tried to change the cluster through a read-only connection."""
+
+
+def kind_of(obj_or_kind: dict | str) -> Kind:
+    name = obj_or_kind if isinstance(obj_or_kind, str) else obj_or_kind["kind"]
+    return KINDS[name]
+
+
+class ClusterReader:
+    """Read-only access. Has no create/apply/patch/delete; refuses any verb but GET."""
+
+    _writable = False
+
+    def __init__(self, api: client.ApiClient, *, patience: float = 120.0,
+                 on_retry: Callable[[str], None] | None = None):
+        self.api = api
+        self.patience = patience
+        self.on_retry = on_retry or (lambda msg: None)
+        self.server = api.configuration.host
+        self.requests = 0
+        self.max_delay = 1.0  # backoff cap; the rolling restart lowers it while an API server restarts
+
+    @classmethod
+    def connect(cls, kubeconfig: str | None = None, context: str | None = None, **kw) -> ClusterReader:
+        return cls(api_client(kubeconfig, context), **kw)
+
+    def close(self) -> None:
+        self.api.close()
+
+    # ---------------------------------------------------------------- transport
+    def _url(self, path: str, query: dict | None) -> str:
+        q = {k: v for k, v in (query or {}).items() if v is not None}
+        return self.server.rstrip("/") + path + (("?" + urlencode(q)) if q else "")
+
+    def _headers(self, content_type: str | None = None, accept: str = "application/json") -> dict:
+        _, _, headers, _, _ = self.api.param_serialize("GET", "/", header_params={"Accept": accept},
+                                                       auth_settings=["BearerToken"])
+        headers["User-Agent"] = "ghcr2gitea/0.1"
+        if content_type:
+            headers["Content-Type"] = content_type
+        return headers
+
+    def request(self, method: str, path: str, *, query: dict | None = None, body=None,
+                content_type: str | None = None, timeout: float = 30.0, raw: bool = False,
+                retry: bool = True):
+        """One API call with retries; returns parsed JSON (or text with raw=True)."""
+        if method != "GET" and not self._writable:
+            raise ReadOnlyViolation(f"{method} {path} refused: this connection is read-only (audit)")
+        deadline = time.monotonic() + self.patience
+        delay = 0.05
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                self.requests += 1
+                resp = self.api.rest_client.request(
+                    method, self._url(path, query), headers=self._headers(content_type),
+                    body=body, _request_timeout=(5, timeout))
+                data = resp.read() if hasattr(resp, "read") else resp.data
+                status = resp.status
+            except (urllib3.exceptions.HTTPError, OSError) as e:
+                status, data, err = None, b"", e
+            else:
+                err = None
+            if status is not None and status < 400:
+                if raw:
+                    return data.decode("utf-8", errors="replace")
+                return json.loads(data) if data else {}
+            if status is not None and status not in RETRY_STATUSES:
+                e = _api_error(status, data)
+                e.retried = attempt > 1
+                raise e
+            if not retry or time.monotonic() >= deadline:
+                if status is not None:
+                    raise _api_error(status, data)
+                raise ClusterUnreachable(f"cluster API {self.server} unreachable after {attempt} attempts: "
+                                         f"{_short(err)}; check the cluster, then run the same command again "
+                                         "(it resumes where the cluster is)")
+            why = f"HTTP {status}" if status is not None else _short(err)
+            self.on_retry(f"API {why}, retrying {method} {path}")
+            time.sleep(delay * (0.75 + random.random() / 2))
+            delay = min(delay * 1.6, self.max_delay or 1.0)
+
+    # ---------------------------------------------------------------- reads
+    def get(self, kind: str, name: str, namespace: str | None = None) -> dict | None:
+        try:
+            return self.request("GET", kind_of(kind).path(namespace, name))
+        except ApiError as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def list(self, kind: str, namespace: str | None = None, *, labels: str | None = None,
+             fields: str | None = None) -> list[dict]:
+        return self.list_with_rv(kind, namespace, labels=labels, fields=fields)[0]
+
+    def list_with_rv(self, kind: str, namespace: str | None = None, *, labels: str | None = None,
+                     fields: str | None = None) -> tuple[list[dict], str]:
+        data = self.request("GET", kind_of(kind).path(namespace),
+                            query={"labelSelector": labels, "fieldSelector": fields})
+        return data.get("items") or [], data.get("metadata", {}).get("resourceVersion", "")
+
+    def watch(self, kind: str, namespace: str | None = None, *, resource_version: str | None = None,
+              labels: str | None = None, fields: str | None = None, timeout: float = 60) -> Iterator[tuple[str, dict]]:
+        """Stream (type, object) events until the server ends the watch; raises ApiError(410) when expired."""
+        query = {"watch": "true", "resourceVersion": resource_version, "labelSelector": labels,
+                 "fieldSelector": fields, "timeoutSeconds": int(timeout), "allowWatchBookmarks": "true"}
+        resp = self.api.rest_client.pool_manager.request(
+            "GET", self._url(kind_of(kind).path(namespace), query), headers=self._headers(),
+            preload_content=False, timeout=urllib3.Timeout(connect=5, read=timeout + 10))
+        self.requests += 1
+        try:
+            if resp.status >= 400:
+                raise _api_error(resp.status, resp.read())
+            buf = b""
+            for chunk in resp.stream(4096):
+                buf += chunk
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    if not line.strip():
+                        continue
+                    ev = json.loads(line)
+                    if ev.get("type") == "ERROR":
+                        st = ev.get("object") or {}
+                        raise ApiError(st.get("code", 500), st.get("reason", ""), st.get("message", ""))
+                    yield ev["type"], ev["object"]
+        finally:
+            resp.release_conn()
+
+    def pod_log(self, name: str, namespace: str, container: str | None = None) -> str:
+        return self.request("GET", KINDS["Pod"].path(namespace, name, "log"), query={"container": container},
+                            raw=True)
+
+    def version(self) -> dict:
+        return self.request("GET", "/version")
+
+    def readyz(self) -> bool:
+        try:
+            self.request("GET", "/readyz", raw=True, retry=False, timeout=5)
+            return True
+        except (ApiError, ClusterUnreachable):
+            return False
+
+    def server_version(self) -> str:
+        return self.version().get("gitVersion", "")
+
+
+class Cluster(ClusterReader):
+    """Read-write access: server-side apply under field manager ``ghcr2gitea``."""
+
+    _writable = True
+
+    def apply(self, obj: dict, stage: str, *, dry_run: bool = False) -> dict:
+        """Server-side apply, creating or updating; labels the object with its owner and stage."""
+        obj = label(obj, stage)
+        k = kind_of(obj)
+        md = obj["metadata"]
+        return self.request("PATCH", k.path(md.get("namespace"), md["name"]),
+                            query={"fieldManager": FIELD_MANAGER, "force": "true",
+                                   "dryRun": "All" if dry_run else None},
+                            body=json.dumps(obj), content_type="application/apply-patch+yaml")
+
+    def create(self, obj: dict, stage: str) -> dict:
+        obj = label(obj, stage)
+        k = kind_of(obj)
+        md = obj["metadata"]
+        try:
+            return self.request("POST", k.path(md.get("namespace")), body=obj,
+                                query={"fieldManager": FIELD_MANAGER}, content_type="application/json")
+        except ApiError as e:
+            # The connection dropped after the server took our first attempt (an API server
+            # restarting): the object that "already exists" is ours if it carries our marks.
+            if e.status == 409 and e.retried:
+                live = self.get(obj["kind"], md["name"], md.get("namespace"))
+                if live is not None and _same_origin(live, obj):
+                    return live
+            raise
+
+    def patch(self, kind: str, name: str, namespace: str | None, patch: dict | list, *,
+              patch_type: str = "strategic") -> dict:
+        ctype = {"strategic": "application/strategic-merge-patch+json", "merge": "application/merge-patch+json",
+                 "json": "application/json-patch+json"}[patch_type]
+        return self.request("PATCH", kind_of(kind).path(namespace, name), body=patch, content_type=ctype,
+                            query={"fieldManager": FIELD_MANAGER})
+
+    def delete(self, kind: str, name: str, namespace: str | None = None) -> bool:
+        """Delete; False when it was already gone."""
+        try:
+            self.request("DELETE", kind_of(kind).path(namespace, name), body={"propagationPolicy": "Background",
+                                                                              "gracePeriodSeconds": 0},
+                         content_type="application/json")
+            return True
+        except ApiError as e:
+            if e.status == 404:
+                return False
+            raise
+
+
+def _same_origin(live: dict, sent: dict) -> bool:
+    labels, want = live["metadata"].get("labels") or {}, sent["metadata"].get("labels") or {}
+    if "ghcr2gitea.io/run" in want:
+        return labels.get("ghcr2gitea.io/run") == want["ghcr2gitea.io/run"]
+    if sent["kind"] == "Lease":
+        return (live.get("spec") or {}).get("holderIdentity") == sent["spec"].get("holderIdentity")
+    return False
+
+
+def label(obj: dict, stage: str) -> dict:
+    obj = json.loads(json.dumps(obj))
+    md = obj.setdefault("metadata", {})
+    md["labels"] = {**(md.get("labels") or {}), **MANAGED_BY, STAGE_LABEL: stage}
+    return obj
+
+
+def _api_error(status: int, data: bytes) -> ApiError:
+    try:
+        st = json.loads(data)
+        return ApiError(status, st.get("reason", ""), st.get("message", ""))
+    except (ValueError, AttributeError):
+        return ApiError(status, "", (data or b"").decode("utf-8", errors="replace")[:200])
+
+
+def _short(err: BaseException | None) -> str:
+    text = str(err or "")
+    if "Connection refused" in text or "ConnectionRefused" in text:
+        return "connection refused"
+    if "timed out" in text.lower():
+        return "timed out"
+    return text.split("(Caused by")[-1].strip(" )")[:120] or type(err).__name__

@@ -1,0 +1,116 @@
+"""The headless commands behind the CLI: plan, apply, audit."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+
+from . import plan as plan_mod
+from .cluster import Cluster, ClusterReader
+from .credentials import CredentialError, load_token, mask
+from .engine import Runner, audit_exit_code, render_audit
+from .kube import ClusterUnreachable
+from .lock import ClusterLock, LockHeld
+from .stages.base import Context
+
+
+def _err(msg: str) -> None:
+    print(f"ghcr2gitea: {msg}", file=sys.stderr, flush=True)
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def run_command(args) -> int:
+    try:
+        plan = plan_mod.load(args.plan)
+    except plan_mod.PlanError as e:
+        for line in e.problems:
+            _err(line)
+        return 2
+    if args.resolve:
+        try:
+            plan = dataclasses.replace(plan, resolve=tuple(plan.resolve) + tuple(args.resolve))
+            problems = plan_mod.validate(plan)
+        except ValueError as e:
+            problems = [str(e)]
+        if problems:
+            for line in problems:
+                _err(line.replace("network.resolve", "--resolve"))
+            return 2
+    token = None
+    try:
+        token = load_token(args.token_file, prompt=None)
+    except CredentialError as e:
+        if args.command != "audit" or args.token_file:
+            _err(str(e))
+            return 2
+    context = args.context or plan.context
+    cls = ClusterReader if args.command == "audit" else Cluster
+    try:
+        cluster = cls.connect(args.kubeconfig, context, on_retry=lambda m: None)
+    except ClusterUnreachable as e:
+        _err(str(e))
+        return 2
+    retries: list[str] = []
+    cluster.on_retry = lambda m: (retries.append(m), _say(f"      ({m})") if len(retries) % 10 == 1 else None)
+    ctx = Context(plan=plan, cluster=cluster, token=token, audit=args.command == "audit",
+                  node_probes=getattr(args, "node_probes", False),
+                  node_timeout=float(getattr(args, "node_timeout", 180)),
+                  max_unavailable=getattr(args, "max_unavailable", 1),
+                  dry_run=getattr(args, "dry_run", False))
+    try:
+        try:
+            cluster.version()
+        except ClusterUnreachable as e:
+            _err(str(e))
+            return 2
+        if args.command == "audit":
+            return _audit(ctx, args, token)
+        runner = Runner(ctx, _say)
+        if args.command == "plan":
+            return runner.plan()[0]
+        if not args.yes and not args.dry_run:
+            if not sys.stdin.isatty():
+                _err("apply changes the cluster: pass --yes to confirm (or --dry-run to see what it would do)")
+                return 2
+            if input("Apply the migration to this cluster? [y/N] ").strip().lower() not in ("y", "yes"):
+                return 2
+        if args.dry_run:
+            return runner.apply(dry_run=True)
+        try:
+            lock = ClusterLock(cluster, take_over_stale=args.take_over_stale_lock)
+            lock.acquire()
+        except LockHeld as e:
+            _err(str(e))
+            return 2
+        try:
+            return runner.apply()
+        finally:
+            lock.release()
+    except ClusterUnreachable as e:
+        _err(mask(str(e), token))
+        return 2
+    except KeyboardInterrupt:
+        _err("interrupted; run the same command again to continue from where the cluster is")
+        return 130
+    except Exception as e:  # noqa: BLE001 - never a traceback (it could carry a secret); say what and stop
+        _err(mask(f"internal error: {type(e).__name__}: {e}; the run stopped and can be resumed by running the "
+                  "same command again", token))
+        return 2
+    finally:
+        cluster.close()
+
+
+def _audit(ctx: Context, args, token) -> int:
+    runner = Runner(ctx, lambda text: None)
+    try:
+        results = runner.audit()
+    except ClusterUnreachable as e:
+        _err(str(e))
+        return 2
+    info = {"server": ctx.cluster.server, "context": args.context or ctx.plan.context,
+            "version": ctx.cluster.server_version()}
+    sys.stdout.write(render_audit(results, info, args.format, secrets=(token,)))
+    return 2 if runner.could_not_check else audit_exit_code(results)

@@ -1,0 +1,87 @@
+"""The Gitea token: where it comes from, and how it never leaks.
+
+The token is wrapped in ``Secret`` whose repr/str are masked, so an accidental f-string or
+log line shows ``Secret(****)``, never the value. Only the code that builds an
+Authorization header or a Secret object calls ``reveal()``.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import stat
+import sys
+from pathlib import Path
+
+
+class CredentialError(Exception):
+    """A one-line reason the token cannot be used, naming the input and the fix."""
+
+
+class Secret:
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str):
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret(****)"
+
+    __str__ = __repr__
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def load_token(token_file: str | None = None, *, prompt: bool | None = None) -> Secret:
+    """GITEA_TOKEN, else --token-file (refused if group/other can read it), else a prompt on a TTY."""
+    if token_file:
+        p = Path(token_file)
+        try:
+            st = p.stat()
+        except FileNotFoundError:
+            raise CredentialError(f"--token-file {token_file}: file not found") from None
+        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise CredentialError(f"--token-file {token_file}: readable by group or others "
+                                  f"(mode {stat.S_IMODE(st.st_mode):o}); run: chmod 600 {token_file}")
+        value = p.read_text().strip()
+        if not value:
+            raise CredentialError(f"--token-file {token_file}: the file is empty; put the Gitea access token in it")
+        return Secret(value)
+    env = os.environ.get("GITEA_TOKEN", "").strip()
+    if env:
+        return Secret(env)
+    if prompt is None:
+        prompt = sys.stdin.isatty()
+    if prompt:
+        value = getpass.getpass("Gitea access token (input hidden): ").strip()
+        if value:
+            return Secret(value)
+    raise CredentialError("no Gitea token: set GITEA_TOKEN, pass --token-file FILE (mode 600), or run on a terminal "
+                          "to be asked")
+
+
+def mask(text: str, *secrets: Secret | str | None) -> str:
+    """Replace every occurrence of the secrets (and their base64 forms) in ``text``."""
+    import base64
+    for s in secrets:
+        if not s:
+            continue
+        value = s.reveal() if isinstance(s, Secret) else s
+        if len(value) < 4:
+            continue
+        text = text.replace(value, "****")
+        for prefix in ("", "x:"):
+            b = base64.b64encode((prefix + value).encode()).decode().rstrip("=")
+            if len(b) > 8:
+                text = text.replace(b[:-2], "****")
+    return text

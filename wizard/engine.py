@@ -1,0 +1,191 @@
+"""Running the stages headless: plan, apply and audit, with the exit codes the CLI promises.
+
+- plan:  0 nothing to do, 3 changes pending, 2 error
+- apply: 0 done, 1 a stage failed (named, with cause and fix), 2 error before any change
+- audit: 0 all pass, 1 findings, 2 could not check
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .credentials import mask
+from .kube import ClusterUnreachable
+from .stages import STAGES
+from .stages.base import FAIL, PASS, SKIP, WARN, Change, Check, Context, Progress, Stage, StageFailed
+
+Out = Callable[[str], None]
+
+
+@dataclass
+class StageResult:
+    stage: Stage
+    checks: list[Check] = field(default_factory=list)
+    changes: list[Change] = field(default_factory=list)
+    error: str = ""
+
+    @property
+    def status(self) -> str:
+        if self.error or any(c.status == FAIL for c in self.checks):
+            return FAIL
+        if any(c.status == WARN for c in self.checks):
+            return WARN
+        if self.checks and all(c.status == SKIP for c in self.checks):
+            return SKIP
+        return PASS
+
+    def to_dict(self) -> dict:
+        d = {"name": self.stage.title, "key": self.stage.key, "status": self.status,
+             "checks": [c.to_dict() for c in self.checks]}
+        if self.error:
+            d["error"] = self.error
+        return d
+
+
+def _failing(checks: list[Check]) -> list[Check]:
+    return [c for c in checks if c.status == FAIL and c.gating]
+
+
+class Runner:
+    def __init__(self, ctx: Context, out: Out, stages: tuple[Stage, ...] = STAGES):
+        self.ctx = ctx
+        self.stages = stages
+        self._out = out
+        self._last_phase: dict[str, str] = {}
+        ctx.progress = self._progress
+
+    def out(self, text: str) -> None:
+        self._out(mask(text, self.ctx.token))
+
+    def _progress(self, p: Progress) -> None:
+        if p.node and p.phase:
+            # per-node lines only when the phase changes (the UI gets every event)
+            if self._last_phase.get(p.node) == p.phase and p.phase not in ("done", "failed"):
+                return
+            self._last_phase[p.node] = p.phase
+            elapsed = f" [{p.elapsed:.1f}s]" if p.elapsed else ""
+            self.out(f"      {p.message}{elapsed}")
+        elif p.message:
+            self.out(f"      {p.message}")
+
+    # ------------------------------------------------------------------ plan
+    def plan(self) -> tuple[int, list[StageResult]]:
+        results = []
+        pending = 0
+        for i, st in enumerate(self.stages, 1):
+            r = StageResult(st)
+            try:
+                r.changes = st.plan(self.ctx, st.inspect(self.ctx))
+            except StageFailed as e:
+                r.error = f"{e.check.name}: {e.check.cause}"
+            results.append(r)
+            pending += len(r.changes)
+            head = f"[{i}/{len(self.stages)}] {st.title}: "
+            if r.error:
+                self.out(head + f"cannot plan: {r.error}")
+            elif not r.changes:
+                self.out(head + "nothing to change")
+            else:
+                self.out(head + f"{len(r.changes)} change(s)")
+                for ch in r.changes:
+                    self.out(f"  {ch.action} {ch.target}")
+                    for line in (ch.diff or "").splitlines():
+                        self.out(f"    {line}")
+        return (3 if pending else 0), results
+
+    # ------------------------------------------------------------------ apply
+    def apply(self, *, dry_run: bool = False) -> int:
+        n = len(self.stages)
+        for i, st in enumerate(self.stages, 1):
+            head = f"[{i}/{n}] {st.title}"
+            t0 = time.monotonic()
+            try:
+                observed = st.inspect(self.ctx)
+                changes = st.plan(self.ctx, observed)
+                if dry_run:
+                    self.out(f"{head}: {len(changes)} change(s) pending" if changes else f"{head}: nothing to change")
+                    for ch in changes:
+                        self.out(f"  {ch.action} {ch.target}")
+                    if st.key == "restart" and changes:
+                        from .restart import RollingRestart
+                        for line in RollingRestart(self.ctx).dry_run([c.payload for c in changes]):
+                            self.out("  " + line)
+                    continue
+                if changes:
+                    self.out(f"{head}: applying {len(changes)} change(s)")
+                    st.apply(self.ctx, changes)
+                checks = st.verify(self.ctx)
+            except StageFailed as e:
+                return self._stop(head, e.check)
+            failing = _failing(checks)
+            if failing:
+                return self._stop(head, failing[0], more=len(failing) - 1)
+            took = time.monotonic() - t0
+            summary = ", ".join(f"{sum(c.status == s for c in checks)} {s}" for s in (PASS, WARN, SKIP)
+                                if any(c.status == s for c in checks))
+            self.out(f"{head}: ok ({summary or 'no checks'}) in {took:.1f}s")
+        return 0
+
+    def _stop(self, head: str, check: Check, more: int = 0) -> int:
+        self.out(f"{head}: FAILED — {check.name}")
+        self.out(f"  cause: {check.cause}")
+        self.out(f"  fix:   {check.fix}")
+        if more:
+            self.out(f"  ({more} more failing check(s) in this stage)")
+        self.out("  stopped here; run the same command again once fixed — it continues from where the cluster is")
+        return 1
+
+    # ------------------------------------------------------------------ audit
+    def audit(self) -> list[StageResult]:
+        self.could_not_check = False
+        results = []
+        for st in self.stages:
+            r = StageResult(st)
+            try:
+                r.checks = st.verify(self.ctx)
+            except StageFailed as e:
+                r.checks = [e.check]
+            except ClusterUnreachable:
+                raise
+            except Exception as e:  # noqa: BLE001 - one stage that cannot be checked must not hide the others
+                r.error = f"could not check: {type(e).__name__}: {e}"
+                r.checks = [Check("stage could be checked", FAIL, mask(r.error, self.ctx.token),
+                                  "report this as a bug, with the audit output")]
+                self.could_not_check = True
+            results.append(r)
+        return results
+
+
+def audit_exit_code(results: list[StageResult]) -> int:
+    return 1 if any(r.status == FAIL for r in results) else 0
+
+
+def render_audit(results: list[StageResult], cluster: dict, fmt: str, secrets=()) -> str:
+    if fmt == "json":
+        text = json.dumps({"cluster": cluster, "stages": [r.to_dict() for r in results]}, indent=2, default=str)
+    elif fmt == "markdown":
+        lines = [f"# ghcr2gitea audit — {cluster.get('server', '')}", "",
+                 f"Kubernetes {cluster.get('version', '?')}, context `{cluster.get('context') or 'current'}`.", "",
+                 "| Stage | Status | Check | Cause | Fix |", "|---|---|---|---|---|"]
+        for r in results:
+            for c in r.checks or [Check("—", r.status)]:
+                lines.append(f"| {r.stage.title} | {c.status} | {c.name} | {_md(c.cause)} | {_md(c.fix)} |")
+        text = "\n".join(lines) + "\n"
+    else:
+        lines = [f"audit of {cluster.get('server', '')} (Kubernetes {cluster.get('version', '?')})"]
+        for i, r in enumerate(results, 1):
+            lines.append(f"[{i}/{len(results)}] {r.stage.title}: {r.status}")
+            for c in r.checks:
+                mark = {"pass": "ok  ", "fail": "FAIL", "warn": "warn", "skip": "skip"}[c.status]
+                lines.append(f"    {mark} {c.name}" + (f" — {c.cause}" if c.cause and c.status != PASS else ""))
+                if c.status in (FAIL, WARN) and c.fix:
+                    lines.append(f"         fix: {c.fix}")
+        text = "\n".join(lines) + "\n"
+    return mask(text, *secrets)
+
+
+def _md(text: str) -> str:
+    return (text or "").replace("|", "\\|").replace("\n", " ")

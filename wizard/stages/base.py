@@ -1,0 +1,179 @@
+"""The stage protocol: inspect → plan → apply → verify, and the values they exchange.
+
+Checks and changes are frozen dataclasses that render to text, JSON and the UI alike.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from ..credentials import Secret, mask
+from ..plan import Plan
+
+PASS, FAIL, WARN, SKIP = "pass", "fail", "warn", "skip"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One gating check: pass/fail/warn/skip, with the cause and the fix on one line each."""
+
+    name: str
+    status: str
+    cause: str = ""
+    fix: str = ""
+    evidence: dict | str = ""
+    gating: bool = True
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (PASS, SKIP) or (self.status == WARN)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "status": self.status, "cause": self.cause, "fix": self.fix,
+                "evidence": self.evidence}
+
+
+def passed(name: str, evidence: dict | str = "", cause: str = "") -> Check:
+    return Check(name, PASS, cause=cause, evidence=evidence)
+
+
+def failed(name: str, cause: str, fix: str, evidence: dict | str = "") -> Check:
+    return Check(name, FAIL, cause, fix, evidence)
+
+
+def skipped(name: str, cause: str, fix: str = "") -> Check:
+    return Check(name, SKIP, cause, fix)
+
+
+@dataclass(frozen=True)
+class Change:
+    """One thing a stage would change, shown as a diff before it is applied."""
+
+    target: str  # "Secret default/gitea-registry-push", "node dellmini1:/etc/rancher/k3s/registries.yaml"
+    action: str  # create | update | write | restart | delete
+    diff: str = ""  # unified diff with secrets masked
+    payload: Any = field(default=None, compare=False, repr=False)  # what apply needs; never rendered
+
+    def to_dict(self) -> dict:
+        return {"target": self.target, "action": self.action, "diff": self.diff}
+
+
+@dataclass(frozen=True)
+class Progress:
+    stage: str
+    message: str
+    node: str | None = None
+    phase: str | None = None  # per-node: queued | restarting | waiting | done | failed | skipped
+    proofs: dict | None = None
+    time: float = 0.0
+    elapsed: float | None = None
+
+
+class StageFailed(Exception):
+    """apply() could not finish: the check that says why."""
+
+    def __init__(self, check: Check):
+        super().__init__(f"{check.name}: {check.cause}")
+        self.check = check
+
+
+@dataclass
+class Context:
+    """What a stage works with: the plan, the cluster, the token and where to report progress."""
+
+    plan: Plan
+    cluster: Any  # ClusterReader in audit mode, Cluster otherwise
+    token: Secret | None
+    audit: bool = False
+    node_probes: bool = False  # audit: allow read-only probe pods
+    progress: Callable[[Progress], None] = lambda p: None
+    node_timeout: float = 180.0
+    max_unavailable: int = 1
+    dry_run: bool = False
+    cache: dict = field(default_factory=dict)  # facts shared between stages in one run (nodes, IPs)
+
+    def say(self, stage: str, message: str, **kw) -> None:
+        import time
+        self.progress(Progress(stage, message, time=time.time(), **kw))
+
+    @property
+    def secrets(self) -> tuple:
+        return (self.token,)
+
+
+class Stage:
+    key: str = ""
+    title: str = ""
+    guide_step: str = ""
+    description: str = ""
+
+    def inspect(self, ctx: Context) -> dict:
+        return {}
+
+    def plan(self, ctx: Context, observed: dict) -> list[Change]:
+        return []
+
+    def apply(self, ctx: Context, changes: list[Change]) -> None:
+        for _ in changes:
+            pass
+
+    def verify(self, ctx: Context) -> list[Check]:
+        return []
+
+
+# ------------------------------------------------------------------ diffs
+def mask_object(obj: dict | None) -> dict | None:
+    """A copy of an object with Secret data replaced by a length/fingerprint marker."""
+    if obj is None:
+        return None
+    obj = json.loads(json.dumps(obj))
+    if obj.get("kind") == "Secret":
+        import hashlib
+        for key in ("data", "stringData"):
+            for k, v in (obj.get(key) or {}).items():
+                obj[key][k] = f"<secret, sha256:{hashlib.sha256(str(v).encode()).hexdigest()[:12]}>"
+    return obj
+
+
+_NOISE = ("managedFields", "resourceVersion", "uid", "creationTimestamp", "generation", "selfLink")
+
+
+def comparable(obj: dict | None, desired: dict | None = None) -> dict | None:
+    """The live object reduced to what the desired object sets (so server defaults don't show as diffs)."""
+    if obj is None:
+        return None
+    if desired is None:
+        out = {k: v for k, v in obj.items() if k != "status"}
+        out["metadata"] = {k: v for k, v in obj.get("metadata", {}).items() if k not in _NOISE}
+        return out
+    return _project(obj, desired)
+
+
+def _project(live, want):
+    if isinstance(want, dict) and isinstance(live, dict):
+        return {k: _project(live[k], v) for k, v in want.items() if k in live}
+    if isinstance(want, list) and isinstance(live, list):
+        if all(isinstance(x, dict) and "name" in x for x in want) and all(isinstance(x, dict) for x in live):
+            by_name = {x.get("name"): x for x in live}
+            return [_project(by_name[w["name"]], w) for w in want if w["name"] in by_name]
+        return live
+    return live
+
+
+def object_diff(before: dict | None, after: dict | None, title: str, *secrets: Secret | None) -> str:
+    a = yaml.safe_dump(mask_object(before), sort_keys=True).splitlines() if before else []
+    b = yaml.safe_dump(mask_object(after), sort_keys=True).splitlines() if after else []
+    text = "\n".join(difflib.unified_diff(a, b, f"live/{title}", f"planned/{title}", lineterm="", n=2))
+    return mask(text, *secrets)
+
+
+def text_diff(before: str | None, after: str | None, title: str, *secrets: Secret | None) -> str:
+    text = "\n".join(difflib.unified_diff((before or "").splitlines(), (after or "").splitlines(),
+                                          f"live/{title}", f"planned/{title}", lineterm="", n=2))
+    return mask(text, *secrets)

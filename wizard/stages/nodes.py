@@ -1,0 +1,188 @@
+"""Node registries [Step 5, first half] and Rolling restart [Step 5, second half]."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+from .. import registries as R
+from ..diagnose import BY_KEY
+from ..nodeexec import NodeExec
+from ..restart import RollingRestart
+from .base import Change, Check, Context, Stage, StageFailed, failed, passed, skipped, text_diff
+from .preflight import discover_nodes
+
+SECRET_NAME = "ghcr2gitea-node-registries"
+
+
+def node_exec(ctx: Context) -> NodeExec:
+    return NodeExec(ctx.cluster, namespace=ctx.plan.wizard_namespace, image=ctx.plan.helper_image)
+
+
+def node_facts(ctx: Context, *, fresh: bool = False) -> dict[str, R.NodeFacts]:
+    """registries.yaml, k3s unit and loaded containerd config of every node (one probe pod each)."""
+    if "node_facts" in ctx.cache and not fresh:
+        return ctx.cache["node_facts"]
+    nodes = [n.name for n in discover_nodes(ctx)]
+    script = R.facts_script(ctx.plan)
+    results = node_exec(ctx).run_many({n: script for n in nodes}, stage="registries", purpose="facts",
+                                      timeout=ctx.node_timeout)
+    facts = {}
+    for n, res in results.items():
+        if not res.ok:
+            raise StageFailed(failed("node facts read", f"{n}: the probe pod {res.phase.lower()}"
+                                     f"{'' if res.exit_code is None else f' (exit {res.exit_code})'}: "
+                                     f"{res.output.strip()[-200:] or 'no output'}",
+                                     f"check that privileged pods can run on {n} in namespace "
+                                     f"{ctx.plan.wizard_namespace}"))
+        facts[n] = R.parse_facts(n, res.output, ctx.plan)
+    ctx.cache["node_facts"] = facts
+    return facts
+
+
+class NodeRegistries(Stage):
+    key, title, guide_step = "registries", "Node registries", "Step 5"
+    description = ("containerd runs on each node, outside the cluster, and pulls through K3s's registries.yaml. "
+                   "This stage MERGES the registry host, legacy hosts and realm host (TLS trust and credentials) "
+                   "into every node's existing file — the guide overwrites it — keeps a timestamped backup, writes "
+                   "atomically through a short-lived privileged pod, and reads the file back.")
+
+    def inspect(self, ctx: Context) -> dict:
+        return {"facts": node_facts(ctx)}
+
+    def plan(self, ctx: Context, observed: dict) -> list[Change]:
+        if ctx.token is None:
+            return []
+        changes, problems = [], []
+        for node, f in observed["facts"].items():
+            try:
+                existing = R.parse(f.text, f"{node}:{R.PATH}")
+            except R.RegistriesInvalid as e:
+                problems.append(str(e))
+                continue
+            merged = R.render(R.merge(existing, ctx.plan, ctx.token))
+            if R.configured(existing, ctx.plan) or R.merge(existing, ctx.plan, ctx.token) != existing:
+                changes.append(Change(f"node {node}:{R.PATH}", "write",
+                                      text_diff(f.text, merged, f"{node}{R.PATH}", ctx.token), (node, merged,
+                                                                                                  f.text is not None)))
+        if problems:
+            raise StageFailed(failed("existing registries.yaml readable", "; ".join(problems),
+                                     "fix or remove the file on that node by hand (k3s would not start with it "
+                                     "either); nothing was written to any node"))
+        return changes
+
+    def apply(self, ctx: Context, changes: list[Change]) -> None:
+        if not changes:
+            return
+        p = ctx.plan
+        ns = p.wizard_namespace
+        data = {node: base64.b64encode(text.encode()).decode() for node, text, _ in (c.payload for c in changes)}
+        # the merged files carry the token: they travel in a Secret, never in a pod spec
+        ctx.cluster.apply({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                           "metadata": {"name": SECRET_NAME, "namespace": ns}, "data": data}, self.key)
+        try:
+            backup = R.backup_path()
+            scripts = {node: R.write_script(backup if had else None) for node, _, had in (c.payload for c in changes)}
+            env = {node: [{"name": "REGISTRIES_YAML", "valueFrom": {"secretKeyRef": {"name": SECRET_NAME, "key": node}}}]
+                   for node in scripts}
+            ctx.say(self.key, f"writing registries.yaml on {len(scripts)} node(s)")
+            results = node_exec(ctx).run_many(scripts, stage=self.key, purpose="write", env=env,
+                                              timeout=ctx.node_timeout)
+            bad = {n: r for n, r in results.items() if not r.ok}
+            if bad:
+                n, r = next(iter(bad.items()))
+                raise StageFailed(failed("registries.yaml written", f"{n}: write failed (exit {r.exit_code}): "
+                                         f"{r.output.strip()[-200:]}", f"check the node's /etc/rancher/k3s; the old "
+                                         f"file is kept as {backup}"))
+        finally:
+            ctx.cluster.delete("Secret", SECRET_NAME, ns)
+        # read back and compare
+        facts = node_facts(ctx, fresh=True)
+        for node, text, _ in (c.payload for c in changes):
+            if (facts[node].text or "") != text:
+                raise StageFailed(failed("registries.yaml read back", f"{node}: the file on the node differs from "
+                                         "what was written", "re-run the stage; check nothing else manages the file"))
+            ctx.say(self.key, f"{node}: registries.yaml written and read back", node=node)
+
+    def verify(self, ctx: Context) -> list[Check]:
+        if ctx.audit and not ctx.node_probes:
+            return [skipped("registries.yaml on every node", "reading node files needs probe pods",
+                            "run audit with --node-probes")]
+        facts = node_facts(ctx, fresh=not ctx.audit)
+        checks = []
+        for node, f in facts.items():
+            name = f"{node}: registries.yaml"
+            try:
+                data = R.parse(f.text, f"{node}:{R.PATH}")
+            except R.RegistriesInvalid as e:
+                checks.append(failed(name, str(e), "fix the file by hand; k3s cannot load it"))
+                continue
+            bad = R.problems(data)
+            if bad:
+                d = BY_KEY["cluster-dns-on-node"]
+                checks.append(failed(name, "; ".join(bad), d.fix))
+                continue
+            missing = R.configured(data, ctx.plan)
+            if f.text is None:
+                checks.append(failed(name, "absent", "apply stage Node registries"))
+            elif missing:
+                checks.append(failed(name, f"no TLS trust or credentials for {', '.join(missing)}",
+                                     "apply stage Node registries"))
+            else:
+                state = "loaded" if f.restart_reason(ctx.plan) is None else "written, k3s not restarted yet"
+                checks.append(passed(name, {"hosts": sorted(data.get("configs") or {}), "state": state}))
+        return checks
+
+
+class RollingRestart_(Stage):
+    key, title, guide_step = "restart", "Rolling restart", "Step 5"
+    description = ("K3s reads registries.yaml only at start. Servers (unit k3s) restart one at a time, never while "
+                   "another server is down or the API is not ready, then agents (k3s-agent). Each restart is PROVEN: "
+                   "the unit's start time changed, the kubelet posted a fresh heartbeat and a 'Starting kubelet' "
+                   "event, the node is Ready, and containerd's regenerated config names the registry hosts. The first "
+                   "node that does not come back stops the rollout.")
+
+    def inspect(self, ctx: Context) -> dict:
+        facts = node_facts(ctx)
+        return {"facts": facts, "nodes": discover_nodes(ctx)}
+
+    def plan(self, ctx: Context, observed: dict) -> list[Change]:
+        changes = []
+        for n in observed["nodes"]:
+            f = observed["facts"].get(n.name)
+            reason = f.restart_reason(ctx.plan) if f else None
+            if reason:
+                changes.append(Change(f"node {n.name}: systemctl restart {f.unit or 'k3s'}", "restart", reason,
+                                      n.name))
+        return changes
+
+    def apply(self, ctx: Context, changes: list[Change]) -> None:
+        if not changes:
+            return
+        rr = RollingRestart(ctx)
+        report = rr.run([c.payload for c in changes])
+        ctx.cache.pop("node_facts", None)
+        if not report.ok:
+            f = report.failed
+            raise StageFailed(failed(f"{f.node} came back", f.summary(), f.next_step(),
+                                     {"proofs": f.proofs, "elapsed": round(f.elapsed, 1)}))
+
+    def verify(self, ctx: Context) -> list[Check]:
+        if ctx.audit and not ctx.node_probes:
+            return [skipped("every node loaded registries.yaml", "reading containerd's config needs probe pods",
+                            "run audit with --node-probes")]
+        facts = node_facts(ctx, fresh=not ctx.audit)
+        checks = []
+        for node, f in facts.items():
+            reason = f.restart_reason(ctx.plan)
+            if reason:
+                d = BY_KEY["not-restarted"]
+                checks.append(failed(f"{node}: registries.yaml loaded", reason, d.fix))
+            else:
+                checks.append(passed(f"{node}: registries.yaml loaded",
+                                     {"unit": f.unit, "since": time.strftime("%Y-%m-%d %H:%M:%S",
+                                                                             time.gmtime(f.active_enter or 0))}))
+        return checks
+
+
+RollingRestartStage = RollingRestart_
