@@ -3,36 +3,12 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from helpers import fast_options, require_binary
 
-from wizard.sandbox.cluster import Options
 from wizard.sandbox.server import Sandbox
-
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def require_binary(name: str) -> str:
-    """Path of a real binary; skip locally when missing, fail under CI (it must be installed there)."""
-    venv_bin = Path(sys.executable).parent / name
-    path = str(venv_bin) if venv_bin.exists() else shutil.which(name) or next(
-        (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.access(p, os.X_OK)), None)
-    if path is None:
-        if IN_CI:
-            pytest.fail(f"{name} is not installed: CI must install it (scripts/ensure-debs)")
-        pytest.skip(f"{name} is not installed (as root: make debs)")
-    return path
-
-
-def fast_options(**overrides) -> Options:
-    """Sandbox options for tests: quick restarts and heartbeats, short back-offs."""
-    base = dict(restart_seconds=(0.2, 0.4), lease_interval=1.0, time_scale=0.05)
-    base.update(overrides)
-    return Options(**base)
 
 
 @pytest.fixture
@@ -76,3 +52,4 @@ def kubectl(sandbox, tmp_path):
             raise AssertionError(f"kubectl {' '.join(args)} failed ({res.returncode}): {res.stderr}")
         return res
     return run
+

@@ -106,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("text", "json", "markdown"), default="text")
     p.add_argument("--node-probes", action="store_true",
                    help="allow short-lived read-only probe pods for node facts (creates and deletes pods)")
+    p = sub.add_parser("init", help="write a starting plan discovered from the current cluster")
+    p.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig (default: KUBECONFIG, then ~/.kube/config)")
+    p.add_argument("--context", help="kubeconfig context (default: current)")
+    p.add_argument("--out", metavar="FILE", help="write the plan here (refuses to overwrite) instead of stdout")
     p = sub.add_parser("demo", help="open the wizard on an embedded sandbox")
     add_sandbox_options(p)
     p.add_argument("--dir", help="sandbox folder (default: a temporary one)")
@@ -121,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("plan", "apply", "audit"):
         from wizard.commands import run_command
         return run_command(args)
+    if args.command == "init":
+        from wizard.commands import run_init
+        return run_init(args)
     if args.command == "demo":
         from screens.demo import run_demo
         return run_demo(args.dir, sandbox_options(args))

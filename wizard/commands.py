@@ -114,3 +114,26 @@ def _audit(ctx: Context, args, token) -> int:
             "version": ctx.cluster.server_version()}
     sys.stdout.write(render_audit(results, info, args.format, secrets=(token,)))
     return 2 if runner.could_not_check else audit_exit_code(results)
+
+
+def run_init(args) -> int:
+    from . import init
+    try:
+        cluster = ClusterReader.connect(args.kubeconfig, args.context, patience=20)
+        text = init.render(init.discover(cluster), context=args.context)
+    except ClusterUnreachable as e:
+        _err(str(e))
+        return 2
+    if not args.out:
+        sys.stdout.write(text)
+        return 0
+    import os
+    try:
+        fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        _err(f"--out {args.out}: file exists; choose another name or remove it first")
+        return 2
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    print(f"wrote {args.out}; check the CHANGE-ME values, then: ghcr2gitea plan --plan {args.out}")
+    return 0

@@ -57,6 +57,20 @@ class Holder:
     def stale(self) -> bool:
         return self.renewed is None or (_now() - self.renewed).total_seconds() > TTL
 
+    @property
+    def dead_here(self) -> bool:
+        """Held by a process of this machine that no longer exists (a run that was killed)."""
+        who, _, pid = self.identity.partition(" pid=")
+        if who.split("@")[-1] != socket.gethostname() or not pid.isdigit():
+            return False
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
     def describe(self) -> str:
         since = f"since {self.acquired:%Y-%m-%d %H:%M:%S} UTC" if self.acquired else ""
         age = f", last renewed {int((_now() - self.renewed).total_seconds())} s ago" if self.renewed else ""
@@ -94,7 +108,7 @@ class ClusterLock:
                 raise
         else:
             current = self.holder()
-            if current and current.identity != self.me:
+            if current and current.identity != self.me and not current.dead_here:
                 if not current.stale:
                     raise LockHeld(f"another ghcr2gitea run holds this cluster: {current.describe()}; wait for it, "
                                    f"or stop it")

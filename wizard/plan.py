@@ -257,6 +257,13 @@ def from_dict(data, source: str = "") -> Plan:
         elif not isinstance(v, str):
             problems.append(_problem(path, v, "expected a string"))
             values.pop(attr)
+    for attr, v in values.items():
+        texts = [v] if isinstance(v, str) else list(v) if isinstance(v, tuple) and attr != "images" else []
+        if attr == "images":
+            texts = [t for img in v for t in (img.source, img.target)]
+        if any("CHANGE-ME" in t for t in texts):
+            problems.append(_problem(_path_of(attr), v if isinstance(v, str) else texts,
+                                     "replace CHANGE-ME with the real value (see the comment beside it)"))
     plan = Plan(**values, source_path=source)
     problems += validate(plan, explicit=set(values))
     if problems:

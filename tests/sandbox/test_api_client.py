@@ -14,6 +14,7 @@ import json
 import re
 import threading
 import time
+from datetime import UTC, datetime
 
 import httpx
 import pydantic
@@ -53,8 +54,8 @@ def raw(api: client.ApiClient, method: str, path: str, *, query=(), body=None, c
 
 def first_watch_event(api: client.ApiClient, path: str, query) -> tuple[int, dict]:
     """Open a raw watch stream, read its first event and hang up."""
-    m, url, h, b, _ = api.param_serialize("GET", path, query_params=list(query), header_params={"Accept": "application/json"},
-                                          auth_settings=["BearerToken"])
+    m, url, h, b, _ = api.param_serialize("GET", path, query_params=list(query),
+                                          header_params={"Accept": "application/json"}, auth_settings=["BearerToken"])
     resp = api.call_api(m, url, h, b, _request_timeout=10)
     try:
         line = next(watch.watch.iter_resp_lines(resp.response))
@@ -337,6 +338,56 @@ def test_list_pages_with_limit_and_continue(core):
         if not token:
             break
     assert names == [f"c{i}" for i in range(5)]
+
+
+def test_scale_subresource(core, apps):
+    ns = make_ns(core, "t-scale")
+    apps.create_namespaced_deployment(ns, deployment("s", [{"name": "c", "image": "nginx:1.27"}]))
+    scale = apps.read_namespaced_deployment_scale("s", ns)
+    assert scale.kind == "Scale" and scale.api_version == "autoscaling/v1" and scale.spec.replicas == 1
+    scale.spec.replicas = 2
+    assert apps.replace_namespaced_deployment_scale("s", ns, scale).spec.replicas == 2
+    wait_for(lambda: len(core.list_namespaced_pod(ns, label_selector="app=s").items) == 2, what="two pods")
+    out = apps.patch_namespaced_deployment_scale("s", ns, {"spec": {"replicas": 1}})
+    assert out.kind == "Scale" and out.spec.replicas == 1
+    dep = apps.read_namespaced_deployment("s", ns)
+    assert dep.spec.replicas == 1 and dep.metadata.generation == 3
+    wait_for(lambda: apps.read_namespaced_deployment_scale("s", ns).status.replicas == 1, what="scaled down")
+    assert apps.read_namespaced_deployment_scale("s", ns).status.selector == "app=s"
+
+
+def test_status_subresource_changes_status_only(core, apps):
+    ns = make_ns(core, "t-status")
+    apps.create_namespaced_deployment(ns, deployment("st", [{"name": "c", "image": "nginx:1.27"}]))
+    out = apps.patch_namespaced_deployment_status("st", ns, {"spec": {"replicas": 5},
+                                                              "status": {"observedGeneration": 9}})
+    assert out.spec.replicas == 1 and out.status.observed_generation == 9 and out.metadata.generation == 1
+    # and the main resource ignores status
+    d = apps.read_namespaced_deployment("st", ns)
+    d.status.observed_generation = 42
+    d.spec.replicas = 2
+    out = apps.replace_namespaced_deployment("st", ns, d)
+    assert out.spec.replicas == 2 and out.status.observed_generation != 42
+
+
+def test_lease_round_trip_with_optimistic_concurrency(k8s, core):
+    coord = client.CoordinationV1Api(k8s)
+    ns = make_ns(core, "t-lease")
+    now = datetime.now(UTC)
+    made = coord.create_namespaced_lease(ns, client.V1Lease(
+        metadata=client.V1ObjectMeta(name="run-lock"),
+        spec=client.V1LeaseSpec(holder_identity="wizard-a", lease_duration_seconds=30, acquire_time=now,
+                                renew_time=now)))
+    assert made.spec.holder_identity == "wizard-a"
+    assert abs((made.spec.renew_time - now).total_seconds()) < 1e-3  # MicroTime keeps microseconds
+    mine, theirs = coord.read_namespaced_lease("run-lock", ns), coord.read_namespaced_lease("run-lock", ns)
+    mine.spec.renew_time = datetime.now(UTC)
+    coord.replace_namespaced_lease("run-lock", ns, mine)
+    theirs.spec.holder_identity = "wizard-b"
+    with pytest.raises(ApiException) as e:  # the second writer loses
+        coord.replace_namespaced_lease("run-lock", ns, theirs)
+    assert e.value.status == 409
+    assert coord.read_namespaced_lease("run-lock", ns).spec.holder_identity == "wizard-a"
 
 
 # ---------------------------------------------------------------------------------------------- defaulting

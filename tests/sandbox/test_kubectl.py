@@ -5,15 +5,18 @@ Each call runs the real binary with its own KUBECONFIG and --cache-dir (the ``ku
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import queue
+import shutil
 import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
-from conftest import require_binary
 
 pytestmark = pytest.mark.kubectl
 
@@ -139,8 +142,11 @@ def test_api_resources_lists_served_kinds_with_short_names(kubectl):
     assert "service/gitea-http" in out and "ingress.networking.k8s.io/gitea-http" in out
 
 
-def test_get_nodes_watch_prints_the_nodes(sandbox, tmp_path):
-    binary = require_binary("kubectl")
+def test_get_nodes_watch_prints_the_nodes(kubectl, sandbox, tmp_path):
+    # the kubectl fixture has skipped (or failed, under CI) if the binary is missing; Popen needs its path
+    binary = shutil.which("kubectl", path=os.pathsep.join([str(Path(sys.executable).parent),
+                                                           os.environ.get("PATH", ""), "/usr/bin"]))
+    assert binary
     env = {**os.environ, "KUBECONFIG": str(sandbox.kubeconfig), "HOME": str(tmp_path)}
     proc = subprocess.Popen([binary, "--cache-dir", str(tmp_path / "kubectl-cache"), "get", "nodes", "-w"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -291,3 +297,37 @@ def test_rollout_restart_statefulset(kubectl):
                    what="gwa-runner-0 Running")
     assert pod["metadata"]["uid"] != before
     assert pod["metadata"]["labels"]["controller-revision-hash"] == sts["status"]["updateRevision"]
+
+
+def test_scale(kubectl):
+    out = kubectl("scale", "deployment/gwa-webhook", "--replicas=2").stdout
+    assert out.strip() == "deployment.apps/gwa-webhook scaled"
+    wait_for(lambda: len(get_json(kubectl, "pods", "-l", "app=gwa-webhook")["items"]) == 2, what="two pods")
+    res = kubectl("rollout", "status", "deployment/gwa-webhook", "--timeout=20s", timeout=30)
+    assert "successfully rolled out" in res.stdout
+    row = table(kubectl("get", "deploy", "gwa-webhook").stdout)[0]
+    assert row["READY"] == "2/2" and row["UP-TO-DATE"] == "2"
+    kubectl("scale", "statefulset/gwa-runner", "--replicas=2")
+
+    def second_runner() -> bool:
+        res = kubectl("get", "pod", "gwa-runner-1", "-o", "jsonpath={.status.phase}", check=False)
+        return res.returncode == 0 and res.stdout == "Running"
+
+    wait_for(second_runner, what="gwa-runner-1 Running")
+    assert table(kubectl("get", "sts", "gwa-runner").stdout)[0]["READY"] == "2/2"
+
+
+def test_guide_secret_flow_client_dry_run_then_apply(kubectl):
+    """The guide creates secrets with `kubectl create … --dry-run=client -o yaml | kubectl apply -f -`."""
+    manifest = kubectl("create", "secret", "docker-registry", "gitea-registry-secret",
+                       "--docker-server=registry.example.test", "--docker-username=registry-user",
+                       "--docker-password=s3cret", "--dry-run=client", "-o", "yaml").stdout
+    out = kubectl("apply", "-f", "-", input=manifest).stdout
+    assert out.strip() == "secret/gitea-registry-secret created"
+    assert kubectl("apply", "-f", "-", input=manifest).stdout.strip() == "secret/gitea-registry-secret unchanged"
+    secret = get_json(kubectl, "secret", "gitea-registry-secret")
+    assert secret["type"] == "kubernetes.io/dockerconfigjson"
+    auths = json.loads(base64.b64decode(secret["data"][".dockerconfigjson"]))["auths"]
+    assert auths["registry.example.test"]["username"] == "registry-user"
+    row = table(kubectl("get", "secret", "gitea-registry-secret").stdout)[0]
+    assert row["TYPE"] == "kubernetes.io/dockerconfigjson" and row["DATA"] == "1"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import json
 import random
 import ssl
@@ -122,10 +123,15 @@ class ApiServer:
                 raise ApiError(401, "Unauthorized", "Unauthorized")
             if self.fault_rate and self.fault_rng.random() < self.fault_rate:
                 return await self._fault(request)
+            ctype = request.headers.get("Content-Type", "")
+            if request.method in ("POST", "PUT", "PATCH") and ("protobuf" in ctype or "cbor" in ctype):
+                # not decoded here; a clear Status rather than a 500 (kubectl create sends protobuf)
+                raise ApiError(415, "UnsupportedMediaType", "the body of the request was in an unknown format - "
+                               "accepted media types include: application/json, application/yaml")
             return await self._route(request)
         except ApiError as e:
             return self._status(e)
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             return self._status(ApiError(400, "BadRequest", f"error decoding request body: {e}"))
 
     async def _fault(self, request: web.Request) -> web.StreamResponse:
@@ -206,6 +212,8 @@ class ApiServer:
             if sub == "log":
                 return await self._log(request, kind, ns, name)
             obj = self.store.must_get(kind, ns, name)
+            if sub == "scale":
+                return web.json_response(_scale(obj))
             return self._obj_response(request, kind, obj)
         if method == "POST" and name is None:
             body = await request.json()
@@ -213,6 +221,12 @@ class ApiServer:
             return web.json_response(obj, status=201)
         if method == "PUT" and name is not None:
             body = await request.json()
+            if sub == "scale":  # the body is an autoscaling/v1 Scale: it sets spec.replicas
+                obj = copy.deepcopy(self.store.must_get(kind, ns, name))
+                obj["spec"]["replicas"] = (body.get("spec") or {}).get("replicas", 0)
+                obj["metadata"]["resourceVersion"] = (body.get("metadata") or {}).get("resourceVersion")
+                obj = self.store.update(kind, obj, ns, name, subresource=sub, manager=manager, dry_run=dry_run)
+                return web.json_response(_scale(obj))
             obj = self.store.update(kind, body, ns, name, subresource=sub, manager=manager, dry_run=dry_run,
                                     strict=strict)
             return web.json_response(obj)
@@ -227,7 +241,8 @@ class ApiServer:
                                    manager=q.get("fieldManager") or (None if ctype.startswith("application/apply")
                                                                      else manager),
                                    force=parse_bool(q.get("force")), dry_run=dry_run, strict=strict)
-            return web.json_response(obj)
+            # a Scale patch ({"spec": {"replicas": N}}) has the same shape on the object itself
+            return web.json_response(_scale(obj) if sub == "scale" else obj)
         if method == "DELETE" and name is not None:
             raw = await request.read()
             opts = json.loads(raw) if raw.strip() else {}
@@ -424,6 +439,17 @@ class ApiServer:
         if parts[:2] == ["openapi", "v3"]:
             return web.json_response(tables.openapi_v3("/".join(parts[2:])))
         raise ApiError(404, "NotFound", "the server could not find the requested resource")
+
+
+def _scale(obj: dict) -> dict:
+    """The ``/scale`` subresource's view of a Deployment or StatefulSet (autoscaling/v1 Scale)."""
+    md = {k: obj["metadata"][k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+          if k in obj["metadata"]}
+    labels = ((obj.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    return {"kind": "Scale", "apiVersion": "autoscaling/v1", "metadata": md,
+            "spec": {"replicas": obj["spec"].get("replicas", 1)},
+            "status": {"replicas": (obj.get("status") or {}).get("replicas", 0),
+                       "selector": ",".join(f"{k}={v}" for k, v in sorted(labels.items()))}}
 
 
 def _tail(text: str, tail: str | None) -> str:

@@ -162,6 +162,8 @@ def _project(live, want):
         if all(isinstance(x, dict) and "name" in x for x in want) and all(isinstance(x, dict) for x in live):
             by_name = {x.get("name"): x for x in live}
             return [_project(by_name[w["name"]], w) for w in want if w["name"] in by_name]
+        if len(live) == len(want):  # positional lists (ports, paths): compare what we set, item by item
+            return [_project(a, b) for a, b in zip(live, want, strict=True)]
         return live
     return live
 

@@ -1,0 +1,63 @@
+"""Helpers the tests share: real binaries, fast sandbox options, the state endpoint, the CLI."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from wizard.sandbox.cluster import Options
+from wizard.sandbox.server import Sandbox
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require_binary(name: str) -> str:
+    """Path of a real binary; skip locally when missing, fail under CI (it must be installed there)."""
+    venv_bin = Path(sys.executable).parent / name
+    path = str(venv_bin) if venv_bin.exists() else shutil.which(name) or next(
+        (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.access(p, os.X_OK)), None)
+    if path is None:
+        if IN_CI:
+            pytest.fail(f"{name} is not installed: CI must install it (scripts/ensure-debs)")
+        pytest.skip(f"{name} is not installed (as root: make debs)")
+    return path
+
+
+def fast_options(**overrides) -> Options:
+    """Sandbox options for tests: quick restarts and heartbeats, short back-offs."""
+    base = dict(restart_seconds=(0.2, 0.4), lease_interval=1.0, time_scale=0.05)
+    base.update(overrides)
+    return Options(**base)
+
+
+def sandbox_state(sb: Sandbox) -> dict:
+    """The sandbox's /_sandbox/state (no auth, self-signed TLS)."""
+    import httpx
+    return httpx.get(f"{sb.api_url}/_sandbox/state", verify=False, timeout=10).json()
+
+
+MUTATING = ("POST", "PUT", "PATCH", "DELETE")
+
+
+def mutating_requests(sb: Sandbox) -> list[str]:
+    return [f"{r['method']} {r['path']}" for r in sandbox_state(sb)["requests"] if r["method"] in MUTATING]
+
+
+def run_cli(sb: Sandbox | None, *args: str, token: str | None = "sandbox", env: dict | None = None,
+            timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``ghcr2gitea ARGS`` as a user would, against the sandbox's kubeconfig and token."""
+    full = {k: v for k, v in os.environ.items() if k not in ("GITEA_TOKEN", "KUBECONFIG")}
+    if sb is not None:
+        full["KUBECONFIG"] = str(sb.kubeconfig)
+        if token == "sandbox":
+            full["GITEA_TOKEN"] = sb.token_file.read_text().strip()
+    if token not in (None, "sandbox"):
+        full["GITEA_TOKEN"] = token
+    full.update(env or {})
+    return subprocess.run([str(Path(sys.executable).parent / "ghcr2gitea"), *args], capture_output=True, text=True,
+                          env=full, timeout=timeout, stdin=subprocess.DEVNULL)
