@@ -37,8 +37,17 @@ def fast_options(**overrides) -> Options:
 
 def sandbox_state(sb: Sandbox) -> dict:
     """The sandbox's /_sandbox/state (no auth, self-signed TLS)."""
+    import time
+
     import httpx
-    return httpx.get(f"{sb.api_url}/_sandbox/state", verify=False, timeout=10).json()
+    deadline = time.monotonic() + 20
+    while True:  # the API port is down while the sandbox restarts k3s on dellmini1
+        try:
+            return httpx.get(f"{sb.api_url}/_sandbox/state", verify=False, timeout=10).json()
+        except httpx.ConnectError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 MUTATING = ("POST", "PUT", "PATCH", "DELETE")

@@ -80,6 +80,8 @@ def add_cluster_options(p: argparse.ArgumentParser, *, plan_required: bool = Tru
     p.add_argument("--token-file", metavar="FILE", help="file holding the Gitea token (mode 600); else GITEA_TOKEN")
     p.add_argument("--resolve", action="append", default=[], metavar="HOST:PORT:ADDR",
                    help="connect to ADDR for HOST:PORT, like curl --resolve (repeatable)")
+    p.add_argument("--api-patience", type=_count("--api-patience", 1), default=120, metavar="SECONDS",
+                   help="how long to keep retrying an unreachable or failing API before giving up (default 120)")
 
 
 def build_parser() -> argparse.ArgumentParser:

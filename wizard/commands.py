@@ -49,7 +49,7 @@ def run_command(args) -> int:
     context = args.context or plan.context
     cls = ClusterReader if args.command == "audit" else Cluster
     try:
-        cluster = cls.connect(args.kubeconfig, context, on_retry=lambda m: None)
+        cluster = cls.connect(args.kubeconfig, context, on_retry=lambda m: None, patience=args.api_patience)
     except ClusterUnreachable as e:
         _err(str(e))
         return 2
@@ -86,6 +86,10 @@ def run_command(args) -> int:
             _err(str(e))
             return 2
         try:
+            from .nodeexec import NodeExec
+            left = NodeExec(cluster, namespace=plan.wizard_namespace, image=plan.helper_image).sweep()
+            if left:
+                _say(f"removed wizard pods an earlier run left behind: {', '.join(left)}")
             return runner.apply()
         finally:
             lock.release()

@@ -130,9 +130,6 @@ class RollingRestart:
             unit = (f.unit if f and f.unit else None) or ("k3s" if n.role == "server" else "k3s-agent")
             self.runs[n.name] = NodeRun(n.name, n.role, unit, reason=(f.restart_reason(self.plan) if f else "") or "")
             self._emit(self.runs[n.name], f"{n.name}: queued ({self.runs[n.name].reason})")
-        left = self.exec.sweep()
-        if left:
-            self.ctx.say("restart", f"removed wizard pods left by an earlier run: {', '.join(left)}")
         old_cap = getattr(self.cluster, "max_delay", None)
         self.cluster.max_delay = 0.2  # a restarting API server comes back within seconds: retry often
         try:

@@ -316,6 +316,34 @@ def test_namespaced_object_in_missing_namespace_is_404(core):
     assert body["message"] == 'namespaces "no-such-ns" not found'
 
 
+def test_create_refuses_what_a_real_apiserver_refuses(k8s, core):
+    ns = make_ns(core, "t-refuse")
+    live = core.create_namespaced_config_map(ns, cm("orig", {"a": "1"}))
+    # an object copied from a live one still carries its resourceVersion: etcd3's store answers 500
+    copy = client.V1ConfigMap(metadata=client.V1ObjectMeta(name="copy", resource_version=live.metadata.resource_version),
+                              data=live.data)
+    with pytest.raises(ApiException) as e:
+        core.create_namespaced_config_map(ns, copy)
+    assert e.value.status == 500
+    assert json.loads(e.value.body)["message"] == "resourceVersion should not be set on objects to be created"
+    # the body's namespace must match the URL's
+    with pytest.raises(ApiException) as e:
+        core.create_namespaced_config_map(ns, {"metadata": {"name": "elsewhere", "namespace": "default"}})
+    assert e.value.status == 400 and "does not match the namespace" in status_of(e.value)["message"]
+    # request bodies the sandbox cannot decode get a Status, not a server error
+    status, body = raw(k8s, "POST", f"/api/v1/namespaces/{ns}/configmaps", body="k8s\x00\n\x0f",
+                       content_type="application/vnd.kubernetes.protobuf")
+    assert status == 415 and json.loads(body)["reason"] == "UnsupportedMediaType"
+
+
+def test_generate_name(core):
+    ns = make_ns(core, "t-genname")
+    names = {core.create_namespaced_config_map(ns, {"metadata": {"generateName": "restart-"}}).metadata.name
+             for _ in range(3)}
+    assert len(names) == 3
+    assert all(re.fullmatch(r"restart-[bcdfghjklmnpqrstvwxz2456789]{5}", n) for n in names)
+
+
 def test_delete_namespace_deletes_its_objects(core):
     ns = make_ns(core, "t-gone")
     core.create_namespaced_config_map(ns, cm("c"))

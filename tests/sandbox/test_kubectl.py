@@ -331,3 +331,20 @@ def test_guide_secret_flow_client_dry_run_then_apply(kubectl):
     assert auths["registry.example.test"]["username"] == "registry-user"
     row = table(kubectl("get", "secret", "gitea-registry-secret").stdout)[0]
     assert row["TYPE"] == "kubernetes.io/dockerconfigjson" and row["DATA"] == "1"
+
+
+def test_events_written_by_the_python_client_print(kubectl, k8s):
+    """The Python client writes times as +00:00 with microseconds; kubectl still gets ages."""
+    from datetime import UTC, datetime, timedelta
+
+    from kubernetes import client
+
+    then = datetime.now(UTC) - timedelta(minutes=3)
+    client.CoreV1Api(k8s).create_namespaced_event("default", client.CoreV1Event(
+        metadata=client.V1ObjectMeta(name="ghcr2gitea.note"), type="Normal", reason="Migrated",
+        message="images moved", involved_object=client.V1ObjectReference(kind="Deployment", name="gwa-webhook",
+                                                                         namespace="default"),
+        first_timestamp=then, last_timestamp=then, count=1, source=client.V1EventSource(component="ghcr2gitea")))
+    rows = table(kubectl("get", "events", "--field-selector", "reason=Migrated").stdout)
+    assert rows == [{"LAST SEEN": "3m", "TYPE": "Normal", "REASON": "Migrated", "OBJECT": "deployment/gwa-webhook",
+                     "MESSAGE": "images moved"}]

@@ -217,10 +217,15 @@ class ApiServer:
             return self._obj_response(request, kind, obj)
         if method == "POST" and name is None:
             body = await request.json()
+            _check_body_namespace(body, kind, namespace)
+            if isinstance(body, dict) and (body.get("metadata") or {}).get("resourceVersion"):
+                # what etcd3's store answers (a 500, no reason): the object was copied from a live one
+                raise ApiError(500, "", "resourceVersion should not be set on objects to be created")
             obj = self.store.create(kind, body, ns, manager=manager, dry_run=dry_run, strict=strict)
             return web.json_response(obj, status=201)
         if method == "PUT" and name is not None:
             body = await request.json()
+            _check_body_namespace(body, kind, namespace)
             if sub == "scale":  # the body is an autoscaling/v1 Scale: it sets spec.replicas
                 obj = copy.deepcopy(self.store.must_get(kind, ns, name))
                 obj["spec"]["replicas"] = (body.get("spec") or {}).get("replicas", 0)
@@ -439,6 +444,13 @@ class ApiServer:
         if parts[:2] == ["openapi", "v3"]:
             return web.json_response(tables.openapi_v3("/".join(parts[2:])))
         raise ApiError(404, "NotFound", "the server could not find the requested resource")
+
+
+def _check_body_namespace(body, kind: Kind, namespace: str | None) -> None:
+    ns = (body.get("metadata") or {}).get("namespace") if isinstance(body, dict) else None
+    if kind.namespaced and ns and namespace and ns != namespace:
+        raise ApiError(400, "BadRequest", "the namespace of the provided object does not match the namespace sent "
+                       "on the request")
 
 
 def _scale(obj: dict) -> dict:

@@ -67,6 +67,8 @@ class ApiError(Exception):
             details["retryAfterSeconds"] = self.retry_after
         body = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                 "message": self.message, "reason": self.reason, "code": self.code}
+        if not self.reason:  # omitempty, as the apiserver encodes it
+            del body["reason"]
         if details:
             body["details"] = details
         return body

@@ -11,7 +11,13 @@ from .kinds import GROUPS, Kind
 def _age(ts: str | None) -> str:
     if not ts:
         return "<unknown>"
-    secs = max(int(time.time() - datetime.strptime(ts, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()), 0)
+    try:  # clients may write times with fractions or +00:00 (the Python client does)
+        t = datetime.fromisoformat(ts)
+    except ValueError:
+        return "<unknown>"
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    secs = max(int(time.time() - t.timestamp()), 0)
     if secs < 120:
         return f"{secs}s"
     if secs < 3600:
@@ -80,8 +86,7 @@ def _ing_row(o: dict) -> list:
 def _event_row(o: dict) -> list:
     """As the apiserver prints events (always wide; kubectl hides priority-1 columns): ages, not timestamps."""
     io, src = o.get("involvedObject", {}), o.get("source") or {}
-    event_time = o.get("eventTime")  # MicroTime: 2006-01-02T15:04:05.000000Z
-    first = _age(o.get("firstTimestamp") or (event_time[:19] + "Z" if event_time else None))
+    first = _age(o.get("firstTimestamp") or o.get("eventTime"))
     last = _age(o["lastTimestamp"]) if o.get("lastTimestamp") else first
     kind = io.get("kind", "").lower()
     target = f"{kind}/{io['name']}" if io.get("name") else kind

@@ -1,0 +1,156 @@
+"""Bad input: one line naming the field and the fix, a non-zero exit, and nothing touched."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import kubernetes_validate
+import pytest
+import yaml
+from helpers import mutating_requests, run_cli, sandbox_state
+
+from wizard import plan as P
+from wizard.credentials import Secret
+from wizard.nodeexec import pod_manifest
+from wizard.stages.base import Context
+from wizard.stages.objects import ObjectStage
+
+GOOD = {
+    "version": 1,
+    "gitea": {"internal_service": "gitea-http.gitea-system.svc.cluster.local:3000",
+              "root_url": "https://gitea.k3s.example.test/", "username": "registry-user", "org": "jaybrto"},
+    "registry": {"host": "registry.example.test", "legacy_hosts": ["registry.k3s.example.test"]},
+    "images": [{"source": "ghcr.io/jaybrto/gwa-webhook", "target": "registry.example.test/jaybrto/gwa-webhook"}],
+}
+
+
+def variant(path: str, value):
+    data = yaml.safe_load(yaml.safe_dump(GOOD))
+    cur = data
+    keys = path.split(".")
+    for k in keys[:-1]:
+        cur = cur[k]
+    if value is KeyError:
+        del cur[keys[-1]]
+    else:
+        cur[keys[-1]] = value
+    return data
+
+
+CASES = [
+    ("registry.host", "gitea-http.gitea-system.svc.cluster.local:3000", "registry.host", "cluster DNS"),
+    ("registry.legacy_hosts", ["registry.svc.cluster.local"], "registry.legacy_hosts[0]", "cluster DNS"),
+    ("registry.host", "https://registry.example.test", "registry.host", "no scheme"),
+    ("registry.host", "bad_host!", "registry.host", "not a valid host name"),
+    ("gitea.root_url", "http://gitea.k3s.example.test/", "gitea.root_url", "https://"),
+    ("gitea.root_url", "https://gitea.gitea-system.svc.cluster.local/", "gitea.root_url", "cluster DNS"),
+    ("gitea.colour", "blue", "gitea.colour", "unknown key"),
+    ("extras", {"a": 1}, "extras", "unknown section"),
+    ("images", [], "images", "list the images"),
+    ("images", [{"source": "docker.io/x/y", "target": "registry.example.test/x/y"}], "images[0].source",
+     "ghcr.io/ORG/NAME"),
+    ("images", [{"source": "ghcr.io/jaybrto/a", "target": "other.example.test/jaybrto/a"}], "images[0].target",
+     "registry.host"),
+    ("gitea.org", "CHANGE-ME", "gitea.org", "CHANGE-ME"),
+    ("proxy", {"cert_days": 0}, "proxy.cert_days", "between 1 and 36500"),
+    ("proxy", {"coredns_ip": "kube-dns"}, "proxy.coredns_ip", "IP address"),
+    ("network", {"resolve": ["registry.example.test:443"]}, "network.resolve[0]", "HOST:PORT:ADDRESS"),
+    ("version", 2, "version", "version 1"),
+]
+
+
+@pytest.mark.parametrize("path,value,field,words", CASES)
+def test_bad_plan_names_the_field_and_the_fix(path, value, field, words):
+    with pytest.raises(P.PlanError) as err:
+        P.from_dict(variant(path, value))
+    line = next(p for p in err.value.problems if f": {field}:" in p)
+    assert words.lower() in line.lower()
+    assert "\n" not in line
+
+
+def test_good_plan_loads_with_the_guides_defaults():
+    plan = P.from_dict(GOOD)
+    assert plan.push_secret == "gitea-registry-push" and plan.pull_secret == "gitea-registry-secret"
+    assert plan.realm_host == "gitea.k3s.example.test"
+    assert plan.node_hosts == ("registry.example.test", "registry.k3s.example.test", "gitea.k3s.example.test")
+
+
+def test_cli_refuses_a_bad_plan_before_touching_the_cluster(sandbox, tmp_path):
+    bad = tmp_path / "plan.yaml"
+    bad.write_text(yaml.safe_dump(variant("registry.host", "gitea-http.gitea-system.svc.cluster.local:3000")))
+    before = len(sandbox_state(sandbox)["requests"])
+    for cmd in ("plan", "apply", "audit"):
+        extra = ["--yes"] if cmd == "apply" else []
+        res = run_cli(sandbox, cmd, "--plan", str(bad), "--kubeconfig", str(sandbox.kubeconfig), *extra)
+        assert res.returncode == 2, (cmd, res.stdout, res.stderr)
+        lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+        # one line per problem, each naming its field; the first is the cluster DNS name
+        assert all(ln.startswith("ghcr2gitea: plan: ") for ln in lines)
+        assert "registry.host" in lines[0] and "containerd" in lines[0]
+    assert len(sandbox_state(sandbox)["requests"]) == before
+
+
+def test_malformed_yaml_is_one_line_with_the_position(tmp_path):
+    f = tmp_path / "plan.yaml"
+    f.write_text("gitea:\n  root_url: [unclosed\n")
+    res = run_cli(None, "plan", "--plan", str(f))
+    assert res.returncode == 2
+    assert "line" in res.stderr and "column" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_token_file_readable_by_others_is_refused(sandbox, tmp_path):
+    tf = tmp_path / "token"
+    tf.write_text(sandbox.token_file.read_text())
+    os.chmod(tf, 0o644)
+    res = run_cli(sandbox, "apply", "--plan", str(sandbox.plan), "--token-file", str(tf), "--yes", token=None)
+    assert res.returncode == 2
+    assert "chmod 600" in res.stderr and str(tf) in res.stderr
+    assert mutating_requests(sandbox) == []
+    os.chmod(tf, stat.S_IRUSR | stat.S_IWUSR)
+    res = run_cli(sandbox, "plan", "--plan", str(sandbox.plan), "--token-file", str(tf), token=None)
+    assert res.returncode == 3, res.stderr
+
+
+def test_missing_kubeconfig_and_unknown_context(sandbox, tmp_path):
+    res = run_cli(None, "plan", "--plan", str(sandbox.plan), "--kubeconfig", str(tmp_path / "nope"),
+                  token="x")
+    assert res.returncode == 2 and "kubeconfig" in res.stderr and "not found" in res.stderr
+    res = run_cli(sandbox, "plan", "--plan", str(sandbox.plan), "--context", "elsewhere")
+    assert res.returncode == 2 and "elsewhere" in res.stderr
+
+
+def test_context_pointing_nowhere(sandbox, tmp_path):
+    cfg = yaml.safe_load(sandbox.kubeconfig.read_text())
+    cfg["clusters"][0]["cluster"]["server"] = "https://127.0.0.1:9"  # discard port: nothing listens
+    kc = tmp_path / "kubeconfig"
+    kc.write_text(yaml.safe_dump(cfg))
+    res = run_cli(None, "audit", "--plan", str(sandbox.plan), "--kubeconfig", str(kc), "--api-patience", "1",
+                  token="x", timeout=200)
+    assert res.returncode == 2
+    assert "unreachable" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def _all_generated(sandbox) -> list[dict]:
+    """Every object the stages would apply, and the pods the wizard runs, for this sandbox's plan."""
+    from wizard.cluster import Cluster
+    from wizard.stages import STAGES
+    plan = P.load(sandbox.plan)
+    cluster = Cluster.connect(str(sandbox.kubeconfig))
+    ctx = Context(plan=plan, cluster=cluster, token=Secret(sandbox.token_file.read_text().strip()))
+    objs = []
+    for st in STAGES:
+        if isinstance(st, ObjectStage):
+            objs += st.desired(ctx, st.inspect(ctx)["live"])
+    objs.append(pod_manifest("dellmini1", "true", namespace="kube-system", image=plan.helper_image, stage="x",
+                             purpose="facts", run_id="abcdef",
+                             env=[{"name": "REGISTRIES_YAML", "valueFrom": {"secretKeyRef": {"name": "s",
+                                                                                            "key": "dellmini1"}}}]))
+    cluster.close()
+    return objs
+
+
+@pytest.mark.parametrize("version", ["1.28", "1.29", "1.30", "1.31", "1.32", "1.33"])
+def test_every_generated_manifest_validates_strictly(sandbox, version):
+    for obj in _all_generated(sandbox):
+        kubernetes_validate.validate(obj, version, strict=True)
