@@ -82,6 +82,8 @@ def add_cluster_options(p: argparse.ArgumentParser, *, plan_required: bool = Tru
                    help="connect to ADDR for HOST:PORT, like curl --resolve (repeatable)")
     p.add_argument("--api-patience", type=_count("--api-patience", 1), default=120, metavar="SECONDS",
                    help="how long to keep retrying an unreachable or failing API before giving up (default 120)")
+    p.add_argument("--api-timeout", type=_count("--api-timeout", 1), default=30, metavar="SECONDS",
+                   help="how long one API call may take before it is retried (default 30)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -89,9 +89,10 @@ class ClusterReader:
     _writable = False
 
     def __init__(self, api: client.ApiClient, *, patience: float = 120.0,
-                 on_retry: Callable[[str], None] | None = None):
+                 on_retry: Callable[[str], None] | None = None, request_timeout: float = 30.0):
         self.api = api
         self.patience = patience
+        self.request_timeout = request_timeout  # one call's read timeout; then it is retried
         self.on_retry = on_retry or (lambda msg: None)
         self.server = api.configuration.host
         self.requests = 0
@@ -118,7 +119,7 @@ class ClusterReader:
         return headers
 
     def request(self, method: str, path: str, *, query: dict | None = None, body=None,
-                content_type: str | None = None, timeout: float = 30.0, raw: bool = False,
+                content_type: str | None = None, timeout: float | None = None, raw: bool = False,
                 retry: bool = True):
         """One API call with retries; returns parsed JSON (or text with raw=True)."""
         if method != "GET" and not self._writable:
@@ -132,7 +133,7 @@ class ClusterReader:
                 self.requests += 1
                 resp = self.api.rest_client.request(
                     method, self._url(path, query), headers=self._headers(content_type),
-                    body=body, _request_timeout=(5, timeout))
+                    body=body, _request_timeout=(5, timeout or self.request_timeout))
                 data = resp.read() if hasattr(resp, "read") else resp.data
                 status = resp.status
             except (urllib3.exceptions.HTTPError, OSError) as e:

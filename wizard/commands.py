@@ -49,7 +49,8 @@ def run_command(args) -> int:
     context = args.context or plan.context
     cls = ClusterReader if args.command == "audit" else Cluster
     try:
-        cluster = cls.connect(args.kubeconfig, context, on_retry=lambda m: None, patience=args.api_patience)
+        cluster = cls.connect(args.kubeconfig, context, on_retry=lambda m: None, patience=args.api_patience,
+                              request_timeout=args.api_timeout)
     except ClusterUnreachable as e:
         _err(str(e))
         return 2
@@ -86,10 +87,19 @@ def run_command(args) -> int:
             _err(str(e))
             return 2
         try:
+            from .journal import Journal, cluster_id
             from .nodeexec import NodeExec
+            cid = cluster_id(cluster)
+            previous = Journal.load(cid, cluster)
+            if previous is not None and previous.unfinished():
+                _say(f"resuming an unfinished migration ({previous.summary()}); re-inspecting the cluster first — "
+                     "where it differs from the journal, the cluster wins")
+            runner.journal = Journal.start(cid, server=cluster.server, holder=lock.me, secrets=(token,),
+                                           mirror=Cluster(cluster.api, patience=3), resume=previous)
             left = NodeExec(cluster, namespace=plan.wizard_namespace, image=plan.helper_image).sweep()
             if left:
                 _say(f"removed wizard pods an earlier run left behind: {', '.join(left)}")
+                runner.record({"type": "swept_pods", "pods": left})
             return runner.apply()
         finally:
             lock.release()

@@ -50,17 +50,26 @@ def _failing(checks: list[Check]) -> list[Check]:
 
 
 class Runner:
-    def __init__(self, ctx: Context, out: Out, stages: tuple[Stage, ...] = STAGES):
+    def __init__(self, ctx: Context, out: Out, stages: tuple[Stage, ...] = STAGES, journal=None):
         self.ctx = ctx
         self.stages = stages
         self._out = out
         self._last_phase: dict[str, str] = {}
+        self.journal = journal
         ctx.progress = self._progress
+
+    def record(self, event: dict) -> None:
+        if self.journal is not None:
+            self.journal.record(event)
 
     def out(self, text: str) -> None:
         self._out(mask(text, self.ctx.token))
 
     def _progress(self, p: Progress) -> None:
+        if p.node and p.phase in ("done", "failed") and self._last_phase.get(p.node) != p.phase:
+            self.record({"type": "node_proven" if p.phase == "done" else "node_failed", "stage": p.stage,
+                         "node": p.node, "proofs": p.proofs, "elapsed": round(p.elapsed or 0, 2),
+                         "message": p.message})
         if p.node and p.phase:
             # per-node lines only when the phase changes (the UI gets every event)
             if self._last_phase.get(p.node) == p.phase and p.phase not in ("done", "failed"):
@@ -98,7 +107,9 @@ class Runner:
 
     # ------------------------------------------------------------------ apply
     def apply(self, *, dry_run: bool = False) -> int:
+        from .faults import crash_point
         n = len(self.stages)
+        done_before = set(self.journal.done) if self.journal is not None else set()
         for i, st in enumerate(self.stages, 1):
             head = f"[{i}/{n}] {st.title}"
             t0 = time.monotonic()
@@ -114,22 +125,37 @@ class Runner:
                         for line in RollingRestart(self.ctx).dry_run([c.payload for c in changes]):
                             self.out("  " + line)
                     continue
+                self.record({"type": "stage_started", "stage": st.key, "changes": [c.target for c in changes]})
+                if changes and st.key in done_before:
+                    # the cluster wins over the journal: say so, then converge
+                    self.out(f"{head}: the journal says this stage was done, but the cluster differs "
+                             f"({len(changes)} change(s)); redoing")
+                    self.record({"type": "journal_disagrees", "stage": st.key,
+                                 "changes": [c.target for c in changes]})
+                crash_point(f"before:{st.key}")
                 if changes:
                     self.out(f"{head}: applying {len(changes)} change(s)")
                     st.apply(self.ctx, changes)
+                crash_point(f"after:{st.key}")
                 checks = st.verify(self.ctx)
             except StageFailed as e:
-                return self._stop(head, e.check)
+                return self._stop(head, e.check, stage=st.key)
             failing = _failing(checks)
             if failing:
-                return self._stop(head, failing[0], more=len(failing) - 1)
+                return self._stop(head, failing[0], more=len(failing) - 1, stage=st.key)
             took = time.monotonic() - t0
             summary = ", ".join(f"{sum(c.status == s for c in checks)} {s}" for s in (PASS, WARN, SKIP)
                                 if any(c.status == s for c in checks))
+            self.record({"type": "stage_finished", "stage": st.key, "checks": {c.name: c.status for c in checks},
+                         "seconds": round(took, 2)})
             self.out(f"{head}: ok ({summary or 'no checks'}) in {took:.1f}s")
+        if self.journal is not None and not dry_run:
+            self.journal.finish()
         return 0
 
-    def _stop(self, head: str, check: Check, more: int = 0) -> int:
+    def _stop(self, head: str, check: Check, more: int = 0, stage: str = "") -> int:
+        self.record({"type": "stage_failed", "stage": stage, "check": check.name, "cause": check.cause,
+                     "fix": check.fix})
         self.out(f"{head}: FAILED — {check.name}")
         self.out(f"  cause: {check.cause}")
         self.out(f"  fix:   {check.fix}")

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from . import registries as R
+from .faults import crash_point
 from .kube import NodeInfo
 from .nodeexec import NodeExec
 
@@ -184,6 +185,7 @@ class RollingRestart:
         run.phase, run.started = "restarting", time.time()
         self._emit(run, f"{n.name}: systemctl restart {run.unit}")
         pod = self.exec.start(n.name, f"systemctl --no-block restart {run.unit}", stage="restart", purpose="restart")
+        crash_point(f"restart:{n.name}")
         try:
             run.proofs["restart started"] = True
             run.phase = "waiting"

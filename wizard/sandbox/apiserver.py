@@ -352,6 +352,11 @@ class ApiServer:
                 if table:
                     obj = tables.table(kind, [obj], obj["metadata"]["resourceVersion"], q.get("includeObject"))
                 await resp.write(json.dumps({"type": etype, "object": obj}, separators=(",", ":")).encode() + b"\n")
+                if self.fault_rate and self.fault_rng.random() < self.fault_rate:
+                    # a dropped watch: the connection just ends, as when a proxy or the apiserver goes away
+                    if request.transport is not None:
+                        request.transport.close()
+                    return resp
             with contextlib.suppress(Exception):
                 await resp.write_eof()
         except (asyncio.CancelledError, ConnectionResetError):

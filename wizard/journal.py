@@ -1,0 +1,183 @@
+"""The run's journal: what happened, so the next run can say where the last one stopped.
+
+Stages started and finished, decisions and overrides, per-node restart proofs, with times.
+It lives in the user's XDG state directory, written atomically (temp + fsync + rename), and is
+mirrored to a ConfigMap in the cluster so a run started on one machine can be resumed from
+another. It never holds a secret: every text is masked before it is recorded.
+
+The journal is advice, not truth: resume re-inspects the cluster, and where they disagree the
+cluster wins (and the difference is shown).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .credentials import Secret, mask
+
+CONFIGMAP = "ghcr2gitea-journal"
+CONFIGMAP_NAMESPACE = "kube-system"
+VERSION = 1
+
+
+def state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "ghcr2gitea"
+
+
+def cluster_id(cluster) -> str:
+    """A stable name for the cluster: kube-system's UID (the server URL is only a fallback)."""
+    ns = cluster.get("Namespace", "kube-system")
+    basis = (ns or {}).get("metadata", {}).get("uid") or cluster.server
+    return hashlib.sha256(basis.encode()).hexdigest()[:16]
+
+
+@dataclass
+class Journal:
+    cluster_id: str
+    server: str = ""
+    started: float = field(default_factory=time.time)
+    holder: str = ""
+    finished: float | None = None
+    events: list[dict] = field(default_factory=list)
+    path: Path | None = None
+    secrets: tuple = ()
+    mirror: object = None  # a Cluster to mirror into, or None
+
+    # ---------------------------------------------------------------- reading
+    @classmethod
+    def load(cls, cid: str, cluster=None) -> Journal | None:
+        """The newest journal for this cluster: the local file or the cluster's ConfigMap."""
+        local = None
+        path = state_dir() / f"{cid}.json"
+        try:
+            local = cls._from_dict(json.loads(path.read_text()), path)
+        except (OSError, ValueError, KeyError):
+            pass
+        remote = None
+        if cluster is not None:
+            try:
+                cm = cluster.get("ConfigMap", CONFIGMAP, CONFIGMAP_NAMESPACE)
+                if cm and (cm.get("data") or {}).get("journal.json"):
+                    remote = cls._from_dict(json.loads(cm["data"]["journal.json"]), path)
+            except (ValueError, KeyError, OSError):
+                remote = None
+            except Exception:  # noqa: BLE001 - an unreachable mirror must not stop a run
+                remote = None
+        found = [j for j in (local, remote) if j is not None and j.cluster_id == cid]
+        return max(found, key=lambda j: j.updated) if found else None
+
+    @classmethod
+    def _from_dict(cls, d: dict, path: Path) -> Journal:
+        return cls(cluster_id=d["cluster_id"], server=d.get("server", ""), started=d["started"],
+                   holder=d.get("holder", ""), finished=d.get("finished"), events=list(d.get("events") or []),
+                   path=path)
+
+    @property
+    def updated(self) -> float:
+        return max([self.started] + [e.get("time", 0) for e in self.events])
+
+    def unfinished(self) -> bool:
+        return self.finished is None
+
+    @property
+    def done(self) -> list[str]:
+        """Stages the journal saw finish (in order)."""
+        out = []
+        for e in self.events:
+            if e.get("type") == "stage_finished" and e.get("stage") not in out:
+                out.append(e["stage"])
+        return out
+
+    @property
+    def stage(self) -> str | None:
+        """The stage the run was in when it stopped."""
+        for e in reversed(self.events):
+            if e.get("type") in ("stage_started", "stage_failed"):
+                return e.get("stage")
+        return None
+
+    @property
+    def nodes_proven(self) -> list[str]:
+        return [e["node"] for e in self.events if e.get("type") == "node_proven"]
+
+    def summary(self) -> str:
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.started))
+        parts = [f"started {when}" + (f" by {self.holder}" if self.holder else "")]
+        if self.done:
+            parts.append(f"done: {', '.join(self.done)}")
+        if self.stage and self.stage not in self.done:
+            parts.append(f"stopped in: {self.stage}")
+        if self.nodes_proven:
+            parts.append(f"nodes restarted and proven: {', '.join(self.nodes_proven)}")
+        return "; ".join(parts)
+
+    # ---------------------------------------------------------------- writing
+    @classmethod
+    def start(cls, cid: str, *, server: str, holder: str, secrets: tuple[Secret | None, ...] = (),
+              mirror=None, resume: Journal | None = None) -> Journal:
+        if resume is not None and resume.unfinished():
+            j = resume
+            j.secrets, j.mirror, j.holder = secrets, mirror, holder
+            j.record({"type": "run_resumed"})
+            return j
+        j = cls(cluster_id=cid, server=server, holder=holder, path=state_dir() / f"{cid}.json", secrets=secrets,
+                mirror=mirror)
+        j.record({"type": "run_started"})
+        return j
+
+    def record(self, event: dict) -> None:
+        clean = {k: (mask(v, *self.secrets) if isinstance(v, str) else v) for k, v in event.items()}
+        clean.setdefault("time", time.time())
+        self.events.append(clean)
+        self.save()
+
+    def finish(self) -> None:
+        self.finished = time.time()
+        self.record({"type": "run_finished"})
+
+    def to_dict(self) -> dict:
+        return {"version": VERSION, "cluster_id": self.cluster_id, "server": self.server, "started": self.started,
+                "holder": self.holder, "finished": self.finished, "events": self.events}
+
+    def save(self) -> None:
+        text = mask(json.dumps(self.to_dict(), indent=1, default=str), *self.secrets)
+        if self.path is not None:
+            write_atomic(self.path, text)
+        if self.mirror is not None:
+            try:
+                self.mirror.apply({"apiVersion": "v1", "kind": "ConfigMap",
+                                   "metadata": {"name": CONFIGMAP, "namespace": CONFIGMAP_NAMESPACE},
+                                   "data": {"journal.json": text}}, "journal")
+            except Exception:  # noqa: BLE001 - the local file is the journal; the mirror is best effort
+                pass
+
+
+def write_atomic(path: Path, text: str, mode: int = 0o600) -> None:
+    """temp file in the same directory + fsync + rename: a crash leaves the old file or the new, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
