@@ -67,6 +67,8 @@ def run_cli(sb: Sandbox | None, *args: str, token: str | None = "sandbox", env: 
             full["GITEA_TOKEN"] = sb.token_file.read_text().strip()
     if token not in (None, "sandbox"):
         full["GITEA_TOKEN"] = token
+    if sb is not None:
+        full["XDG_STATE_HOME"] = str(sb.dir / "xdg-state")  # journals stay with the test's sandbox
     full.update(env or {})
     return subprocess.run([str(Path(sys.executable).parent / "ghcr2gitea"), *args], capture_output=True, text=True,
                           env=full, timeout=timeout, stdin=subprocess.DEVNULL)

@@ -110,6 +110,7 @@ class Runner:
         from .faults import crash_point
         n = len(self.stages)
         done_before = set(self.journal.done) if self.journal is not None else set()
+        prechecked = False
         for i, st in enumerate(self.stages, 1):
             head = f"[{i}/{n}] {st.title}"
             t0 = time.monotonic()
@@ -133,7 +134,16 @@ class Runner:
                     self.record({"type": "journal_disagrees", "stage": st.key,
                                  "changes": [c.target for c in changes]})
                 crash_point(f"before:{st.key}")
+                if changes and not prechecked:
+                    prechecked = True
+                    for later in self.stages[i - 1:]:
+                        bad = _failing(later.precheck(self.ctx))
+                        if bad:
+                            return self._stop(f"[{self.stages.index(later) + 1}/{n}] {later.title}", bad[0],
+                                              stage=later.key, nothing_written=True)
                 if changes:
+                    if self.journal is not None:
+                        self.journal.activate()
                     self.out(f"{head}: applying {len(changes)} change(s)")
                     st.apply(self.ctx, changes)
                 crash_point(f"after:{st.key}")
@@ -153,9 +163,14 @@ class Runner:
             self.journal.finish()
         return 0
 
-    def _stop(self, head: str, check: Check, more: int = 0, stage: str = "") -> int:
+    def _stop(self, head: str, check: Check, more: int = 0, stage: str = "", nothing_written: bool = False) -> int:
         self.record({"type": "stage_failed", "stage": stage, "check": check.name, "cause": check.cause,
                      "fix": check.fix})
+        if nothing_written:
+            self.out(f"{head}: cannot start — {check.name} (checked before anything was written)")
+            self.out(f"  cause: {check.cause}")
+            self.out(f"  fix:   {check.fix}")
+            return 1
         self.out(f"{head}: FAILED — {check.name}")
         self.out(f"  cause: {check.cause}")
         self.out(f"  fix:   {check.fix}")

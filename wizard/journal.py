@@ -49,6 +49,7 @@ class Journal:
     path: Path | None = None
     secrets: tuple = ()
     mirror: object = None  # a Cluster to mirror into, or None
+    persist: bool = True  # False until the run first changes something: a run that stops before writes nothing
 
     # ---------------------------------------------------------------- reading
     @classmethod
@@ -124,13 +125,19 @@ class Journal:
               mirror=None, resume: Journal | None = None) -> Journal:
         if resume is not None and resume.unfinished():
             j = resume
-            j.secrets, j.mirror, j.holder = secrets, mirror, holder
+            j.secrets, j.mirror, j.holder, j.persist = secrets, mirror, holder, True
             j.record({"type": "run_resumed"})
             return j
         j = cls(cluster_id=cid, server=server, holder=holder, path=state_dir() / f"{cid}.json", secrets=secrets,
-                mirror=mirror)
+                mirror=mirror, persist=False)
         j.record({"type": "run_started"})
         return j
+
+    def activate(self) -> None:
+        """The run is about to change the cluster: from now on the journal is kept, on disk and in the cluster."""
+        if not self.persist:
+            self.persist = True
+            self.save()
 
     def record(self, event: dict) -> None:
         clean = {k: (mask(v, *self.secrets) if isinstance(v, str) else v) for k, v in event.items()}
@@ -147,6 +154,8 @@ class Journal:
                 "holder": self.holder, "finished": self.finished, "events": self.events}
 
     def save(self) -> None:
+        if not self.persist:
+            return
         text = mask(json.dumps(self.to_dict(), indent=1, default=str), *self.secrets)
         if self.path is not None:
             write_atomic(self.path, text)

@@ -154,3 +154,37 @@ def _all_generated(sandbox) -> list[dict]:
 def test_every_generated_manifest_validates_strictly(sandbox, version):
     for obj in _all_generated(sandbox):
         kubernetes_validate.validate(obj, version, strict=True)
+
+
+def test_wrong_token_writes_nothing_to_disk_either(sandbox, tmp_path):
+    state = tmp_path / "state"
+    res = run_cli(sandbox, "apply", "--plan", str(sandbox.plan), "--yes", token="expired-or-wrong",
+                  env={"XDG_STATE_HOME": str(state)})
+    assert res.returncode == 1
+    assert not state.exists() or not any(state.rglob("*")), "a run that changed nothing left a journal"
+    assert [m for m in mutating_requests(sandbox) if "/leases" not in m] == []
+
+
+def test_a_node_with_invalid_registries_yaml_stops_before_any_write(make_sandbox, tmp_path):
+    sb = make_sandbox(existing_registries="configs:\n  registry.example.test:\n    tls: [unclosed\n")
+    res = run_cli(sb, "apply", "--plan", str(sb.plan), "--yes", env={"XDG_STATE_HOME": str(tmp_path / "s")})
+    assert res.returncode == 1, res.stdout
+    assert "cannot start" in res.stdout and "not valid YAML at line" in res.stdout
+    assert "dellmini1:/etc/rancher/k3s/registries.yaml" in res.stdout
+    # only the short-lived read-only probe pods (created, then deleted) and the lock touched the cluster
+    writes = [m for m in mutating_requests(sb) if "/leases" not in m and "/pods" not in m]
+    assert writes == []
+    state = sandbox_state(sb)
+    assert all(p["deleted"] for p in state["pods"] if "ghcr2gitea.io/role" in (p.get("labels") or {}))
+    assert not (tmp_path / "s").exists() or not any((tmp_path / "s").rglob("*"))
+
+
+def test_an_unreachable_registry_host_is_named(sandbox, tmp_path):
+    plan = yaml.safe_load(sandbox.plan.read_text())
+    plan["network"]["resolve"] = [r for r in plan["network"]["resolve"] if not r.startswith("registry.example")]
+    f = tmp_path / "plan.yaml"
+    f.write_text(yaml.safe_dump(plan))
+    res = run_cli(sandbox, "apply", "--plan", str(f), "--yes")
+    assert res.returncode == 1
+    assert "registry.example.test" in res.stdout and "network.resolve" in res.stdout
+    assert [m for m in mutating_requests(sandbox) if "/leases" not in m] == []

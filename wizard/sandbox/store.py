@@ -355,7 +355,7 @@ class Store:
         md = obj["metadata"]
         for k in ("resourceVersion", "uid", "creationTimestamp", "deletionTimestamp", "generation", "managedFields"):
             md.pop(k, None)
-        md["uid"] = str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+        md["uid"] = str(uuid.uuid4())  # unique per sandbox, like a real cluster (journals key on kube-system's)
         md["creationTimestamp"] = now_rfc3339(self.clock())
         if kind.kind in _GENERATION_KINDS:
             md["generation"] = 1

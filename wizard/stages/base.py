@@ -126,6 +126,10 @@ class Stage:
     def verify(self, ctx: Context) -> list[Check]:
         return []
 
+    def precheck(self, ctx: Context) -> list[Check]:
+        """Checks run before the run's first write, so bad input stops it with nothing half-done."""
+        return []
+
 
 # ------------------------------------------------------------------ diffs
 def mask_object(obj: dict | None) -> dict | None:

@@ -50,6 +50,20 @@ class NodeRegistries(Stage):
     def inspect(self, ctx: Context) -> dict:
         return {"facts": node_facts(ctx)}
 
+    def precheck(self, ctx: Context) -> list[Check]:
+        """Every node's existing registries.yaml must parse, or the wizard cannot merge into it."""
+        bad = []
+        for node, f in node_facts(ctx).items():
+            try:
+                R.parse(f.text, f"{node}:{R.PATH}")
+            except R.RegistriesInvalid as e:
+                bad.append(str(e))
+        if not bad:
+            return []
+        return [failed("existing registries.yaml readable", "; ".join(bad),
+                       "fix or remove the file on that node by hand (k3s would not start with it either); nothing "
+                       "was written to the cluster")]
+
     def plan(self, ctx: Context, observed: dict) -> list[Change]:
         if ctx.token is None:
             return []
