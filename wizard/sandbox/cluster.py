@@ -74,6 +74,7 @@ class Options:
     lease_interval: float = 10.0
     time_scale: float = 1.0  # scales kubelet back-offs (tests use < 1)
     public_port: int = 0
+    gitea_token: str | None = None  # registry-user's token (random when not given; tests use a canary)
 
 
 def node_names(servers: int, agents: int) -> list[tuple[str, str]]:
@@ -109,7 +110,7 @@ class Cluster(NodeHooks):
         self._reconcile_pending: set[tuple[Kind, str, str]] = set()
         self._tasks: list[asyncio.Task] = []
         self._event_index: dict[tuple, str] = {}
-        self.token = secrets.token_hex(20)  # registry-user's Gitea access token
+        self.token = opts.gitea_token or secrets.token_hex(20)  # registry-user's Gitea access token
         self.reader_token = secrets.token_hex(20)
         self.public_port = opts.public_port
         # certificates

@@ -1,0 +1,74 @@
+"""A recognisable token and the proxy's private key must appear nowhere the tool writes.
+
+The whole demo migration, a resumed run, plan, dry-run, audit in every format, the
+journal (file and ConfigMap mirror), every object in the cluster but the Secrets, and
+everything under the test's state directory are scanned.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+
+from helpers import run_cli
+
+CANARY = "canary-3b1f9e7c2d4a6f80b5e1c9d7a3f2e6b4d8c0a1e9"
+
+
+def _forms(secret: str) -> list[str]:
+    """The secret and the encodings a leak would likely take."""
+    forms = [secret, base64.b64encode(secret.encode()).decode().rstrip("=")]
+    forms.append(base64.b64encode(f"registry-user:{secret}".encode()).decode().rstrip("=")[:-4])
+    return forms
+
+
+def test_no_token_and_no_private_key_in_anything_the_tool_produced(make_sandbox, tmp_path, reliability):
+    sb = make_sandbox(gitea_token=CANARY, restart_seconds=(0.2, 0.3))
+    state = tmp_path / "state"
+    env = {"XDG_STATE_HOME": str(state)}
+    outputs = []
+    args = ["--plan", str(sb.plan)]
+    outputs.append(run_cli(sb, "plan", *args, env=env))
+    outputs.append(run_cli(sb, "apply", *args, "--dry-run", env=env))
+    killed = run_cli(sb, "apply", *args, "--yes", env={**env, "GHCR2GITEA_KILL_AT": "after:restart"})
+    outputs.append(killed)
+    outputs.append(run_cli(sb, "apply", *args, "--yes", env=env))
+    assert outputs[-1].returncode == 0, outputs[-1].stdout
+    for fmt in ("text", "json", "markdown"):
+        outputs.append(run_cli(sb, "audit", *args, "--format", fmt, env=env))
+    outputs.append(run_cli(sb, "apply", *args, "--yes", token="wrong-" + CANARY[::-1], env=env))
+
+    from kubernetes import client
+
+    from wizard.kube import api_client
+    api = api_client(str(sb.kubeconfig))
+    core = client.CoreV1Api(api)
+    key_b64 = core.read_namespaced_secret("gitea-proxy-tls", "default").data["tls.key"]
+    private_key = base64.b64decode(key_b64).decode()
+    key_body = "".join(private_key.splitlines()[1:-1])[:64]
+    cluster_text = []
+    for path in ("/api/v1/configmaps", "/api/v1/pods", "/api/v1/events", "/apis/apps/v1/deployments",
+                 "/apis/apps/v1/statefulsets", "/apis/coordination.k8s.io/v1/leases",
+                 "/apis/networking.k8s.io/v1/ingresses"):
+        resp = api.call_api("GET", api.configuration.host + path,
+                            header_params={"Authorization": api.configuration.api_key.get("authorization", "")
+                                           or f"Bearer {api.configuration.api_key.get('BearerToken', '')}"})
+        cluster_text.append(resp.read().decode())
+    journal_cm = core.read_namespaced_config_map("ghcr2gitea-journal", "kube-system").data["journal.json"]
+    api.close()
+
+    produced = {f"output {i}": o.stdout + o.stderr for i, o in enumerate(outputs)}
+    produced["cluster objects (not Secrets)"] = "\n".join(cluster_text)
+    produced["journal ConfigMap"] = journal_cm
+    for f in state.rglob("*"):
+        if f.is_file():
+            produced[str(f)] = f.read_text(errors="replace")
+    assert any("journal" in k or k.endswith(".json") for k in produced), "no journal file was written"
+    assert json.loads(journal_cm)["events"], "the journal mirror is empty"
+    for where, text in produced.items():
+        for form in _forms(CANARY):
+            assert form not in text, f"the token (as {form[:12]}…) leaked into {where}"
+        assert key_body not in text, f"the proxy's private key leaked into {where}"
+    reliability.record("secrets", "canary token through plan, dry-run, killed + resumed apply, audit (3 formats), "
+                       "a wrong-token run; the proxy key", "neither appears in any output, the journal file, "
+                       "its ConfigMap mirror, or any cluster object other than the Secrets")
