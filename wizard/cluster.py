@@ -97,6 +97,7 @@ class ClusterReader:
         self.server = api.configuration.host
         self.requests = 0
         self.max_delay = 1.0  # backoff cap; the rolling restart lowers it while an API server restarts
+        self.retry_note = ""  # why the API may be away right now, said with each retry
 
     @classmethod
     def connect(cls, kubeconfig: str | None = None, context: str | None = None, **kw) -> ClusterReader:
@@ -155,7 +156,7 @@ class ClusterReader:
                                          f"{_short(err)}; check the cluster, then run the same command again "
                                          "(it resumes where the cluster is)")
             why = f"HTTP {status}" if status is not None else _short(err)
-            self.on_retry(f"API {why}, retrying {method} {path}")
+            self.on_retry(f"API {why}{self.retry_note}, retrying {method} {path}")
             time.sleep(delay * (0.75 + random.random() / 2))
             delay = min(delay * 1.6, self.max_delay or 1.0)
 

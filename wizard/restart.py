@@ -183,6 +183,8 @@ class RollingRestart:
         before = self.ctx.cache.get("node_facts", {}).get(n.name)
         before_mono = before.active_enter_mono if before else None
         run.phase, run.started = "restarting", time.time()
+        if is_server:  # the kubeconfig may point at this server: its API goes away with k3s
+            self.cluster.retry_note = f" (expected while {n.name}'s k3s restarts)"
         self._emit(run, f"{n.name}: systemctl restart {run.unit}")
         pod = self.exec.start(n.name, f"systemctl --no-block restart {run.unit}", stage="restart", purpose="restart")
         crash_point(f"restart:{n.name}")
@@ -193,6 +195,7 @@ class RollingRestart:
         finally:
             self.exec.cleanup(names=[pod])
         run.ended = time.time()
+        self.cluster.retry_note = ""
         if ok:
             run.phase = "done"
             self._emit(run, f"{n.name}: restarted and proven in {run.elapsed:.1f} s")
