@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from . import containerd, defaults
 from .caddy import Caddy
 from .gitea import Gitea, GiteaUser
-from .http import Headers, HttpRequest, HttpResponse, TLSConfig
+from .http import HttpRequest, HttpResponse, TLSConfig
 from .kinds import BY_KIND, Kind
 from .kubelet import Kubelet, PodRun
 from .memfs import MemFS
@@ -188,9 +188,6 @@ class Cluster(NodeHooks):
             if all(labels.get(k) == v for k, v in sel.items()) and run.servers:
                 out.append(run)
         return out
-
-    def network_changed(self) -> None:
-        """Pods with servers came or went (kept as a hook for caches)."""
 
     async def service_fetch(self, namespace: str, name: str, port, req: HttpRequest) -> HttpResponse:
         """Traefik's and Caddy's way to a backend Service."""
@@ -736,4 +733,3 @@ def _node_ip(i: int) -> str:
     return f"192.0.2.{11 + i}" if i < 180 else f"100.64.{i // 250}.{i % 250 + 1}"
 
 
-__all__ = ["Cluster", "Options", "Headers"]

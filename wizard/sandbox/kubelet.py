@@ -16,6 +16,7 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import json
 import posixpath
 import re
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from . import containerd, nginx
 from .curl import make_curl, make_wget
-from .http import HttpRequest, HttpResponse, NetError, TLSConfig
+from .http import HttpRequest, HttpResponse, TLSConfig
 from .kinds import BY_KIND
 from .memfs import FSError, MemFS
 from .nodes import SimNode, crictl
@@ -98,8 +99,6 @@ class PodRun:
             raise
         except ApiError:
             pass  # the pod went away under us
-        finally:
-            self.k.c.network_changed()
 
     async def _run(self) -> None:
         pod = self.pod
@@ -167,7 +166,6 @@ class PodRun:
             if not sec or sec.get("type") != "kubernetes.io/dockerconfigjson":
                 continue
             try:
-                import json
                 cfg = json.loads(base64.b64decode(sec["data"][".dockerconfigjson"]))
             except (KeyError, ValueError):
                 continue
@@ -314,7 +312,6 @@ class PodRun:
             all_ready = all(cs.get("ready") for cs in new)
             st["phase"] = "Running"
             st["conditions"] = _conditions(True, all_ready, True)
-        self.k.c.network_changed()
         await self.update_status(mutate)
 
     async def crashloop(self, c: dict, rc: int) -> None:
@@ -502,8 +499,6 @@ class Kubelet:
             run = self.runs.pop(old["metadata"]["uid"], None)
             if run and run.task:
                 run.task.cancel()
-            if run:
-                self.c.network_changed()
             return
         uid = new["metadata"]["uid"]
         node = new["spec"].get("nodeName")
@@ -552,7 +547,6 @@ class Kubelet:
         return {"curl": make_curl(fetch, roots), "wget": make_wget(fetch, roots)}
 
 
-__all__ = ["Kubelet", "PodRun", "NetError"]
 
 
 def _repo(image: str) -> str:

@@ -74,11 +74,12 @@ class NodeRegistries(Stage):
             except R.RegistriesInvalid as e:
                 problems.append(str(e))
                 continue
-            merged = R.render(R.merge(existing, ctx.plan, ctx.token))
-            if R.configured(existing, ctx.plan) or R.merge(existing, ctx.plan, ctx.token) != existing:
+            merged = R.merge(existing, ctx.plan, ctx.token)
+            if merged != existing:
+                text = R.render(merged)
                 changes.append(Change(f"node {node}:{R.PATH}", "write",
-                                      text_diff(f.text, merged, f"{node}{R.PATH}", ctx.token), (node, merged,
-                                                                                                  f.text is not None)))
+                                      text_diff(f.text, text, f"{node}{R.PATH}", ctx.token),
+                                      (node, text, f.text is not None)))
         if problems:
             raise StageFailed(failed("existing registries.yaml readable", "; ".join(problems),
                                      "fix or remove the file on that node by hand (k3s would not start with it "
@@ -148,7 +149,7 @@ class NodeRegistries(Stage):
         return checks
 
 
-class RollingRestart_(Stage):
+class RollingRestartStage(Stage):
     key, title, guide_step = "restart", "Rolling restart", "Step 5"
     description = ("K3s reads registries.yaml only at start. Servers (unit k3s) restart one at a time, never while "
                    "another server is down or the API is not ready, then agents (k3s-agent). Each restart is PROVEN: "
@@ -198,5 +199,3 @@ class RollingRestart_(Stage):
                                                                              time.gmtime(f.active_enter or 0))}))
         return checks
 
-
-RollingRestartStage = RollingRestart_
