@@ -86,7 +86,8 @@ def kind_of(obj_or_kind: dict | str) -> Kind:
 class ClusterReader:
     """Read-only access. Has no create/apply/patch/delete; refuses any verb but GET."""
 
-    _writable = False
+    def _may_write(self, method: str, path: str) -> bool:
+        return False
 
     def __init__(self, api: client.ApiClient, *, patience: float = 120.0,
                  on_retry: Callable[[str], None] | None = None, request_timeout: float = 30.0):
@@ -123,7 +124,7 @@ class ClusterReader:
                 content_type: str | None = None, timeout: float | None = None, raw: bool = False,
                 retry: bool = True):
         """One API call with retries; returns parsed JSON (or text with raw=True)."""
-        if method != "GET" and not self._writable:
+        if method != "GET" and not self._may_write(method, path):
             raise ReadOnlyViolation(f"{method} {path} refused: this connection is read-only (audit)")
         deadline = time.monotonic() + self.patience
         delay = 0.05
@@ -224,10 +225,30 @@ class ClusterReader:
         return self.version().get("gitVersion", "")
 
 
+class ProbingReader(ClusterReader):
+    """Audit with --node-probes: still read-only, except short-lived probe Pods it creates and deletes."""
+
+    def _may_write(self, method: str, path: str) -> bool:
+        parts = path.split("?")[0].rstrip("/").split("/")
+        return (method == "POST" and parts[-1] == "pods") or (method == "DELETE" and len(parts) > 1
+                                                               and parts[-2] == "pods")
+
+    def create(self, obj: dict, stage: str) -> dict:
+        if obj.get("kind") != "Pod":
+            raise ReadOnlyViolation(f"audit may only create probe pods, not a {obj.get('kind')}")
+        return Cluster.create(self, obj, stage)
+
+    def delete(self, kind: str, name: str, namespace: str | None = None) -> bool:
+        if kind != "Pod":
+            raise ReadOnlyViolation(f"audit may only delete its probe pods, not a {kind}")
+        return Cluster.delete(self, kind, name, namespace)
+
+
 class Cluster(ClusterReader):
     """Read-write access: server-side apply under field manager ``ghcr2gitea``."""
 
-    _writable = True
+    def _may_write(self, method: str, path: str) -> bool:
+        return True
 
     def apply(self, obj: dict, stage: str, *, dry_run: bool = False) -> dict:
         """Server-side apply, creating or updating; labels the object with its owner and stage."""

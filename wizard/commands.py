@@ -6,7 +6,7 @@ import dataclasses
 import sys
 
 from . import plan as plan_mod
-from .cluster import Cluster, ClusterReader
+from .cluster import Cluster, ClusterReader, ProbingReader
 from .credentials import CredentialError, load_token, mask
 from .engine import Runner, audit_exit_code, render_audit
 from .kube import ClusterUnreachable
@@ -47,7 +47,9 @@ def run_command(args) -> int:
             _err(str(e))
             return 2
     context = args.context or plan.context
-    cls = ClusterReader if args.command == "audit" else Cluster
+    cls = Cluster
+    if args.command == "audit":
+        cls = ProbingReader if getattr(args, "node_probes", False) else ClusterReader
     try:
         cluster = cls.connect(args.kubeconfig, context, on_retry=lambda m: None, patience=args.api_patience,
                               request_timeout=args.api_timeout)
@@ -71,7 +73,8 @@ def run_command(args) -> int:
             return _audit(ctx, args, token)
         runner = Runner(ctx, _say)
         if args.command == "plan":
-            return runner.plan()[0]
+            code, results = runner.plan()
+            return 2 if any(r.error for r in results) else code
         if not args.yes and not args.dry_run:
             if not sys.stdin.isatty():
                 _err("apply changes the cluster: pass --yes to confirm (or --dry-run to see what it would do)")
@@ -97,6 +100,10 @@ def run_command(args) -> int:
             runner.journal = Journal.start(cid, server=cluster.server, holder=lock.me, secrets=(token,),
                                            mirror=Cluster(cluster.api, patience=3), resume=previous)
             left = NodeExec(cluster, namespace=plan.wizard_namespace, image=plan.helper_image).sweep()
+            from .stages.nodes import SECRET_NAME
+            if cluster.get("Secret", SECRET_NAME, plan.wizard_namespace) is not None and \
+                    cluster.delete("Secret", SECRET_NAME, plan.wizard_namespace):  # carried the token; never kept
+                left.append(f"Secret {plan.wizard_namespace}/{SECRET_NAME}")
             if left:
                 _say(f"removed wizard pods an earlier run left behind: {', '.join(left)}")
                 runner.record({"type": "swept_pods", "pods": left})
@@ -150,4 +157,104 @@ def run_init(args) -> int:
     with os.fdopen(fd, "w") as f:
         f.write(text)
     print(f"wrote {args.out}; check the CHANGE-ME values, then: ghcr2gitea plan --plan {args.out}")
+    return 0
+
+
+def _load_plan(path: str):
+    try:
+        return plan_mod.load(path)
+    except plan_mod.PlanError as e:
+        for line in e.problems:
+            _err(line)
+        return None
+
+
+def run_rewrite(args) -> int:
+    """Diffs on stdout (a pipe gets only the diffs); notes and the summary on stderr. 0 none, 3 pending, 2 error."""
+    from . import manifests as M
+    plan = _load_plan(args.plan)
+    if plan is None:
+        return 2
+    scan = M.scan(args.paths, plan)
+    for rw in scan.changed:
+        print(rw.diff(), flush=True)
+    for rw in scan.rewrites:
+        for line in rw.notes_text():
+            _err(f"note: {line}")
+    for e in scan.errors:
+        _err(str(e))
+    if scan.errors:
+        _err(f"{len(scan.errors)} file(s) refused: nothing written; fix them and run again")
+        return 2
+    if not scan.rewrites:
+        _err(f"no *.yaml or *.yml file in {' '.join(args.paths)}")
+        return 2
+    changed = scan.changed
+    edits = sum(len(rw.edits) for rw in changed)
+    if not changed:
+        _err(f"{len(scan.rewrites)} file(s) checked: nothing to change")
+        return 0
+    if not args.write:
+        _err(f"{len(changed)} of {len(scan.rewrites)} file(s) would change ({edits} edit(s)); run again with "
+             "--write to write them")
+        return 3
+    for rw in changed:
+        try:
+            rw.write()
+        except (M.ManifestError, OSError) as e:
+            _err(f"{e}; files before it were written, the rest were not")
+            return 2
+    _err(f"wrote {len(changed)} file(s) ({edits} edit(s)); comments and formatting kept")
+    return 0
+
+
+def run_export(args) -> int:
+    """Every object the wizard would apply, node files and the workflow, written to --dir (read-only on the cluster)."""
+    from pathlib import Path
+
+    from . import export as X
+    from . import workflow as W
+    from .cluster import ApiError
+    from .credentials import Secret
+    from .stages.base import StageFailed
+    from .stages.preflight import discover_nodes
+    plan = _load_plan(args.plan)
+    if plan is None:
+        return 2
+    out = Path(args.dir)
+    if out.exists() and not out.is_dir():
+        _err(f"--dir {out}: exists and is not a folder")
+        return 2
+    try:
+        cluster = ClusterReader.connect(args.kubeconfig, args.context or plan.context, on_retry=lambda m: None,
+                                        patience=args.api_patience)
+    except ClusterUnreachable as e:
+        _err(str(e))
+        return 2
+    # The token never enters the export: the stages see a placeholder and every Secret becomes a template.
+    ctx = Context(plan=plan, cluster=cluster, token=Secret(X.PLACEHOLDER), audit=True)
+    try:
+        nodes = [n.name for n in discover_nodes(ctx)]
+        files = X.build(ctx, W.plan_label(plan, out.resolve()), nodes)
+    except ClusterUnreachable as e:
+        _err(str(e))
+        return 2
+    except StageFailed as e:
+        _err(f"{e.check.name}: {e.check.cause}; fix: {e.check.fix}")
+        return 2
+    except ApiError as e:
+        _err(f"cluster API: {e}")
+        return 2
+    finally:
+        cluster.close()
+    try:
+        X.write(out, files)
+    except OSError as e:
+        _err(f"--dir {out}: {e.strerror or e}")
+        return 2
+    for f in files:
+        _say(f"wrote {out / f.path}  ({f.what})")
+    templates = sum(f.what.endswith("(template)") for f in files)
+    _say(f"{len(files)} file(s) in {out}; {templates} template(s) to fill first (see {out / 'README.md'}), then "
+         f"kubectl apply --server-side -R -f {out}, or commit the folder")
     return 0

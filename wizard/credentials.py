@@ -43,7 +43,7 @@ class Secret:
 
 
 def load_token(token_file: str | None = None, *, prompt: bool | None = None) -> Secret:
-    """GITEA_TOKEN, else --token-file (refused if group/other can read it), else a prompt on a TTY."""
+    """--token-file (refused if group/other can read it), else GITEA_TOKEN, else a prompt on a TTY."""
     if token_file:
         p = Path(token_file)
         try:

@@ -19,6 +19,7 @@ HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9]
                       r"[A-Za-z0-9])?)*$")
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+GITEA_NAME = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]{0,38}[A-Za-z0-9_])?$")
 CLUSTER_DNS_SUFFIXES = (".svc.cluster.local", ".svc", ".cluster.local")
 
 
@@ -79,6 +80,12 @@ def check_host(path: str, value, problems: list[str], *, for_containerd: bool = 
 class Image:
     source: str
     target: str
+    # How the CI workflow (guide Step 7) builds it; all optional. dockerfile is relative to context,
+    # context is the repository folder Kaniko builds from, paths are shell patterns of the files whose
+    # change rebuilds the image (default: the context folder, or everything when context is the root).
+    dockerfile: str = "Dockerfile"
+    context: str = "."
+    paths: tuple[str, ...] = ()
 
     @property
     def source_repo(self) -> str:
@@ -130,6 +137,10 @@ class Plan:
     runner_service_account: str = "gwa-actions-runner"
     runner_role: str = "gwa-actions-runner"
     workflow: str = ".github/workflows/build-image.yml"
+    # ci.repo_dir: the checkout of the repository the workflow belongs to (relative paths: from the plan
+    # file's folder). Only with it does stage "CI and RBAC" write the workflow file; ci.branch triggers it.
+    ci_repo_dir: str | None = None
+    ci_branch: str = "main"
     vault_path: str | None = None  # optional ESO export: e.g. secret/gitea/registry
     wizard_namespace: str = "kube-system"  # where the short-lived node pods run
     helper_image: str = "alpine:3.20"
@@ -176,7 +187,7 @@ SCHEMA: dict[str, dict[str, str]] = {
     "ingress": {"namespace": "ingress_namespace", "name": "ingress_name"},
     "workloads": {"namespace": "workloads_namespace", "manifests": "manifests"},
     "ci": {"namespace": "runner_namespace", "service_account": "runner_service_account", "role": "runner_role",
-           "workflow": "workflow"},
+           "workflow": "workflow", "repo_dir": "ci_repo_dir", "branch": "ci_branch"},
     "vault": {"path": "vault_path"},
     "cluster": {"context": "context", "wizard_namespace": "wizard_namespace", "helper_image": "helper_image"},
     "network": {"resolve": "resolve"},
@@ -279,17 +290,34 @@ def _path_of(attr: str) -> str:
     return attr
 
 
+_IMAGE_KEYS = {"source", "target", "dockerfile", "context", "paths"}
+
+
 def _images(section, problems: list[str]) -> tuple[Image, ...]:
     if not isinstance(section, list):
         problems.append(_problem("images", section, "expected a list of {source, target}"))
         return ()
     out = []
     for i, item in enumerate(section):
-        if not isinstance(item, dict) or set(item) - {"source", "target"} or not {"source", "target"} <= set(item):
-            problems.append(_problem(f"images[{i}]", item, "each image needs exactly `source` (ghcr.io/ORG/NAME) "
-                                     "and `target` (REGISTRY/ORG/NAME)"))
+        if not isinstance(item, dict) or set(item) - _IMAGE_KEYS or not {"source", "target"} <= set(item):
+            problems.append(_problem(f"images[{i}]", item, "each image needs `source` (ghcr.io/ORG/NAME) and "
+                                     "`target` (REGISTRY/ORG/NAME); optional: dockerfile, context, paths (CI)"))
             continue
-        out.append(Image(str(item["source"]), str(item["target"])))
+        build = {}
+        for key in ("dockerfile", "context"):
+            if key in item:
+                if not isinstance(item[key], str) or not item[key]:
+                    problems.append(_problem(f"images[{i}].{key}", item[key], "expected a path in the repository"))
+                else:
+                    build[key] = item[key]
+        if "paths" in item:
+            paths = [item["paths"]] if isinstance(item["paths"], str) else item["paths"]
+            if not isinstance(paths, list) or not paths or not all(isinstance(x, str) and x for x in paths):
+                problems.append(_problem(f"images[{i}].paths", item["paths"], "expected a list of path patterns, "
+                                         "e.g. [services/webhook/*]"))
+            else:
+                build["paths"] = tuple(paths)
+        out.append(Image(str(item["source"]), str(item["target"]), **build))
     return tuple(out)
 
 
@@ -318,8 +346,11 @@ def validate(plan: Plan, explicit: set[str] = frozenset()) -> list[str]:
         problems.append(_problem("registry.node_tls", plan.node_tls, "node_tls: ca needs registry.ca_file"))
     if plan.registry_ca_file and not Path(plan.registry_ca_file).is_file():
         problems.append(_problem("registry.ca_file", plan.registry_ca_file, "file not found"))
-    if not plan.org or not DNS_LABEL.match(plan.org.lower()):
+    if not plan.org:
         problems.append(_problem("gitea.org", plan.org, "set the Gitea organisation that owns the images"))
+    elif not GITEA_NAME.match(plan.org):
+        problems.append(_problem("gitea.org", plan.org, "not a valid Gitea organisation name (letters, digits, "
+                                 "'-', '_' and '.')"))
     if not plan.username:
         problems.append(_problem("gitea.username", plan.username, "set the Gitea user the token belongs to"))
     if not plan.images:

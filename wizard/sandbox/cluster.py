@@ -134,7 +134,7 @@ class Cluster(NodeHooks):
         return f"https://{self.host(REALM_HOST)}/"
 
     def lan_hosts(self) -> dict[str, str]:
-        return {REGISTRY_HOST: CADDY_IP, REALM_HOST: TRAEFIK_LB_IP, LEGACY_HOST: TRAEFIK_LB_IP,
+        return {REGISTRY_HOST: CADDY_IP, REALM_HOST: TRAEFIK_LB_IP, LEGACY_HOST: CADDY_IP,
                 WEB_HOST: TRAEFIK_LB_IP}
 
     def node_dns(self, node: SimNode) -> DnsView:
@@ -469,11 +469,15 @@ class Cluster(NodeHooks):
         if status == "Unknown":
             taints.append({"key": "node.kubernetes.io/unreachable", "effect": "NoSchedule",
                            "timeAdded": now_rfc3339(now)})
-        if taints:
-            new["spec"]["taints"] = taints
-        else:
-            new["spec"].pop("taints", None)
-        self.store.update(NODE, new, "", node.name, subresource="", manager="k3s", validate=False)
+        # conditions are status (the node lifecycle controller and kubelet write /status); taints are spec
+        self.store.update(NODE, new, "", node.name, subresource="status", manager="k3s", validate=False)
+        if taints != (obj["spec"].get("taints") or []):
+            spec_new = copy.deepcopy(self.store.get(NODE, "", node.name))
+            if taints:
+                spec_new["spec"]["taints"] = taints
+            else:
+                spec_new["spec"].pop("taints", None)
+            self.store.update(NODE, spec_new, "", node.name, manager="node-lifecycle-controller", validate=False)
 
     async def _node_lifecycle(self) -> None:
         """The node lifecycle controller: no lease renewal for GRACE seconds → Ready Unknown."""
