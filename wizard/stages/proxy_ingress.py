@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import shlex
 import time
+from urllib.parse import urlsplit
 
 from .. import authflow
 from ..certs import cert_facts, make_proxy_cert
@@ -40,6 +41,15 @@ def nginx_conf(resolver: str, upstream: str) -> str:
   }}
 }}
 """
+
+
+def proxy_ports(plan) -> list[dict]:
+    """443, and the realm's own port when ROOT_URL names one: Kaniko connects to the realm's port."""
+    ports = [{"name": "https", "port": 443, "targetPort": 443, "protocol": "TCP"}]
+    port = urlsplit(plan.root_url).port
+    if port and port != 443:
+        ports.append({"name": "realm", "port": port, "targetPort": 443, "protocol": "TCP"})
+    return ports
 
 
 class AuthProxy(ObjectStage):
@@ -102,8 +112,7 @@ class AuthProxy(ObjectStage):
                      "volumes": [{"name": "config", "configMap": {"name": p.proxy_config_configmap}},
                                  {"name": "tls", "secret": {"secretName": p.proxy_tls_secret}}]}}}},
             {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns, "labels": dict(labels)},
-             "spec": {"type": "ClusterIP", "selector": dict(labels),
-                      "ports": [{"port": 443, "targetPort": 443, "protocol": "TCP"}]}},
+             "spec": {"type": "ClusterIP", "selector": dict(labels), "ports": proxy_ports(p)}},
         ]
 
     def apply(self, ctx: Context, changes) -> None:
@@ -280,25 +289,27 @@ class HttpsIngress(ObjectStage):
         if traps and not tls:
             d = BY_KEY["websecure-without-tls"]
             checks.append(failed("TLS Ingress for the realm host", d.cause, d.fix,
-                                 {"ingresses": [f"{i['metadata']['namespace']}/{i['metadata']['name']}" for i in traps]}))
+                                 {"ingresses": [f"{i['metadata']['namespace']}/{i['metadata']['name']}" for i in traps],
+                                  "diagnosis": d.key}))
         elif not tls:
             d = BY_KEY["token-endpoint-404"]
             checks.append(failed("TLS Ingress for the realm host", f"no Ingress with spec.tls for {p.realm_hostname}: "
-                                 + d.cause, d.fix))
+                                 + d.cause, d.fix, {"diagnosis": d.key}))
         else:
             checks.append(passed("TLS Ingress for the realm host",
                                  {"ingresses": [f"{i['metadata']['namespace']}/{i['metadata']['name']}" for i in tls]}))
-        prober = authflow.Prober(p)
-        try:
-            flow = authflow.realm_check(p, ctx.token, prober)
-        finally:
-            prober.close()
-        if flow.problem:
-            d = BY_KEY.get(flow.problem)
-            checks.append(failed("realm answers a token over HTTPS", flow.cause + (f": {d.cause}" if d else ""),
-                                 d.fix if d else "check Traefik and the Ingress", flow.evidence()))
+        flow = authflow.operator_flows(ctx, "realm")["realm"]
+        ev = flow.evidence()
+        if flow.problem == "token-endpoint-404" and traps and not tls:
+            # the realm's 404 is the websecure trap found above
+            d = BY_KEY["websecure-without-tls"]
+            checks.append(failed("realm answers a token over HTTPS", f"{flow.cause}: {d.cause}", d.fix,
+                                 {**ev, "diagnosis": d.key}))
+        elif flow.problem:
+            cause, fix = flow.explain()
+            checks.append(failed("realm answers a token over HTTPS", cause, fix, ev))
         else:
-            checks.append(passed("realm answers a token over HTTPS", flow.evidence()))
+            checks.append(passed("realm answers a token over HTTPS", ev))
         return checks
 
 
