@@ -65,6 +65,20 @@ def first_watch_event(api: client.ApiClient, path: str, query) -> tuple[int, dic
     return resp.status, json.loads(line)
 
 
+def update(read, replace, change, name: str, ns: str):
+    """Read, change, replace; again on 409, as real clients do while controllers write status."""
+    for _ in range(50):
+        obj = read(name, ns)
+        change(obj)
+        try:
+            return replace(name, ns, obj)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+            time.sleep(0.02)
+    raise AssertionError(f"{name}: conflicts did not stop")
+
+
 def status_of(e: ApiException) -> dict:
     body = json.loads(e.body)
     assert body["kind"] == "Status" and body["apiVersion"] == "v1" and body["status"] == "Failure"
@@ -157,10 +171,8 @@ def test_crud_on_each_kind(k8s, core, apps):
     for create, read, replace, delete, body, change, changed in cases:
         name = body["metadata"]["name"]
         made = create(ns, body)
-        got = read(name, ns)
-        assert got.metadata.uid == made.metadata.uid
-        change(got)
-        new = replace(name, ns, got)
+        assert read(name, ns).metadata.uid == made.metadata.uid
+        new = update(read, replace, change, name, ns)
         assert changed(new) and changed(read(name, ns)), create.__name__
         assert new.metadata.resource_version != made.metadata.resource_version
         assert new.metadata.uid == made.metadata.uid
@@ -173,12 +185,12 @@ def test_crud_on_each_kind(k8s, core, apps):
 def test_deployment_replace_bumps_generation_only_for_spec_changes(core, apps):
     ns = make_ns(core, "t-gen")
     apps.create_namespaced_deployment(ns, deployment("g", [{"name": "c", "image": "nginx:1.27"}]))
-    d = apps.read_namespaced_deployment("g", ns)
-    d.metadata.labels = {**d.metadata.labels, "extra": "yes"}
-    assert apps.replace_namespaced_deployment("g", ns, d).metadata.generation == 1
-    d = apps.read_namespaced_deployment("g", ns)
-    d.spec.replicas = 2
-    assert apps.replace_namespaced_deployment("g", ns, d).metadata.generation == 2
+    read, replace = apps.read_namespaced_deployment, apps.replace_namespaced_deployment
+    out = update(read, replace, lambda d: setattr(d.metadata, "labels", {**d.metadata.labels, "extra": "yes"}),
+                 "g", ns)
+    assert out.metadata.generation == 1  # the client sent the defaulted spec back without its nulls
+    out = update(read, replace, lambda d: setattr(d.spec, "replicas", 2), "g", ns)
+    assert out.metadata.generation == 2
 
 
 LABELLED = {"a": {"env": "prod", "tier": "web"}, "b": {"env": "dev", "tier": "web"}, "c": {"env": "prod"}, "d": {}}
@@ -373,8 +385,9 @@ def test_scale_subresource(core, apps):
     apps.create_namespaced_deployment(ns, deployment("s", [{"name": "c", "image": "nginx:1.27"}]))
     scale = apps.read_namespaced_deployment_scale("s", ns)
     assert scale.kind == "Scale" and scale.api_version == "autoscaling/v1" and scale.spec.replicas == 1
-    scale.spec.replicas = 2
-    assert apps.replace_namespaced_deployment_scale("s", ns, scale).spec.replicas == 2
+    out = update(apps.read_namespaced_deployment_scale, apps.replace_namespaced_deployment_scale,
+                 lambda sc: setattr(sc.spec, "replicas", 2), "s", ns)
+    assert out.kind == "Scale" and out.spec.replicas == 2
     wait_for(lambda: len(core.list_namespaced_pod(ns, label_selector="app=s").items) == 2, what="two pods")
     out = apps.patch_namespaced_deployment_scale("s", ns, {"spec": {"replicas": 1}})
     assert out.kind == "Scale" and out.spec.replicas == 1
@@ -391,10 +404,11 @@ def test_status_subresource_changes_status_only(core, apps):
                                                               "status": {"observedGeneration": 9}})
     assert out.spec.replicas == 1 and out.status.observed_generation == 9 and out.metadata.generation == 1
     # and the main resource ignores status
-    d = apps.read_namespaced_deployment("st", ns)
-    d.status.observed_generation = 42
-    d.spec.replicas = 2
-    out = apps.replace_namespaced_deployment("st", ns, d)
+    def change(d):
+        d.status.observed_generation = 42
+        d.spec.replicas = 2
+
+    out = update(apps.read_namespaced_deployment, apps.replace_namespaced_deployment, change, "st", ns)
     assert out.spec.replicas == 2 and out.status.observed_generation != 42
 
 
@@ -929,25 +943,33 @@ def test_sandbox_state_shape(sandbox, core):
     s = sandbox_get(sandbox, "/_sandbox/state")
     assert set(s) == {"nodes", "pods", "requests"}
     assert set(s["nodes"]) == {"dellmini1", "dellmini2", "dellmini3", "dellmini5", "lenovomini"}
-    for name, node in s["nodes"].items():
-        assert {"role", "unit", "ready", "files", "loaded_registries", "restarts"} <= set(node), name
-        assert node["role"] in ("server", "agent") and node["ready"] is True
+    for name, node in s["nodes"].items():  # exactly as docs/sandbox.md documents it
+        assert set(node) == {"role", "unit", "ready", "unit_state", "active_enter", "files", "loaded_registries",
+                             "restarts"}, name
+        assert node["role"] in ("server", "agent") and node["ready"] is True and node["unit_state"] == "active"
         assert node["unit"] == ("k3s" if node["role"] == "server" else "k3s-agent")
-        assert isinstance(node["files"], dict) and isinstance(node["restarts"], list)
+        assert isinstance(node["active_enter"], float) and node["active_enter"] < time.time()
+        assert isinstance(node["files"], dict) and all(isinstance(v, str) for v in node["files"].values())
+        assert node["loaded_registries"] is None or isinstance(node["loaded_registries"], str)
+        assert node["restarts"] == []
     assert s["nodes"]["dellmini1"]["files"]["/etc/hostname"] == "dellmini1\n"
     for pod in s["pods"]:
-        assert {"namespace", "name", "node", "phase", "labels", "deleted"} <= set(pod)
+        assert set(pod) == {"namespace", "name", "node", "phase", "labels", "deleted"}
     mine = [p for p in s["pods"] if p["namespace"] == ns and p["name"] == "p"]
     assert len(mine) == 1 and mine[0]["deleted"] is True and mine[0]["labels"] == {"app": "p"}
     assert mine[0]["node"] in s["nodes"]
     assert any(not p["deleted"] and p["name"] == "gwa-runner-0" for p in s["pods"])
     for r in s["requests"]:
-        assert {"time", "method", "path", "user_agent"} <= set(r)
-        assert isinstance(r["time"], float)
+        assert set(r) == {"time", "method", "path", "query", "user_agent"}
+        assert isinstance(r["time"], float) and isinstance(r["query"], str)
     calls = {(r["method"], r["path"]) for r in s["requests"]}
     assert ("POST", "/api/v1/namespaces") in calls
     assert ("POST", f"/api/v1/namespaces/{ns}/pods") in calls
     assert ("DELETE", f"/api/v1/namespaces/{ns}/pods/p") in calls
     ours = next(r for r in s["requests"] if r["method"] == "DELETE" and r["path"].endswith("/pods/p"))
     assert ours["user_agent"].startswith("OpenAPI-Generator/")
+    core.list_namespaced_pod(ns, label_selector="app=p")
+    last = sandbox_get(sandbox, "/_sandbox/state")["requests"][-1]
+    assert (last["method"], last["path"], last["query"]) == ("GET", f"/api/v1/namespaces/{ns}/pods",
+                                                             "labelSelector=app%3Dp")
     assert not any(r["path"].startswith("/_sandbox/") for r in s["requests"])  # its own endpoints are not logged

@@ -17,14 +17,31 @@ def _age(ts: str | None) -> str:
         return "<unknown>"
     if t.tzinfo is None:
         t = t.replace(tzinfo=UTC)
-    secs = max(int(time.time() - t.timestamp()), 0)
+    return human_duration(max(int(time.time() - t.timestamp()), 0))
+
+
+def human_duration(secs: int) -> str:
+    """apimachinery's duration.HumanDuration, which kubectl's AGE columns print."""
     if secs < 120:
         return f"{secs}s"
-    if secs < 3600:
-        return f"{secs // 60}m{secs % 60}s" if secs < 600 else f"{secs // 60}m"
-    if secs < 86400:
-        return f"{secs // 3600}h{(secs % 3600) // 60}m" if secs < 28800 else f"{secs // 3600}h"
-    return f"{secs // 86400}d"
+    minutes = secs // 60
+    if minutes < 10:
+        return f"{minutes}m{secs % 60}s" if secs % 60 else f"{minutes}m"
+    if minutes < 180:
+        return f"{minutes}m"
+    hours = secs // 3600
+    if hours < 8:
+        return f"{hours}h{minutes % 60}m" if minutes % 60 else f"{hours}h"
+    if hours < 48:
+        return f"{hours}h"
+    if hours < 24 * 8:
+        return f"{hours // 24}d{hours % 24}h" if hours % 24 else f"{hours // 24}d"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24}d"
+    if hours < 24 * 365 * 8:
+        days = (hours // 24) % 365
+        return f"{hours // 24 // 365}y{days}d" if days else f"{hours // 24 // 365}y"
+    return f"{hours // 24 // 365}y"
 
 
 def _node_row(o: dict) -> list:
