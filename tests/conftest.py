@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
 from helpers import fast_options, require_binary
@@ -53,3 +54,36 @@ def kubectl(sandbox, tmp_path):
         return res
     return run
 
+# ---- docs/reliability.md: what each fault and bad input did, recorded by the tests that tried it
+DOC = Path(__file__).resolve().parents[1] / "docs" / "reliability.md"
+
+
+class Recorder:
+    def __init__(self):
+        self.rows: list[tuple[str, str, str]] = []
+
+    def record(self, kind: str, scenario: str, outcome: str) -> None:
+        self.rows.append((kind, scenario, outcome))
+
+    def markdown(self) -> str:
+        lines = ["# Reliability", "",
+                 "Produced by the test suite (`GHCR2GITEA_WRITE_RELIABILITY=1 pytest tests/reliability "
+                 "tests/stages/test_inputs.py`), from what each scenario actually did on the sandbox — not written "
+                 "by hand.", "", "| Fault | Scenario | Observed outcome |", "|---|---|---|"]
+        for kind, scenario, outcome in self.rows:
+            lines.append(f"| {kind} | {scenario} | {outcome} |")
+        return "\n".join(lines) + "\n"
+
+
+_RECORDER = Recorder()
+
+
+@pytest.fixture(scope="session")
+def reliability() -> Recorder:
+    return _RECORDER
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if os.environ.get("GHCR2GITEA_WRITE_RELIABILITY") and _RECORDER.rows and exitstatus == 0:
+        DOC.parent.mkdir(exist_ok=True)
+        DOC.write_text(_RECORDER.markdown())

@@ -113,9 +113,10 @@ def test_api_faults_are_retried_and_the_migration_completes(make_sandbox, reliab
     snap = snapshot(sb)
     assert all(n["restarts"] == 1 and n["loaded"] and n["kept"] for n in snap["nodes"].values())
     assert snap["wizard_pods"] == []
+    assert time.monotonic() - t0 < 600
     reliability.record("API faults", "8% of API requests answered 500/503, timed out, or watches dropped",
-                       f"retried with backoff (visible as '(API … retrying …)' lines); migration completed in "
-                       f"{time.monotonic() - t0:.0f} s with every node restarted once")
+                       "retried with backoff (visible as '(API … retrying …)' lines); migration completed with "
+                       "every node restarted once")
 
 
 def test_persistent_outage_ends_clearly_and_resumably(make_sandbox, reliability, tmp_path):

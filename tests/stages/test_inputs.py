@@ -61,12 +61,13 @@ CASES = [
 
 
 @pytest.mark.parametrize("path,value,field,words", CASES)
-def test_bad_plan_names_the_field_and_the_fix(path, value, field, words):
+def test_bad_plan_names_the_field_and_the_fix(path, value, field, words, reliability):
     with pytest.raises(P.PlanError) as err:
         P.from_dict(variant(path, value))
     line = next(p for p in err.value.problems if f": {field}:" in p)
     assert words.lower() in line.lower()
     assert "\n" not in line
+    reliability.record("bad plan", f"`{path}` = `{value!r}`", f"exit 2 before any request: `{line}`")
 
 
 def test_good_plan_loads_with_the_guides_defaults():
@@ -91,15 +92,16 @@ def test_cli_refuses_a_bad_plan_before_touching_the_cluster(sandbox, tmp_path):
     assert len(sandbox_state(sandbox)["requests"]) == before
 
 
-def test_malformed_yaml_is_one_line_with_the_position(tmp_path):
+def test_malformed_yaml_is_one_line_with_the_position(tmp_path, reliability):
     f = tmp_path / "plan.yaml"
     f.write_text("gitea:\n  root_url: [unclosed\n")
     res = run_cli(None, "plan", "--plan", str(f))
     assert res.returncode == 2
     assert "line" in res.stderr and "column" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    reliability.record("bad plan", "malformed YAML", f"exit 2: `{res.stderr.strip().split(': ', 1)[1]}`")
 
 
-def test_token_file_readable_by_others_is_refused(sandbox, tmp_path):
+def test_token_file_readable_by_others_is_refused(sandbox, tmp_path, reliability):
     tf = tmp_path / "token"
     tf.write_text(sandbox.token_file.read_text())
     os.chmod(tf, 0o644)
@@ -107,20 +109,24 @@ def test_token_file_readable_by_others_is_refused(sandbox, tmp_path):
     assert res.returncode == 2
     assert "chmod 600" in res.stderr and str(tf) in res.stderr
     assert mutating_requests(sandbox) == []
+    reliability.record("bad input", "token file with mode 644", "exit 2, nothing written: `--token-file …: "
+                       "readable by group or others (mode 644); run: chmod 600 …`")
     os.chmod(tf, stat.S_IRUSR | stat.S_IWUSR)
     res = run_cli(sandbox, "plan", "--plan", str(sandbox.plan), "--token-file", str(tf), token=None)
     assert res.returncode == 3, res.stderr
 
 
-def test_missing_kubeconfig_and_unknown_context(sandbox, tmp_path):
+def test_missing_kubeconfig_and_unknown_context(sandbox, tmp_path, reliability):
     res = run_cli(None, "plan", "--plan", str(sandbox.plan), "--kubeconfig", str(tmp_path / "nope"),
                   token="x")
     assert res.returncode == 2 and "kubeconfig" in res.stderr and "not found" in res.stderr
     res = run_cli(sandbox, "plan", "--plan", str(sandbox.plan), "--context", "elsewhere")
     assert res.returncode == 2 and "elsewhere" in res.stderr
+    reliability.record("bad input", "missing kubeconfig; unknown context", "exit 2 with a one-line error naming "
+                       "the file or the context and how to list contexts")
 
 
-def test_context_pointing_nowhere(sandbox, tmp_path):
+def test_context_pointing_nowhere(sandbox, tmp_path, reliability):
     cfg = yaml.safe_load(sandbox.kubeconfig.read_text())
     cfg["clusters"][0]["cluster"]["server"] = "https://127.0.0.1:9"  # discard port: nothing listens
     kc = tmp_path / "kubeconfig"
@@ -129,6 +135,8 @@ def test_context_pointing_nowhere(sandbox, tmp_path):
                   token="x", timeout=200)
     assert res.returncode == 2
     assert "unreachable" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    reliability.record("bad input", "a context whose server answers nothing", "exit 2 after --api-patience: "
+                       "one line saying the API is unreachable and that rerunning resumes")
 
 
 def _all_generated(sandbox) -> list[dict]:
@@ -156,16 +164,18 @@ def test_every_generated_manifest_validates_strictly(sandbox, version):
         kubernetes_validate.validate(obj, version, strict=True)
 
 
-def test_wrong_token_writes_nothing_to_disk_either(sandbox, tmp_path):
+def test_wrong_token_writes_nothing_to_disk_either(sandbox, tmp_path, reliability):
     state = tmp_path / "state"
     res = run_cli(sandbox, "apply", "--plan", str(sandbox.plan), "--yes", token="expired-or-wrong",
                   env={"XDG_STATE_HOME": str(state)})
     assert res.returncode == 1
     assert not state.exists() or not any(state.rglob("*")), "a run that changed nothing left a journal"
     assert [m for m in mutating_requests(sandbox) if "/leases" not in m] == []
+    reliability.record("bad input", "wrong or expired Gitea token", "stops at Credentials, exit 1, cause and fix "
+                       "printed; nothing written to the cluster (but the run's Lease) or to disk")
 
 
-def test_a_node_with_invalid_registries_yaml_stops_before_any_write(make_sandbox, tmp_path):
+def test_a_node_with_invalid_registries_yaml_stops_before_any_write(make_sandbox, tmp_path, reliability):
     sb = make_sandbox(existing_registries="configs:\n  registry.example.test:\n    tls: [unclosed\n")
     res = run_cli(sb, "apply", "--plan", str(sb.plan), "--yes", env={"XDG_STATE_HOME": str(tmp_path / "s")})
     assert res.returncode == 1, res.stdout
@@ -177,9 +187,11 @@ def test_a_node_with_invalid_registries_yaml_stops_before_any_write(make_sandbox
     state = sandbox_state(sb)
     assert all(p["deleted"] for p in state["pods"] if "ghcr2gitea.io/role" in (p.get("labels") or {}))
     assert not (tmp_path / "s").exists() or not any((tmp_path / "s").rglob("*"))
+    reliability.record("bad input", "a node whose registries.yaml is not valid YAML", "exit 1 before any write, "
+                       "naming the node, the file, line and column; only read-only probe pods ran (and were deleted)")
 
 
-def test_an_unreachable_registry_host_is_named(sandbox, tmp_path):
+def test_an_unreachable_registry_host_is_named(sandbox, tmp_path, reliability):
     plan = yaml.safe_load(sandbox.plan.read_text())
     plan["network"]["resolve"] = [r for r in plan["network"]["resolve"] if not r.startswith("registry.example")]
     f = tmp_path / "plan.yaml"
@@ -188,3 +200,5 @@ def test_an_unreachable_registry_host_is_named(sandbox, tmp_path):
     assert res.returncode == 1
     assert "registry.example.test" in res.stdout and "network.resolve" in res.stdout
     assert [m for m in mutating_requests(sandbox) if "/leases" not in m] == []
+    reliability.record("bad input", "registry host unreachable from this machine", "stops at Credentials, exit 1, "
+                       "naming the host and network.resolve / registry.ca_file as the fix; nothing written")
