@@ -89,6 +89,14 @@ def add_cluster_options(p: argparse.ArgumentParser, *, plan_required: bool = Tru
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ghcr2gitea", description="Migrate a K3s cluster from GHCR to Gitea's "
                                      "container registry, proving every step.")
+    # no COMMAND: the wizard (TUI) on the current kubeconfig context
+    parser.add_argument("--plan", dest="tui_plan", metavar="FILE", help="the migration plan (make one with "
+                        "`ghcr2gitea init`)")
+    parser.add_argument("--kubeconfig", dest="tui_kubeconfig", metavar="FILE",
+                        help="kubeconfig (default: KUBECONFIG, then ~/.kube/config)")
+    parser.add_argument("--context", dest="tui_context", help="kubeconfig context (default: the plan's, else current)")
+    parser.add_argument("--token-file", dest="tui_token_file", metavar="FILE",
+                        help="file holding the Gitea token (mode 600); else GITEA_TOKEN, else asked")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     p = sub.add_parser("sandbox", help="serve a simulated K3s cluster with Gitea on loopback")
     p.add_argument("--dir", required=True, help="folder for kubeconfig, plan.yaml, token, ca.crt, resolve")
@@ -107,13 +115,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="take the cluster lock from a run that stopped renewing it")
     p = sub.add_parser("audit", help="inspect and verify every stage without changing anything")
     add_cluster_options(p)
-    p.add_argument("--format", choices=("text", "json", "markdown"), default="text")
+    p.add_argument("--format", choices=("text", "json", "markdown"), default=None,
+                   help="headless report (default: the wizard in audit mode on a terminal, else text)")
+    p.add_argument("--tui", action="store_true", help="open the wizard in audit mode (read-only)")
     p.add_argument("--node-probes", action="store_true",
                    help="allow short-lived read-only probe pods for node facts (creates and deletes pods)")
     p = sub.add_parser("init", help="write a starting plan discovered from the current cluster")
     p.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig (default: KUBECONFIG, then ~/.kube/config)")
     p.add_argument("--context", help="kubeconfig context (default: current)")
     p.add_argument("--out", metavar="FILE", help="write the plan here (refuses to overwrite) instead of stdout")
+    p = sub.add_parser("rewrite", help="show the image and pull-secret edits of manifest files as diffs (exit 0 none, "
+                       "3 pending, 2 error); --write makes them, keeping comments and formatting")
+    p.add_argument("--plan", required=True, metavar="FILE", help="the migration plan (YAML)")
+    p.add_argument("--write", action="store_true", help="write the files (atomically, mode kept) after the diffs")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="manifest files, or folders searched for *.yaml/*.yml")
+    p = sub.add_parser("export", help="write every object, node registries.yaml and the CI workflow to a folder, "
+                       "for GitOps (Flux, Argo CD); Secrets as templates")
+    add_cluster_options(p)
+    p.add_argument("--dir", required=True, metavar="OUT", help="the folder to write (created if missing)")
     p = sub.add_parser("demo", help="open the wizard on an embedded sandbox")
     add_sandbox_options(p)
     p.add_argument("--dir", help="sandbox folder (default: a temporary one)")
@@ -126,15 +145,30 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "sandbox":
         from wizard.sandbox.server import serve
         return serve(args.dir, sandbox_options(args))
+    if args.command == "audit" and (args.tui or (args.format is None and sys.stdout.isatty())):
+        from screens.app import run_wizard
+        return run_wizard(args, audit=True)
+    if args.command == "audit" and args.format is None:
+        args.format = "text"
     if args.command in ("plan", "apply", "audit"):
         from wizard.commands import run_command
         return run_command(args)
     if args.command == "init":
         from wizard.commands import run_init
         return run_init(args)
+    if args.command == "rewrite":
+        from wizard.commands import run_rewrite
+        return run_rewrite(args)
+    if args.command == "export":
+        from wizard.commands import run_export
+        return run_export(args)
     if args.command == "demo":
         from screens.demo import run_demo
         return run_demo(args.dir, sandbox_options(args))
+    if args.command is None:
+        from screens.app import run_wizard
+        return run_wizard(argparse.Namespace(plan=args.tui_plan, kubeconfig=args.tui_kubeconfig,
+                                             context=args.tui_context, token_file=args.tui_token_file))
     parser.print_help()
     return 2
 

@@ -3,11 +3,27 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 from .. import authflow
+from .. import manifests as M
+from .. import workflow as W
 from ..diagnose import BY_KEY, classify
 from ..plan import Plan
-from .base import Change, Check, Context, Stage, StageFailed, failed, object_diff, passed, skipped
+from .base import (
+    WARN,
+    Change,
+    Check,
+    Context,
+    Stage,
+    StageFailed,
+    failed,
+    object_diff,
+    passed,
+    skipped,
+    text_diff,
+)
 from .objects import ObjectStage
 from .preflight import discover_nodes
 from .proxy_ingress import probe_pod, wait_rollout
@@ -52,7 +68,8 @@ class Workloads(Stage):
     key, title, guide_step = "workloads", "Workloads", "Step 6"
     description = ("Points the live workloads at the Gitea registry: every container image from the plan's GHCR "
                    "images (tags and digests kept) and the imagePullSecrets entry, patched on the container by name, "
-                   "then waits for each rollout and explains a failed pull.")
+                   "then waits for each rollout and explains a failed pull. The plan's manifest files get the same "
+                   "edits in place — only those strings change; comments and formatting stay byte for byte.")
 
     def inspect(self, ctx: Context) -> dict:
         found = []
@@ -60,10 +77,20 @@ class Workloads(Stage):
             for obj in ctx.cluster.list(kind, ctx.plan.workloads_namespace):
                 patch = pod_spec_patch(obj["spec"]["template"]["spec"], ctx.plan)
                 found.append((kind, obj, patch))
-        return {"workloads": found}
+        return {"workloads": found, "manifests": manifest_scan(ctx.plan)}
+
+    def precheck(self, ctx: Context) -> list[Check]:
+        """Every manifest file of the plan must parse before anything is written anywhere."""
+        scan = manifest_scan(ctx.plan)
+        return [_unparsable(scan)] if scan.errors else []
 
     def plan(self, ctx: Context, observed: dict) -> list[Change]:
         changes = []
+        scan = observed.get("manifests") or M.Scan()
+        if scan.errors:
+            raise StageFailed(_unparsable(scan))
+        for rw in scan.changed:
+            changes.append(Change(f"file {rw.path}", "write", rw.diff(), rw))
         for kind, obj, patch in observed["workloads"]:
             if not patch:
                 continue
@@ -80,6 +107,15 @@ class Workloads(Stage):
         return changes
 
     def apply(self, ctx: Context, changes: list[Change]) -> None:
+        files = [ch for ch in changes if isinstance(ch.payload, M.Rewrite)]
+        changes = [ch for ch in changes if not isinstance(ch.payload, M.Rewrite)]
+        for ch in files:
+            ctx.say(self.key, f"write {ch.target}")
+            try:
+                ch.payload.write()
+            except (M.ManifestError, OSError) as e:
+                raise StageFailed(failed("manifest file written", str(e), "check the file and run again "
+                                         "(files already written are not rewritten twice)")) from None
         for ch in changes:
             kind, name, ns, patch = ch.payload
             ctx.say(self.key, f"patch {ch.target}")
@@ -109,7 +145,43 @@ class Workloads(Stage):
                                      _pull_error(ctx, obj), "see the pod events (kubectl describe pod)"))
             else:
                 checks.append(passed(name, {"images": images}))
+        checks += manifest_checks(ctx.plan)
         return checks or [passed("no workload uses the GHCR images", {"namespace": p.workloads_namespace})]
+
+
+def manifest_scan(plan: Plan) -> M.Scan:
+    """The rewrite of every file under the plan's workloads.manifests (read-only)."""
+    return M.scan(M.plan_paths(plan), plan) if plan.manifests else M.Scan()
+
+
+def _unparsable(scan: M.Scan) -> Check:
+    return failed("manifest files parse", "; ".join(str(e) for e in scan.errors),
+                  "fix those files (or take them out of workloads.manifests in the plan); nothing was written")
+
+
+def manifest_checks(plan: Plan) -> list[Check]:
+    """The plan's manifest files: parse, point at Gitea, and what the rewrite leaves to the operator."""
+    if not plan.manifests:
+        return []
+    scan = manifest_scan(plan)
+    checks = [_unparsable(scan)] if scan.errors else []
+    pending = scan.changed
+    if pending:
+        where = [f"{rw.path}:{rw.edits[0].line}" for rw in pending if rw.edits]
+        checks.append(failed("manifest files use the Gitea registry",
+                             f"{sum(len(rw.edits) for rw in pending)} GHCR image or pull-secret reference(s) left in "
+                             f"{len(pending)} file(s): {', '.join(where[:5])}{' …' if len(where) > 5 else ''}",
+                             f"apply stage Workloads, or: ghcr2gitea rewrite --plan {plan.source_path or 'PLAN'} "
+                             "--write " + " ".join(map(str, M.plan_paths(plan))), {"files": [rw.path for rw in pending]}))
+    elif scan.rewrites:
+        checks.append(passed("manifest files use the Gitea registry", {"files": len(scan.rewrites)}))
+    notes = [line for rw in scan.rewrites for line in rw.notes_text()]
+    if notes:
+        checks.append(Check("manifest references the plan does not cover", WARN,
+                            f"{len(notes)} reference(s) left as they are: {notes[0]}" + (" …" if len(notes) > 1 else ""),
+                            "add those images to the plan's images, or edit them by hand", {"notes": notes},
+                            gating=False))
+    return checks
 
 
 def _pull_error(ctx: Context, owner: dict) -> str:
@@ -132,11 +204,74 @@ def _allowed(rules: list[dict], group: str, resource: str, verb: str) -> bool:
                and (verb in r.get("verbs", []) or "*" in r.get("verbs", [])) for r in rules)
 
 
+# The operator confirms overwriting an existing, different workflow file by putting its path (str) in
+# ctx.cache[CONFIRMED_OVERWRITES] (the wizard asks); headless runs never overwrite, they warn with the diff.
+CONFIRMED_OVERWRITES = "confirmed_overwrites"
+
+
+@dataclass(frozen=True)
+class WorkflowFile:
+    """The CI workflow as the plan wants it, and what the repository holds now (None: absent)."""
+
+    path: Path
+    text: str
+    existing: str | None
+
+    @property
+    def diff(self) -> str:
+        return text_diff(self.existing, self.text, str(self.path))
+
+
+def workflow_file(ctx: Context) -> WorkflowFile | None:
+    """The workflow for the plan's images (deploy job: the live workloads running them); None without ci.repo_dir."""
+    p = ctx.plan
+    path = W.workflow_path(p)
+    if path is None:
+        return None
+    text = W.render(p, W.live_rollouts(ctx.cluster, p), W.plan_label(p, M.resolve(p, p.ci_repo_dir)))
+    try:
+        existing = M.read_text(path)
+    except M.ManifestError:
+        existing = None
+    return WorkflowFile(path, text, existing)
+
+
 class CiRbac(ObjectStage):
     key, title, guide_step = "ci", "CI and RBAC", "Steps 7-8"
     description = ("The GitHub Actions runner's ServiceAccount starts Kaniko pods, reads the proxy's ClusterIP and "
                    "restarts workloads: this stage applies its Role (pods, pods/exec, pods/log, services get/list, "
-                   "statefulsets and deployments get/list/watch/patch) and the RoleBinding.")
+                   "statefulsets and deployments get/list/watch/patch) and the RoleBinding, and writes the Kaniko "
+                   "build workflow into the repository named by ci.repo_dir (an existing, different file is kept "
+                   "unless you confirm).")
+
+    def inspect(self, ctx: Context) -> dict:
+        observed = super().inspect(ctx)
+        observed["workflow"] = workflow_file(ctx)
+        return observed
+
+    def plan(self, ctx: Context, observed: dict) -> list[Change]:
+        changes = super().plan(ctx, observed)
+        wf: WorkflowFile | None = observed.get("workflow")
+        if wf is None or wf.existing == wf.text:
+            return changes
+        if wf.existing is None:
+            changes.append(Change(f"file {wf.path}", "create", wf.diff, wf))
+        elif str(wf.path) in ctx.cache.get(CONFIRMED_OVERWRITES, ()):
+            changes.append(Change(f"file {wf.path}", "update", wf.diff, wf))
+        return changes
+
+    def apply(self, ctx: Context, changes: list[Change]) -> None:
+        super().apply(ctx, [ch for ch in changes if not isinstance(ch.payload, WorkflowFile)])
+        for ch in changes:
+            if isinstance(ch.payload, WorkflowFile):
+                wf = ch.payload
+                ctx.say(self.key, f"write {wf.path}")
+                try:
+                    wf.path.parent.mkdir(parents=True, exist_ok=True)
+                    M.write_atomic(wf.path, wf.text.encode("utf-8"))
+                except OSError as e:
+                    raise StageFailed(failed("CI workflow written", f"{wf.path}: {e.strerror}",
+                                             "check ci.repo_dir in the plan and the folder's permissions")) from None
 
     def targets(self, ctx):
         p = ctx.plan
@@ -170,46 +305,134 @@ class CiRbac(ObjectStage):
                       failed("RoleBinding to the runner ServiceAccount",
                              f"{p.runner_namespace}/{p.runner_role} does not bind {p.runner_service_account}",
                              "apply stage CI and RBAC"))
+        checks.append(self._workflow_check(ctx))
+        checks += _namespace_checks(p)
         return checks
+
+    def _workflow_check(self, ctx: Context) -> Check:
+        name = "CI workflow file"
+        wf = workflow_file(ctx)
+        if wf is None:
+            return skipped(name, "ci.repo_dir is not set in the plan, so no workflow file is written",
+                           "set ci.repo_dir to the repository's checkout, or take the workflow from "
+                           "`ghcr2gitea export`")
+        if wf.existing is None:
+            return failed(name, f"{wf.path} does not exist", "apply stage CI and RBAC")
+        if wf.existing != wf.text:
+            return Check(name, WARN, f"{wf.path} differs from the workflow the plan generates; kept as it is",
+                         "review the diff, then confirm the overwrite in the wizard (or move the file away and "
+                         "apply again)", {"path": str(wf.path), "diff": wf.diff}, gating=False)
+        return passed(name, {"path": str(wf.path), "images": len(ctx.plan.images)})
+
+
+def _namespace_checks(p: Plan) -> list[Check]:
+    """Pods mount only their own namespace's Secrets and ConfigMaps; a Role grants only in its namespace."""
+    out = []
+    apart = {f"push secret ({p.secrets_namespace})": p.secrets_namespace,
+             f"proxy CA ConfigMap ({p.proxy_namespace})": p.proxy_namespace}
+    far = [what for what, ns in apart.items() if ns != p.runner_namespace]
+    if far:
+        out.append(Check("Kaniko pod can mount its Secret and CA", WARN,
+                         f"the build pods run in {p.runner_namespace} but the {' and the '.join(far)} live elsewhere; "
+                         "a pod mounts only its own namespace's Secrets and ConfigMaps",
+                         "use one namespace for ci.namespace, secrets.namespace and proxy.namespace", gating=False))
+    if p.workloads_namespace != p.runner_namespace or p.proxy_namespace != p.runner_namespace:
+        out.append(Check("runner Role covers the deploy job", WARN,
+                         f"the Role is in {p.runner_namespace}, but the workflow reads the proxy Service in "
+                         f"{p.proxy_namespace} and restarts workloads in {p.workloads_namespace}",
+                         "bind the same rules in those namespaces too (or keep them all in one)", gating=False))
+    return out
 
 
 class Verify(Stage):
     key, title, guide_step = "verify", "Verify", "Step 9"
-    description = ("The Docker v2 token flow, end to end, from three vantage points: this machine (challenge → "
-                   "realm over HTTPS → token), a pod as Kaniko sees it (realm through the auth proxy, trusted via "
-                   "SSL_CERT_FILE), and a real pull on EVERY node (the guide tests one).")
+    description = ("The Docker v2 token flow, end to end, from three vantage points at once: this machine (challenge "
+                   "→ realm → token → pull, and the push secret's token may start an upload), a pod as Kaniko sees "
+                   "it (/v2/ through the internal service, the realm through the auth proxy trusted via "
+                   "SSL_CERT_FILE), and containerd on EVERY node (k3s crictl pull with the node's loaded config), "
+                   "plus the guide's pull-test pod on every node (the guide tests one).")
 
     def verify(self, ctx: Context) -> list[Check]:
-        p = ctx.plan
-        checks = []
-        prober = authflow.Prober(p)
-        try:
-            flow = authflow.challenge_check(p, prober)
-        finally:
-            prober.close()
-        if flow.problem:
-            d = BY_KEY.get(flow.problem)
-            checks.append(failed("registry challenge names the plan's realm", flow.cause,
-                                 d.fix if d else "check the registry host", flow.evidence()))
-        else:
-            checks.append(passed("registry challenge names the plan's realm", flow.evidence()))
-        if ctx.audit and not ctx.node_probes:
+        from concurrent.futures import ThreadPoolExecutor
+        pods = not (ctx.audit and not ctx.node_probes)  # an audit creates no pod unless --node-probes
+        t0 = time.perf_counter()
+        timing: dict[str, float] = {}
+
+        def timed(name, fn, *args):
+            def run():
+                s = time.perf_counter()
+                try:
+                    return fn(*args)
+                finally:
+                    timing[name] = (time.perf_counter() - s) * 1000
+            return run
+
+        # every vantage point at once: the stage takes as long as its slowest check
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            ops = pool.submit(timed("this machine", authflow.operator_flows, ctx, "challenge", "pull-secret",
+                                    "push-secret"))
+            kaniko = pool.submit(timed("Kaniko's view", self._kaniko, ctx)) if pods else None
+            nodes = pool.submit(timed("containerd's view", self._containerd_on_every_node, ctx)) if pods else None
+            pulls = pool.submit(timed("pull-test pods", self._pull_on_every_node, ctx)) if pods else None
+            checks = self._operator_checks(ctx, ops.result())
+            if pods:
+                checks.append(kaniko.result())
+                checks += nodes.result()
+                checks += pulls.result()
+        if not pods:
             checks.append(skipped("Kaniko's view: realm through the proxy", "needs a probe pod",
                                   "run audit with --node-probes"))
+            checks.append(skipped("containerd's view on every node", "needs a privileged pod per node",
+                                  "run audit with --node-probes"))
             checks += self._pull_events(ctx)
-            return checks
-        checks.append(self._kaniko(ctx))
-        checks += self._pull_on_every_node(ctx)
+        ctx.cache["verify_timing"] = {"wall_ms": (time.perf_counter() - t0) * 1000, "parts_ms": dict(timing)}
+        return checks
+
+    def _operator_checks(self, ctx: Context, flows: dict) -> list[Check]:
+        """This machine's view: the challenge, and the two secrets' tokens walked as their clients use them."""
+        p = ctx.plan
+        image = p.images[0].target + ":latest"
+        repo = p.images[0].target_repo
+        checks = []
+        flow = flows["challenge"]
+        if flow.problem:
+            cause, fix = flow.explain()
+            checks.append(failed("registry challenge names the plan's realm", cause, fix, flow.evidence()))
+        else:
+            checks.append(passed("registry challenge names the plan's realm", flow.evidence()))
+        flow = flows["pull-secret"]
+        if flow is None:
+            checks.append(skipped(f"pull secret may pull {image}", f"{p.secrets_namespace}/{p.pull_secret} has no "
+                                  f"credentials for {p.registry_host}", "apply stage Registry secrets"))
+        elif flow.problem:
+            cause, fix = flow.explain()
+            checks.append(failed(f"pull secret may pull {image}", cause, fix, flow.evidence()))
+        else:
+            checks.append(passed(f"pull secret may pull {image}", flow.evidence()))
+        flow = flows["push-secret"]
+        if flow is None:
+            checks.append(skipped(f"push secret may push to {repo}", f"{p.secrets_namespace}/{p.push_secret} has no "
+                                  f"credentials for {p.internal_service}", "apply stage Registry secrets"))
+        elif flow.problem:
+            cause, fix = flow.explain()
+            checks.append(failed(f"push secret may push to {repo}", cause, fix, flow.evidence()))
+        else:
+            checks.append(passed(f"push secret may push to {repo}", flow.evidence(),
+                                 "an upload was started and cancelled with the token Kaniko would use"))
         return checks
 
     def _kaniko(self, ctx: Context) -> Check:
+        """A pod set up like the guide's Kaniko pod: hostAliases to the proxy, the proxy CA via SSL_CERT_FILE."""
         p = ctx.plan
+        t0 = time.perf_counter()
         svc = ctx.cluster.get("Service", p.proxy_name, p.proxy_namespace)
         if svc is None:
             return failed("Kaniko's view: realm through the proxy", "the auth proxy service is missing",
                           "apply stage TLS auth proxy")
+        dep = ctx.cluster.get("Deployment", p.proxy_name, p.proxy_namespace) or {}
+        containers = (((dep.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or [{}]
+        proxy_image = containers[0].get("image", "")
         ip = svc["spec"]["clusterIP"]
-        url = f"https://{p.realm_hostname}/v2/token?service=container_registry"
         spec = {
             "hostAliases": [{"ip": ip, "hostnames": [p.realm_hostname]}],
             "initContainers": [{"name": "setup-certs", "image": p.helper_image, "command": [
@@ -218,19 +441,49 @@ class Verify(Stage):
                                  {"name": "custom-ca", "mountPath": "/custom-ca"}]}],
             "containers": [{"name": "probe", "image": "curlimages/curl:8.10.1",
                             "env": [{"name": "SSL_CERT_FILE", "value": "/certs/ca-certificates.crt"}],
-                            "command": ["sh", "-c", f"curl -sS -o /dev/null -w '%{{http_code}}' '{url}'"],
+                            "command": ["sh", "-c", authflow.kaniko_script(p)],
                             "volumeMounts": [{"name": "merged-certs", "mountPath": "/certs"}]}],
             "volumes": [{"name": "custom-ca", "configMap": {"name": p.proxy_ca_configmap}},
                         {"name": "merged-certs", "emptyDir": {}}]}
         phase, log = probe_pod(ctx, "kaniko-view", "", namespace=p.proxy_namespace, extra_spec=spec)
-        code = log.strip()[-3:]
-        if code == "200":
-            return passed("Kaniko's view: realm through the proxy", {"request": f"GET {url} via {ip}", "status": 200})
-        d = classify(log)
-        return failed("Kaniko's view: realm through the proxy", f"GET {url} via the proxy ({ip}) gave "
-                      f"{code if code.isdigit() else 'an error'}: {log.strip()[-160:]}",
-                      d.fix if d else "check the proxy certificate and CA ConfigMap (stage TLS auth proxy)",
-                      {"phase": phase, "log": log[-400:]})
+        v = authflow.judge_kaniko(log, p, proxy_image=proxy_image)
+        ev = {"proxy": f"{p.proxy_namespace}/{p.proxy_name} ({ip})", "phase": phase, "log": log[-600:],
+              "ms": round((time.perf_counter() - t0) * 1000, 1),
+              "note": "no credentials are sent from the pod: this proves the route, the name mapping and the trust; "
+                      "the push secret's token is proven by 'push secret may push'"}
+        if v.realm:
+            ev["realm"] = v.realm
+        if v.ok:
+            return passed("Kaniko's view: realm through the proxy", ev)
+        d = BY_KEY.get(v.problem)
+        ev["diagnosis"] = v.problem
+        return failed("Kaniko's view: realm through the proxy", v.cause + (f": {d.cause}" if d else ""),
+                      d.fix if d else "check the proxy certificate and CA ConfigMap (stage TLS auth proxy)", ev)
+
+    def _containerd_on_every_node(self, ctx: Context) -> list[Check]:
+        """containerd's own view: ``k3s crictl pull`` on every node, with the registries.yaml it has loaded."""
+        import shlex
+
+        from .nodes import node_exec
+        p = ctx.plan
+        image = p.images[0].target + ":latest"
+        nodes = [n.name for n in discover_nodes(ctx)]
+        script = f"k3s crictl pull {shlex.quote(image)}"
+        results = node_exec(ctx).run_many({n: script for n in nodes}, stage=self.key, purpose="pull",
+                                          timeout=min(ctx.node_timeout, 60))
+        checks = []
+        for node in nodes:
+            r = results[node]
+            v = authflow.judge_pull(r.output, r.exit_code)
+            ev = {"command": script, "exit_code": r.exit_code, "output": r.output.strip()[-600:]}
+            if v.ok:
+                checks.append(passed(f"{node}: containerd pulls {image}", ev))
+                continue
+            d = BY_KEY.get(v.problem)
+            ev["diagnosis"] = v.problem
+            checks.append(failed(f"{node}: containerd pulls {image}", v.cause + (f": {d.cause}" if d else ""),
+                                 d.fix if d else f"read the output; kubectl describe node {node}", ev))
+        return checks
 
     def _pull_on_every_node(self, ctx: Context) -> list[Check]:
         """The guide's pull-test pod, pinned to every node at once."""
@@ -262,11 +515,12 @@ class Verify(Stage):
                     for cs in st.get("containerStatuses") or []:
                         w = (cs.get("state") or {}).get("waiting") or {}
                         if w.get("reason") in ("ErrImagePull", "ImagePullBackOff"):
-                            d = classify(w.get("message", ""))
+                            msg = w.get("message", "")
+                            d = classify(msg)
                             results[node] = failed(f"{node}: pull {image}",
-                                                   (d.cause if d else "the pull failed") + f" ({w.get('message', '')[-160:]})",
+                                                   (d.cause if d else "the pull failed") + f" ({msg[-160:]})",
                                                    d.fix if d else "see kubectl describe pod",
-                                                   {"message": w.get("message", "")})
+                                                   {"message": msg, **({"diagnosis": d.key} if d else {})})
                         elif cs.get("imageID") or (cs.get("state") or {}).get("terminated"):
                             results[node] = passed(f"{node}: pull {image}", {"imageID": cs.get("imageID", "")})
                     if st.get("phase") in ("Succeeded", "Running") and node not in results:
