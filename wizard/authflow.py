@@ -1,25 +1,49 @@
-"""Walking the Docker v2 token flow from the operator's machine, hop by hop, with evidence.
+"""Walking the Docker v2 token flow hop by hop, with evidence, from the operator's machine.
 
-GET /v2/ → parse every Www-Authenticate challenge → GET realm?service&scope with Basic →
-token → GET /v2/ with Bearer → optionally HEAD a manifest, and for push, start an upload
-and cancel it (catches the guide's "401 during push" before CI does).
+GET /v2/ → parse every Www-Authenticate challenge (several headers; Bearer and Basic; Gitea's
+``scope="*"`` and distribution's none) → realm URL, service, scope → GET realm?service&scope
+with Basic credentials → token (``token`` or ``access_token``) → retry /v2/ with Bearer →
+optionally HEAD a manifest → for push, start an upload and cancel it (the guide's "401 during
+push", caught before CI is).
+
+Every hop records its URL, status, the headers that matter, its timing and, for HTTPS, what
+the endpoint presented (``tlsinfo``). Every check is a coroutine; the checks a stage (or a
+whole audit) needs run at once under one event loop, so their wall time is the slowest
+check's, not the sum. The traps the guide and the issue name are findings with a catalogue
+key (``diagnose``): the realm on another host than ROOT_URL, the realm over plain HTTP, a 404
+from the realm (the missing TLS Ingress), an anonymous token handed out for wrong
+credentials, a token that may pull but not push.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import json
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import httpx
 
+from . import tlsinfo
 from .credentials import Secret
-from .netclient import client, is_tls_error, peer_cert, tls_error_text
+from .diagnose import BY_KEY, Diagnosis, classify
+from .netclient import async_client, error_text, is_tls_error, mapping_of, tls_error_text
 from .plan import Plan
 
+SERVICE = "container_registry"
+KEEP_HEADERS = ("www-authenticate", "location", "docker-distribution-api-version", "content-type", "server",
+                "docker-upload-uuid", "docker-content-digest", "content-length")
+MANIFEST_TYPES = ", ".join([
+    "application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.docker.distribution.manifest.v2+json"])
 
+
+# ------------------------------------------------------------------------------------ values
 @dataclass(frozen=True)
 class Hop:
     step: str
@@ -27,177 +51,748 @@ class Hop:
     url: str
     status: int | None
     ms: float
+    at: float = 0.0  # ms after the probe started: shows which hops overlapped
     headers: dict = field(default_factory=dict)
     error: str = ""
-    cert: str = ""
+    tls: str = ""  # the endpoint's one-line TLS verdict (HTTPS hops)
+    cert: str = ""  # the presented leaf certificate, described, with that verdict
 
     def to_dict(self) -> dict:
-        return {"step": self.step, "request": f"{self.method} {self.url}", "status": self.status,
-                "ms": round(self.ms, 1), "headers": self.headers, "error": self.error, "cert": self.cert}
+        d = {"step": self.step, "request": f"{self.method} {self.url}", "status": self.status,
+             "ms": round(self.ms, 1), "at_ms": round(self.at, 1), "headers": self.headers}
+        if self.error:
+            d["error"] = self.error
+        if self.tls:
+            d["tls"] = self.tls
+        if self.cert:
+            d["cert"] = self.cert
+        return d
 
 
 @dataclass
 class Flow:
+    """One check's walk: its hops, what it found, and the catalogue key of the first problem."""
+
+    name: str
     hops: list[Hop] = field(default_factory=list)
+    problem: str = ""  # catalogue key; "" = no problem found
+    cause: str = ""
+    notes: list[str] = field(default_factory=list)
     realm: str = ""
     service: str = ""
-    token_ok: bool = False
+    scope: str = ""
+    token_ok: bool | None = None
+    pull_ok: bool | None = None
     push_ok: bool | None = None
-    problem: str = ""  # diagnosis key
-    cause: str = ""
+    identity: str | None = None
+    tls: dict[str, dict] = field(default_factory=dict)
+    ms: float = 0.0
+
+    def fail(self, key: str, cause: str) -> None:
+        """Record a finding; the first one is the verdict, later ones become notes."""
+        if not self.problem:
+            self.problem, self.cause = key, cause
+        elif f"also: {cause}" not in self.notes and cause != self.cause:
+            self.notes.append(f"also: {cause}")
+
+    @property
+    def ok(self) -> bool:
+        return not self.problem
+
+    @property
+    def verdict(self) -> str:
+        return self.problem or "ok"
+
+    @property
+    def diagnosis(self) -> Diagnosis | None:
+        return BY_KEY.get(self.problem)
+
+    def explain(self) -> tuple[str, str]:
+        """(cause, fix): what was observed and why, and what to do — one line each."""
+        d = self.diagnosis
+        if d is None:
+            return self.cause, "see the evidence: every request with its status, headers and certificate"
+        return (f"{self.cause}: {d.cause}" if self.cause else d.cause), d.fix
 
     def evidence(self) -> dict:
-        return {"hops": [h.to_dict() for h in self.hops]}
+        ev: dict = {"hops": [h.to_dict() for h in self.hops], "ms": round(self.ms, 1)}
+        if self.realm:
+            ev["realm"] = self.realm
+        if self.tls:
+            ev["tls"] = self.tls
+        if self.notes:
+            ev["notes"] = self.notes
+        if self.problem:
+            ev["diagnosis"] = self.problem
+        return ev
 
 
-_CHALLENGE = re.compile(r'(\w+)="([^"]*)"|(\w+)=([^,\s]+)')
+_PARAM = re.compile(r'([A-Za-z0-9_-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))')
 
 
 def parse_challenges(values: list[str]) -> list[tuple[str, dict[str, str]]]:
     """Every challenge of every Www-Authenticate header: [("Bearer", {realm, service, scope}), ("Basic", {...})]."""
-    out = []
+    out: list[tuple[str, dict[str, str]]] = []
     for value in values:
-        for part in re.split(r",\s*(?=(?:Bearer|Basic)\s)", value):
-            scheme, _, rest = part.strip().partition(" ")
+        # one header may carry several challenges: a new one starts at "<scheme> " after a comma
+        for part in re.split(r",\s*(?=[A-Za-z][A-Za-z0-9_-]*\s+[A-Za-z0-9_-]+\s*=)", value.strip()):
+            part = part.strip()
+            if not part:
+                continue
+            scheme, _, rest = part.partition(" ")
             params = {}
-            for m in _CHALLENGE.finditer(rest):
-                k = m.group(1) or m.group(3)
-                params[k.lower()] = m.group(2) if m.group(1) else m.group(4)
+            for m in _PARAM.finditer(rest):
+                params[m.group(1).lower()] = m.group(2).replace('\\"', '"') if m.group(2) is not None else m.group(3)
             out.append((scheme, params))
     return out
 
 
-def _basic(user: str, token: Secret) -> str:
-    return "Basic " + base64.b64encode(f"{user}:{token.reveal()}".encode()).decode()
+def bearer_challenge(resp: httpx.Response) -> dict[str, str] | None:
+    for scheme, params in parse_challenges(resp.headers.get_list("www-authenticate")):
+        if scheme.lower() == "bearer":
+            return params
+    return None
 
 
-class Prober:
-    """HTTP from the operator's machine, honouring the plan's --resolve mappings and CA file."""
+def token_claims(token: str) -> dict | None:
+    """The payload of a JWT, unverified (only to read who it was issued to and what it grants)."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except ValueError:
+        return None
+    return claims if isinstance(claims, dict) else None
 
-    def __init__(self, plan: Plan, *, timeout: float = 10.0):
-        self.plan = plan
-        self.verified = client(plan.resolve, ca_file=plan.registry_ca_file, timeout=timeout)
-        self.unverified = client(plan.resolve, verify=False, timeout=timeout)
 
-    def close(self) -> None:
-        self.verified.close()
-        self.unverified.close()
+def token_identity(claims: dict | None) -> tuple[bool | None, str]:
+    """(anonymous?, who): Gitea's packages token carries UserID (-1 is the ghost user); others ``sub``."""
+    if claims is None:
+        return None, ""
+    for key in ("UserID", "uid", "user_id"):
+        if key in claims:
+            uid = claims[key]
+            return uid in (-1, 0, None), f"user id {uid}"
+    if "sub" in claims:
+        sub = claims.get("sub") or ""
+        return sub == "" or sub.lower() in ("anonymous", "ghost"), sub or "(anonymous)"
+    return None, ""
 
-    def hop(self, flow: Flow, step: str, method: str, url: str, *, headers: dict | None = None,
-            verify: bool = True, keep: tuple[str, ...] = ("www-authenticate", "location",
-                                                          "docker-distribution-api-version", "content-type")
-            ) -> httpx.Response | None:
-        t0 = time.perf_counter()
-        c = self.verified if verify else self.unverified
-        try:
-            resp = c.request(method, url, headers=headers or {})
-        except httpx.HTTPError as e:
-            err = tls_error_text(e) if is_tls_error(e) else str(e) or type(e).__name__
-            flow.hops.append(Hop(step, method, url, None, (time.perf_counter() - t0) * 1000, error=err))
+
+def granted(claims: dict | None, repo: str) -> set[str] | None:
+    """Actions the token's ``access`` claim grants on ``repo``; None when the token does not say."""
+    if not claims or not isinstance(claims.get("access"), list):
+        return None
+    out: set[str] = set()
+    for a in claims["access"]:
+        if isinstance(a, dict) and a.get("type") == "repository" and a.get("name") == repo:
+            out |= set(a.get("actions") or [])
+    return out
+
+
+def _basic(user: str, secret: Secret) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{secret.reveal()}".encode()).decode()
+
+
+def _with_query(url: str, params: list[tuple[str, str]]) -> str:
+    parts = urlsplit(url)
+    q = "&".join(x for x in (parts.query, urlencode(params)) if x)
+    return urlunsplit(parts._replace(query=q))
+
+
+def _status_text(resp: httpx.Response) -> str:
+    return f"{resp.status_code} {resp.reason_phrase}".strip()
+
+
+# ------------------------------------------------------------------------------------ the probe
+class Probe:
+    """HTTP(S) from the operator's machine: --resolve mappings, the plan's CA file, TLS facts per endpoint.
+
+    Use as ``async with Probe(...) as probe``; hops of any number of flows may run concurrently.
+    """
+
+    def __init__(self, *, resolve=(), ca_file: str | None = None, timeout: float = 10.0):
+        self.mapping = mapping_of(resolve)
+        self.ca_file = ca_file
+        self.timeout = timeout
+        self._tls: dict[tuple[str, int], asyncio.Task] = {}
+        self.t0 = time.perf_counter()
+        self.verified: httpx.AsyncClient | None = None
+        self.unverified: httpx.AsyncClient | None = None
+
+    @classmethod
+    def for_plan(cls, plan: Plan, *, timeout: float = 10.0) -> Probe:
+        return cls(resolve=plan.resolve, ca_file=plan.registry_ca_file, timeout=timeout)
+
+    async def __aenter__(self) -> Probe:
+        self.t0 = time.perf_counter()
+        self.verified = async_client(self.mapping, ca_file=self.ca_file, timeout=self.timeout)
+        self.unverified = async_client(self.mapping, verify=False, timeout=self.timeout)
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        for t in self._tls.values():
+            if not t.done():
+                t.cancel()
+        await self.verified.aclose()
+        await self.unverified.aclose()
+
+    def tls(self, url: str) -> asyncio.Task | None:
+        """The endpoint's TLS report, inspected once per probe (concurrently with the first hop to it)."""
+        parts = urlsplit(url)
+        if parts.scheme != "https" or not parts.hostname:
             return None
-        cert = peer_cert(resp)
-        kept = {k: v for k, v in resp.headers.multi_items() if k.lower() in keep}
-        flow.hops.append(Hop(step, method, url, resp.status_code, (time.perf_counter() - t0) * 1000, kept,
-                             cert=cert.describe() if cert else ""))
+        key = (parts.hostname.lower(), parts.port or 443)
+        if key not in self._tls:
+            self._tls[key] = asyncio.ensure_future(tlsinfo.inspect(key[0], key[1], mapping=self.mapping,
+                                                                   ca_file=self.ca_file, timeout=self.timeout))
+        return self._tls[key]
+
+    async def hop(self, flow: Flow, step: str, method: str, url: str, *, headers: dict | None = None,
+                  verify: bool = True) -> httpx.Response | None:
+        """One request; its evidence goes into ``flow``. None when there was no HTTP answer."""
+        tls_task = self.tls(url)
+        t0 = time.perf_counter()
+        at = (t0 - self.t0) * 1000
+        client = self.verified if verify else self.unverified
+        resp, err, exc = None, "", None
+        try:
+            resp = await client.request(method, url, headers=headers or {})
+        except httpx.HTTPError as e:
+            exc = e
+        ms = (time.perf_counter() - t0) * 1000
+        report = await tls_task if tls_task is not None else None
+        tls_line = cert_line = ""
+        if report is not None:
+            flow.tls[f"{report.host}:{report.port}"] = report.to_dict()
+            tls_line = report.trusted_by
+            cert_line = f"{report.leaf.describe()}; {tls_line}" if report.leaf else tls_line
+            for w in report.warnings():
+                if f"{report.host}: {w}" not in flow.notes:
+                    flow.notes.append(f"{report.host}: {w}")
+        if exc is not None:
+            if is_tls_error(exc):
+                go = report.go_error(verify=verify) if report is not None else None
+                err = go or tls_error_text(exc)
+            else:
+                err = error_text(exc)
+            flow.hops.append(Hop(step, method, url, None, ms, at, error=err, tls=tls_line, cert=cert_line))
+            return None
+        kept: dict = {}
+        for k, v in resp.headers.multi_items():
+            if k.lower() in KEEP_HEADERS:
+                kept.setdefault(k.lower(), []).append(v)
+        kept = {k: v[0] if len(v) == 1 else v for k, v in kept.items()}
+        flow.hops.append(Hop(step, method, url, resp.status_code, ms, at, kept, tls=tls_line, cert=cert_line))
         return resp
 
+    def transport_problem(self, flow: Flow, url: str, *, verify: bool, unreachable: str) -> tuple[str, str]:
+        """The catalogue key and cause of the last hop's transport failure."""
+        hop = flow.hops[-1]
+        parts = urlsplit(url)
+        task = self._tls.get(((parts.hostname or "").lower(), parts.port or 443))
+        report = task.result() if task is not None and task.done() and not task.cancelled() else None
+        if report is not None and verify and report.go_error() and not report.error:
+            return report.problem_key() or "unknown-authority", f"{hop.method} {url}: {report.go_error()}"
+        d = classify(hop.error)
+        if d is not None and d.key in ("cert-expired", "ip-without-san", "name-mismatch", "unknown-authority",
+                                       "traefik-default-cert"):
+            return d.key, f"{hop.method} {url}: {hop.error}"
+        return unreachable, f"{hop.method} {url}: {hop.error}"
 
-def token_check(plan: Plan, token: Secret, prober: Prober, *, via: str = "registry") -> Flow:
-    """Does Gitea accept the token? Basic on /v2/, then a push-scoped token and an upload started and cancelled.
 
-    ``via="registry"`` asks the token endpoint on the registry host (works before the realm's
-    TLS Ingress exists); ``via="realm"`` walks the real challenge → realm path.
+def _proxy_failure(resp: httpx.Response) -> bool:
+    """A gateway error from nginx: the auth proxy could not resolve or reach its upstream."""
+    return resp.status_code in (502, 504) and "nginx" in (resp.headers.get("server") or "").lower()
+
+
+# ------------------------------------------------------------------------------------ the walk
+async def walk(probe: Probe, name: str, *, registry: str, repo: str, user: str = "", secret: Secret | None = None,
+               actions: tuple[str, ...] = ("pull",), reference: str | None = None, expect_realm: str | None = None,
+               verify_realm: bool = True, token_fallback: bool = False,
+               rejected_key: str = "wrong-token") -> Flow:
+    """The whole Docker v2 token flow against ``registry`` (host[:port]) for ``repo``.
+
+    ``actions`` decides the scope asked for; with "push" an upload is started and cancelled.
+    ``reference`` HEADs that manifest. ``expect_realm`` (a URL) is what ROOT_URL says the realm
+    is. ``verify_realm`` False: the realm's certificate is reported but not required (nodes
+    skip verification in the guide's setup). ``token_fallback``: when the realm cannot be used
+    (before the TLS Ingress exists), ask the registry host's own /v2/token (Gitea serves it on
+    every host). ``rejected_key`` is the catalogue key for credentials the realm refuses.
     """
-    flow = Flow()
-    reg = f"https://{plan.registry_host}"
-    repo = plan.images[0].target_repo if plan.images else f"{plan.org}/ghcr2gitea-probe"
-    r = prober.hop(flow, "registry /v2/ with credentials", "GET", f"{reg}/v2/",
-                   headers={"Authorization": _basic(plan.username, token)})
+    flow = Flow(name)
+    t0 = time.perf_counter()
+    try:
+        await _walk(probe, flow, registry=registry, repo=repo, user=user, secret=secret, actions=actions,
+                    reference=reference, expect_realm=expect_realm, verify_realm=verify_realm,
+                    token_fallback=token_fallback, rejected_key=rejected_key)
+    finally:
+        flow.ms = (time.perf_counter() - t0) * 1000
+    return flow
+
+
+async def _walk(probe: Probe, flow: Flow, *, registry, repo, user, secret, actions, reference, expect_realm,
+                verify_realm, token_fallback, rejected_key) -> None:
+    base = f"https://{registry}"
+    r = await probe.hop(flow, "registry /v2/ (anonymous)", "GET", f"{base}/v2/")
     if r is None:
-        flow.problem, flow.cause = "unreachable", f"{reg}/v2/: {flow.hops[-1].error}"
-        return flow
-    if r.status_code == 401:
-        flow.problem = "wrong-token"
-        flow.cause = f"Gitea answered 401 to {plan.username}'s token on {reg}/v2/"
-        return flow
+        flow.fail(*probe.transport_problem(flow, f"{base}/v2/", verify=True, unreachable="registry-unreachable"))
+        return
+    if _proxy_failure(r):
+        flow.fail("nginx-resolver", f"GET {base}/v2/ answered {_status_text(r)} from nginx")
+        return
+    auth_header: dict[str, str] = {}
+    bearer = bearer_challenge(r)
+    if r.status_code == 200:
+        flow.notes.append("the registry answered /v2/ without authentication")
+    elif r.status_code != 401:
+        flow.fail("unexpected", f"GET {base}/v2/ answered {_status_text(r)} (want 401 with a Bearer challenge)")
+        return
+    elif bearer is None:
+        schemes = [s for s, _ in parse_challenges(r.headers.get_list("www-authenticate"))]
+        if "basic" in (s.lower() for s in schemes) and secret is not None:
+            flow.notes.append("the registry asks for Basic auth only: no token realm")
+            auth_header = {"Authorization": _basic(user, secret)}
+        else:
+            flow.fail("unexpected", f"GET {base}/v2/ answered 401 without a Bearer challenge ({schemes or 'none'})")
+            return
+    if bearer is not None:
+        token = await _token(probe, flow, bearer, base=base, repo=repo, user=user, secret=secret,
+                             actions=actions, expect_realm=expect_realm, verify_realm=verify_realm,
+                             token_fallback=token_fallback, rejected_key=rejected_key)
+        if token is None:
+            return
+        auth_header = {"Authorization": f"Bearer {token}"}
+    if auth_header:
+        r = await probe.hop(flow, "registry /v2/ with the token", "GET", f"{base}/v2/", headers=auth_header)
+        if r is None:
+            flow.fail(*probe.transport_problem(flow, f"{base}/v2/", verify=True, unreachable="registry-unreachable"))
+            return
+        if r.status_code == 401 and bearer is not None:
+            flow.fail("token-rejected", f"GET {base}/v2/ answered 401 to the token the realm issued")
+            return
+        if r.status_code == 401:
+            flow.token_ok = False
+            flow.fail(rejected_key, f"GET {base}/v2/ answered 401 to {user}'s credentials")
+            return
+        if r.status_code != 200:
+            flow.fail("unexpected", f"GET {base}/v2/ with the token answered {_status_text(r)}")
+            return
+    if reference:
+        url = f"{base}/v2/{repo}/manifests/{reference}"
+        r = await probe.hop(flow, "HEAD the manifest (pull)", "HEAD", url,
+                            headers={**auth_header, "Accept": MANIFEST_TYPES})
+        if r is None:
+            flow.fail(*probe.transport_problem(flow, url, verify=True, unreachable="registry-unreachable"))
+            return
+        if r.status_code == 200:
+            flow.pull_ok = True
+        elif r.status_code == 404:
+            flow.notes.append(f"{repo}:{reference} is not in the registry (yet)")
+        elif r.status_code in (401, 403):
+            flow.pull_ok = False
+            if flow.identity == "(anonymous)":
+                flow.fail("anonymous-token", f"HEAD {url} answered {_status_text(r)} to the anonymous token")
+            else:
+                flow.fail("pull-denied", f"HEAD {url} answered {_status_text(r)}")
+            return
+        else:
+            flow.fail("unexpected", f"HEAD {url} answered {_status_text(r)}")
+            return
+    if "push" in actions:
+        await _push(probe, flow, base=base, repo=repo, user=user, auth_header=auth_header)
+
+
+async def _token(probe: Probe, flow: Flow, bearer: dict[str, str], *, base, repo, user, secret, actions,
+                 expect_realm, verify_realm, token_fallback, rejected_key) -> str | None:
+    """Ask the realm for a token; every trap on the way is a finding. None when there is no usable token."""
+    realm = bearer.get("realm", "")
+    flow.realm, flow.service = realm, bearer.get("service", "")
+    flow.scope = f"repository:{repo}:{','.join(actions)}"
+    parts = urlsplit(realm)
+    if not realm:
+        flow.fail("unexpected", "the Bearer challenge names no realm")
+        return None
+    if parts.scheme != "https":
+        flow.fail("realm-plain-http", f"the registry's challenge names the realm {realm}")
+    if expect_realm:
+        want = urlsplit(expect_realm)
+        if (parts.hostname or "").lower() != (want.hostname or "").lower() or \
+                (parts.port or 443) != (want.port or 443):
+            flow.fail("realm-host-mismatch", f"the challenge's realm is on {parts.netloc}, the plan's ROOT_URL "
+                                             f"says {want.netloc}")
+    params = [("scope", flow.scope)] + ([("service", flow.service)] if flow.service else [])
+    if secret is not None:
+        params = [("account", user), *params]
+    url = _with_query(realm, params)
+    headers = {"Authorization": _basic(user, secret)} if secret is not None else {}
+    verify = verify_realm and parts.scheme == "https"
+    calls = [probe.hop(flow, "realm: token with the credentials" if secret is not None else "realm: token "
+                       "(anonymous)", "GET", url, headers=headers, verify=verify)]
+    if secret is not None:
+        # what the guide's own check does (no -u): a 200 here proves nothing about the credentials
+        calls.append(probe.hop(flow, "realm: token without credentials", "GET",
+                               _with_query(realm, [("scope", flow.scope), ("service", flow.service)]),
+                               verify=verify))
+    results = await asyncio.gather(*calls)
+    r, anon = results[0], (results[1] if len(results) > 1 else None)
+    if anon is not None and anon.status_code == 200:
+        flow.notes.append("the realm hands out anonymous tokens: a 200 from it without credentials (the guide's "
+                          "curl) proves nothing")
+    problem = None
+    if r is None:
+        problem = probe.transport_problem(flow, url, verify=verify, unreachable="realm-unreachable")
+    elif r.status_code == 404:
+        problem = ("token-endpoint-404", f"GET {realm} answered {_status_text(r)}")
+    elif _proxy_failure(r):
+        problem = ("nginx-resolver", f"GET {realm} answered {_status_text(r)} from nginx")
+    elif r.status_code in (401, 403) and secret is not None:
+        flow.token_ok = False
+        flow.fail(rejected_key, f"the realm {realm} answered {_status_text(r)} to {user}'s credentials"
+                  + (" (it still gives anonymous tokens, so a check without credentials would have passed)"
+                     if anon is not None and anon.status_code == 200 else ""))
+        return None
+    elif r.status_code != 200:
+        problem = ("unexpected", f"GET {realm} answered {_status_text(r)}")
+    if problem is not None:
+        if token_fallback and secret is not None:
+            token = await _fallback_token(probe, flow, base=base, params=params, user=user, secret=secret,
+                                          why=problem[1], rejected_key=rejected_key)
+            if token is not None or flow.token_ok is False:  # a token, or the credentials were refused there
+                return token
+        flow.fail(*problem)
+        return None
+    return _read_token(flow, r, realm, repo=repo, actions=actions, with_credentials=secret is not None)
+
+
+async def _fallback_token(probe: Probe, flow: Flow, *, base, params, user, secret, why, rejected_key) -> str | None:
+    url = _with_query(f"{base}/v2/token", params)
+    r = await probe.hop(flow, "registry host's own /v2/token", "GET", url, headers={"Authorization": _basic(user,
+                                                                                                        secret)})
+    if r is None or r.status_code == 404:
+        return None
+    if r.status_code in (401, 403):
+        flow.token_ok = False
+        flow.fail(rejected_key, f"{base}/v2/token answered {_status_text(r)} to {user}'s credentials")
+        return None
     if r.status_code != 200:
-        flow.problem, flow.cause = "unexpected", f"{reg}/v2/ answered {r.status_code}"
-        return flow
-    base = f"{reg}/v2/token" if via == "registry" else plan.realm
-    q = urlencode({"service": "container_registry", "scope": f"repository:{repo}:pull,push"})
-    r = prober.hop(flow, "token (push scope)", "GET", f"{base}?{q}",
-                   headers={"Authorization": _basic(plan.username, token)}, verify=via == "registry")
-    if r is None or r.status_code != 200:
-        status = "no answer" if r is None else r.status_code
-        flow.problem = "wrong-token" if r is not None and r.status_code == 401 else "token-endpoint-404" \
-            if r is not None and r.status_code == 404 else "unexpected"
-        flow.cause = f"token endpoint {base} answered {status}"
-        return flow
+        return None
+    flow.notes.append(f"the realm is not usable from here yet ({why}); the token came from {base}/v2/token "
+                      "(Gitea serves it on every host) — stage HTTPS ingress checks the realm itself")
+    return _read_token(flow, r, f"{base}/v2/token", repo=flow.scope.split(":")[1], actions=tuple(
+        flow.scope.rsplit(":", 1)[1].split(",")), with_credentials=True)
+
+
+def _read_token(flow: Flow, r: httpx.Response, realm: str, *, repo: str, actions: tuple[str, ...],
+                with_credentials: bool) -> str | None:
     try:
         body = r.json()
     except ValueError:
         body = {}
-    bearer = body.get("token") or body.get("access_token")
-    if not bearer:
-        flow.problem, flow.cause = "unexpected", "token endpoint answered 200 without a token"
-        return flow
+    token = (body.get("token") or body.get("access_token")) if isinstance(body, dict) else None
+    if not token:
+        flow.fail("unexpected", f"{realm} answered 200 without a token in its JSON")
+        return None
+    claims = token_claims(token)
+    anonymous, who = token_identity(claims)
+    flow.identity = who or None
+    grants = granted(claims, repo)
+    if grants is not None and "access" in (claims or {}):
+        flow.notes.append(f"the token grants {sorted(grants) or 'nothing'} on {repo}")
+    if with_credentials and anonymous:
+        flow.identity = "(anonymous)"
+        flow.token_ok = False
+        flow.fail("anonymous-token", f"{realm} answered 200 to the credentials, but with an anonymous token")
+        return token
     flow.token_ok = True
-    r = prober.hop(flow, "start an upload (push permission)", "POST", f"{reg}/v2/{repo}/blobs/uploads/",
-                   headers={"Authorization": f"Bearer {bearer}"})
-    if r is not None and r.status_code == 202:
+    return token
+
+
+async def _push(probe: Probe, flow: Flow, *, base: str, repo: str, user: str, auth_header: dict) -> None:
+    url = f"{base}/v2/{repo}/blobs/uploads/"
+    r = await probe.hop(flow, "start an upload (push permission)", "POST", url,
+                        headers={**auth_header, "Content-Length": "0"})
+    if r is None:
+        flow.fail(*probe.transport_problem(flow, url, verify=True, unreachable="registry-unreachable"))
+        return
+    if r.status_code == 202:
         flow.push_ok = True
         loc = r.headers.get("location", "")
         if loc:
-            url = loc if loc.startswith("http") else f"{reg}{loc}"
-            prober.hop(flow, "cancel the upload", "DELETE", url, headers={"Authorization": f"Bearer {bearer}"})
-    else:
-        flow.push_ok = False
-        flow.problem = "push-401"
-        flow.cause = (f"{plan.username}'s token may pull but not push to {repo}: the upload answered "
-                      f"{'no answer' if r is None else r.status_code}")
-    return flow
+            target = loc if loc.startswith(("http://", "https://")) else f"{base}{loc}"
+            if not target.startswith(base + "/"):
+                flow.notes.append(f"the upload's Location points at {urlsplit(target).scheme}://"
+                                  f"{urlsplit(target).netloc}, not {base}: a proxy in front of the registry must "
+                                  "pass Host and X-Forwarded-Proto")
+            c = await probe.hop(flow, "cancel the upload", "DELETE", target, headers=auth_header)
+            if c is not None and c.status_code >= 300:
+                # distribution asks for delete ("*") rights on any DELETE; the upload then expires by itself
+                flow.notes.append(f"the upload was not cancelled ({_status_text(c)}): the registry purges it later")
+        return
+    flow.push_ok = False
+    if r.status_code in (401, 403):
+        if flow.identity == "(anonymous)":
+            flow.fail("anonymous-token", f"POST {url} answered {_status_text(r)} to the anonymous token")
+        else:
+            flow.fail("pull-only-token", f"{user or 'the user'}'s token may not push to {repo}: the upload answered "
+                                         f"{_status_text(r)}")
+        return
+    if _proxy_failure(r):
+        flow.fail("nginx-resolver", f"POST {url} answered {_status_text(r)} from nginx")
+        return
+    flow.fail("unexpected", f"POST {url} answered {_status_text(r)} (want 202)")
 
 
-def challenge_check(plan: Plan, prober: Prober) -> Flow:
-    """The registry's challenge names the realm the plan expects (ROOT_URL), over HTTPS."""
-    flow = Flow()
-    r = prober.hop(flow, "registry /v2/ anonymous", "GET", f"https://{plan.registry_host}/v2/")
-    if r is None:
-        flow.problem, flow.cause = "unreachable", flow.hops[-1].error
+# ------------------------------------------------------------------------------------ the checks
+def first_repo(plan: Plan) -> str:
+    return plan.images[0].target_repo if plan.images else f"{plan.org}/ghcr2gitea-probe"
+
+
+async def credentials_flow(probe: Probe, plan: Plan, token: Secret) -> Flow:
+    """Does Gitea accept the token, and may it push? (Stage Credentials; works before the TLS Ingress.)"""
+    return await walk(probe, "credentials", registry=plan.registry_host, repo=first_repo(plan), user=plan.username,
+                      secret=token, actions=("pull", "push"), verify_realm=plan.node_tls == "ca",
+                      token_fallback=True)
+
+
+async def challenge_flow(probe: Probe, plan: Plan) -> Flow:
+    """The registry's anonymous challenge names the plan's realm (ROOT_URL), over HTTPS."""
+    flow = Flow("challenge")
+    t0 = time.perf_counter()
+    base = f"https://{plan.registry_host}"
+    try:
+        r = await probe.hop(flow, "registry /v2/ (anonymous)", "GET", f"{base}/v2/")
+        if r is None:
+            flow.fail(*probe.transport_problem(flow, f"{base}/v2/", verify=True, unreachable="registry-unreachable"))
+            return flow
+        if _proxy_failure(r):
+            flow.fail("nginx-resolver", f"GET {base}/v2/ answered {_status_text(r)} from nginx")
+            return flow
+        bearer = bearer_challenge(r)
+        if r.status_code != 401 or bearer is None:
+            flow.fail("unexpected", f"GET {base}/v2/ answered {_status_text(r)} without a Bearer challenge")
+            return flow
+        flow.realm, flow.service = bearer.get("realm", ""), bearer.get("service", "")
+        realm = urlsplit(flow.realm)
+        want = urlsplit(plan.realm)
+        if realm.scheme != "https":
+            flow.fail("realm-plain-http", f"the registry's challenge names the realm {flow.realm}")
+        if (realm.hostname or "").lower() != (want.hostname or "").lower() or (realm.port or 443) != (want.port or 443):
+            flow.fail("realm-host-mismatch", f"the challenge's realm is on {realm.netloc}, the plan's ROOT_URL says "
+                                             f"{want.netloc}")
         return flow
-    bearer = [p for s, p in parse_challenges(r.headers.get_list("www-authenticate")) if s.lower() == "bearer"]
-    if r.status_code != 401 or not bearer:
-        flow.problem, flow.cause = "unexpected", f"/v2/ answered {r.status_code} without a Bearer challenge"
+    finally:
+        flow.ms = (time.perf_counter() - t0) * 1000
+
+
+async def realm_flow(probe: Probe, plan: Plan, token: Secret | None) -> Flow:
+    """The realm itself answers a token over HTTPS (not 404), with the credentials when given."""
+    flow = Flow("realm")
+    t0 = time.perf_counter()
+    try:
+        bearer = {"realm": plan.realm, "service": SERVICE}
+        verify = plan.node_tls == "ca"
+        got = await _token(probe, flow, bearer, base=f"https://{plan.registry_host}",
+                           repo=first_repo(plan), user=plan.username, secret=token, actions=("pull",),
+                           expect_realm=None, verify_realm=verify, token_fallback=False, rejected_key="wrong-token")
+        if got is not None and token is None:
+            flow.notes.append("no credentials given: the realm answered with an anonymous token, which proves the "
+                              "route and the certificate, not a token")
         return flow
-    flow.realm, flow.service = bearer[0].get("realm", ""), bearer[0].get("service", "")
-    realm = urlsplit(flow.realm)
-    if realm.scheme != "https":
-        flow.problem, flow.cause = "realm-plain-http", f"the realm is {flow.realm}"
-    elif realm.netloc != plan.realm_host:
-        flow.problem = "realm-host-mismatch"
-        flow.cause = f"the realm is on {realm.netloc}, the plan's ROOT_URL says {plan.realm_host}"
-    return flow
+    finally:
+        flow.ms = (time.perf_counter() - t0) * 1000
 
 
-def realm_check(plan: Plan, token: Secret | None, prober: Prober) -> Flow:
-    """The realm answers a token over HTTPS (not 404), with credentials when given."""
-    flow = Flow()
-    headers = {"Authorization": _basic(plan.username, token)} if token else {}
-    q = urlencode({"service": "container_registry", "scope": f"repository:{plan.images[0].target_repo}:pull"})
-    r = prober.hop(flow, "realm token over HTTPS", "GET", f"{plan.realm}?{q}", headers=headers, verify=False)
-    if r is None:
-        flow.problem, flow.cause = "realm-unreachable-from-node", flow.hops[-1].error
-    elif r.status_code == 404:
-        flow.problem, flow.cause = "token-endpoint-404", f"{plan.realm} answered 404 over HTTPS"
-    elif r.status_code == 401:
-        flow.problem, flow.cause = "wrong-token", f"{plan.realm} answered 401"
-    elif r.status_code != 200:
-        flow.problem, flow.cause = "unexpected", f"{plan.realm} answered {r.status_code}"
+async def secret_flow(probe: Probe, plan: Plan, name: str, user: str, secret: Secret, *, push: bool) -> Flow:
+    """The credentials a cluster secret holds, walked as its client would use them (Kaniko: push; pods: pull)."""
+    return await walk(probe, name, registry=plan.registry_host, repo=first_repo(plan), user=user, secret=secret,
+                      actions=("pull", "push") if push else ("pull",), reference="latest", expect_realm=plan.realm,
+                      verify_realm=plan.node_tls == "ca", token_fallback=False,
+                      rejected_key="push-401" if push else "wrong-token")
+
+
+# ------------------------------------------------------------------------------------ running them
+def run_sync(coro):
+    """Run a coroutine to completion from synchronous code (a thread of its own if a loop is running here)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+async def gather_flows(plan: Plan, makers: dict[str, object], *, timeout: float = 10.0) -> dict[str, Flow]:
+    """Run the named flow makers (``lambda probe: coroutine``) at once under one probe."""
+    async with Probe.for_plan(plan, timeout=timeout) as probe:
+        names = list(makers)
+        flows = await asyncio.gather(*(makers[n](probe) for n in names))
+    return dict(zip(names, flows, strict=True))
+
+
+def secret_credentials(cluster, plan: Plan) -> dict[str, tuple[str, Secret] | None]:
+    """(user, token) that the push secret holds for the internal service (what Kaniko sends) and the pull
+    secret for the registry host (what pods send). Read-only; the values stay masked Secrets."""
+    from .stages.registry_access import read_auths
+    out: dict[str, tuple[str, Secret] | None] = {}
+    for key, name, host in (("push-secret", plan.push_secret, plan.internal_service),
+                            ("pull-secret", plan.pull_secret, plan.registry_host)):
+        auths = read_auths(cluster.get("Secret", name, plan.secrets_namespace))
+        entry = auths.get(host) or {}
+        user, password = entry.get("username"), entry.get("password")
+        if (not user or not password) and entry.get("auth"):
+            try:
+                user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+            except ValueError:
+                user, password = None, None
+        out[key] = (user, Secret(password)) if user and password else None
+    return out
+
+
+ALL_FLOWS = ("credentials", "realm", "challenge", "pull-secret", "push-secret")
+
+
+def operator_flows(ctx, *names: str) -> dict[str, Flow | None]:
+    """The operator-machine checks a stage needs, run concurrently.
+
+    In an audit the first stage to ask runs every check of every stage at once (a full audit then
+    waits for the slowest check, not the sum) and later stages read the results; during apply each
+    stage probes afresh, after its own changes. A check without what it needs (no token, no
+    secret) is None.
+    """
+    plan: Plan = ctx.plan
+    cache: dict = ctx.cache.setdefault("authflow", {}) if ctx.audit else {}
+    want = [n for n in (ALL_FLOWS if ctx.audit else names) if n not in cache]
+    if want:
+        creds = secret_credentials(ctx.cluster, plan) if {"pull-secret", "push-secret"} & set(want) else {}
+        makers: dict = {}
+        for n in want:
+            if n == "credentials" and ctx.token is not None:
+                makers[n] = lambda probe: credentials_flow(probe, plan, ctx.token)
+            elif n == "realm":
+                makers[n] = lambda probe: realm_flow(probe, plan, ctx.token)
+            elif n == "challenge":
+                makers[n] = lambda probe: challenge_flow(probe, plan)
+            elif n in ("pull-secret", "push-secret") and creds.get(n):
+                user, secret = creds[n]
+                makers[n] = (lambda probe, n=n, user=user, secret=secret:
+                             secret_flow(probe, plan, n, user, secret, push=n == "push-secret"))
+        t0 = time.perf_counter()
+        flows = run_sync(gather_flows(plan, makers)) if makers else {}
+        wall = (time.perf_counter() - t0) * 1000
+        timing = ctx.cache.setdefault("authflow_timing", [])
+        timing.append({"wall_ms": wall, "checks_ms": {n: f.ms for n, f in flows.items()}})
+        for n in want:
+            cache[n] = flows.get(n)
+    return {n: cache.get(n) for n in names}
+
+
+# ------------------------------------------------------------------------------------ in-cluster vantages
+def kaniko_script(plan: Plan) -> str:
+    """What the Kaniko-view pod runs: /v2/ through the internal service, the token through the proxy.
+
+    curl only; one line per request (``v2 CODE CHALLENGE``, ``token CODE``, ``token-json yes|no``) and
+    curl's own error line on failure, so the log can be judged like a hop.
+    """
+    # the realm exactly as the challenge names it (ROOT_URL's port too: the proxy Service listens there)
+    realm = plan.realm + "?" + urlencode(
+        {"scope": f"repository:{first_repo(plan)}:pull,push", "service": SERVICE})
+    return "\n".join([
+        f"curl -sS -o /dev/null -w 'v2 %{{http_code}} %header{{www-authenticate}}\\n' 'http://{plan.internal_service}/v2/'",
+        f"curl -sS -o /tmp/token.json -w 'token %{{http_code}}\\n' '{realm}'",
+        "grep -q '\"token\"' /tmp/token.json && echo 'token-json yes' || echo 'token-json no'",
+    ]) + "\n"
+
+
+@dataclass
+class PodVerdict:
+    problem: str = ""
+    cause: str = ""
+    realm: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.problem
+
+
+def judge_kaniko(log: str, plan: Plan, *, proxy_image: str = "") -> PodVerdict:
+    """Read the Kaniko-view pod's log: which trap (if any) Kaniko would fall into."""
+    lines = log.splitlines()
+    v2 = next((ln for ln in lines if ln.startswith("v2 ")), "")
+    tok = next((ln for ln in lines if ln.startswith("token ")), "")
+    curl_errors = [ln for ln in lines if ln.startswith("curl: (")]
+    verdict = PodVerdict()
+    if not v2 and not tok:
+        last = log.strip().splitlines()[-1] if log.strip() else "no output"
+        return PodVerdict("unexpected", f"the probe pod printed no result: {last[-200:]}")
+    code = v2.split(" ")[1] if len(v2.split(" ")) > 1 else ""
+    if code == "401":
+        params = next((p for s, p in parse_challenges([v2.split(" ", 2)[2]]) if s.lower() == "bearer"), None) \
+            if len(v2.split(" ", 2)) > 2 else None
+        if params is None:
+            verdict.problem, verdict.cause = "unexpected", "/v2/ through the internal service answered 401 without a " \
+                                                          "Bearer challenge"
+            return verdict
+        verdict.realm = params.get("realm", "")
+        realm, want = urlsplit(verdict.realm), urlsplit(plan.realm)
+        if realm.scheme != "https":
+            verdict.problem, verdict.cause = "realm-plain-http", f"the challenge names the realm {verdict.realm}"
+            return verdict
+        if (realm.hostname or "").lower() != (want.hostname or "").lower():
+            verdict.problem = "realm-host-mismatch"
+            verdict.cause = f"the challenge's realm is on {realm.netloc}, the plan's ROOT_URL says {want.netloc}"
+            return verdict
+    elif code != "":
+        err = curl_errors[0] if curl_errors and code == "000" else ""
+        verdict.problem = "unexpected"
+        verdict.cause = (f"GET http://{plan.internal_service}/v2/ from the pod: "
+                         f"{err or ('answered ' + code)} (want 401 from Gitea)")
+        return verdict
+    tcode = tok.split(" ")[1] if len(tok.split(" ")) > 1 else ""
+    if tcode == "200":
+        if "token-json yes" not in log:
+            verdict.problem, verdict.cause = "unexpected", "the realm answered 200 without a token in its JSON"
+        return verdict
+    err = curl_errors[-1] if curl_errors else ""
+    where = f"GET {plan.realm} through the proxy"
+    if tcode in ("000", ""):
+        if "socat" in proxy_image:
+            verdict.problem, verdict.cause = "socat-proxy", f"{where}: {err or 'no answer'} (the proxy runs {proxy_image})"
+            return verdict
+        d = classify(err)
+        if d is not None and d.key in ("cert-expired", "name-mismatch", "ip-without-san"):
+            verdict.problem = d.key
+        elif re.search(r"SSL certificate problem|certificate verify|unable to get local issuer|self[- ]signed", err):
+            verdict.problem = "kaniko-flags"
+        elif re.search(r"Could not resolve host|Failed to connect|Couldn't connect|Connection refused|timed out", err):
+            verdict.problem = "kaniko-host-alias"
+        else:
+            verdict.problem = "unexpected"
+        verdict.cause = f"{where}: {err or 'no answer'}"
+        return verdict
+    if tcode in ("502", "504"):
+        verdict.problem, verdict.cause = "nginx-resolver", f"{where} answered {tcode}"
+    elif tcode == "404":
+        verdict.problem, verdict.cause = "token-endpoint-404", f"{where} answered 404"
     else:
-        try:
-            flow.token_ok = bool(r.json().get("token") or r.json().get("access_token"))
-        except ValueError:
-            flow.token_ok = False
-        if not flow.token_ok:
-            flow.problem, flow.cause = "unexpected", f"{plan.realm} answered 200 but no token JSON"
-    return flow
+        verdict.problem, verdict.cause = "unexpected", f"{where} answered {tcode}"
+    return verdict
+
+
+def judge_pull(output: str, exit_code: int | None) -> PodVerdict:
+    """``k3s crictl pull IMAGE`` on a node: ok, or the catalogue entry its error names."""
+    if exit_code == 0:
+        return PodVerdict()
+    text = output.strip()
+    m = re.search(r"FATA\[\d+\] (.*)", text)
+    line = m.group(1) if m else (text.splitlines()[-1] if text else "")
+    if exit_code is None:
+        return PodVerdict("unexpected", "the pull did not finish in time")
+    d = classify(text)
+    return PodVerdict(d.key if d else "unexpected", line[-300:] or f"crictl exited {exit_code}")
+
+
+__all__ = ["Probe", "Flow", "Hop", "walk", "parse_challenges", "credentials_flow", "challenge_flow", "realm_flow",
+           "secret_flow", "operator_flows", "run_sync", "kaniko_script", "judge_kaniko", "judge_pull",
+           "token_claims", "token_identity"]

@@ -6,7 +6,6 @@ import base64
 import json
 
 from .. import authflow
-from ..diagnose import BY_KEY
 from .base import Check, Context, Stage, failed, passed, skipped
 from .objects import ObjectStage
 
@@ -21,26 +20,21 @@ class Credentials(Stage):
         if ctx.token is None:
             return [skipped("token accepted by Gitea", "no token given",
                             "set GITEA_TOKEN or pass --token-file to check the credentials")]
-        prober = authflow.Prober(ctx.plan)
-        try:
-            flow = authflow.token_check(ctx.plan, ctx.token, prober)
-        finally:
-            prober.close()
+        flow = authflow.operator_flows(ctx, "credentials")["credentials"]
         ev = flow.evidence()
-        if flow.problem in ("wrong-token", "token-endpoint-404") and not flow.token_ok:
-            d = BY_KEY["wrong-token"]
-            return [failed("token accepted by Gitea", f"{flow.cause}: {d.cause}", d.fix, ev)]
-        if flow.problem in ("unreachable", "unexpected"):
-            return [failed("token accepted by Gitea", f"cannot check the token: {flow.cause}",
-                           f"make https://{ctx.plan.registry_host} reachable from this machine (DNS, or "
-                           "network.resolve in the plan; registry.ca_file for its CA)", ev)]
-        checks = [passed("token accepted by Gitea", ev, f"{ctx.plan.username}'s token works on /v2/ and the token "
-                         "endpoint")]
+        cause, fix = flow.explain()
+        if flow.token_ok is not True:
+            if flow.problem in ("wrong-token", "anonymous-token"):
+                return [failed("token accepted by Gitea", cause, fix, ev)]
+            return [failed("token accepted by Gitea", f"cannot check the token: {cause}",
+                           fix if flow.diagnosis else f"make https://{ctx.plan.registry_host} reachable from this "
+                           "machine (DNS, or network.resolve in the plan; registry.ca_file for its CA)", ev)]
+        checks = [passed("token accepted by Gitea", ev, f"{ctx.plan.username}'s token is accepted by the token "
+                         f"endpoint ({flow.identity or 'identity not readable'})")]
         if flow.push_ok:
-            checks.append(passed("token may push", ev))
+            checks.append(passed("token may push", ev, "an upload was started and cancelled"))
         else:
-            d = BY_KEY["push-401"]
-            checks.append(failed("token may push", flow.cause, d.fix, ev))
+            checks.append(failed("token may push", cause, fix, ev))
         return checks
 
 
