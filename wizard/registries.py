@@ -125,12 +125,15 @@ def facts_script(plan: Plan) -> str:
         'echo "k3s_agent=$(systemctl show k3s-agent -p LoadState --value)"',
         'echo "k3s_state=$(systemctl show k3s -p ActiveState --value)"',
         'echo "k3s_agent_state=$(systemctl show k3s-agent -p ActiveState --value)"',
-        'echo "k3s_enter=$(systemctl show k3s -p ActiveEnterTimestamp --value)"',
-        'echo "k3s_agent_enter=$(systemctl show k3s-agent -p ActiveEnterTimestamp --value)"',
+        # microseconds where systemd has --timestamp (v247+), seconds otherwise
+        'echo "k3s_enter=$(systemctl show k3s -p ActiveEnterTimestamp --value --timestamp=us+utc 2>/dev/null '
+        '|| systemctl show k3s -p ActiveEnterTimestamp --value)"',
+        'echo "k3s_agent_enter=$(systemctl show k3s-agent -p ActiveEnterTimestamp --value --timestamp=us+utc '
+        '2>/dev/null || systemctl show k3s-agent -p ActiveEnterTimestamp --value)"',
         'echo "k3s_mono=$(systemctl show k3s -p ActiveEnterTimestampMonotonic --value)"',
         'echo "k3s_agent_mono=$(systemctl show k3s-agent -p ActiveEnterTimestampMonotonic --value)"',
         'echo "file=$(base64 -w0 $F 2>/dev/null)"',
-        'echo "mtime=$(stat -c %Y $F 2>/dev/null)"',
+        'echo "mtime=$(stat -c %y $F 2>/dev/null)"',
         'echo "now=$(date +%s)"',
     ]
     for i, host in enumerate(plan.node_hosts):
@@ -180,8 +183,17 @@ def parse_facts(node: str, output: str, plan: Plan) -> NodeFacts:
     return NodeFacts(node=node, unit=unit, active=kv.get(f"{prefix}_state") == "active",
                      active_enter=parse_systemd_time(kv.get(f"{prefix}_enter", "")),
                      active_enter_mono=int(mono) if mono.isdigit() else None, text=text,
-                     mtime=float(kv["mtime"]) if kv.get("mtime", "").replace(".", "").isdigit() else None,
+                     mtime=parse_stat_time(kv.get("mtime", "")),
                      loaded_hosts=hosts)
+
+
+def parse_stat_time(text: str) -> float | None:
+    """``stat -c %y``: '2026-11-26 13:45:03.123456789 +0000' → unix seconds (sub-second kept)."""
+    m = re.match(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)(\.\d+)?\s*([+-]\d{4})?", text or "")
+    if not m:
+        return None
+    base = datetime.strptime(m.group(1) + (m.group(3) or "+0000"), "%Y-%m-%d %H:%M:%S%z").timestamp()
+    return base + (float("0" + m.group(2)) if m.group(2) else 0.0)
 
 
 def parse_systemd_time(text: str) -> float | None:
@@ -190,8 +202,9 @@ def parse_systemd_time(text: str) -> float | None:
     if not m:
         return None
     ts = m.group(1)
-    fmt = "%Y-%m-%d %H:%M:%S.%f" if "." in ts else "%Y-%m-%d %H:%M:%S"
-    return datetime.strptime(ts, fmt).replace(tzinfo=UTC).timestamp()
+    whole, _, frac = ts.partition(".")
+    return datetime.strptime(whole, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC).timestamp() + (
+        float("0." + frac) if frac else 0.0)
 
 
 def write_script(backup: str | None) -> str:

@@ -21,8 +21,9 @@ UNIT_PROPS = ("ActiveState", "SubState", "ActiveEnterTimestamp", "ActiveEnterTim
               "ExecMainStartTimestamp", "MainPID", "LoadState", "NRestarts")
 
 
-def systemd_time(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).strftime("%a %Y-%m-%d %H:%M:%S UTC")
+def systemd_time(t: float, micro: bool = False) -> str:
+    """systemd's timestamp format; ``--timestamp=us+utc`` adds microseconds."""
+    return datetime.fromtimestamp(t, UTC).strftime("%a %Y-%m-%d %H:%M:%S" + (".%f" if micro else "") + " UTC")
 
 
 @dataclass(eq=False)
@@ -52,7 +53,7 @@ class SimNode:
     def monotonic_us(self, t: float) -> int:
         return int((t - self.boot_time) * 1_000_000)
 
-    def unit_props(self, unit: str) -> dict[str, str]:
+    def unit_props(self, unit: str, micro: bool = False) -> dict[str, str]:
         if unit.removesuffix(".service") != self.unit:
             return {"LoadState": "not-found", "ActiveState": "inactive", "SubState": "dead",
                     "ActiveEnterTimestamp": "", "ActiveEnterTimestampMonotonic": "0", "MainPID": "0",
@@ -60,9 +61,9 @@ class SimNode:
         active = self.state == "active"
         return {"LoadState": "loaded", "ActiveState": self.state,
                 "SubState": {"active": "running", "activating": "start", "failed": "failed"}[self.state],
-                "ActiveEnterTimestamp": systemd_time(self.active_enter) if active or self.active_enter else "",
+                "ActiveEnterTimestamp": systemd_time(self.active_enter, micro) if active or self.active_enter else "",
                 "ActiveEnterTimestampMonotonic": str(self.monotonic_us(self.active_enter)),
-                "ExecMainStartTimestamp": systemd_time(self.active_enter),
+                "ExecMainStartTimestamp": systemd_time(self.active_enter, micro),
                 "MainPID": str(self.main_pid if active else 0), "NRestarts": str(self.n_restarts)}
 
 
@@ -167,7 +168,8 @@ class Systemd:
             return (0 if st == "active" else 3), b"" if quiet else f"{st}\n".encode(), b""
         if verb == "show":
             units = rest
-            values = node.unit_props(units[0] if units else node.unit)
+            micro = any(f.startswith("--timestamp=us") for f in flags)
+            values = node.unit_props(units[0] if units else node.unit, micro)
             want = props or list(UNIT_PROPS)
             lines = [values.get(p, "") if "--value" in flags else f"{p}={values.get(p, '')}" for p in want]
             return 0, ("\n".join(lines) + "\n").encode(), b""
