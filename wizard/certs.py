@@ -25,14 +25,14 @@ class ProxyCert:
         return "ProxyCert(cert, key=****)"
 
 
-def make_proxy_cert(hostname: str, days: int) -> ProxyCert:
-    """RSA 2048, CN and SAN = the realm host (as the guide's openssl command), valid ``days``."""
+def make_proxy_cert(hostname: str, days: int, *, start: dt.datetime | None = None) -> ProxyCert:
+    """RSA 2048, CN and SAN = the realm host (as the guide's openssl command), valid ``days`` from ``start``."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
-    now = dt.datetime.now(dt.UTC)
+    begin = start or dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
+            .not_valid_before(begin).not_valid_after(begin + dt.timedelta(days=days))
             .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .sign(key, hashes.SHA256()))

@@ -130,27 +130,11 @@ def shared(tmp_path_factory):
 
 
 def expired_cert(hostname: str):
-    """A certificate like make_proxy_cert's, but one that expired yesterday."""
+    """A certificate like the wizard's, but one that expired yesterday."""
     import datetime as dt
 
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    from wizard.certs import ProxyCert
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
-    now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=10)).not_valid_after(now - dt.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    return ProxyCert(cert.public_bytes(serialization.Encoding.PEM),
-                     key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()))
+    from wizard.certs import make_proxy_cert
+    return make_proxy_cert(hostname, 9, start=dt.datetime.now(dt.UTC) - dt.timedelta(days=10))
 
 
 def diagnosis_of(check: Check) -> str | None:
