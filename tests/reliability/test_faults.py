@@ -99,9 +99,11 @@ def test_killed_at_every_step_then_resumed(point, baseline, make_sandbox, reliab
     assert ("resuming an unfinished migration" in second.stdout) != before_first_write, second.stdout[:300]
     final = normalise(snapshot(sb), sb)
     assert final == baseline
+    start = ("nothing had been written yet, so no journal: the rerun started afresh" if before_first_write
+             else "the rerun resumed from the journal")
     reliability.record("SIGKILL", f"killed at `{point}`, then `apply` run again",
-                       "resumed from the journal; final cluster identical to an uninterrupted run; every node "
-                       "restarted once; existing registries.yaml entries kept; no wizard pod left")
+                       f"{start}; final cluster identical to an uninterrupted run; every node restarted once; "
+                       "existing registries.yaml entries kept; no wizard pod left")
 
 
 def test_api_faults_are_retried_and_the_migration_completes(make_sandbox, reliability):

@@ -96,12 +96,13 @@ class Workloads(Stage):
                 continue
             md = obj["metadata"]
             target = f"{kind} {md['namespace']}/{md['name']}"
-            before = {"containers": [{"name": c["name"], "image": c["image"]} for c in
-                                     obj["spec"]["template"]["spec"].get("containers", [])],
-                      "imagePullSecrets": obj["spec"]["template"]["spec"].get("imagePullSecrets", [])}
-            after = {"containers": [{"name": c["name"], "image": rewrite_image(c["image"], ctx.plan) or c["image"]}
-                                    for c in obj["spec"]["template"]["spec"].get("containers", [])],
-                     "imagePullSecrets": pull_secrets_after(obj["spec"]["template"]["spec"], patch, ctx.plan)}
+            spec = obj["spec"]["template"]["spec"]
+            before = {k: [{"name": c["name"], "image": c["image"]} for c in spec.get(k) or []]
+                      for k in ("initContainers", "containers") if spec.get(k)}
+            before["imagePullSecrets"] = spec.get("imagePullSecrets", [])
+            after = {k: [{"name": c["name"], "image": rewrite_image(c["image"], ctx.plan) or c["image"]}
+                         for c in spec.get(k) or []] for k in ("initContainers", "containers") if spec.get(k)}
+            after["imagePullSecrets"] = pull_secrets_after(spec, patch, ctx.plan)
             changes.append(Change(target, "update", object_diff(before, after, target),
                                   (kind, md["name"], md["namespace"], patch)))
         return changes
@@ -131,22 +132,30 @@ class Workloads(Stage):
         for kind, obj, patch in self.inspect(ctx)["workloads"]:
             md = obj["metadata"]
             name = f"{kind} {md['namespace']}/{md['name']}"
-            images = [c["image"] for c in obj["spec"]["template"]["spec"].get("containers", [])]
+            tmpl = obj["spec"]["template"]["spec"]
+            images = [c["image"] for c in (tmpl.get("initContainers") or []) + (tmpl.get("containers") or [])]
             if patch:
                 checks.append(failed(name, f"still uses {', '.join(i for i in images if rewrite_image(i, p)) or p.old_pull_secret}",
                                      "apply stage Workloads"))
                 continue
             if not any(i.startswith(p.registry_host + "/") for i in images):
                 continue
-            st = obj.get("status") or {}
-            want = obj["spec"].get("replicas", 1)
-            if st.get("readyReplicas", 0) < want:
-                checks.append(failed(name, f"{st.get('readyReplicas', 0)}/{want} ready" +
-                                     _pull_error(ctx, obj), "see the pod events (kubectl describe pod)"))
+            ready, want = _readiness(kind, obj)
+            if ready < want:
+                checks.append(failed(name, f"{ready}/{want} ready" + _pull_error(ctx, obj),
+                                     "see the pod events (kubectl describe pod)"))
             else:
                 checks.append(passed(name, {"images": images}))
         checks += manifest_checks(ctx.plan)
         return checks or [passed("no workload uses the GHCR images", {"namespace": p.workloads_namespace})]
+
+
+def _readiness(kind: str, obj: dict) -> tuple[int, int]:
+    """(ready, wanted) pods: DaemonSets count scheduled nodes, not replicas."""
+    st = obj.get("status") or {}
+    if kind == "DaemonSet":
+        return st.get("numberReady", 0), st.get("desiredNumberScheduled", 0)
+    return st.get("readyReplicas", 0), obj["spec"].get("replicas", 1)
 
 
 def manifest_scan(plan: Plan) -> M.Scan:
