@@ -1,0 +1,535 @@
+"""The wizard: a stage list beside the current stage, the live cluster below, a log pane on demand.
+
+It renders what the engine reports and calls the engine — through ``wizard.session`` — in
+thread workers, because the engine is synchronous. Everything the engine says reaches the
+screen through coalescers, so a burst of node events or restart progress costs one redraw per
+frame. Every text shown passes ``shown()``: the token is masked there, whatever its source.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from rich.text import Text
+from textual import on, work
+from textual.app import App, ComposeResult, SystemCommand
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Header, RichLog, Static
+
+from wizard.session import Aborted, Session
+from wizard.stages import STAGES
+from wizard.stages.base import Progress
+
+from .coalesce import Coalescer
+from .modals.authflow import AuthFlowScreen, flow_checks
+from .modals.override import OverrideScreen
+from .modals.report import ReportScreen
+from .modals.resume import ResumeScreen
+from .widgets.checks import ChecksView
+from .widgets.cluster_panel import ClusterPanel
+from .widgets.rollout import RolloutView
+from .widgets.stage_list import StageList
+from .widgets.stage_view import StageView
+
+NO_PLAN = ("No migration plan given.\n\n"
+           "Make one from this cluster:\n"
+           "    ghcr2gitea init --out plan.yaml\n"
+           "check its CHANGE-ME values, then open the wizard with it:\n"
+           "    ghcr2gitea --plan plan.yaml\n\n"
+           "Meanwhile the cluster panel below is live.")
+
+
+def clock(t: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(t))
+
+
+class WizardApp(App):
+    """The migration wizard (and, with an audit session, the read-only audit)."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "ghcr2gitea"
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (30, "-medium"), (45, "-tall")]
+    AUTO_FOCUS = "#stages"
+    BINDINGS = [
+        Binding("a", "apply", "Apply"),
+        Binding("n", "next", "Next"),
+        Binding("v", "recheck", "Re-check"),
+        Binding("o", "override", "Override"),
+        Binding("p", "pause", "Pause"),
+        Binding("x", "abort", "Abort"),
+        Binding("f", "auth_flow", "Auth flow"),
+        Binding("l", "toggle_log", "Log"),
+        Binding("e", "export", "Export"),
+        Binding("c", "toggle_cluster", "Cluster", show=False),
+        Binding("d", "toggle_dark", "Dark/light", show=False),
+        Binding("q", "quit", "Quit"),
+    ]
+    ACTIONS_HELP = {  # command palette: every action, with what it does
+        "apply": ("Apply", "Apply the current stage's planned changes"),
+        "next": ("Next stage", "Open the next stage (only when every gating check passes)"),
+        "recheck": ("Re-check", "Inspect, plan and verify the stage shown again"),
+        "override": ("Override a failed check", "Pass over a failed gating check (typed confirmation, recorded)"),
+        "pause": ("Pause the rollout", "Finish the node restarting now, then stop"),
+        "abort": ("Abort", "Stop what is being applied at the next safe point"),
+        "auth_flow": ("Auth flow", "The token flow hop by hop, per vantage point, with the diagnosis"),
+        "toggle_log": ("Log", "Open or close the log pane"),
+        "export": ("Export report", "Write the report as JSON and Markdown"),
+        "report": ("Report", "Show the report of every stage and the overrides"),
+        "toggle_cluster": ("Cluster panel", "Show or hide the live cluster panel"),
+        "toggle_dark": ("Dark/light theme", "Switch between the dark and the light theme"),
+        "quit": ("Quit", "Leave the wizard (a running apply is aborted at the next safe point)"),
+    }
+
+    def __init__(self, session: Session | None, *, api_factory: Callable | None = None, subtitle: str = "",
+                 export_dir: str | Path | None = None, shown: Callable[[str], str] | None = None,
+                 blink: bool = True, resume: bool = True, log_clock: Callable[[float], str] = clock,
+                 problem: str = ""):
+        super().__init__()
+        self.session = session
+        self.audit = bool(session and session.audit)
+        self.api_factory = api_factory
+        self.sub_title = subtitle
+        self.export_dir = Path(export_dir) if export_dir else Path.cwd()
+        self._extra_filter = shown
+        self.blink = blink
+        self.offer_resume = resume
+        self.log_clock = log_clock
+        self.problem = problem
+        self.viewing = 0
+        self.exported: list[Path] = []
+        self._watches: list = []
+        self._last_message: dict[str, str] = {}
+        self.log_lines: deque[str] = deque(maxlen=5000)  # what the log pane holds, as plain text
+        self.events = Coalescer(self, self._flush_session)
+        if session is not None:
+            session.on_stage = lambda i: self.events.put(("stage", i), True)
+            session.on_progress = self._progress
+
+    # ------------------------------------------------------------------ helpers
+    def shown(self, text: str) -> str:
+        """Every text that reaches the screen: secrets masked (and the tests' filter, if any)."""
+        text = self.session.mask(str(text)) if self.session else str(text)
+        return self._extra_filter(text) if self._extra_filter else text
+
+    @property
+    def titles(self) -> list[str]:
+        return [s.title for s in (self.session.states if self.session else [])] or [s.title for s in STAGES]
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        if self.audit:
+            yield Static(Text(" AUDIT — read-only: nothing is changed, there is no Apply. e exports the report. ",
+                              "bold"), id="banner")
+        with Horizontal(id="body"):
+            yield StageList(self.titles, id="stages")
+            with Vertical(id="main"):
+                if self.session is not None:
+                    yield StageView(self.shown, self.audit, id="stage")
+                else:
+                    yield Static(self.problem or NO_PLAN, id="no-plan")
+                yield ClusterPanel(id="cluster")
+        yield RichLog(id="log", max_lines=5000, wrap=True, markup=False)
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#log", RichLog).border_title = "Log"
+        if self.session is None:
+            for i in range(len(self.titles)):
+                self.query_one(StageList).set_state(i, "locked", viewable=False)
+        else:
+            self._refresh_list()
+            self.query_one(StageView).show_stage(self.session, 0)
+        self._start_watches()
+        if self.session is not None:
+            if self.audit:
+                self._audit_all()
+            else:
+                self._startup()
+
+    def _start_watches(self) -> None:
+        if self.api_factory is None:
+            return
+        panel = self.query_one(ClusterPanel)
+        try:
+            from wizard.watches import node_watch, pod_watch
+            self._watches = [node_watch(self.api_factory(), panel.nodes_changed, panel.status_changed).start(),
+                             pod_watch(self.api_factory(), panel.pods_changed).start()]
+        except Exception as e:  # noqa: BLE001 - no live panel is no reason to have no wizard
+            panel.status_changed(f"no live view: {self.shown(str(e))}")
+
+    def on_unmount(self) -> None:
+        for w in self._watches:
+            w.stop()
+        if self.session is not None:
+            self.session.close(wait=15)
+
+    # ------------------------------------------------------------------ engine → screen
+    def _progress(self, p: Progress) -> None:
+        """From a worker thread: per-node progress is coalesced by node; every message goes to the log."""
+        if p.node and p.phase:
+            self.events.put(("node", p.node), p)
+        key = p.node or p.stage
+        if p.message and self._last_message.get(key) != p.message:
+            self._last_message[key] = p.message
+            self.events.append(p)
+
+    @on(Coalescer.Ready)
+    def _coalesced(self, event: Coalescer.Ready) -> None:
+        event.coalescer.ready()
+
+    def _flush_session(self, latest: dict, items: list) -> None:
+        s = self.session
+        if s is None:
+            return
+        for p in items:
+            line = Text(f"{self.log_clock(p.time)} ", "dim")
+            line.append(f"{p.stage:<11}", "cyan")
+            line.append(self.shown(p.message))
+            self._write_log(line)
+        runs = {k[1]: v for k, v in latest.items() if k[0] == "node"}
+        if runs:
+            self.query_one(RolloutView).update_runs(runs)
+        stages = sorted(k[1] for k in latest if k[0] == "stage")
+        if stages:
+            self._refresh_list()
+            if self.viewing in stages or s.current in stages:
+                self.query_one(StageView).show_stage(s, self.viewing, switch=self._switch_to(self.viewing))
+            self.refresh_bindings()
+        if runs or stages:
+            panel = self.query_one(ClusterPanel)
+            panel.set_registries(s.registries_states())
+            self.query_one(RolloutView).set_nodes(panel.nodes)
+
+    def _switch_to(self, i: int) -> str | None:
+        st = self.session.states[i]
+        if st.busy == "applying" and st.key == "restart":
+            return "tab-rollout"
+        if st.busy == "verifying":
+            return "tab-checks"
+        return None
+
+    def _refresh_list(self) -> None:
+        s = self.session
+        lst = self.query_one(StageList)
+        for i in range(s.stage_count):
+            note = "(overridden)" if s.overridden(i) else ""
+            lst.set_state(i, s.status(i), note=note, viewable=s.viewable(i))
+        lst.highlighted = self.viewing
+
+    def _view(self, i: int) -> None:
+        self.viewing = i
+        self.query_one(StageList).highlighted = i
+        self.query_one(StageView).show_stage(self.session, i)
+        self.refresh_bindings()
+
+    @on(StageList.Chosen)
+    def _chosen(self, event: StageList.Chosen) -> None:
+        if self.session is None:
+            return
+        if not self.session.viewable(event.index):
+            self.notify(f"{self.titles[event.index]} is locked: finish {self.titles[self.session.current]} first",
+                        severity="warning")
+            return
+        self._view(event.index)
+
+    @on(ChecksView.Highlighted)
+    def _check_highlighted(self, event: ChecksView.Highlighted) -> None:
+        self.refresh_bindings()
+
+    # ------------------------------------------------------------------ workers (the engine is synchronous)
+    def _busy(self) -> bool:
+        return self.session is not None and any(st.busy for st in self.session.states)
+
+    def _guard(self, fn, *args) -> None:
+        try:
+            fn(*args)
+        except Aborted:
+            pass
+        except Exception as e:  # noqa: BLE001 - a worker must never take the app down; say what happened
+            self.call_from_thread(self.notify, self.shown(f"{type(e).__name__}: {e}"), severity="error",
+                                  timeout=10)
+
+    @work(thread=True, group="engine", exit_on_error=False)
+    def _startup(self) -> None:
+        def run():
+            s = self.session
+            offer = s.find_unfinished() if self.offer_resume else None
+            if offer is not None:
+                self.call_from_thread(self.notify, "an unfinished migration was found: re-inspecting the cluster…")
+                s.reinspect(offer)
+                self.call_from_thread(self._offer_resume, offer)
+                return
+            s.open_stage(0)
+        self._guard(run)
+
+    def _offer_resume(self, offer) -> None:
+        titles = {st.key: st.title for st in self.session.states}
+
+        def answer(resume: bool | None) -> None:
+            if resume:
+                i = self.session.resume(offer)
+                self._log(f"resuming at {self.titles[i]} (journal: {', '.join(offer.done) or 'nothing'} done)")
+            else:
+                self.session.start_over()
+                i = 0
+                self._log("starting over (the cluster keeps what was applied)")
+            self._refresh_list()
+            self._view(i)
+            self._open(i)
+        self.push_screen(ResumeScreen(offer, titles), answer)
+
+    @work(thread=True, group="engine", exit_on_error=False)
+    def _open(self, i: int) -> None:
+        self._guard(self.session.open_stage, i)
+
+    @work(thread=True, group="engine", exit_on_error=False)
+    def _audit_all(self) -> None:
+        self._guard(self.session.audit_all)
+        self.call_from_thread(self.notify, "audit finished: e exports the report (JSON and Markdown)")
+
+    @work(thread=True, group="engine", exit_on_error=False)
+    def _apply(self, i: int) -> None:
+        self._guard(self.session.apply_stage, i)
+
+    @work(thread=True, group="engine", exit_on_error=False)
+    def _recheck(self, i: int) -> None:
+        self._guard(self.session.recheck, i)
+
+    @work(thread=True, group="engine", exit_on_error=False)
+    def _advance(self) -> None:
+        def run():
+            s = self.session
+            s.advance()
+            if s.complete:
+                self.call_from_thread(self._finished)
+                return
+            self.call_from_thread(self._view, s.current)
+            s.open_stage(s.current)
+        self._guard(run)
+
+    @work(thread=True, group="engine", exit_on_error=False)
+    def _override(self, check, typed: str) -> None:
+        self._guard(self.session.override, check, typed)
+
+    def _finished(self) -> None:
+        self._refresh_list()
+        self._log("migration finished: every stage verified")
+        self.push_screen(ReportScreen(self.session, "Migration finished"))
+
+    def _log(self, text: str) -> None:
+        line = Text(f"{self.log_clock(time.time())} ", "dim")
+        line.append(self.shown(text))
+        self._write_log(line)
+
+    def _write_log(self, line: Text) -> None:
+        self.log_lines.append(line.plain)
+        self.query_one("#log", RichLog).write(line)
+
+    # ------------------------------------------------------------------ actions
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """False hides a binding (not applicable here), None shows it disabled (not yet)."""
+        if self.screen is not self.screen_stack[0]:
+            return action in ("quit", "toggle_dark", "export")  # a modal is open: its own keys lead
+        s = self.session
+        if s is None:
+            return action not in ("apply", "next", "override", "pause", "abort", "recheck", "auth_flow", "export",
+                                  "report")
+        st = s.states[self.viewing]
+        current = self.viewing == s.current and not st.done
+        if action == "apply":
+            if s.audit or not current:
+                return False
+            return True if st.changes and not st.busy else None
+        if action == "next":
+            if s.audit or not current:
+                return False
+            return True if s.can_advance(self.viewing) else None
+        if action == "override":
+            if s.audit or not current:
+                return False
+            return True if s.blocking(self.viewing) and not st.busy else None
+        if action in ("pause", "abort"):
+            return st.busy == "applying" and (action == "abort" or st.key == "restart") and not s.audit
+        if action == "recheck":
+            return None if st.busy else True
+        if action == "auth_flow":
+            return bool(flow_checks(st.checks or []))
+        return True
+
+    def action_apply(self) -> None:
+        s = self.session
+        if s is None or s.audit:
+            self.notify("audit mode is read-only: there is no Apply", severity="warning")
+            return
+        i = self.viewing
+        if i != s.current or s.states[i].done:
+            self.notify("only the current stage can be applied", severity="warning")
+            return
+        if self._busy() or not s.states[i].changes:
+            self.bell()
+            return
+        if s.states[i].key == "restart":
+            self.query_one(RolloutView).reset()
+            self.query_one("#tabs").active = "tab-rollout"
+        self._log(f"{s.states[i].title}: applying {len(s.states[i].changes)} change(s)")
+        self._apply(i)
+
+    def action_next(self) -> None:
+        s = self.session
+        if s is None or s.audit:
+            return
+        if self.viewing != s.current:
+            self._view(s.current)
+            return
+        if not s.can_advance(self.viewing):
+            reason = s.next_reason(self.viewing)
+            self.notify(f"Next is closed: {self.shown(reason)}", severity="warning")
+            return
+        self._advance()
+
+    def action_recheck(self) -> None:
+        if self.session is None or self._busy():
+            return
+        self._recheck(self.viewing)
+
+    def action_override(self) -> None:
+        s = self.session
+        if s is None or s.audit or self.viewing != s.current or self._busy():
+            return
+        blocking = s.blocking(self.viewing)
+        if not blocking:
+            self.notify("no failed gating check to override")
+            return
+        check = self.query_one(ChecksView).highlighted
+        if check is None or check.name not in {c.name for c in blocking}:
+            check = blocking[0]
+        st = s.states[self.viewing]
+
+        def done(result) -> None:
+            if result:
+                self._log(f"{st.title}: override of {result[0].name!r} confirmed")
+                self._override(result[0], result[1])
+        self.push_screen(OverrideScreen(st.title, st.key, check, self.shown, blink=self.blink), done)
+
+    def action_pause(self) -> None:
+        if self.session is not None:
+            self.session.pause()
+            self._log("pause: the node restarting now finishes, then the rollout stops")
+            self.notify("pausing after the current node")
+            self.refresh_bindings()
+
+    def action_abort(self) -> None:
+        if self.session is not None and self._busy():
+            self.session.abort()
+            self._log("abort requested: stopping at the next safe point")
+            self.notify("aborting…", severity="warning")
+
+    def action_auth_flow(self) -> None:
+        if self.session is None:
+            return
+        st = self.session.states[self.viewing]
+        self.push_screen(AuthFlowScreen(st.title, list(st.checks or []), self.shown))
+
+    def action_toggle_log(self) -> None:
+        log = self.query_one("#log", RichLog)
+        log.display = not log.display
+
+    def action_toggle_cluster(self) -> None:
+        panel = self.query_one(ClusterPanel)
+        panel.display = not panel.display
+
+    def action_toggle_dark(self) -> None:
+        self.theme = "textual-light" if self.theme == "textual-dark" else "textual-dark"
+
+    def action_report(self) -> None:
+        if self.session is not None:
+            self.push_screen(ReportScreen(self.session, "Audit report" if self.audit else "Report"))
+
+    def action_export(self) -> None:
+        if self.session is None:
+            return
+        self._export()
+
+    @work(thread=True, group="export", exit_on_error=False)
+    def _export(self) -> None:
+        def run():
+            s = self.session
+            info = {"server": self.shown(getattr(s.ctx.cluster, "server", "")),
+                    "context": s.ctx.plan.context or "current"}
+            try:
+                info["version"] = s.ctx.cluster.server_version()
+            except Exception:  # noqa: BLE001 - the report is still worth writing
+                info["version"] = "?"
+            stem = f"ghcr2gitea-{'audit' if s.audit else 'report'}-{time.strftime('%Y%m%d-%H%M%S')}"
+            self.export_dir.mkdir(parents=True, exist_ok=True)
+            paths = []
+            for fmt, ext in (("json", "json"), ("markdown", "md")):
+                path = self.export_dir / f"{stem}.{ext}"
+                path.write_text(s.render_report(fmt, info))
+                paths.append(path)
+            self.exported += paths
+            self.call_from_thread(self.notify, "report written: " + ", ".join(str(p) for p in paths), timeout=8)
+        self._guard(run)
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for action, (title, help_text) in self.ACTIONS_HELP.items():
+            if action == "quit":
+                continue
+            yield SystemCommand(title, help_text, lambda a=action: self.run_action(a))
+
+
+# ---------------------------------------------------------------------- entry points for the CLI
+def _api_factory(kubeconfig: str | None, context: str | None):
+    from wizard.kube import api_client
+    return lambda: api_client(kubeconfig, context)
+
+
+def run_wizard(args, *, audit: bool = False) -> int:
+    """``ghcr2gitea`` (no subcommand) and ``ghcr2gitea audit`` on a terminal: the wizard on a real cluster."""
+    import sys
+
+    from wizard import plan as plan_mod
+    from wizard.credentials import CredentialError, load_token
+    from wizard.kube import ClusterUnreachable
+    plan_path = getattr(args, "plan", None)
+    kubeconfig, context = getattr(args, "kubeconfig", None), getattr(args, "context", None)
+    session = None
+    if plan_path:
+        token = None
+        try:
+            token = load_token(getattr(args, "token_file", None))  # asks on a terminal, before the screen opens
+        except CredentialError as e:
+            if not audit or getattr(args, "token_file", None):
+                print(f"ghcr2gitea: {e}", file=sys.stderr)
+                return 2
+        try:
+            session = Session.connect(plan_path, kubeconfig=kubeconfig, context=context, token=token, audit=audit,
+                                      node_probes=bool(getattr(args, "node_probes", False)),
+                                      node_timeout=float(getattr(args, "node_timeout", 180) or 180),
+                                      patience=float(getattr(args, "api_patience", 120) or 120),
+                                      resolve=tuple(getattr(args, "resolve", None) or ()))
+        except plan_mod.PlanError as e:
+            for line in e.problems:
+                print(f"ghcr2gitea: {line}", file=sys.stderr)
+            return 2
+        except ClusterUnreachable as e:
+            print(f"ghcr2gitea: {e}", file=sys.stderr)
+            return 2
+        context = context or session.ctx.plan.context
+    try:
+        factory = _api_factory(kubeconfig, context)
+        factory().close()
+    except ClusterUnreachable as e:
+        print(f"ghcr2gitea: {e}", file=sys.stderr)
+        return 2
+    where = context or "current context"
+    WizardApp(session, api_factory=factory, subtitle=f"{'audit of' if audit else 'migrating'} {where}",
+              problem="" if plan_path else NO_PLAN).run()
+    return 0

@@ -1,0 +1,1 @@
+"""Screens pushed over the wizard: override confirmation, auth flow, resume offer, final report."""

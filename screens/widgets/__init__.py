@@ -1,0 +1,1 @@
+"""Widgets of the wizard, one module per concern."""

@@ -1,0 +1,140 @@
+"""The rolling restart, node by node: phase, elapsed time, a progress bar and the proofs ticking off.
+
+Above the table, the guards: which nodes are down now and whether etcd keeps its quorum
+(every other server Ready before the next server goes). Below, for the highlighted node —
+or the one that failed — what was proven and what was not.
+"""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Vertical, VerticalScroll
+from textual.widgets import DataTable, Static
+
+from wizard.kube import NodeInfo
+from wizard.restart import PROOFS
+from wizard.stages.base import Progress
+
+SHORT = {"restart started": "start", "unit restarted": "unit", "heartbeat": "beat",
+         "kubelet Starting event": "event", "Ready": "Ready", "containerd config": "ctrd"}
+PHASE_STYLE = {"queued": "dim", "restarting": "bold cyan", "waiting": "cyan", "done": "bold green",
+               "failed": "bold red", "skipped": "yellow"}
+BAR = 10
+
+
+def progress_bar(proofs: dict | None, phase: str) -> Text:
+    got = sum(bool(v) for v in (proofs or {}).values())
+    full = BAR if phase == "done" else round(BAR * got / len(PROOFS))
+    style = "red" if phase == "failed" else "green" if phase == "done" else "cyan"
+    return Text("█" * full, style) + Text("░" * (BAR - full), "dim")
+
+
+def proof_ticks(proofs: dict | None, compact: bool = False) -> Text:
+    """✓start ✓unit ·beat … (compact: ✓✓·…, in PROOFS order, for narrow screens)."""
+    out = Text()
+    for name in PROOFS:
+        ok = bool((proofs or {}).get(name))
+        out.append(("✓" if ok else "·") + ("" if compact else SHORT[name] + " "), "green" if ok else "dim")
+    return out
+
+
+def guards_text(runs: dict[str, Progress], nodes: dict[str, NodeInfo]) -> Text:
+    """Who is down (restarting or not Ready) and whether the servers keep quorum."""
+    servers = [n for n in nodes.values() if n.role == "server"]
+    restarting = {n for n, p in runs.items() if p.phase in ("restarting", "waiting", "failed")}
+    down = sorted(restarting | {n.name for n in nodes.values() if n.ready != "True"})
+    servers_down = [n.name for n in servers if n.name in down]
+    up = len(servers) - len(servers_down)
+    quorum = up > len(servers) // 2 if servers else True
+    text = Text()
+    text.append("down: ", "bold")
+    text.append(", ".join(down) if down else "none", "bold yellow" if down else "green")
+    text.append(" · quorum: ", "bold")
+    text.append(f"{'ok' if quorum else 'AT RISK'} ({up}/{len(servers)} servers up)", "green" if quorum else "bold red")
+    done = sum(p.phase == "done" for p in runs.values())
+    text.append(f" · proven {done}/{len(runs)}" if runs else " · not started", "")
+    return text
+
+
+class RolloutView(Vertical):
+    """One row per node of the rollout; coalesced updates arrive through ``update_runs``."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.runs: dict[str, Progress] = {}
+        self.order: list[str] = []
+        self.nodes: dict[str, NodeInfo] = {}
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="guards")
+        yield DataTable(id="rollout", cursor_type="row")
+        with VerticalScroll(id="rollout-detail-scroll"):
+            yield Static("Apply starts the rollout: servers one at a time, then agents.", id="rollout-detail")
+
+    def on_mount(self) -> None:
+        table = self.query_one("#rollout", DataTable)
+        for key, label in (("node", "Node"), ("phase", "Phase"), ("elapsed", "Elapsed"), ("bar", "Progress"),
+                           ("proofs", "Proofs")):
+            table.add_column(label, key=key)
+
+    def reset(self) -> None:
+        self.runs.clear()
+        self.order.clear()
+        self.query_one("#rollout", DataTable).clear()
+        self._guards()
+
+    def set_nodes(self, nodes: dict[str, NodeInfo]) -> None:
+        self.nodes = nodes
+        self._guards()
+
+    @property
+    def compact(self) -> bool:
+        return 0 < self.size.width < 90 or (self.size.width == 0 and self.app.size.width < 110)
+
+    def update_runs(self, events: dict[str, Progress]) -> None:
+        table = self.query_one("#rollout", DataTable)
+        for node, p in events.items():
+            cells = (node, Text(p.phase or "", PHASE_STYLE.get(p.phase or "", "")),
+                     f"{p.elapsed:.1f} s" if p.elapsed else "—", progress_bar(p.proofs, p.phase or ""),
+                     proof_ticks(p.proofs, compact=self.compact))
+            self.runs[node] = p
+            if node in table.rows:
+                for key, value in zip(("node", "phase", "elapsed", "bar", "proofs"), cells, strict=True):
+                    table.update_cell(node, key, value)
+            else:
+                self.order.append(node)
+                table.add_row(*cells, key=node)
+        failed = next((n for n in self.order if self.runs[n].phase == "failed"), None)
+        if failed is not None:
+            table.move_cursor(row=self.order.index(failed))
+        self._guards()
+        self._detail()
+
+    def _guards(self) -> None:
+        self.query_one("#guards", Static).update(guards_text(self.runs, self.nodes))
+
+    @on(DataTable.RowHighlighted, "#rollout")
+    def _row(self, event: DataTable.RowHighlighted) -> None:
+        event.stop()
+        self._detail()
+
+    def _detail(self) -> None:
+        table = self.query_one("#rollout", DataTable)
+        if not self.order or table.cursor_row is None or table.cursor_row >= len(self.order):
+            return
+        node = self.order[table.cursor_row]
+        p = self.runs[node]
+        proofs = p.proofs or {}
+        out = Text()
+        out.append(f"{node}: ", "bold")
+        out.append(p.phase or "", PHASE_STYLE.get(p.phase or "", ""))
+        message = p.message.split("; proven:")[0]
+        out.append(f" — {message.removeprefix(node + ': ')}\n")
+        out.append("proven: ", "bold")
+        out.append(", ".join(k for k in PROOFS if proofs.get(k)) or "nothing", "green")
+        out.append("\nnot proven: ", "bold")
+        out.append(", ".join(k for k in PROOFS if not proofs.get(k)) or "nothing",
+                   "bold red" if p.phase == "failed" else "dim")
+        self.query_one("#rollout-detail", Static).update(out)

@@ -1,0 +1,56 @@
+"""The stage list: every step of the migration with its state (done, current, failed, pending, locked)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rich.text import Text
+from textual import on
+from textual.message import Message
+from textual.widgets import OptionList
+from textual.widgets.option_list import Option
+
+STYLE = {"done": "green", "current": "bold", "failed": "bold red", "pending": "", "locked": "dim", "skipped": "dim"}
+MARK = {"done": "✓", "current": "▶", "failed": "✗", "pending": "○", "locked": "·", "skipped": "-"}
+
+
+def stage_prompt(number: int, title: str, state: str, note: str = "") -> Text:
+    text = Text()
+    text.append(f"{MARK.get(state, '?')} ", style=STYLE.get(state, "") or "bold")
+    text.append(f"{number:>2} {title}", style=STYLE.get(state, ""))
+    if note:
+        text.append(f" {note}", style="yellow")
+    return text
+
+
+class StageList(OptionList):
+    """One option per stage; locked stages cannot be opened."""
+
+    BORDER_TITLE = "Stages"
+
+    @dataclass
+    class Chosen(Message):
+        """The operator picked a stage to look at."""
+
+        index: int
+
+    def __init__(self, titles: list[str], **kw):
+        self.titles = titles
+        self.states = ["locked"] * len(titles)
+        super().__init__(*(Option(stage_prompt(i + 1, t, "locked"), id=f"stage-{i}")
+                           for i, t in enumerate(titles)), **kw)
+
+    def set_state(self, index: int, state: str, *, note: str = "", viewable: bool = True) -> None:
+        self.states[index] = state
+        self.replace_option_prompt_at_index(index, stage_prompt(index + 1, self.titles[index], state, note))
+        opt = self.get_option_at_index(index)
+        if opt.disabled == viewable:
+            if viewable:
+                self.enable_option_at_index(index)
+            else:
+                self.disable_option_at_index(index)
+
+    @on(OptionList.OptionSelected)
+    def _selected(self, event: OptionList.OptionSelected) -> None:
+        event.stop()
+        self.post_message(self.Chosen(event.option_index))

@@ -1,0 +1,83 @@
+"""UI fixtures: the demo app on a fresh sandbox, a journal folder per test, and a way to wait for quiet."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+
+import pytest
+
+from screens.demo import demo_app
+
+
+@pytest.fixture(autouse=True)
+def journal_home(tmp_path, monkeypatch):
+    """Each test keeps its journal (XDG state) in its own folder."""
+    state = tmp_path / "xdg-state"
+    monkeypatch.setenv("XDG_STATE_HOME", str(state))
+    return state
+
+
+def stable(sb):
+    """A screen filter that hides what changes from run to run: the ports and the secret fingerprints."""
+    port, public = str(sb.api.port), str(sb.opts.public_port)
+
+    def shown(text: str) -> str:
+        text = text.replace(f"127.0.0.1:{port}", "127.0.0.1:6443").replace(f".test:{public}", ".test:8443")
+        return re.sub(r"sha256:[0-9a-f]{12}", "sha256:…", text)
+    return shown
+
+
+@pytest.fixture
+def wizard(make_sandbox, tmp_path):
+    """``wizard(**sandbox_options)`` → (app, sandbox): the demo app, blink off, exports into tmp_path."""
+    def make(*, audit: bool = False, node_timeout: float = 30.0, app_kw: dict | None = None, **overrides):
+        sb = make_sandbox(**overrides)
+        app = demo_app(sb, audit=audit, node_timeout=node_timeout, blink=False, export_dir=tmp_path / "export",
+                       shown=stable(sb), log_clock=lambda t: "--:--:--", **(app_kw or {}))
+        return app, sb
+    return make
+
+
+async def _settle(pilot, timeout: float = 60.0, pods: bool = True) -> None:
+    """Wait until no stage is busy, the workers are done, the live panel has its nodes and the screen caught up."""
+    app = pilot.app
+    deadline = time.monotonic() + timeout
+    while True:
+        await pilot.pause(0.05)
+        busy = app._busy() or any(w.is_running for w in app.workers if w.group == "engine")
+        panel = app.query_one("#cluster")
+        quiet = not busy and not app.events._scheduled and panel.nodes and not panel.coalescer._scheduled
+        if quiet and (not pods or not panel.pods):
+            await pilot.pause(0.1)
+            if not app._busy():
+                return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the wizard did not settle in {timeout} s: busy={busy}, "
+                                 f"stages={[s.busy for s in app.session.states]}, pods={list(panel.pods)}")
+        await asyncio.sleep(0)
+
+
+def _screen_text(app) -> str:
+    """What a person would read on the screen now: the composited screen (modals over it) as plain text."""
+    import io
+
+    from rich.console import Console
+    width, height = app.size
+    console = Console(width=width, height=height, file=io.StringIO(), force_terminal=True, record=True,
+                      legacy_windows=False, safe_box=False)
+    console.print(app.screen._compositor.render_update(full=True, screen_stack=app._background_screens))
+    return console.export_text()
+
+
+@pytest.fixture
+def settle():
+    """``await settle(pilot)``: wait until the wizard is quiet."""
+    return _settle
+
+
+@pytest.fixture
+def screen_text():
+    """``screen_text(app)``: the screen's text, as a person reads it."""
+    return _screen_text

@@ -1,0 +1,186 @@
+"""Snapshots of every screen at 80×24 and 120×36 (accept new baselines with ``pytest --snapshot-update``).
+
+Deterministic: a fixed sandbox seed, the random ports and the secret fingerprints filtered, no clock in the log, no cursor blink, toasts cleared; the rolling restart, auth flow
+and resume views are fed fixed data through the same paths the engine uses.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from screens.app import WizardApp
+from screens.modals.authflow import AuthFlowScreen
+from screens.modals.override import OverrideScreen
+from screens.modals.report import ReportScreen
+from screens.modals.resume import ResumeScreen
+from wizard.credentials import Secret
+from wizard.restart import PROOFS
+from wizard.session import ResumeOffer
+from wizard.stages.base import Check, Progress
+
+PORT = 8443  # what the screen filter shows for the sandbox's (random) public HTTPS port
+SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 36), id="120x36")]
+
+
+@pytest.fixture
+def shot(wizard, settle, snap_compare):
+    """``shot(size, before=async fn(pilot, app, sb), **wizard options)`` → the snapshot matches."""
+    def take(size, before=None, **options):
+        app, sb = wizard(**options)
+
+        async def run_before(pilot):
+            await settle(pilot)
+            if before is not None:
+                await before(pilot, app, sb)
+            app.clear_notifications()
+            await pilot.pause(0.2)
+        return snap_compare(app, terminal_size=size, run_before=run_before)
+    return take
+
+
+async def _next(pilot, settle, times=1):
+    for _ in range(times):
+        await pilot.press("n")
+        await settle(pilot)
+
+
+async def _drive_to(pilot, settle, key):
+    s = pilot.app.session
+    while s.states[s.current].key != key:
+        if s.states[s.current].changes and not s.states[s.current].applied:
+            await pilot.press("a")
+            await settle(pilot)
+        await _next(pilot, settle)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_preflight(shot, size):
+    assert shot(size)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_preflight_light_theme(shot, size):
+    async def before(pilot, app, sb):
+        await pilot.press("d")
+    assert shot(size, before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_changes_as_a_masked_diff(shot, settle, size):
+    async def before(pilot, app, sb):
+        await _next(pilot, settle, 2)
+    assert shot(size, before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_failing_check_closes_next(shot, settle, size):
+    async def before(pilot, app, sb):
+        app.session.ctx.token = Secret("a-wrong-token-" + "x" * 20)
+        await _next(pilot, settle)
+    assert shot(size, before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_override_confirmation(shot, settle, size):
+    async def before(pilot, app, sb):
+        app.session.ctx.token = Secret("a-wrong-token-" + "x" * 20)
+        await _next(pilot, settle)
+        await pilot.press("o")
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, OverrideScreen)
+        await pilot.press(*"cred")
+    assert shot(size, before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_log_pane(shot, settle, size):
+    async def before(pilot, app, sb):
+        await _drive_to(pilot, settle, "proxy")
+        await pilot.press("l")
+    assert shot(size, before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_rolling_restart_view(shot, settle, size):
+    async def before(pilot, app, sb):
+        await _drive_to(pilot, settle, "restart")
+        s = app.session
+        st = s.states[s.current]
+        st.busy = "applying"  # as while the rollout runs: Pause and Abort offered
+        app.query_one("#tabs").active = "tab-rollout"
+        proofs = dict.fromkeys(PROOFS, False)
+        steps = [("dellmini1", "done", 6, 9.4, "dellmini1: restarted and proven in 9.4 s"),
+                 ("dellmini3", "waiting", 3, 4.2, "dellmini3: waiting for kubelet Starting event, Ready, "
+                                                  "containerd config"),
+                 ("dellmini5", "queued", 0, 0.0, "dellmini5: queued"),
+                 ("dellmini2", "queued", 0, 0.0, "dellmini2: queued"),
+                 ("lenovomini", "queued", 0, 0.0, "lenovomini: queued")]
+        for node, phase, n, elapsed, message in steps:
+            got = {k: i < n for i, k in enumerate(proofs)}
+            s._progress(Progress("restart", message, node, phase, got, 0.0, elapsed))  # as the engine reports
+        await pilot.pause(0.3)
+        s._changed(s.current)
+        await pilot.pause(0.3)
+    assert shot(size, before)
+
+
+HOPS = [
+    {"step": "registry /v2/ anonymous", "request": f"GET https://registry.example.test:{PORT}/v2/", "status": 401,
+     "ms": 12.0, "headers": {"www-authenticate": f'Bearer realm="https://gitea.k3s.example.test:{PORT}/v2/token",'
+                                                 'service="container_registry"'},
+     "error": "", "tls": "verified against the plan's CA file (Example LAN CA)",
+     "cert": "CN=registry.example.test, SAN registry.example.test, issuer Example LAN CA"},
+    {"step": "realm token over HTTPS", "request": f"GET https://gitea.k3s.example.test:{PORT}/v2/token",
+     "status": 404, "ms": 8.0, "headers": {"content-type": "text/plain"}, "error": "",
+     "tls": "not trusted: self-signed (TRAEFIK DEFAULT CERT), not for gitea.k3s.example.test",
+     "cert": "CN=TRAEFIK DEFAULT CERT, SAN none, self-signed"},
+]
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_auth_flow_view(shot, size):
+    checks = [
+        Check("realm answers a token over HTTPS", "fail", "the realm answered 404 over HTTPS: no TLS Ingress for "
+              "the realm host", "apply stage HTTPS ingress", {"hops": HOPS}),
+        Check("Kaniko's view: realm through the proxy", "pass", "", "",
+              {"request": "GET https://gitea.k3s.example.test/v2/token via 10.43.12.7", "status": 200}),
+        Check("dellmini1: pull registry.example.test/jaybrto/gwa-webhook:latest", "pass", "", "",
+              {"imageID": "registry.example.test/jaybrto/gwa-webhook@sha256:0f3a"}),
+    ]
+
+    async def before(pilot, app, sb):
+        app.push_screen(AuthFlowScreen("Verify", checks, app.shown))
+        await pilot.pause(0.2)
+    assert shot(size, before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_resume_offer(shot, size):
+    offer = ResumeOffer(started=1_790_000_000.0, holder="alice@laptop pid=4242", stage="restart",
+                        done=["preflight", "credentials", "secrets", "proxy", "ingress", "registries"],
+                        nodes_proven=["dellmini1"], still_done=["preflight", "credentials", "secrets", "proxy",
+                                                                "ingress", "registries"])
+
+    async def before(pilot, app, sb):
+        titles = {st.key: st.title for st in app.session.states}
+        app.push_screen(ResumeScreen(offer, titles))
+        await pilot.pause(0.2)
+    assert shot(size, before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_report(shot, size):
+    async def before(pilot, app, sb):
+        app.push_screen(ReportScreen(app.session, "Report"))
+        await pilot.pause(0.2)
+    assert shot(size, before)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_audit_mode(shot, size):
+    assert shot(size, audit=True)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_no_plan(snap_compare, size):
+    assert snap_compare(WizardApp(None, subtitle="migrating current context", blink=False), terminal_size=size)

@@ -1,0 +1,130 @@
+"""``ghcr2gitea demo`` in a real terminal (tmux): read the screen, press keys, check what a person sees."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+TMUX = shutil.which("tmux")
+pytestmark = pytest.mark.skipif(TMUX is None, reason="tmux is not installed")
+
+
+class Terminal:
+    """One tmux session of a given size running one command; stopped by its own name."""
+
+    def __init__(self, command: str, size: tuple[int, int], env: dict[str, str], cwd: Path):
+        self.name = f"ghcr2gitea-test-{uuid.uuid4().hex[:8]}"
+        exports = " ".join(f"{k}={v}" for k, v in env.items())
+        # the size is pinned before the command starts (window-size "latest" lets other clients resize it),
+        # and COLUMNS/LINES are dropped: the tmux server inherits them from whoever started it, and a
+        # program that reads them first (shutil.get_terminal_size) would believe them over the pane
+        subprocess.run([TMUX, "new-session", "-d", "-s", self.name, "-x", str(size[0]), "-y", str(size[1]),
+                        "sleep 60"], check=True)
+        subprocess.run([TMUX, "set-option", "-t", self.name, "window-size", "manual"], check=True)
+        subprocess.run([TMUX, "resize-window", "-t", self.name, "-x", str(size[0]), "-y", str(size[1])], check=True)
+        subprocess.run([TMUX, "respawn-pane", "-k", "-t", self.name,
+                        f"cd {cwd} && env -u COLUMNS -u LINES {exports} {command}; echo \"[exited $?]\"; sleep 30"],
+                       check=True)
+
+    def screen(self) -> str:
+        res = subprocess.run([TMUX, "capture-pane", "-p", "-t", self.name], capture_output=True, text=True)
+        return res.stdout
+
+    def press(self, *keys: str) -> None:
+        subprocess.run([TMUX, "send-keys", "-t", self.name, *keys], check=True)
+
+    def wait_for(self, *texts: str, timeout: float = 20.0) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            scr = self.screen()
+            if all(t in scr for t in texts):
+                return scr
+            if time.monotonic() > deadline:
+                raise AssertionError(f"after {timeout} s the screen lacks {texts}:\n{scr}")
+            time.sleep(0.2)
+
+    def close(self) -> None:
+        subprocess.run([TMUX, "kill-session", "-t", self.name], capture_output=True)
+
+
+@pytest.fixture
+def terminal(tmp_path):
+    opened: list[Terminal] = []
+
+    def open_(args: str, size=(120, 36)) -> Terminal:
+        exe = Path(sys.executable).parent / "ghcr2gitea"
+        env = {"XDG_STATE_HOME": str(tmp_path / "state"), "HOME": str(tmp_path), "TERM": "xterm-256color",
+               "KUBECONFIG": "", "GITEA_TOKEN": ""}
+        t = Terminal(f"{exe} {args}", size, env, tmp_path)
+        opened.append(t)
+        return t
+    yield open_
+    for t in opened:
+        t.close()
+
+
+def test_demo_in_a_real_terminal_shows_stages_live_nodes_and_follows_keys(terminal, tmp_path):
+    t0 = time.monotonic()
+    term = terminal(f"demo --dir {tmp_path / 'sb'} --restart-seconds 0.2:0.4")
+    scr = term.wait_for("dellmini1", "lenovomini", "Preflight", "cluster reachable", timeout=10)
+    first_screen = time.monotonic() - t0
+    assert "▶  1 Preflight" in scr and "all gating checks pass" in scr
+    assert "Ready" in scr and "server" in scr and "agent" in scr
+    token = (tmp_path / "sb" / "token").read_text().strip()
+    term.press("n")
+    scr = term.wait_for("Stage 2/10 · Credentials", "token accepted by Gitea")
+    assert "✓  1 Preflight" in scr
+    term.press("n")
+    scr = term.wait_for("Stage 3/10 · Registry secrets", "2 change(s)")
+    assert "<secret, sha256:" in scr and token not in scr
+    assert "Next ▶" in scr and "2 change(s) to apply first" in scr
+    term.press("a")
+    scr = term.wait_for("Checks ✓2", "all gating checks pass")
+    term.press("l")
+    scr = term.wait_for("create Secret default/gitea-registry-push")
+    assert token not in scr
+    term.press("q")
+    term.wait_for("[exited 0]", timeout=20)
+    assert first_screen < 10, f"first screen after {first_screen:.1f} s"
+
+
+def test_demo_at_80x24(terminal, tmp_path):
+    term = terminal(f"demo --dir {tmp_path / 'sb'}", size=(80, 24))
+    scr = term.wait_for("dellmini1", "Preflight", "Next", timeout=10)
+    assert all(len(line) <= 80 for line in scr.splitlines())
+    term.press("q")
+    term.wait_for("[exited 0]", timeout=20)
+
+
+def test_ghcr2gitea_without_a_command_opens_the_wizard_on_the_kubeconfig(terminal, sandbox):
+    term = terminal(f"--kubeconfig {sandbox.kubeconfig}")
+    scr = term.wait_for("No migration plan", "ghcr2gitea init --out plan.yaml", "dellmini1", timeout=10)
+    assert "Preflight" in scr
+    term.press("q")
+    term.wait_for("[exited 0]", timeout=20)
+    term = terminal(f"--kubeconfig {sandbox.kubeconfig} --plan {sandbox.plan} --token-file {sandbox.token_file}")
+    scr = term.wait_for("Stage 1/10 · Preflight", "all gating checks pass", "lenovomini", timeout=15)
+    term.press("q")
+    term.wait_for("[exited 0]", timeout=20)
+
+
+def test_audit_on_a_terminal_opens_the_read_only_wizard_and_exports(terminal, sandbox, tmp_path):
+    from helpers import mutating_requests
+    before = mutating_requests(sandbox)
+    term = terminal(f"audit --kubeconfig {sandbox.kubeconfig} --plan {sandbox.plan} --token-file {sandbox.token_file}")
+    scr = term.wait_for("AUDIT — read-only", "Preflight", "dellmini1", timeout=15)
+    assert "a Apply" not in scr and "Next ▶" not in scr
+    term.wait_for("✗  3 Registry secrets", timeout=30)
+    term.press("e")
+    term.wait_for("report written", timeout=15)
+    assert len(list(tmp_path.glob("ghcr2gitea-audit-*.json"))) == 1
+    assert len(list(tmp_path.glob("ghcr2gitea-audit-*.md"))) == 1
+    term.press("q")
+    term.wait_for("[exited 0]", timeout=20)
+    assert mutating_requests(sandbox) == before

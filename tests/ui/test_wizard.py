@@ -1,0 +1,332 @@
+"""The wizard driven with Textual's Pilot, on the sandbox, as an operator would: keys, screens, outcomes."""
+
+from __future__ import annotations
+
+import json
+
+from helpers import mutating_requests, sandbox_state
+from textual.widgets import Button, DataTable
+
+from screens.modals.authflow import AuthFlowScreen
+from screens.modals.override import OverrideScreen
+from screens.modals.report import ReportScreen
+from screens.modals.resume import ResumeScreen
+from screens.widgets.rollout import RolloutView
+from wizard.credentials import Secret
+from wizard.sandbox.containerd import REGISTRIES_PATH
+
+
+async def drive(pilot, settle, *, until: str | None = None, screens: list | None = None, screen_text=None) -> None:
+    """Apply and Next through the stages (stopping at the stage ``until``), as an operator presses keys."""
+    s = pilot.app.session
+    while not s.complete:
+        await settle(pilot)
+        st = s.states[s.current]
+        if st.key == until:
+            return
+        if st.changes and not st.applied:
+            await pilot.press("a")
+            await settle(pilot)
+        assert s.can_advance(), f"{st.title}: Next closed: {s.next_reason()}"
+        if screens is not None:
+            screens.append(screen_text(pilot.app))
+        await pilot.press("n")
+    await settle(pilot)
+
+
+def restarts(sb) -> dict[str, int]:
+    return {n: len(v["restarts"]) for n, v in sandbox_state(sb)["nodes"].items()}
+
+
+async def test_demo_runs_every_stage_to_a_finished_migration(wizard, settle, screen_text, tmp_path, journal_home):
+    app, sb = wizard()
+    token = sb.token_file.read_text().strip()
+    screens: list[str] = []
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        first = screen_text(app)
+        assert "Preflight" in first and "dellmini1" in first and "lenovomini" in first
+        assert app.query_one("#next", Button).disabled is False
+        await drive(pilot, settle, screens=screens, screen_text=screen_text)
+        assert app.session.complete
+        assert isinstance(app.screen, ReportScreen)
+        report = screen_text(app)
+        assert "Verify" in report and "Overrides: none" in report
+        await pilot.press("e")
+        await settle(pilot)
+        await pilot.pause(0.2)
+        log = "\n".join(app.log_lines)
+        assert "restarted and proven" in log
+        screens.append(screen_text(app))
+    # the cluster is migrated: every node restarted once and loaded the merged registries.yaml
+    state = sandbox_state(sb)
+    assert restarts(sb) == dict.fromkeys(state["nodes"], 1)
+    for name, node in state["nodes"].items():
+        assert node["loaded_registries"] == node["files"][REGISTRIES_PATH], name
+    assert not [p for p in state["pods"] if "ghcr2gitea.io/role" in (p.get("labels") or {}) and not p["deleted"]]
+    # the journal says finished, the report was exported, and the token was never on screen or on disk
+    journals = list((journal_home / "ghcr2gitea").glob("*.json"))
+    assert journals and json.loads(journals[0].read_text())["finished"]
+    exported = sorted((tmp_path / "export").glob("ghcr2gitea-report-*"))
+    assert [p.suffix for p in exported] == [".json", ".md"]
+    assert json.loads(exported[0].read_text())["stages"][9]["status"] == "pass"
+    for text in [*screens, log, *(p.read_text() for p in exported), journals[0].read_text()]:
+        assert token not in text
+
+
+async def test_next_is_disabled_while_a_check_fails_and_an_override_is_typed_and_recorded(
+        wizard, settle, screen_text, journal_home):
+    app, sb = wizard()
+    app.session.ctx.token = Secret("not-the-token-" + "x" * 20)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        await pilot.press("n")
+        await settle(pilot)
+        s = app.session
+        assert s.current == 1 and s.states[1].key == "credentials"
+        nxt = app.query_one("#next", Button)
+        assert nxt.disabled, "Next must be closed while the token check fails"
+        assert app.check_action("next", ()) is None  # shown, disabled, in the footer
+        text = screen_text(app)
+        assert "token accepted by Gitea" in text and "FAIL" in text
+        await pilot.press("n")  # does nothing but say why
+        await settle(pilot)
+        assert s.current == 1
+        # the auth flow view shows the hops, with the diagnosis
+        await pilot.press("f")
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, AuthFlowScreen)
+        flow = screen_text(app)
+        assert "401" in flow and "diagnosis" in flow
+        await pilot.press("escape")
+        # override: a wrong word is refused, the stage key is accepted
+        await pilot.press("o")
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, OverrideScreen)
+        await pilot.press(*"yes", "enter")
+        await pilot.pause(0.1)
+        assert isinstance(app.screen, OverrideScreen) and "type credentials exactly" in screen_text(app)
+        app.screen.query_one("Input").value = ""
+        await pilot.press(*"credentials", "enter")
+        await settle(pilot)
+        assert [o.check for o in s.overrides] == ["token accepted by Gitea"]
+        assert s.can_advance() and not nxt.disabled
+        assert "(overridden)" in screen_text(app)
+        await pilot.press("n")
+        await settle(pilot)
+        assert s.current == 2
+        await pilot.press("a")  # the first write: from here the journal is kept on disk
+        await settle(pilot)
+    journal = json.loads(next((journal_home / "ghcr2gitea").glob("*.json")).read_text())
+    overrides = [e for e in journal["events"] if e["type"] == "override"]
+    assert overrides and overrides[0]["check"] == "token accepted by Gitea" and overrides[0]["typed"] == "credentials"
+    report = json.loads(s.render_report("json"))
+    assert report["overrides"][0]["stage"] == "credentials"
+    assert "not-the-token" not in json.dumps(journal)
+
+
+async def test_a_node_that_never_returns_is_shown_failed_and_the_rollout_stops(wizard, settle, screen_text):
+    app, sb = wizard(never_returns={"dellmini3"}, restart_seconds=(0.3, 0.3), node_timeout=4)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await drive(pilot, settle, until="restart")
+        await pilot.press("a")
+        await settle(pilot, pods=False)
+        s = app.session
+        st = s.states[s.current]
+        assert st.key == "restart" and st.error is not None and "dellmini3" in st.error.name
+        assert app.query_one("#next", Button).disabled
+        rollout = app.query_one(RolloutView)
+        phases = {n: p.phase for n, p in rollout.runs.items()}
+        assert phases == {"dellmini1": "done", "dellmini3": "failed", "dellmini5": "skipped", "dellmini2": "skipped",
+                          "lenovomini": "skipped"}
+        app.query_one("#tabs").active = "tab-rollout"
+        await pilot.pause(0.2)
+        text = screen_text(app)
+        assert "not proven:" in text and "unit restarted" in text
+        assert "failed" in text and "down: dellmini3" in text
+        assert s.status(s.current) == "failed"
+    assert [restarts(sb)[n] for n in ("dellmini1", "dellmini3", "dellmini5", "dellmini2", "lenovomini")] == \
+        [1, 1, 0, 0, 0]
+
+
+async def test_pause_finishes_the_current_node_then_stops_and_apply_continues(wizard, settle):
+    app, sb = wizard(restart_seconds=(1.0, 1.0))
+    async with app.run_test(size=(120, 36)) as pilot:
+        await drive(pilot, settle, until="restart")
+        s = app.session
+        await pilot.press("a")
+        for _ in range(1000):
+            await pilot.pause(0.02)
+            if s.node_phases.get("dellmini1") and s.node_phases["dellmini1"].phase in ("restarting", "waiting"):
+                break
+        else:
+            raise AssertionError("dellmini1 never started restarting")
+        assert app.check_action("pause", ()) is True
+        await pilot.press("p")
+        await settle(pilot, pods=False)
+        st = s.states[s.current]
+        assert st.paused and "paused by the operator" in st.error.cause
+        done = [n for n, c in restarts(sb).items() if c]
+        assert done == ["dellmini1"]
+        assert not s.can_advance()
+        assert [c.target.split(":")[0] for c in st.changes] == ["node dellmini3", "node dellmini5", "node dellmini2",
+                                                               "node lenovomini"]
+        await pilot.press("a")  # continue with the rest
+        await settle(pilot)
+        assert s.can_advance(), s.next_reason()
+    assert set(restarts(sb).values()) == {1}
+
+
+async def test_abort_stops_at_the_next_safe_point_and_apply_continues(wizard, settle):
+    app, sb = wizard(restart_seconds=(1.0, 1.0))
+    async with app.run_test(size=(120, 36)) as pilot:
+        await drive(pilot, settle, until="restart")
+        s = app.session
+        await pilot.press("a")
+        for _ in range(1000):
+            await pilot.pause(0.02)
+            if any(p.phase in ("restarting", "waiting") for p in s.node_phases.values()):
+                break
+        else:
+            raise AssertionError("no node started restarting")
+        await pilot.press("x")
+        await settle(pilot, pods=False)
+        st = s.states[s.current]
+        assert st.error is not None and st.error.cause == "aborted by the operator"
+        assert app.query_one("#next", Button).disabled
+        assert sum(restarts(sb).values()) < 5  # the rollout stopped: the last nodes were never touched
+        await pilot.press("a")
+        await settle(pilot)
+        assert s.can_advance(), s.next_reason()
+    assert set(restarts(sb).values()) == {1}
+
+
+async def test_resume_after_the_app_is_closed_mid_restart(wizard, settle, screen_text, make_sandbox):
+    app, sb = wizard(restart_seconds=(0.8, 0.8))
+    async with app.run_test(size=(120, 36)) as pilot:
+        await drive(pilot, settle, until="restart")
+        s = app.session
+        await pilot.press("a")
+        for _ in range(1000):
+            await pilot.pause(0.02)
+            p = s.node_phases.get("dellmini3")
+            if p and p.phase in ("restarting", "waiting"):
+                break
+        else:
+            raise AssertionError("dellmini3 never started restarting")
+    # the app is gone mid-restart; a new one on the same cluster offers to resume
+    from screens.demo import demo_app
+    app2 = demo_app(sb, node_timeout=30, blink=False)
+    async with app2.run_test(size=(120, 36)) as pilot:
+        for _ in range(1500):
+            await pilot.pause(0.02)
+            if isinstance(app2.screen, ResumeScreen):
+                break
+        else:
+            raise AssertionError("no resume offer")
+        await pilot.pause(0.3)
+        offer = screen_text(app2)
+        assert "Unfinished migration" in offer and "stopped in: Rolling restart" in offer
+        assert "done: Preflight, Credentials, Registry secrets" in offer and "started " in offer
+        await pilot.press("r")
+        await settle(pilot, pods=False)
+        s2 = app2.session
+        assert s2.states[s2.current].key == "restart"
+        assert all(st.done for st in s2.states[:s2.current])
+        await drive(pilot, settle)
+        assert s2.complete
+    assert set(restarts(sb).values()) == {1}, restarts(sb)
+
+
+async def test_a_second_wizard_is_told_who_holds_the_cluster(wizard, settle, screen_text):
+    from wizard.cluster import Cluster
+    from wizard.lock import ClusterLock
+    app, sb = wizard()
+    other = Cluster.connect(str(sb.kubeconfig))
+    lock = ClusterLock(other)
+    lock.me = "alice@laptop pid=1"
+    lock.acquire()
+    try:
+        async with app.run_test(size=(120, 36)) as pilot:
+            await settle(pilot)
+            await pilot.press("n")
+            await settle(pilot)
+            await pilot.press("n")
+            await settle(pilot)
+            await pilot.press("a")
+            await settle(pilot)
+            st = app.session.states[2]
+            assert st.error is not None and st.error.name == "cluster lock"
+            assert "alice@laptop" in screen_text(app)
+            assert app.query_one("#next", Button).disabled
+    finally:
+        lock.release()
+        other.close()
+    assert not [m for m in mutating_requests(sb) if "/secrets" in m]
+
+
+async def test_audit_mode_is_read_only_and_offers_no_apply(wizard, settle, screen_text, tmp_path):
+    app, sb = wizard(audit=True)
+    before = mutating_requests(sb)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        text = screen_text(app)
+        assert "AUDIT — read-only" in text
+        assert not app.query("#apply") and not app.query("#next")
+        assert app.check_action("apply", ()) is False and app.check_action("next", ()) is False
+        assert "Apply" not in text.split("e exports the report.")[1]
+        s = app.session
+        assert all(st.checks is not None for st in s.states)  # every stage verified
+        statuses = [s.status(i) for i in range(s.stage_count)]
+        assert statuses[0] == "done" and "failed" in statuses
+        await pilot.press("a")  # no Apply: nothing happens
+        await pilot.press("down", "enter")  # any stage can be looked at
+        await pilot.pause(0.2)
+        assert app.viewing == 1
+        await pilot.press("e")
+        for _ in range(200):
+            await pilot.pause(0.05)
+            if len(app.exported) == 2:
+                break
+    assert mutating_requests(sb) == before
+    json_file, md_file = sorted((tmp_path / "export").glob("ghcr2gitea-audit-*"))
+    report = json.loads(json_file.read_text())
+    assert report["mode"] == "audit" and len(report["stages"]) == 10
+    assert md_file.read_text().startswith("# ghcr2gitea audit")
+
+
+async def test_every_action_has_a_command_palette_entry_and_small_screens_work(wizard, settle, screen_text):
+    app, sb = wizard()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        titles = {c.title for c in app.get_system_commands(app.screen)}
+        for action, (title, _) in app.ACTIONS_HELP.items():
+            assert title in titles or action == "quit", action
+        text = screen_text(app)
+        assert "Preflight" in text and "dellmini1" in text
+        await pilot.press("l")
+        assert app.query_one("#log").display
+        await pilot.press("d")
+        assert app.theme == "textual-light"
+    app2, _ = wizard()
+    async with app2.run_test(size=(200, 60)) as pilot:
+        await settle(pilot)
+        text = screen_text(app2)
+        assert "lenovomini" in text and "cluster reachable" in text
+
+
+async def test_the_live_panel_follows_the_watch_and_coalesces_a_burst(wizard, settle):
+    from wizard.kube import NodeInfo
+    app, sb = wizard()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        panel = app.query_one("#cluster")
+        flushes = panel.coalescer.flushes
+        burst = [NodeInfo(f"burst{i:04d}", "agent", "True" if i % 2 else "False", "v1.33.5+k3s1", "10.0.0.1")
+                 for i in range(1000)]
+        for n in burst:  # one event at a time, as a watch delivers them
+            panel.nodes_changed([n], [])
+        await settle(pilot)
+        table = panel.query_one("#nodes", DataTable)
+        assert table.row_count == 1005
+        assert panel.coalescer.flushes - flushes < 20, "1000 events must not cost 1000 redraws"

@@ -1,0 +1,755 @@
+"""A migration session: the stages run one at a time, for a UI that shows each step before the next.
+
+The headless ``Runner`` runs every stage in one go; the wizard needs the same engine one verb
+at a time — inspect, plan, apply, verify — with the results kept per stage, a gate (Next opens
+only when every gating check passes or was overridden with a typed confirmation), Pause and
+Abort for the rolling restart, the cluster lock, the journal and a final report. No UI here:
+the screens call these methods from worker threads and render what they return.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import registries as R
+from .credentials import mask
+from .engine import StageResult, render_audit
+from .kube import ClusterUnreachable, NodeInfo
+from .stages import STAGES
+from .stages.base import FAIL, PASS, SKIP, WARN, Change, Check, Context, Progress, Stage, StageFailed
+
+# what the stage list shows for each stage
+DONE, CURRENT, FAILED, PENDING, LOCKED = "done", "current", "failed", "pending", "locked"
+SKIPPED = "skipped"  # audit: every check of the stage was skipped (it needs probe pods)
+
+
+class Aborted(Exception):
+    """The operator aborted: raised from the progress hook, so the engine unwinds through its ``finally``s."""
+
+
+class ReadOnly(Exception):
+    """Apply was asked for in audit mode."""
+
+
+@dataclass(frozen=True)
+class Override:
+    """A failed gating check the operator chose to pass over, with the words they typed."""
+
+    stage: str
+    check: str
+    cause: str
+    typed: str
+    by: str
+    at: float
+
+    def to_dict(self) -> dict:
+        return {"stage": self.stage, "check": self.check, "cause": self.cause, "typed": self.typed,
+                "by": self.by, "at": self.at}
+
+
+@dataclass
+class StageState:
+    """What the session knows about one stage."""
+
+    stage: Stage
+    found: list[str] | None = None  # what inspect found, as lines (None: not inspected yet)
+    changes: list[Change] | None = None  # None: not planned yet
+    checks: list[Check] | None = None  # None: not verified since the last apply
+    error: Check | None = None  # plan/apply stopped with this
+    applied: bool = False
+    done: bool = False
+    paused: bool = False
+    busy: str = ""  # inspecting | planning | applying | verifying
+    observed: dict | None = field(default=None, repr=False)  # inspect()'s result, for plan()
+
+    @property
+    def key(self) -> str:
+        return self.stage.key
+
+    @property
+    def title(self) -> str:
+        return self.stage.title
+
+    def failing(self) -> list[Check]:
+        """Gating checks that fail (the apply error first)."""
+        out = [self.error] if self.error is not None else []
+        return out + [c for c in self.checks or [] if c.status == FAIL and c.gating]
+
+    @property
+    def result_status(self) -> str:
+        """pass / fail / warn / skip of the last verify, or '' when not verified."""
+        if self.error is not None:
+            return FAIL
+        if self.checks is None:
+            return ""
+        return StageResult(self.stage, self.checks).status
+
+
+@dataclass
+class ResumeOffer:
+    """An unfinished run found in the journal, and what re-inspecting the cluster said about it."""
+
+    started: float
+    holder: str
+    stage: str | None
+    done: list[str]
+    nodes_proven: list[str]
+    still_done: list[str] = field(default_factory=list)  # journal's done stages that still verify
+    differs: list[str] = field(default_factory=list)  # journal says done, the cluster says otherwise
+    journal: Any = None
+
+    def describe(self, titles: dict[str, str] | None = None) -> list[str]:
+        def name(key: str) -> str:
+            return (titles or {}).get(key, key)
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.started))
+        lines = [f"started {when}" + (f" by {self.holder}" if self.holder else "")]
+        if self.stage:
+            lines.append(f"stopped in: {name(self.stage)}")
+        lines.append(f"done: {', '.join(map(name, self.done)) or 'nothing yet'}")
+        if self.nodes_proven:
+            lines.append(f"nodes restarted and proven: {', '.join(self.nodes_proven)}")
+        if self.differs:
+            lines.append(f"the cluster differs from the journal for: {', '.join(map(name, self.differs))} — the "
+                         "cluster wins; that stage is done again")
+        else:
+            lines.append(f"re-inspected: the {len(self.still_done)} done stage(s) still pass")
+        return lines
+
+
+def _journal_module():
+    try:
+        from . import journal
+    except ImportError:  # resume is an extra: without a journal the wizard still runs
+        return None
+    return journal if hasattr(journal, "Journal") else None
+
+
+class Session:
+    """The stages of one migration (or audit), driven one verb at a time."""
+
+    def __init__(self, ctx: Context, *, stages: tuple[Stage, ...] = STAGES,
+                 on_progress: Callable[[Progress], None] | None = None,
+                 on_stage: Callable[[int], None] | None = None, journal: bool = True):
+        self.ctx = ctx
+        self.audit = ctx.audit
+        self.states = [StageState(s) for s in stages]
+        self.current = 0
+        self.overrides: list[Override] = []
+        self.on_progress = on_progress or (lambda p: None)
+        self.on_stage = on_stage or (lambda i: None)
+        self.use_journal = journal and not ctx.audit
+        self.journal = None
+        self.lock = None
+        self.started = time.time()
+        self.finished: float | None = None
+        self.written: set[str] = set()  # nodes whose registries.yaml this run wrote
+        self.rollout = None  # the RollingRestart running now
+        self.node_phases: dict[str, Progress] = {}  # the last per-node event of the rollout
+        self._abort = threading.Event()
+        self._pause = False
+        self._busy = threading.Lock()
+        self._closed = False
+        self._prechecked = False
+        self._journal_tried = False
+        self._resume_from = None  # the journal of the run being resumed
+        ctx.progress = self._progress
+
+    @classmethod
+    def connect(cls, plan_path: str, *, kubeconfig: str | None = None, context: str | None = None,
+                token=None, audit: bool = False, node_probes: bool = False, node_timeout: float = 180.0,
+                max_unavailable: int = 1, patience: float = 120.0, resolve: tuple[str, ...] = (),
+                **kw) -> Session:
+        """A session on the plan's cluster, as the headless commands build it (PlanError, ClusterUnreachable)."""
+        import dataclasses
+
+        from . import cluster as cluster_mod
+        from . import plan as plan_mod
+        plan = plan_mod.load(plan_path)
+        if resolve:
+            plan = dataclasses.replace(plan, resolve=tuple(plan.resolve) + tuple(resolve))
+            problems = plan_mod.validate(plan)
+            if problems:
+                raise plan_mod.PlanError([p.replace("network.resolve", "--resolve") for p in problems])
+        cls_ = cluster_mod.Cluster
+        if audit:  # read-only by construction; probe pods only when asked for (as the headless audit)
+            cls_ = getattr(cluster_mod, "ProbingReader", cluster_mod.ClusterReader) if node_probes \
+                else cluster_mod.ClusterReader
+        cluster = cls_.connect(kubeconfig, context or plan.context, patience=patience)
+        ctx = Context(plan=plan, cluster=cluster, token=token, audit=audit, node_probes=audit and node_probes,
+                      node_timeout=node_timeout, max_unavailable=max_unavailable)
+        return cls(ctx, **kw)
+
+    # ------------------------------------------------------------------ helpers
+    def mask(self, text: str) -> str:
+        return mask(text, *self.ctx.secrets)
+
+    @property
+    def stage_count(self) -> int:
+        return len(self.states)
+
+    def index(self, key: str) -> int:
+        return next(i for i, s in enumerate(self.states) if s.key == key)
+
+    def status(self, i: int) -> str:
+        """done / current / failed / pending / locked (audit: skipped), as the stage list shows it."""
+        st = self.states[i]
+        if self.audit:
+            return {PASS: DONE, WARN: DONE, SKIP: SKIPPED, FAIL: FAILED}.get(st.result_status, PENDING)
+        if st.done:
+            return DONE
+        if i == self.current:
+            return FAILED if self.blocking(i) and (st.checks is not None or st.error is not None) else CURRENT
+        if i == self.current + 1:
+            return PENDING
+        return LOCKED
+
+    def viewable(self, i: int) -> bool:
+        """Stages the operator may look at: all in audit; done ones and the current one otherwise."""
+        return self.audit or i <= self.current
+
+    def overridden(self, i: int) -> list[Override]:
+        return [o for o in self.overrides if o.stage == self.states[i].key]
+
+    def blocking(self, i: int) -> list[Check]:
+        """Failing gating checks that no override covers."""
+        names = {o.check for o in self.overridden(i)}
+        return [c for c in self.states[i].failing() if c.name not in names]
+
+    def can_advance(self, i: int | None = None) -> bool:
+        """Next opens when the stage was verified since its last apply and nothing blocks."""
+        i = self.current if i is None else i
+        st = self.states[i]
+        if self.audit or st.busy or i != self.current or st.done:
+            return False
+        if st.checks is None and st.error is None:
+            return False
+        if st.changes and not st.applied and not self.overridden(i):
+            return False
+        return not self.blocking(i)
+
+    def next_reason(self, i: int | None = None) -> str:
+        """Why Next is closed, in one line ('' when open)."""
+        i = self.current if i is None else i
+        st = self.states[i]
+        if self.audit:
+            return "audit mode: read-only"
+        if st.done:
+            return "done"
+        if st.busy:
+            return f"{st.busy}…"
+        if st.error is not None and st.error in self.blocking(i):
+            return f"failed: {st.error.name} (fix it, then Apply again — or override)"
+        if st.changes and not st.applied and not self.overridden(i):
+            return f"{len(st.changes)} change(s) to apply first"
+        if st.checks is None and st.error is None:
+            return "not checked yet"
+        blocking = self.blocking(i)
+        if blocking:
+            return f"{len(blocking)} gating check(s) fail: {blocking[0].name}"
+        return ""
+
+    def registries_states(self) -> dict[str, str]:
+        """Per node: absent / written / needs restart / restarting / loaded (nodes not read yet are left out)."""
+        facts = self.ctx.cache.get("node_facts") or {}
+        out = {n: registries_state(f, self.ctx.plan, written=n in self.written) for n, f in facts.items()}
+        for node, p in list(self.node_phases.items()):
+            if p.phase in ("restarting", "waiting"):
+                out[node] = "restarting"
+            elif p.phase == "done":
+                out[node] = "loaded"
+            elif p.phase == "failed":
+                out[node] = "needs restart"  # written; this k3s never proved it loaded the file
+        return out
+
+    # ------------------------------------------------------------------ progress
+    def _progress(self, p: Progress) -> None:
+        if self._abort.is_set():
+            raise Aborted("aborted by the operator")
+        if p.node and p.phase:
+            before = self.node_phases.get(p.node)
+            self.node_phases[p.node] = p
+            if p.phase in ("done", "failed") and (before is None or before.phase != p.phase):
+                self.record({"type": "node_proven" if p.phase == "done" else "node_failed", "stage": p.stage,
+                             "node": p.node, "proofs": p.proofs, "elapsed": round(p.elapsed or 0, 2),
+                             "message": self.mask(p.message)})
+        if p.stage == "registries" and p.node and "written and read back" in p.message:
+            self.written.add(p.node)
+        self.on_progress(Progress(p.stage, self.mask(p.message), p.node, p.phase, p.proofs, p.time, p.elapsed))
+
+    def record(self, event: dict) -> None:
+        if self.journal is None:
+            self._start_journal()
+        if self.journal is not None:
+            try:
+                self.journal.record(event)
+            except Exception:  # noqa: BLE001 - the journal is advice; a full disk must not stop the migration
+                pass
+
+    def _changed(self, i: int) -> None:
+        self.on_stage(i)
+
+    # ------------------------------------------------------------------ the verbs
+    def _step(self, i: int, busy: str, fn):
+        st = self.states[i]
+        if self._closed:
+            raise Aborted("the session is closed")
+        st.busy = busy
+        self._changed(i)
+        try:
+            with self._busy:
+                return fn(st)
+        finally:
+            st.busy = ""
+            self._changed(i)
+
+    def inspect_stage(self, i: int) -> list[str]:
+        """What is there now, as lines (masked); an audit never starts the probe pods some stages need."""
+        def run(st: StageState):
+            try:
+                if self.audit and st.key in ("registries", "restart") and not self.ctx.node_probes:
+                    st.found = ["node files are read through probe pods; audit is read-only (the CLI's "
+                                "--node-probes allows them)"]
+                    st.observed = None
+                    return st.found
+                observed = st.stage.inspect(self.ctx)
+                st.observed = observed
+                st.found = [self.mask(line) for line in describe_observed(observed, self.ctx)]
+            except StageFailed as e:
+                st.observed = None
+                st.found = [self.mask(f"could not inspect: {e.check.cause}")]
+                st.error = e.check
+            except ClusterUnreachable:
+                raise
+            except Exception as e:  # noqa: BLE001 - shown as a value, not a traceback
+                st.observed = None
+                st.found = [self.mask(f"could not inspect: {type(e).__name__}: {e}")]
+            return st.found
+        return self._step(i, "inspecting", run)
+
+    def plan_stage(self, i: int) -> list[Change]:
+        """The changes the stage would make (diffs masked); [] when there is nothing to do."""
+        def run(st: StageState):
+            observed = st.observed
+            if observed is None:
+                st.changes = []
+                return st.changes
+            try:
+                st.changes = st.stage.plan(self.ctx, observed)
+            except StageFailed as e:
+                st.changes = []
+                st.error = e.check
+            return st.changes
+        return self._step(i, "planning", run)
+
+    def verify_stage(self, i: int) -> list[Check]:
+        """The gating checks, now."""
+        def run(st: StageState):
+            try:
+                st.checks = st.stage.verify(self.ctx)
+            except StageFailed as e:
+                st.checks = [e.check]
+            except ClusterUnreachable as e:
+                st.checks = [Check("cluster reachable", FAIL, self.mask(str(e)),
+                                   "check the network and the kubeconfig, then press Re-check")]
+            except Exception as e:  # noqa: BLE001 - one stage that cannot be checked must not hide the others
+                st.checks = [Check("stage could be checked", FAIL, self.mask(f"{type(e).__name__}: {e}"),
+                                   "press Re-check; if it persists, report it with the log")]
+            return st.checks
+        return self._step(i, "verifying", run)
+
+    def open_stage(self, i: int) -> None:
+        """Entering a stage: inspect, plan, and verify at once when there is nothing to apply (audit: verify)."""
+        st = self.states[i]
+        st.error = None
+        self.inspect_stage(i)
+        if st.error is None:
+            self.plan_stage(i)
+        if self.audit or st.error is None and not st.changes:
+            self.verify_stage(i)
+        elif st.changes:
+            st.checks = None
+            self._changed(i)
+
+    def recheck(self, i: int) -> None:
+        """Re-read the cluster for this stage: inspect, plan and verify again."""
+        st = self.states[i]
+        st.error = None
+        self.inspect_stage(i)
+        if st.error is None:
+            self.plan_stage(i)
+        self.verify_stage(i)
+
+    def apply_stage(self, i: int) -> bool:
+        """Apply the planned changes, then verify; True when the stage's checks pass."""
+        if self.audit:
+            raise ReadOnly("audit mode is read-only: nothing is applied")
+        st = self.states[i]
+        if i != self.current:
+            raise ValueError(f"stage {st.title} is not the current stage")
+
+        def run(st: StageState):
+            st.error, st.paused = None, False
+            self._abort.clear()
+            self._pause = False
+            try:
+                self._take_lock()
+                if st.changes is None or st.observed is None:
+                    st.observed = st.stage.inspect(self.ctx)
+                    st.changes = st.stage.plan(self.ctx, st.observed)
+                changes = st.changes
+                self.record({"type": "stage_started", "stage": st.key, "changes": [c.target for c in changes]})
+                if changes:
+                    self._precheck(i)
+                    if self.journal is not None and hasattr(self.journal, "activate"):
+                        self.journal.activate()  # from the first write on, the journal is kept
+                    if st.key == "restart":
+                        self._rolling_restart(changes)
+                    else:
+                        st.stage.apply(self.ctx, changes)
+                st.applied = True
+            except StageFailed as e:
+                st.error = e.check
+            except _Paused as e:
+                st.paused = True
+                st.applied = False
+                st.error = Check("rollout finished", FAIL, f"paused by the operator; not restarted yet: "
+                                 f"{', '.join(e.nodes)}", "press Apply to continue with the remaining nodes")
+            except Aborted:
+                st.error = Check("apply finished", FAIL, "aborted by the operator",
+                                 "press Apply to continue: finished work is not repeated")
+            except _LockError as e:
+                st.error = e.check
+            except ClusterUnreachable as e:
+                st.error = Check("cluster reachable", FAIL, self.mask(str(e)), "check the network, then Apply again")
+            except Exception as e:  # noqa: BLE001 - never a traceback on screen (it could carry a secret)
+                st.error = Check("apply finished", FAIL, self.mask(f"{type(e).__name__}: {e}"),
+                                 "press Apply again: it continues from where the cluster is")
+            if st.error is not None:
+                self.record({"type": "stage_failed", "stage": st.key, "check": st.error.name,
+                             "cause": self.mask(st.error.cause), "fix": st.error.fix})
+            return st.error is None
+        ok = self._step(i, "applying", run)
+        if not ok:
+            st.observed = None  # what was inspected before is stale now: the next Apply inspects and plans again
+            if st.paused:  # the nodes are fine: show what is left to restart
+                error = st.error
+                self.inspect_stage(i)
+                self.plan_stage(i)
+                st.error = error
+                self._changed(i)
+        if ok:
+            self.verify_stage(i)
+            self.inspect_stage(i)
+            self.plan_stage(i)
+            if st.changes:  # applied, verified, yet the cluster still differs: say it, don't hide it
+                self._changed(i)
+        return ok and not self.blocking(i)
+
+    def _precheck(self, i: int) -> None:
+        """Before the run's first write: every later stage's prechecks (bad input stops it with nothing half-done)."""
+        if self._prechecked:
+            return
+        for later in self.states[i:]:
+            bad = [c for c in later.stage.precheck(self.ctx) if c.status == FAIL and c.gating]
+            if bad:
+                c = bad[0]
+                raise StageFailed(Check(f"{later.title}: {c.name}", FAIL, c.cause, c.fix, c.evidence))
+        self._prechecked = True
+
+    def _rolling_restart(self, changes: list[Change]) -> None:
+        # The stage's own apply() does the same; here the RollingRestart object is kept so Pause can
+        # reach its stop_requested ("finish the current node, then stop").
+        from .restart import RollingRestart
+        from .stages.base import failed
+        rr = RollingRestart(self.ctx)
+        rr.stop_requested = self._pause
+        self.rollout = rr
+        try:
+            report = rr.run([c.payload for c in changes])
+        finally:
+            self.rollout = None
+            self.ctx.cache.pop("node_facts", None)
+        if not report.ok:
+            f = report.failed
+            raise StageFailed(failed(f"{f.node} came back", f.summary(), f.next_step(),
+                                     {"proofs": f.proofs, "elapsed": round(f.elapsed, 1)}))
+        left = [r.node for r in report.runs if r.phase == "skipped"]
+        if left:
+            raise _Paused(left)
+
+    def pause(self) -> None:
+        """Finish the node(s) restarting now, then stop."""
+        self._pause = True
+        if self.rollout is not None:
+            self.rollout.stop_requested = True
+
+    def abort(self) -> None:
+        """Stop at the next progress event; the engine cleans up its pods on the way out."""
+        self._abort.set()
+        if self.rollout is not None:
+            self.rollout.stop_requested = True
+
+    def override(self, check: Check | str, typed_confirmation: str, i: int | None = None) -> Override:
+        """Pass over a failed gating check: the operator types the stage's key to confirm."""
+        i = self.current if i is None else i
+        st = self.states[i]
+        name = check if isinstance(check, str) else check.name
+        failing = {c.name: c for c in st.failing()}
+        if name not in failing:
+            raise ValueError(f"{name!r} is not a failing gating check of {st.title}")
+        if typed_confirmation.strip().lower() != st.key:
+            raise ValueError(f"type {st.key!r} to override")
+        from .lock import identity
+        o = Override(st.key, name, self.mask(failing[name].cause), typed_confirmation.strip(), identity(),
+                     time.time())
+        self.overrides.append(o)
+        self.record({"type": "override", **o.to_dict()})
+        self._changed(i)
+        return o
+
+    def advance(self) -> int:
+        """Mark the current stage done and open the next; returns the new current index."""
+        i = self.current
+        if not self.can_advance(i):
+            raise ValueError(self.next_reason(i))
+        st = self.states[i]
+        st.done = True
+        self.record({"type": "stage_finished", "stage": st.key,
+                     "checks": {c.name: c.status for c in st.checks or []},
+                     "overridden": [o.check for o in self.overridden(i)]})
+        if i + 1 < len(self.states):
+            self.current = i + 1
+        else:
+            self.finish()
+        self._changed(i)
+        self._changed(self.current)
+        return self.current
+
+    @property
+    def complete(self) -> bool:
+        return all(s.done for s in self.states)
+
+    def finish(self) -> None:
+        self.finished = time.time()
+        if self.journal is not None:
+            try:
+                self.journal.finish()
+            except Exception:  # noqa: BLE001 - see record()
+                pass
+
+    # ------------------------------------------------------------------ audit
+    def audit_all(self) -> None:
+        """Audit: verify every stage (inspect where it reads only), in order."""
+        for i in range(len(self.states)):
+            if self._abort.is_set():
+                return
+            self.open_stage(i)
+
+    # ------------------------------------------------------------------ lock and journal
+    def _take_lock(self) -> None:
+        if self.lock is not None:
+            return
+        from .lock import ClusterLock, LockHeld
+        lock = ClusterLock(self.ctx.cluster)
+        try:
+            lock.acquire()
+        except LockHeld as e:
+            raise _LockError(Check("cluster lock", FAIL, str(e), "wait for the other run to finish, or stop it; "
+                                   "then press Apply again")) from None
+        self.lock = lock
+        from .nodeexec import NodeExec
+        p = self.ctx.plan
+        left = NodeExec(self.ctx.cluster, namespace=p.wizard_namespace, image=p.helper_image).sweep()
+        if left:
+            self.on_progress(Progress("lock", f"removed wizard pods an earlier run left behind: {', '.join(left)}",
+                                      time=time.time()))
+            self.record({"type": "swept_pods", "pods": left})
+
+    def _start_journal(self) -> None:
+        J = _journal_module() if self.use_journal else None
+        if J is None or self.journal is not None or self._closed or self._journal_tried:
+            return
+        self._journal_tried = True
+        try:
+            from .cluster import Cluster
+            from .lock import identity
+            cid = J.cluster_id(self.ctx.cluster)
+            previous = self._resume_from  # None: a new run (also when the operator chose to start over)
+            mirror = Cluster(self.ctx.cluster.api, patience=3) if getattr(self.ctx.cluster, "_writable", False) \
+                else None
+            holder = self.lock.me if self.lock else identity()
+            self.journal = J.Journal.start(cid, server=self.ctx.cluster.server, holder=holder,
+                                           secrets=self.ctx.secrets, mirror=mirror, resume=previous)
+        except Exception:  # noqa: BLE001 - the journal is advice; without it there is just no resume
+            self.journal = None
+
+    def find_unfinished(self) -> ResumeOffer | None:
+        """An unfinished run of this cluster in the journal, or None (also when there is no journal)."""
+        J = _journal_module() if self.use_journal else None
+        if J is None:
+            return None
+        try:
+            previous = J.Journal.load(J.cluster_id(self.ctx.cluster), self.ctx.cluster)
+        except Exception:  # noqa: BLE001 - an unreadable journal means no resume, not no wizard
+            return None
+        if previous is None or not previous.unfinished():
+            return None
+        return ResumeOffer(previous.started, getattr(previous, "holder", ""), previous.stage, list(previous.done),
+                           list(getattr(previous, "nodes_proven", [])), journal=previous)
+
+    def reinspect(self, offer: ResumeOffer) -> ResumeOffer:
+        """Verify the stages the journal says are done, in order; the first that no longer passes ends the run."""
+        offer.still_done, offer.differs = [], []
+        for key in offer.done:
+            try:
+                i = self.index(key)
+            except StopIteration:
+                continue
+            self.open_stage(i)
+            if self.blocking(i) or self.states[i].changes:
+                offer.differs.append(key)
+                break
+            offer.still_done.append(key)
+        return offer
+
+    def resume(self, offer: ResumeOffer) -> int:
+        """Continue the journal's run: the re-inspected done stages are done; the next one is current."""
+        self._resume_from = offer.journal
+        n = 0
+        for i, st in enumerate(self.states):
+            if st.key in offer.still_done and i == n:
+                st.done = True
+                n += 1
+        self.current = min(n, len(self.states) - 1)
+        for i in range(len(self.states)):
+            self._changed(i)
+        return self.current
+
+    def start_over(self) -> None:
+        self._resume_from = None
+        for st in self.states:
+            st.done = False
+        self.current = 0
+
+    def close(self, wait: float = 30.0) -> None:
+        """Stop what runs (Abort), wait for it to unwind, release the lock."""
+        self._closed = True
+        self.abort()
+        if self._busy.acquire(timeout=wait):
+            self._busy.release()
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+    # ------------------------------------------------------------------ report
+    def results(self) -> list[StageResult]:
+        out = []
+        for st in self.states:
+            checks = list(st.checks or [])
+            if st.error is not None:
+                checks.insert(0, st.error)
+            out.append(StageResult(st.stage, checks))
+        return out
+
+    def report(self, cluster_info: dict | None = None) -> dict:
+        info = dict(cluster_info or {"server": getattr(self.ctx.cluster, "server", "")})
+        return {"cluster": info, "mode": "audit" if self.audit else "migration",
+                "started": self.started, "finished": self.finished,
+                "stages": [dict(r.to_dict(), done=st.done) for r, st in zip(self.results(), self.states, strict=True)],
+                "overrides": [o.to_dict() for o in self.overrides]}
+
+    def render_report(self, fmt: str, cluster_info: dict | None = None) -> str:
+        """The report as JSON or Markdown (the headless audit's format, plus overrides); secrets masked."""
+        info = dict(cluster_info or {"server": getattr(self.ctx.cluster, "server", "")})
+        if fmt == "json":
+            return self.mask(json.dumps(self.report(info), indent=2, default=str)) + "\n"
+        text = render_audit(self.results(), info, fmt, secrets=self.ctx.secrets)
+        if fmt == "markdown":
+            if not self.audit:
+                text = text.replace("# ghcr2gitea audit", "# ghcr2gitea migration report", 1)
+            lines = ["", "## Overrides", ""]
+            if self.overrides:
+                lines += ["| Stage | Check | Cause | Typed | By |", "|---|---|---|---|---|"]
+                lines += [f"| {o.stage} | {o.check} | {o.cause} | {o.typed} | {o.by} |" for o in self.overrides]
+            else:
+                lines.append("None: every gating check passed.")
+            text += "\n".join(lines) + "\n"
+        return self.mask(text)
+
+
+class _Paused(Exception):
+    def __init__(self, nodes: list[str]):
+        super().__init__(", ".join(nodes))
+        self.nodes = nodes
+
+
+class _LockError(Exception):
+    def __init__(self, check: Check):
+        super().__init__(check.cause)
+        self.check = check
+
+
+# ---------------------------------------------------------------------- what inspect found, as lines
+def registries_state(facts, plan, *, written: bool = False) -> str:
+    """absent / written / needs restart / loaded, from a node's facts (None: not read yet → '')."""
+    if facts is None:
+        return ""
+    try:
+        data = R.parse(facts.text, facts.node)
+    except R.RegistriesInvalid:
+        return "invalid"
+    if facts.text is None or R.configured(data, plan):
+        return "absent"
+    if facts.restart_reason(plan) is None:
+        return "loaded"
+    return "written" if written else "needs restart"
+
+
+def describe_observed(observed: dict, ctx: Context) -> list[str]:
+    """A stage's inspect() result as short lines: present/absent objects, nodes, node files, workloads."""
+    lines: list[str] = []
+    for key, value in (observed or {}).items():
+        if key == "nodes" and isinstance(value, list):
+            servers = [n.name for n in value if isinstance(n, NodeInfo) and n.role == "server"]
+            agents = [n.name for n in value if isinstance(n, NodeInfo) and n.role != "server"]
+            lines.append(f"nodes: {len(value)} — servers: {', '.join(servers) or 'none'}; "
+                         f"agents: {', '.join(agents) or 'none'}")
+        elif key == "live" and isinstance(value, dict):
+            for name, obj in value.items():
+                lines.append(f"{name}: {'present' if obj else 'absent'}")
+        elif key == "facts" and isinstance(value, dict):
+            for node, f in value.items():
+                state = registries_state(f, ctx.plan)
+                unit = f.unit or "no k3s unit"
+                since = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(f.active_enter)) if f.active_enter else "?"
+                lines.append(f"{node}: {unit} {'active' if f.active else 'inactive'} since {since} UTC; "
+                             f"registries.yaml {state}")
+        elif key == "workloads" and isinstance(value, list):
+            for kind, obj, patch in value:
+                md = obj["metadata"]
+                images = ", ".join(c.get("image", "") for c in obj["spec"]["template"]["spec"].get("containers", []))
+                lines.append(f"{kind} {md['namespace']}/{md['name']}: {images}"
+                             + (" — to be moved to Gitea" if patch else ""))
+            if not value:
+                lines.append("no workloads in the plan's namespace")
+        elif key.endswith("_name"):
+            continue
+        elif isinstance(value, dict) and "metadata" in value:
+            md = value["metadata"]
+            label = observed.get(f"{key}_name") or f"{md.get('namespace', '')}/{md.get('name', '')}".strip("/")
+            lines.append(f"{key.replace('_', ' ')}: {value.get('kind', 'object')} {label} present")
+        elif value is None:
+            label = observed.get(f"{key}_name")
+            lines.append(f"{key.replace('_', ' ')}: {'absent' + (f' ({label})' if label else '')}")
+        elif isinstance(value, (str, int, float, bool)):
+            lines.append(f"{key.replace('_', ' ')}: {value}")
+        elif isinstance(value, (list, tuple)):
+            lines.append(f"{key.replace('_', ' ')}: {len(value)} item(s)")
+        else:
+            lines.append(f"{key.replace('_', ' ')}: {type(value).__name__}")
+    return lines or ["nothing to inspect: this stage only checks"]
