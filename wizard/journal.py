@@ -14,12 +14,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .credentials import Secret, mask
+from .fsutil import write_atomic
 
 CONFIGMAP = "ghcr2gitea-journal"
 CONFIGMAP_NAMESPACE = "kube-system"
@@ -158,7 +158,8 @@ class Journal:
             return
         text = mask(json.dumps(self.to_dict(), indent=1, default=str), *self.secrets)
         if self.path is not None:
-            write_atomic(self.path, text)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(self.path, text.encode(), mode=0o600)
         if self.mirror is not None:
             try:
                 self.mirror.apply({"apiVersion": "v1", "kind": "ConfigMap",
@@ -166,27 +167,3 @@ class Journal:
                                    "data": {"journal.json": text}}, "journal")
             except Exception:  # noqa: BLE001 - the local file is the journal; the mirror is best effort
                 pass
-
-
-def write_atomic(path: Path, text: str, mode: int = 0o600) -> None:
-    """temp file in the same directory + fsync + rename: a crash leaves the old file or the new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise

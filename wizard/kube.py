@@ -1,4 +1,4 @@
-"""Talking to the cluster with the real ``kubernetes`` client: connecting, and live node state.
+"""Talking to the cluster with the real ``kubernetes`` client: connecting, and what a node looks like.
 
 kubeconfig is resolved as kubectl does it: an explicit path, else ``KUBECONFIG``, else
 ``~/.kube/config``, else the in-cluster service account.
@@ -6,18 +6,11 @@ kubeconfig is resolved as kubectl does it: an explicit path, else ``KUBECONFIG``
 
 from __future__ import annotations
 
-import logging
 import os
-import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from kubernetes import client, config, watch
-from kubernetes.client.rest import ApiException
-
-log = logging.getLogger(__name__)
+from kubernetes import client, config
 
 
 class ClusterUnreachable(Exception):
@@ -61,76 +54,3 @@ class NodeInfo:
         ready = next((c["status"] for c in st.get("conditions") or [] if c["type"] == "Ready"), "Unknown")
         ip = next((a["address"] for a in st.get("addresses") or [] if a["type"] == "InternalIP"), "")
         return cls(md["name"], role, ready, (st.get("nodeInfo") or {}).get("kubeletVersion", ""), ip)
-
-
-class NodeWatch:
-    """Keeps a live view of the cluster's nodes: list, then watch from that resourceVersion.
-
-    Reconnects with backoff when the API goes away (a K3s server restart), and relists
-    when the watch answers 410 Gone. ``on_change(added_or_modified, deleted_names)`` is
-    called from the watch thread with batches of changes.
-    """
-
-    def __init__(self, api: client.ApiClient, on_change: Callable[[list[NodeInfo], list[str]], None],
-                 on_status: Callable[[str], None] | None = None):
-        self.core = client.CoreV1Api(api)
-        self.on_change = on_change
-        self.on_status = on_status or (lambda s: None)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._watch: watch.Watch | None = None
-
-    def start(self) -> NodeWatch:
-        self._thread = threading.Thread(target=self._run, name="node-watch", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._watch:
-            self._watch.stop()
-
-    def _run(self) -> None:
-        backoff = 0.2
-        rv = None
-        while not self._stop.is_set():
-            try:
-                if rv is None:
-                    lst = self.core.list_node(_request_timeout=10)
-                    rv = lst.metadata.resource_version
-                    nodes = [NodeInfo.from_node(api_dict(n)) for n in lst.items]
-                    self.on_change(nodes, [])
-                    self.on_status("live")
-                self._watch = w = watch.Watch()
-                for ev in w.stream(self.core.list_node, resource_version=rv, allow_watch_bookmarks=True,
-                                   timeout_seconds=300, _request_timeout=(5, 330)):
-                    obj = ev["raw_object"]
-                    rv = obj["metadata"]["resourceVersion"]
-                    if ev["type"] == "BOOKMARK":
-                        continue
-                    if ev["type"] == "DELETED":
-                        self.on_change([], [obj["metadata"]["name"]])
-                    else:
-                        self.on_change([NodeInfo.from_node(obj)], [])
-                    if self._stop.is_set():
-                        break
-                backoff = 0.2
-            except ApiException as e:
-                if e.status == 410:
-                    rv = None  # compacted: relist
-                    continue
-                self.on_status(f"API error {e.status}, retrying")
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 5)
-            except Exception as e:  # noqa: BLE001 - connection refused while a server restarts, timeouts
-                if self._stop.is_set():
-                    break
-                log.debug("node watch: %s", e)
-                self.on_status("API unreachable, retrying")
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 5)
-
-
-def api_dict(obj) -> dict:
-    """A client model as the API's JSON (camelCase keys)."""
-    return client.ApiClient().sanitize_for_serialization(obj)

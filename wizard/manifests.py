@@ -17,11 +17,8 @@ A GHCR image the plan does not list is reported with its position, never guessed
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import os
-import stat
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +26,7 @@ from pathlib import Path
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from .fsutil import write_atomic
 from .plan import Image, Plan
 
 SOURCE_REGISTRY = "ghcr.io/"
@@ -353,23 +351,3 @@ def scan(paths: Iterable[str | os.PathLike], plan: Plan) -> Scan:
     return out
 
 
-def write_atomic(path: str | os.PathLike, data: bytes, mode: int | None = None) -> None:
-    """Write through a temp file in the same folder, fsync, then rename over the target (its mode kept)."""
-    real = Path(os.path.realpath(path))  # a symlinked manifest stays a symlink
-    if mode is None:
-        try:
-            mode = stat.S_IMODE(real.stat().st_mode)
-        except FileNotFoundError:
-            mode = 0o644
-    fd, tmp = tempfile.mkstemp(prefix=f".{real.name}.", suffix=".ghcr2gitea-tmp", dir=real.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, real)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise

@@ -1,8 +1,7 @@
 """Live views for the wizard's cluster panel: nodes and the wizard's own pods, from list + watch.
 
 Plain JSON over ``ClusterReader`` (no client model objects: a 1000-node list converts about
-twice as fast, and heartbeat events cost little), the same shape as ``kube.NodeWatch``: list,
-then watch from that resourceVersion; relist on 410 Gone; reconnect with backoff while the API
+twice as fast, and heartbeat events cost little): list, then watch from that resourceVersion; relist on 410 Gone; reconnect with backoff while the API
 is away (a K3s server restarting). Read-only by construction.
 """
 

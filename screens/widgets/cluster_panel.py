@@ -1,6 +1,6 @@
 """The live cluster panel: every node with its role, Ready, kubelet, registries.yaml state and wizard pods.
 
-Fed by watches (``NodeWatch``, ``PodWatch``), never polled. Changes are coalesced: one redraw
+Fed by watches (``watches.node_watch``, ``watches.pod_watch``), never polled. Changes are coalesced: one redraw
 per frame touches only the rows that changed, so a 1000-node cluster restarting stays fluid.
 """
 
