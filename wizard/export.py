@@ -159,6 +159,8 @@ def build(ctx: Context, plan_label: str, nodes: list[str]) -> list[ExportFile]:
     p = ctx.plan
     files = []
     for st, obj in objects(ctx):
+        if p.vault_path and obj["kind"] == "Secret" and obj["metadata"]["name"] in (p.push_secret, p.pull_secret):
+            continue  # External Secrets renders these from Vault (below)
         files.append(ExportFile(object_path(obj), object_text(st, obj, plan_label),
                                 f"{obj['kind']} {obj['metadata'].get('namespace')}/{obj['metadata']['name']}"
                                 + (" (template)" if FILL in (obj["metadata"].get("annotations") or {}) else "")))
@@ -168,10 +170,46 @@ def build(ctx: Context, plan_label: str, nodes: list[str]) -> list[ExportFile]:
         if p.node_tls == "ca" and p.registry_ca_file:
             files.append(ExportFile(f"nodes/{node}/gitea-registry-ca.crt", Path(p.registry_ca_file).read_text(),
                                     f"node {node}: {NODE_CA}"))
+    if p.vault_path:
+        for obj in external_secrets(p):
+            files.append(ExportFile(object_path(obj), yaml.safe_dump(obj, sort_keys=False),
+                                    f"ExternalSecret {obj['metadata']['namespace']}/{obj['metadata']['name']} "
+                                    f"(ESO, from Vault {p.vault_path})"))
     text = W.render(p, W.live_rollouts(ctx.cluster, p), plan_label)
     files.append(ExportFile("ci/build-image.yml.txt", text, f"CI workflow (copy to {p.workflow})"))
     files.append(ExportFile("README.md", readme(p, plan_label, files, nodes), "what to fill, copy and apply"))
     return files
+
+
+ESO_STORE = "vault-backend"
+
+
+def external_secrets(p: Plan) -> list[dict]:
+    """External Secrets Operator objects that build both registry secrets from Vault (guide, Step 2 optional).
+
+    Vault holds ``username`` and ``password`` at ``vault.path`` (``vault kv put <path> username=… password=…``);
+    ESO renders the dockerconfigjson, so the token lives in Vault only.
+    """
+    def entry(host: str) -> str:
+        return (f'"{host}": {{"username": "{{{{ .username }}}}", "password": "{{{{ .password }}}}", '
+                f'"auth": "{{{{ printf "%s:%s" .username .password | b64enc }}}}"}}')
+
+    out = []
+    for name, hosts in ((p.push_secret, (p.internal_service, p.realm_host)), (p.pull_secret, (p.registry_host,))):
+        config = '{"auths": {' + ", ".join(entry(h) for h in hosts) + "}}"
+        out.append({
+            "apiVersion": "external-secrets.io/v1beta1", "kind": "ExternalSecret",
+            "metadata": {"name": name, "namespace": p.secrets_namespace,
+                         "labels": {"app.kubernetes.io/managed-by": "ghcr2gitea", "ghcr2gitea.io/stage": "secrets"},
+                         "annotations": {FILL: f"needs a ClusterSecretStore named {ESO_STORE} for Vault, and "
+                                               f"`vault kv put {p.vault_path} username={p.username} password=TOKEN`"}},
+            "spec": {"refreshInterval": "1h",
+                     "secretStoreRef": {"kind": "ClusterSecretStore", "name": ESO_STORE},
+                     "target": {"name": name, "creationPolicy": "Owner", "template": {
+                         "type": "kubernetes.io/dockerconfigjson", "data": {".dockerconfigjson": config}}},
+                     "data": [{"secretKey": k, "remoteRef": {"key": p.vault_path, "property": k}}
+                              for k in ("username", "password")]}})
+    return out
 
 
 def readme(p: Plan, plan_label: str, files: list[ExportFile], nodes: list[str]) -> str:
@@ -228,6 +266,9 @@ def readme(p: Plan, plan_label: str, files: list[ExportFile], nodes: list[str]) 
         "server-side apply: the wizard takes such fields over (it applies with force), so add `--force-conflicts`",
         "to that first apply once you have read the diff (`kubectl diff --server-side -R -f .`).",
         "",
+        *([f"With `vault.path` set, the two registry Secrets come from Vault through External Secrets "
+           f"(`externalsecret.external-secrets.io_*.yaml`, ClusterSecretStore `{ESO_STORE}`): put the token there "
+           f"with `vault kv put {p.vault_path} username={p.username} password=TOKEN`.", ""] if p.vault_path else []),
         "Image references in the workloads' own manifests are not here: `ghcr2gitea rewrite --plan PLAN --write",
         "PATH...` changes them in place (comments and formatting kept).",
         "",

@@ -192,3 +192,32 @@ def test_nodes_that_trust_a_ca_get_the_ca_file_beside_their_registries_yaml(sand
         assert (out / f"nodes/{node}/gitea-registry-ca.crt").read_bytes() == sandbox.ca_file.read_bytes()
         entry = yaml.safe_load((out / f"nodes/{node}/registries.yaml.tmpl").read_text())["configs"]
         assert all(e["tls"] == {"ca_file": X.NODE_CA} for e in entry.values())
+
+
+def test_with_a_vault_path_the_registry_secrets_come_from_external_secrets(sandbox, tmp_path):
+    plan = yaml.safe_load(sandbox.plan.read_text())
+    plan["vault"] = {"path": "secret/gitea/registry"}
+    pf = tmp_path / "plan.yaml"
+    pf.write_text(yaml.safe_dump(plan))
+    out = tmp_path / "gitops"
+    res = run_cli(sandbox, "export", "--plan", str(pf), "--dir", str(out))
+    assert res.returncode == 0, res.stderr
+    objs = objects_in(out)
+    assert "default/secret_gitea-registry-push.yaml" not in objs  # ESO renders them instead
+    push = objs["default/externalsecret.external-secrets.io_gitea-registry-push.yaml"]
+    pull = objs["default/externalsecret.external-secrets.io_gitea-registry-secret.yaml"]
+    assert [d["remoteRef"] for d in push["spec"]["data"]] == [
+        {"key": "secret/gitea/registry", "property": "username"},
+        {"key": "secret/gitea/registry", "property": "password"}]
+    # ESO's template, rendered the way its Go templates would, is the dockerconfigjson with BOTH push hosts
+    tmpl = push["spec"]["target"]["template"]["data"][".dockerconfigjson"]
+    rendered = (tmpl.replace("{{ .username }}", "registry-user").replace("{{ .password }}", "tok")
+                .replace('{{ printf "%s:%s" .username .password | b64enc }}', "cmVnaXN0cnktdXNlcjp0b2s="))
+    hosts = set(json.loads(rendered)["auths"])
+    assert hosts == {"gitea-http.gitea-system.svc.cluster.local:3000", plan["gitea"]["root_url"].split("/")[2]}
+    assert set(json.loads(pull["spec"]["target"]["template"]["data"][".dockerconfigjson"].replace(
+        "{{ .username }}", "u").replace("{{ .password }}", "p").replace(
+        '{{ printf "%s:%s" .username .password | b64enc }}', "dTpw"))["auths"]) == {plan["registry"]["host"]}
+    token = sandbox.token_file.read_text().strip()
+    assert all(token not in p.read_text() for p in out.rglob("*") if p.is_file())
+    assert "vault kv put secret/gitea/registry" in (out / "README.md").read_text()
