@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 
+from helpers import mutating_requests as mutating_requests_of
 from helpers import run_cli
 
 CANARY = "canary-3b1f9e7c2d4a6f80b5e1c9d7a3f2e6b4d8c0a1e9"
@@ -72,3 +73,37 @@ def test_no_token_and_no_private_key_in_anything_the_tool_produced(make_sandbox,
     reliability.record("secrets", "canary token through plan, dry-run, killed + resumed apply, audit (3 formats), "
                        "a wrong-token run; the proxy key", "neither appears in any output, the journal file, "
                        "its ConfigMap mirror, or any cluster object other than the Secrets")
+
+
+async def test_ui_screens_export_and_report_never_show_the_token(make_sandbox, tmp_path, monkeypatch, reliability):
+    """The demo UI through Credentials and Registry secrets, its report export, and the GitOps export."""
+    from screens.demo import demo_app
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    sb = make_sandbox(gitea_token=CANARY, restart_seconds=(0.2, 0.3))
+    app = demo_app(sb, blink=False, export_dir=tmp_path / "report")
+    shots = []
+    async with app.run_test(size=(120, 36)) as pilot:
+        for key in ("", "n", "a", "n", "a", "n", "e"):  # Preflight → Credentials → Registry secrets (applied) → export
+            if key:
+                await pilot.press(key)
+            for _ in range(40):
+                await pilot.pause(0.05)
+                if not app._busy():
+                    break
+            shots.append(app.export_screenshot())
+    applied = [m for m in mutating_requests_of(sb) if "/secrets/gitea-registry-push" in m]
+    assert applied, "the UI did not get as far as applying the registry secrets"
+    res = run_cli(sb, "export", "--plan", str(sb.plan), "--dir", str(tmp_path / "gitops"))
+    assert res.returncode == 0, res.stderr
+    produced = {f"screen {i}": s for i, s in enumerate(shots)}
+    produced["export output"] = res.stdout + res.stderr
+    for f in list((tmp_path / "gitops").rglob("*")) + list((tmp_path / "report").rglob("*")) + list(
+            (tmp_path / "state").rglob("*")):
+        if f.is_file():
+            produced[str(f)] = f.read_text(errors="replace")
+    assert any("gitops" in k for k in produced) and len(shots) == 7
+    for where, text in produced.items():
+        for form in _forms(CANARY):
+            assert form not in text, f"the token (as {form[:12]}…) leaked into {where}"
+    reliability.record("secrets", "canary token through the UI (screens after each step, report export) and the "
+                       "GitOps export", "the token appears on no screen and in no exported file")
