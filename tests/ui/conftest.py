@@ -48,7 +48,11 @@ async def _settle(pilot, timeout: float = 60.0, pods: bool = True) -> None:
         await pilot.pause(0.05)
         busy = app._busy() or any(w.is_running for w in app.workers if w.group == "engine")
         panel = app.query_one("#cluster")
-        quiet = not busy and not app.events._scheduled and panel.nodes and not panel.coalescer._scheduled
+        table = panel.query_one("#nodes")
+        # DataTable sizes new rows' columns on idle: a screenshot before that shows truncated cells
+        sized = not table._require_update_dimensions and not table._new_rows and not table._updated_cells
+        quiet = (not busy and not app.events._scheduled and panel.nodes and not panel.coalescer._scheduled
+                 and sized)
         if quiet and (not pods or not panel.pods):
             await pilot.pause(0.1)
             if not app._busy():
