@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,15 @@ def run_cli(sb: Sandbox | None, *args: str, token: str | None = "sandbox", env: 
     full.update(env or {})
     return subprocess.run([str(Path(sys.executable).parent / "ghcr2gitea"), *args], capture_output=True, text=True,
                           env=full, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def poll(fn, timeout: float = 10.0, interval: float = 0.05, what: str = "condition"):
+    """fn() until truthy; its value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout} s")
+        time.sleep(interval)

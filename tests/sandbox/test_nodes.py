@@ -15,6 +15,7 @@ import httpx
 import pytest
 import urllib3
 import yaml
+from helpers import poll
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
@@ -69,18 +70,6 @@ def on_node(v1: client.CoreV1Api, node: str, script: str, timeout: float = 15.0)
 def state(sb) -> dict:
     """The sandbox's own view (no auth, self-signed)."""
     return httpx.get(f"{sb.api_url}/_sandbox/state", verify=False, timeout=5).json()
-
-
-def poll(fn, timeout: float = 10.0, interval: float = 0.05, what: str = "condition"):
-    """fn() until truthy; its value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout} s")
-        time.sleep(interval)
 
 
 def registries_yaml(sb) -> str:

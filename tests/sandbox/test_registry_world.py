@@ -17,6 +17,7 @@ import time
 import httpx
 import pytest
 import yaml
+from helpers import poll
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
@@ -166,17 +167,6 @@ def pod_body(*, containers: list[dict], node_name: str | None = None, host_pid: 
     spec.update({keys[k]: v for k, v in extra.items()})
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"w{next(_names)}-{int(time.time() * 1e3) % 10**6}"},
             "spec": spec}
-
-
-def poll(fn, timeout: float = 10.0, interval: float = 0.05, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout} s")
-        time.sleep(interval)
 
 
 def registries(entries: dict[str, dict]) -> str:
