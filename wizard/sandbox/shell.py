@@ -40,7 +40,8 @@ Shell subset (strict: anything else stops the script with status 127 and `sh: NA
   tee (-a), test / [ ] (-e -f -d -s -r -w -x -L -n -z = != -eq -ne -gt -lt -ge -le ! -a -o),
   true, false, :, base64 (-d -w), hostname, date (-u, -I[seconds], -R, +FORMAT incl %s %N),
   stat (-c %Y %s %a %A %n %y %F %U %G), sleep, chmod (octal or u+x style), sha256sum,
-  grep (-q -i -v -F -E -c -n -x -w -s -l -e), ls (-1 -a -l -d).
+  grep (-q -i -v -F -E -c -n -x -w -s -l -e), ls (-1 -a -l -d), umask [OCTAL] (modes of files
+  that redirections create).
 - Other commands come from the caller (ShellContext.commands: systemctl, curl, k3s, ...) and
   take precedence over the builtins above (not over exit/set/export/unset); a command named
   by path (/usr/bin/curl) is looked up by its base name. `sh: NAME: not found` goes to the
@@ -506,6 +507,7 @@ class _Shell:
         self.out = bytearray()
         self.rc = 0
         self.subst_rc: int | None = None
+        self.umask = 0o022  # files created by redirections get 0666 & ~umask, as in a real shell
 
     async def run(self, program: list) -> None:
         for item in program:
@@ -607,7 +609,8 @@ class _Shell:
                 fds[r.fd] = ("null",)
             else:
                 try:
-                    fs.write(path, b"", append=r.op == ">>")
+                    new = not fs.isfile(path)
+                    fs.write(path, b"", append=r.op == ">>", mode=(0o666 & ~self.umask) if new else None)
                 except FSError as e:
                     return f"can't create {path}: {'nonexistent directory' if e.args[0].startswith('No such') else e}"
                 fds[r.fd] = ("file", path)
@@ -711,6 +714,7 @@ class _Shell:
 
     async def _subst(self, program: list) -> str:
         child = _Shell(self.ctx, dict(self.vars), dataclasses.replace(self.opts), self.err)
+        child.umask = self.umask
         child.rc = self.rc
         try:
             await child.run(program)
@@ -749,6 +753,14 @@ class _Shell:
                 setattr(self.opts, _SET_LETTERS[letter], on)
         return 0, b"", b""
 
+    def _umask(self, argv: list[str]) -> tuple[int, bytes, bytes]:
+        if len(argv) == 1:
+            return 0, f"{self.umask:04o}\n".encode(), b""
+        if len(argv) != 2 or not re.fullmatch(r"[0-7]{1,4}", argv[1]):
+            return 1, b"", f"sh: umask: invalid mode '{' '.join(argv[1:])}'\n".encode()
+        self.umask = int(argv[1], 8)
+        return 0, b"", b""
+
     def _export(self, argv: list[str]) -> tuple[int, bytes, bytes]:
         for arg in argv[1:]:
             if arg == "-p":
@@ -768,6 +780,7 @@ _SPECIAL: dict[str, Callable[[_Shell, list[str]], tuple[int, bytes, bytes]]] = {
     "set": _Shell._set,
     "export": _Shell._export,
     "unset": _Shell._export,
+    "umask": _Shell._umask,
 }
 
 
