@@ -45,7 +45,7 @@ def sandbox_state(sb: Sandbox) -> dict:
     while True:  # the API port is down while the sandbox restarts k3s on dellmini1
         try:
             return httpx.get(f"{sb.api_url}/_sandbox/state", verify=False, timeout=10).json()
-        except httpx.ConnectError:
+        except httpx.TransportError:  # refused, or cut mid-response (RemoteProtocolError) while it restarts
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -31,6 +32,7 @@ FIELD_MANAGER = "ghcr2gitea"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "ghcr2gitea"}
 STAGE_LABEL = "ghcr2gitea.io/stage"
 RETRY_STATUSES = {429, 500, 502, 503, 504}
+USER_AGENT = f"ghcr2gitea/0.1 (pid {os.getpid()})"
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,9 @@ class ClusterReader:
         self.requests = 0
         self.max_delay = 1.0  # backoff cap; the rolling restart lowers it while an API server restarts
         self.retry_note = ""  # why the API may be away right now, said with each retry
+        # Called before every mutating request (the cluster lock installs its check: a run that lost
+        # its Lease must not write anything more); raises to stop the request.
+        self.fence: Callable[[], None] | None = None
 
     @classmethod
     def connect(cls, kubeconfig: str | None = None, context: str | None = None, **kw) -> ClusterReader:
@@ -106,6 +111,12 @@ class ClusterReader:
 
     def close(self) -> None:
         self.api.close()
+
+    def sibling(self, **kw) -> ClusterReader:
+        """Another connection of the same class on the same API client, under the same fence."""
+        other = type(self)(self.api, **kw)
+        other.fence = lambda: self.fence() if self.fence is not None else None
+        return other
 
     # ---------------------------------------------------------------- transport
     def _url(self, path: str, query: dict | None) -> str:
@@ -115,17 +126,21 @@ class ClusterReader:
     def _headers(self, content_type: str | None = None, accept: str = "application/json") -> dict:
         _, _, headers, _, _ = self.api.param_serialize("GET", "/", header_params={"Accept": accept},
                                                        auth_settings=["BearerToken"])
-        headers["User-Agent"] = "ghcr2gitea/0.1"
+        headers["User-Agent"] = USER_AGENT  # names this process: the request log tells runs apart
         if content_type:
             headers["Content-Type"] = content_type
         return headers
 
     def request(self, method: str, path: str, *, query: dict | None = None, body=None,
                 content_type: str | None = None, timeout: float | None = None, raw: bool = False,
-                retry: bool = True):
-        """One API call with retries; returns parsed JSON (or text with raw=True)."""
+                retry: bool = True, fence: bool = True):
+        """One API call with retries; returns parsed JSON (or text with raw=True).
+
+        A mutating call first passes ``self.fence`` (unless ``fence=False``: the lock's own writes)."""
         if method != "GET" and not self._may_write(method, path):
             raise ReadOnlyViolation(f"{method} {path} refused: this connection is read-only (audit)")
+        if method != "GET" and fence and self.fence is not None:
+            self.fence()
         deadline = time.monotonic() + self.patience
         delay = 0.05
         attempt = 0

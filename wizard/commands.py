@@ -10,7 +10,7 @@ from .cluster import Cluster, ClusterReader, ProbingReader
 from .credentials import CredentialError, load_token, mask
 from .engine import Runner, audit_exit_code, render_audit
 from .kube import ClusterUnreachable
-from .lock import ClusterLock, LockHeld
+from .lock import ClusterLock, LockHeld, LockLost
 from .stages.base import Context
 
 
@@ -98,7 +98,7 @@ def run_command(args) -> int:
                 _say(f"resuming an unfinished migration ({previous.summary()}); re-inspecting the cluster first — "
                      "where it differs from the journal, the cluster wins")
             runner.journal = Journal.start(cid, server=cluster.server, holder=lock.me, secrets=(token,),
-                                           mirror=Cluster(cluster.api, patience=3), resume=previous)
+                                           mirror=cluster.sibling(patience=3), resume=previous)
             left = NodeExec(cluster, namespace=plan.wizard_namespace, image=plan.helper_image).sweep()
             from .stages.nodes import SECRET_NAME
             if cluster.get("Secret", SECRET_NAME, plan.wizard_namespace) is not None and \
@@ -112,6 +112,9 @@ def run_command(args) -> int:
             lock.release()
     except ClusterUnreachable as e:
         _err(mask(str(e), token))
+        return 2
+    except LockLost as e:
+        _err(str(e))
         return 2
     except KeyboardInterrupt:
         _err("interrupted; run the same command again to continue from where the cluster is")

@@ -3,11 +3,18 @@
 The holder identity says who (user@host), which process and since when, so a second run
 can tell the operator. A lease whose holder stopped renewing it for longer than its TTL is
 stale and may be taken over — only when the operator says so.
+
+The lease FENCES the run: once acquired, every mutating request of this run's connection
+first checks that the Lease still names this run as holder at the resourceVersion this run
+last wrote (``ClusterLock.check``, installed as ``cluster.fence``). A run that was suspended
+past the TTL (a laptop asleep) and taken over by another run stops at once with ``LockLost``
+and sends nothing: renewals, too, are compare-and-swap on that resourceVersion.
 """
 
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import socket
 import threading
@@ -18,12 +25,25 @@ from .cluster import ApiError, Cluster
 
 LEASE_NAME = "ghcr2gitea"
 LEASE_NAMESPACE = "kube-system"
-TTL = 60  # seconds without renewal before a lease counts as stale
-RENEW_EVERY = 15
+LEASE_PATH = f"/apis/coordination.k8s.io/v1/namespaces/{LEASE_NAMESPACE}/leases/{LEASE_NAME}"
+
+
+def _ttl() -> int:
+    # GHCR2GITEA_LEASE_TTL: seconds without renewal before a lease counts as stale (default 60)
+    text = os.environ.get("GHCR2GITEA_LEASE_TTL", "")
+    return int(text) if text.isascii() and text.isdigit() and int(text) >= 2 else 60
+
+
+TTL = _ttl()
+RENEW_EVERY = max(1.0, TTL / 4)
 
 
 class LockHeld(Exception):
     """Another run holds the cluster; the message says who and since when."""
+
+
+class LockLost(Exception):
+    """This run no longer holds the cluster's Lease (taken over while it was suspended): it must stop at once."""
 
 
 def _now() -> datetime:
@@ -82,6 +102,11 @@ class ClusterLock:
         self.cluster = cluster
         self.take_over_stale = take_over_stale
         self.me = identity()
+        self.rv = ""  # the Lease's resourceVersion as this run last wrote it
+        self.lost = ""  # why this run no longer holds the lock ('' while it does)
+        self._unanswered = False  # a renewal got no answer: it may have landed (the Lease's rv moved by us)
+        self._body: dict = {}
+        self._mu = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -100,7 +125,7 @@ class ClusterLock:
                 "metadata": {"name": LEASE_NAME, "namespace": LEASE_NAMESPACE}, "spec": spec}
         if lease is None:
             try:
-                self.cluster.create(body, "lock")
+                written = self.cluster.create(body, "lock")
             except ApiError as e:
                 if e.status == 409:
                     raise LockHeld(f"another ghcr2gitea run took the lock just now: {self.holder().describe()}") \
@@ -117,29 +142,80 @@ class ClusterLock:
                                    "if that run is gone, run again with --take-over-stale-lock")
             body["metadata"]["resourceVersion"] = lease["metadata"]["resourceVersion"]
             try:
-                self.cluster.request("PUT", f"/apis/coordination.k8s.io/v1/namespaces/{LEASE_NAMESPACE}/leases/"
-                                     f"{LEASE_NAME}", body=body, content_type="application/json")
+                written = self.cluster.request("PUT", LEASE_PATH, body=body, content_type="application/json",
+                                               fence=False)
             except ApiError as e:
                 if e.status == 409:
                     raise LockHeld("another ghcr2gitea run took the lock just now") from None
                 raise
+        self._body = written
+        self.rv = written["metadata"]["resourceVersion"]
+        self.cluster.fence = self.check
         self._thread = threading.Thread(target=self._renew, name="lease-renew", daemon=True)
         self._thread.start()
+
+    # ---------------------------------------------------------------- fencing
+    def check(self) -> None:
+        """Raise LockLost unless the Lease still names this run at the resourceVersion it last wrote."""
+        with self._mu:
+            self._confirm()
+
+    def _confirm(self) -> None:
+        if self.lost:
+            raise LockLost(self.lost)
+        lease = self.cluster.get("Lease", LEASE_NAME, LEASE_NAMESPACE)
+        spec = (lease or {}).get("spec") or {}
+        holder = spec.get("holderIdentity") or ""
+        rv = (lease or {}).get("metadata", {}).get("resourceVersion", "")
+        if lease is not None and holder == self.me and rv != self.rv and self._unanswered:
+            # our own renewal landed though its answer was lost (an API server restarting)
+            self._body, self.rv, self._unanswered = lease, rv, False
+        if lease is None or holder != self.me or rv != self.rv:
+            who = f"it is now held by {holder}" if holder and holder != self.me else \
+                "the Lease was released or rewritten by another run"
+            self.lost = (f"this run lost the cluster lock ({who}): another run took over while this one was "
+                         "suspended or cut off; stopping at once without changing anything more — check what the "
+                         "other run did, then run the same command again if needed")
+            self._stop.set()
+            raise LockLost(self.lost)
 
     def _renew(self) -> None:
         while not self._stop.wait(RENEW_EVERY):
             try:
-                self.cluster.patch("Lease", LEASE_NAME, LEASE_NAMESPACE, {"spec": {"renewTime": _micro(_now())}},
-                                   patch_type="merge")
+                with self._mu:
+                    self._confirm()  # compare first: a suspended run that wakes must not write at all
+                    body = json.loads(json.dumps(self._body))
+                    body["metadata"]["resourceVersion"] = self.rv
+                    body["spec"]["renewTime"] = _micro(_now())
+                    try:
+                        written = self.cluster.request("PUT", LEASE_PATH, body=body, retry=False,
+                                                       content_type="application/json", fence=False)
+                    except ApiError as e:
+                        if e.status == 409:  # someone wrote the Lease between our read and our write
+                            self._confirm()
+                        self._unanswered = e.status >= 500
+                        raise
+                    except Exception:
+                        self._unanswered = True
+                        raise
+                    self._body, self.rv = written, written["metadata"]["resourceVersion"]
+                    self._unanswered = False
+            except LockLost:
+                return
             except Exception:  # noqa: BLE001 - the API may be away while a server restarts; next tick retries
                 pass
 
     def release(self) -> None:
         self._stop.set()
+        if self.cluster.fence == self.check:
+            self.cluster.fence = None
+        if self.lost:
+            return  # not ours any more: leave it to its holder
         try:
-            current = self.holder()
-            if current and current.identity == self.me:
-                self.cluster.delete("Lease", LEASE_NAME, LEASE_NAMESPACE)
+            with self._mu:
+                self._confirm()
+                self.cluster.request("DELETE", LEASE_PATH, fence=False, content_type="application/json",
+                                     body={"preconditions": {"resourceVersion": self.rv}})
         except Exception:  # noqa: BLE001 - releasing is best effort; a stale lease can be taken over
             pass
 

@@ -580,8 +580,9 @@ class Session:
             from .lock import identity
             cid = J.cluster_id(self.ctx.cluster)
             previous = self._resume_from  # None: a new run (also when the operator chose to start over)
-            mirror = Cluster(self.ctx.cluster.api, patience=3) if getattr(self.ctx.cluster, "_writable", False) \
-                else None
+            # the journal is mirrored to the cluster whenever this session may write to it, so a wizard run
+            # can be resumed from another machine (headless or UI) like a headless one
+            mirror = self.ctx.cluster.sibling(patience=3) if isinstance(self.ctx.cluster, Cluster) else None
             holder = self.lock.me if self.lock else identity()
             self.journal = J.Journal.start(cid, server=self.ctx.cluster.server, holder=holder,
                                            secrets=self.ctx.secrets, mirror=mirror, resume=previous)
