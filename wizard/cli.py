@@ -133,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "for GitOps (Flux, Argo CD); Secrets as templates")
     add_cluster_options(p)
     p.add_argument("--dir", required=True, metavar="OUT", help="the folder to write (created if missing)")
+    p.add_argument("--force", action="store_true", help="write into a folder that is not empty (the export's files "
+                   "are replaced, others kept)")
     p = sub.add_parser("demo", help="open the wizard on an embedded sandbox")
     add_sandbox_options(p)
     p.add_argument("--dir", help="sandbox folder (default: a temporary one)")

@@ -24,7 +24,7 @@ from urllib.parse import urlencode
 import urllib3
 from kubernetes import client
 
-from .kube import ClusterUnreachable, api_client
+from .kube import ClusterUnauthorized, ClusterUnreachable, api_client
 
 log = logging.getLogger(__name__)
 
@@ -153,14 +153,24 @@ class ClusterReader:
                     body=body, _request_timeout=(5, timeout or self.request_timeout))
                 data = resp.read() if hasattr(resp, "read") else resp.data
                 status = resp.status
-            except (urllib3.exceptions.HTTPError, OSError) as e:
+            except (urllib3.exceptions.HTTPError, OSError, client.ApiException) as e:
                 status, data, err = None, b"", e
+                if _tls_refused(e):  # not transient: retrying cannot make a wrong CA right
+                    raise ClusterUnreachable(
+                        f"cluster API {self.server}: its TLS certificate is not trusted by the kubeconfig's CA "
+                        f"({_short(e)}); check certificate-authority(-data) of this context, or that the "
+                        "kubeconfig points at the right cluster") from None
             else:
                 err = None
             if status is not None and status < 400:
                 if raw:
                     return data.decode("utf-8", errors="replace")
                 return json.loads(data) if data else {}
+            if status == 401:
+                raise ClusterUnauthorized(
+                    f"cluster API {self.server} refused the kubeconfig's credentials (401 Unauthorized): the "
+                    "user's token or client certificate is wrong or expired; refresh the kubeconfig "
+                    "(e.g. copy /etc/rancher/k3s/k3s.yaml again) and run the same command again")
             if status is not None and status not in RETRY_STATUSES:
                 e = _api_error(status, data)
                 e.retried = attempt > 1
@@ -335,10 +345,19 @@ def _api_error(status: int, data: bytes) -> ApiError:
         return ApiError(status, "", (data or b"").decode("utf-8", errors="replace")[:200])
 
 
+def _tls_refused(err: BaseException) -> bool:
+    text = f"{err!r} {err}"
+    return "CERTIFICATE_VERIFY_FAILED" in text or "SSLCertVerificationError" in text or \
+        "certificate verify failed" in text
+
+
 def _short(err: BaseException | None) -> str:
     text = str(err or "")
     if "Connection refused" in text or "ConnectionRefused" in text:
         return "connection refused"
     if "timed out" in text.lower():
         return "timed out"
+    if _tls_refused(err) if err is not None else False:
+        return "certificate verify failed" + (": self-signed certificate in chain" if "self-signed" in text
+                                              or "self signed" in text else "")
     return text.split("(Caused by")[-1].strip(" )")[:120] or type(err).__name__

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 
 from . import plan as plan_mod
@@ -13,8 +14,11 @@ from .kube import ClusterUnreachable
 from .lock import ClusterLock, LockHeld, LockLost
 from .stages.base import Context
 
+_ERRORS: list[str] = []  # what _err said during this command (an audit report carries them when it cannot check)
+
 
 def _err(msg: str) -> None:
+    _ERRORS.append(msg)
     print(f"ghcr2gitea: {msg}", file=sys.stderr, flush=True)
 
 
@@ -23,6 +27,26 @@ def _say(text: str) -> None:
 
 
 def run_command(args) -> int:
+    """plan / apply / audit. An audit asked for JSON or Markdown always prints a report of that format on stdout,
+    even when it could not check anything (exit 2): machines reading it never get half a document."""
+    _ERRORS.clear()
+    wrote = [False]
+    if args.command == "audit" and args.format in ("json", "markdown"):
+        args._report_written = wrote
+    code = _run_command(args)
+    if args.command == "audit" and args.format in ("json", "markdown") and not wrote[0]:
+        sys.stdout.write(render_audit_error(_ERRORS[-1] if _ERRORS else "could not check", args.format))
+        sys.stdout.flush()
+    return code
+
+
+def render_audit_error(message: str, fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps({"cluster": {}, "stages": [], "error": message}, indent=2) + "\n"
+    return f"# ghcr2gitea audit\n\nCould not check: {message.replace('|', '/')}\n"
+
+
+def _run_command(args) -> int:
     try:
         plan = plan_mod.load(args.plan)
     except plan_mod.PlanError as e:
@@ -57,7 +81,8 @@ def run_command(args) -> int:
         _err(str(e))
         return 2
     retries: list[str] = []
-    cluster.on_retry = lambda m: (retries.append(m), _say(f"      ({m})") if len(retries) % 10 == 1 else None)
+    # notices go to stderr: stdout is the report (audit --format json/markdown) and must stay parseable
+    cluster.on_retry = lambda m: (retries.append(m), _err(f"note: {m}") if len(retries) % 10 == 0 else None)
     ctx = Context(plan=plan, cluster=cluster, token=token, audit=args.command == "audit",
                   node_probes=getattr(args, "node_probes", False),
                   node_timeout=float(getattr(args, "node_timeout", 180)),
@@ -137,6 +162,9 @@ def _audit(ctx: Context, args, token) -> int:
     info = {"server": ctx.cluster.server, "context": args.context or ctx.plan.context,
             "version": ctx.cluster.server_version()}
     sys.stdout.write(render_audit(results, info, args.format, secrets=(token,)))
+    sys.stdout.flush()
+    if getattr(args, "_report_written", None) is not None:
+        args._report_written[0] = True
     return 2 if runner.could_not_check else audit_exit_code(results)
 
 
@@ -201,6 +229,18 @@ def run_rewrite(args) -> int:
         _err(f"{len(changed)} of {len(scan.rewrites)} file(s) would change ({edits} edit(s)); run again with "
              "--write to write them")
         return 3
+    from .fsutil import UnsafeWrite, check_write
+    refused = []
+    for rw in changed:  # every file is checked before the first is written: nothing half-done
+        try:
+            check_write(rw.path, within=rw.root)
+        except UnsafeWrite as e:
+            refused.append(str(e))
+    if refused:
+        for line in refused:
+            _err(line)
+        _err(f"{len(refused)} file(s) refused: nothing written")
+        return 2
     for rw in changed:
         try:
             rw.write()
@@ -227,6 +267,10 @@ def run_export(args) -> int:
     out = Path(args.dir)
     if out.exists() and not out.is_dir():
         _err(f"--dir {out}: exists and is not a folder")
+        return 2
+    if out.is_dir() and any(out.iterdir()) and not getattr(args, "force", False):
+        _err(f"--dir {out}: the folder is not empty; choose an empty or new folder, or pass --force to write "
+             "over the files the export writes (others are kept)")
         return 2
     try:
         cluster = ClusterReader.connect(args.kubeconfig, args.context or plan.context, on_retry=lambda m: None,

@@ -53,7 +53,22 @@ def load_token(token_file: str | None = None, *, prompt: bool | None = None) -> 
         if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise CredentialError(f"--token-file {token_file}: readable by group or others "
                                   f"(mode {stat.S_IMODE(st.st_mode):o}); run: chmod 600 {token_file}")
-        value = p.read_text().strip()
+        if not stat.S_ISREG(st.st_mode):
+            raise CredentialError(f"--token-file {token_file}: not a regular file; point it at the file that "
+                                  "holds the Gitea access token")
+        if st.st_size > 64 * 1024:
+            raise CredentialError(f"--token-file {token_file}: {st.st_size} bytes is not a token; point it at the "
+                                  "file that holds the Gitea access token")
+        try:
+            value = p.read_bytes().decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise CredentialError(f"--token-file {token_file}: not UTF-8 text; write the token as plain text") \
+                from None
+        except OSError as e:
+            raise CredentialError(f"--token-file {token_file}: cannot read ({e.strerror})") from None
+        if any(ord(ch) < 32 or ord(ch) == 127 for ch in value) or " " in value:
+            raise CredentialError(f"--token-file {token_file}: holds more than one token (spaces, tabs or "
+                                  "several lines); keep only the Gitea access token in it")
         if not value:
             raise CredentialError(f"--token-file {token_file}: the file is empty; put the Gitea access token in it")
         return Secret(value)

@@ -277,7 +277,12 @@ def readme(p: Plan, plan_label: str, files: list[ExportFile], nodes: list[str]) 
 
 
 def write(out: Path, files: list[ExportFile]) -> None:
+    """Every file under ``out``; each is checked first (no symlink out of ``out``, no read-only file), so a
+    refusal writes nothing."""
+    from .fsutil import check_write
+    for f in files:
+        check_write(out / f.path, within=out)
     for f in files:
         path = out / f.path
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, f.text.encode("utf-8"), mode=0o644)
+        write_atomic(path, f.text.encode("utf-8"), mode=0o644, within=out)

@@ -17,6 +17,10 @@ class ClusterUnreachable(Exception):
     """The kubeconfig or context cannot be used; the message names it and the fix."""
 
 
+class ClusterUnauthorized(ClusterUnreachable):
+    """The API answered 401: the kubeconfig's credentials are wrong or expired (never retried)."""
+
+
 def api_client(kubeconfig: str | None = None, context: str | None = None) -> client.ApiClient:
     path = kubeconfig or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or None
     if path is None and Path("~/.kube/config").expanduser().exists():
@@ -29,11 +33,44 @@ def api_client(kubeconfig: str | None = None, context: str | None = None) -> cli
             raise ClusterUnreachable("no kubeconfig: pass --kubeconfig FILE or set KUBECONFIG") from None
     if not Path(path).exists():
         raise ClusterUnreachable(f"kubeconfig {path}: file not found; pass --kubeconfig FILE or set KUBECONFIG")
+    _readable_kubeconfig(path)
     try:
         return config.new_client_from_config(config_file=path, context=context, persist_config=False)
     except config.ConfigException as e:
         where = f"context {context!r}" if context else f"kubeconfig {path}"
         raise ClusterUnreachable(f"{where}: {e}; check `kubectl config get-contexts`") from None
+    except (ValueError, TypeError, KeyError, AttributeError, OSError) as e:  # malformed entries deep inside
+        raise ClusterUnreachable(f"kubeconfig {path}: not a usable kubeconfig ({type(e).__name__}: "
+                                 f"{str(e)[:120]}); check it with `kubectl config view`") from None
+
+
+def _readable_kubeconfig(path: str) -> None:
+    """A kubeconfig the client can load: a regular UTF-8 file of sane size holding a YAML mapping."""
+    import stat
+
+    import yaml
+    p = Path(path)
+    try:
+        st = p.stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise ClusterUnreachable(f"kubeconfig {path}: not a regular file; pass --kubeconfig FILE")
+        if st.st_size > 16 * 1024 * 1024:
+            raise ClusterUnreachable(f"kubeconfig {path}: {st.st_size} bytes is too big for a kubeconfig")
+        text = p.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise ClusterUnreachable(f"kubeconfig {path}: not UTF-8 text; is this the right file?") from None
+    except OSError as e:
+        raise ClusterUnreachable(f"kubeconfig {path}: cannot read ({e.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except (yaml.YAMLError, RecursionError) as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        raise ClusterUnreachable(f"kubeconfig {path}: not valid YAML{at}; check it with `kubectl config view`") \
+            from None
+    if not isinstance(data, dict):
+        raise ClusterUnreachable(f"kubeconfig {path}: expected a kubeconfig (a mapping with clusters, users and "
+                                 "contexts); check it with `kubectl config view`")
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,10 @@ A GHCR image the plan does not list is reported with its position, never guessed
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +78,7 @@ class Rewrite:
     after: str
     edits: tuple[Edit, ...] = ()
     notes: tuple[Note, ...] = field(default=())
+    root: str | None = None  # the tree the operator named: writes never leave it (see fsutil.write_atomic)
 
     @property
     def changed(self) -> bool:
@@ -100,7 +103,7 @@ class Rewrite:
         current = read_text(self.path)
         if current != self.before:
             raise ManifestError(self.path, "changed on disk since it was read; nothing written — run again")
-        write_atomic(self.path, self.after.encode("utf-8"))
+        write_atomic(self.path, self.after.encode("utf-8"), within=self.root)
 
 
 # ------------------------------------------------------------------ images
@@ -117,8 +120,17 @@ def is_source_image(image: str) -> bool:
 
 
 # ------------------------------------------------------------------ the rewrite
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024
+
+
 def read_text(path: str | os.PathLike) -> str:
     try:
+        st = os.stat(path)  # before opening: a FIFO would block the open, a device would stream forever
+        if not stat.S_ISREG(st.st_mode):
+            raise ManifestError(str(path), "not a regular file (a device, FIFO or socket); not touched")
+        if st.st_size > MAX_MANIFEST_BYTES:
+            raise ManifestError(str(path), f"{st.st_size} bytes: too big for a manifest (the limit is "
+                                f"{MAX_MANIFEST_BYTES // (1024 * 1024)} MiB); not touched")
         data = Path(path).read_bytes()
     except FileNotFoundError:
         raise ManifestError(str(path), "file not found") from None
@@ -343,9 +355,10 @@ def scan(paths: Iterable[str | os.PathLike], plan: Plan) -> Scan:
         if not p.exists():
             out.errors.append(ManifestError(str(p), "no such file or folder"))
             continue
+        root = p if p.is_dir() else p.parent
         for f in collect([p]):
             try:
-                out.rewrites.append(rewrite_file(f, plan))
+                out.rewrites.append(dataclasses.replace(rewrite_file(f, plan), root=str(root)))
             except ManifestError as e:
                 out.errors.append(e)
     return out
