@@ -68,7 +68,7 @@ class Recorder:
     def markdown(self) -> str:
         lines = ["# Reliability", "",
                  "Produced by the test suite (`GHCR2GITEA_WRITE_RELIABILITY=1 pytest tests/reliability "
-                 "tests/stages/test_inputs.py`), from what each scenario actually did on the sandbox — not written "
+                 "tests/stages/test_inputs.py tests/security`), from what each scenario actually did on the sandbox — not written "
                  "by hand.", "", "| Fault | Scenario | Observed outcome |", "|---|---|---|"]
         for kind, scenario, outcome in self.rows:
             lines.append(f"| {kind} | {scenario} | {outcome} |")

@@ -31,7 +31,7 @@ def _lease_stale(sb) -> bool:
         reader.close()
 
 
-def test_suspended_run_taken_over_sends_nothing_after_it_wakes(make_sandbox, tmp_path):
+def test_suspended_run_taken_over_sends_nothing_after_it_wakes(make_sandbox, tmp_path, reliability):
     sb = make_sandbox(restart_seconds=(1.0, 1.0))
     env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "GITEA_TOKEN")}
     env.update(KUBECONFIG=str(sb.kubeconfig), GITEA_TOKEN=sb.token_file.read_text().strip(),
@@ -72,3 +72,7 @@ def test_suspended_run_taken_over_sends_nothing_after_it_wakes(make_sandbox, tmp
         assert reader.get("Lease", LEASE_NAME, LEASE_NAMESPACE) is None
     finally:
         reader.close()
+    reliability.record("lost lock", "a run SIGSTOPped mid-rollout past its Lease TTL, taken over by a second run "
+                       "that finished the migration, then SIGCONTed",
+                       f"the woken run sent {len(mine)} request(s), none mutating, and exited 2 saying it lost the "
+                       "cluster lock")

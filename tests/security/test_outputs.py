@@ -20,7 +20,7 @@ def _no_traceback(res) -> None:
 
 
 @pytest.mark.parametrize("fmt", ["json", "markdown"])
-def test_audit_report_stays_parseable_under_api_faults(make_sandbox, fmt):
+def test_audit_report_stays_parseable_under_api_faults(make_sandbox, fmt, reliability):
     sb = make_sandbox(api_fault_rate=0.2)
     res = run_cli(sb, "audit", "--plan", str(sb.plan), "--format", fmt, timeout=240)
     _no_traceback(res)
@@ -32,6 +32,8 @@ def test_audit_report_stays_parseable_under_api_faults(make_sandbox, fmt):
     else:
         assert res.stdout.startswith("# ghcr2gitea audit")
         assert "| Stage | Status | Check | Cause | Fix |" in res.stdout
+    reliability.record("API faults", f"audit --format {fmt} with 20% of API requests failing",
+                       f"exit {res.returncode}; stdout one valid {fmt} report, retry notes on stderr only")
 
 
 def _kubeconfig_variant(sb, tmp_path, name, mutate) -> str:
@@ -59,7 +61,7 @@ def _other_ca_pem() -> str:
     return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
-def test_cluster_credentials_and_trust_are_named_not_retried(sandbox, tmp_path):
+def test_cluster_credentials_and_trust_are_named_not_retried(sandbox, tmp_path, reliability):
     import base64
 
     def wrong_ca(k):
@@ -83,9 +85,12 @@ def test_cluster_credentials_and_trust_are_named_not_retried(sandbox, tmp_path):
             assert "internal error" not in res.stderr
             if cmd[0] == "audit":
                 assert words in json.loads(res.stdout)["error"]
+    reliability.record("bad input", "a kubeconfig whose CA does not match the server; one whose token the API "
+                       "refuses (401)", "plan, apply and audit exit 2 at once (not retried) with one line naming the "
+                       "CA or the credentials; audit --format json still prints a JSON report with the error")
 
 
-def test_bad_kubeconfig_and_token_files_get_one_line(sandbox, tmp_path):
+def test_bad_kubeconfig_and_token_files_get_one_line(sandbox, tmp_path, reliability):
     bad_yaml = tmp_path / "kc-bad"
     bad_yaml.write_text("apiVersion: v1\nclusters: [oops\n")
     binary = tmp_path / "kc-bin"
@@ -106,9 +111,11 @@ def test_bad_kubeconfig_and_token_files_get_one_line(sandbox, tmp_path):
         res = run_cli(sandbox, "apply", "--plan", str(sandbox.plan), "--yes", "--token-file", str(tf), token=None)
         _no_traceback(res)
         assert res.returncode == 2 and f"--token-file {tf}: {words}" in res.stderr, res.stderr
+    reliability.record("bad input", "a kubeconfig that is not YAML, binary, or a folder; a token file that is a "
+                       "folder or not UTF-8", "exit 2, one line naming the file and what is wrong, no traceback")
 
 
-def test_rewrite_refuses_fifo_device_and_huge_files(sandbox, tmp_path):
+def test_rewrite_refuses_fifo_device_and_huge_files(sandbox, tmp_path, reliability):
     fifo = tmp_path / "pipe.yaml"
     os.mkfifo(fifo)
     huge = tmp_path / "huge.yaml"
@@ -118,6 +125,8 @@ def test_rewrite_refuses_fifo_device_and_huge_files(sandbox, tmp_path):
         res = run_cli(None, "rewrite", "--plan", str(sandbox.plan), str(path), timeout=20)  # a FIFO used to hang
         _no_traceback(res)
         assert res.returncode == 2 and words in res.stderr, res.stderr
+    reliability.record("bad input", "rewrite given a FIFO, /dev/zero or a 17 MiB file", "exit 2, each refused "
+                       "without being opened or read whole")
 
 
 MANIFEST = """apiVersion: apps/v1
@@ -134,7 +143,8 @@ spec:
 """
 
 
-def test_rewrite_never_writes_through_a_symlink_out_of_the_tree_or_over_a_read_only_file(sandbox, tmp_path):
+def test_rewrite_never_writes_through_a_symlink_out_of_the_tree_or_over_a_read_only_file(sandbox, tmp_path,
+                                                                                          reliability):
     outside = tmp_path / "outside.yaml"
     outside.write_text(MANIFEST)
     tree = tmp_path / "k8s"
@@ -160,9 +170,12 @@ def test_rewrite_never_writes_through_a_symlink_out_of_the_tree_or_over_a_read_o
     assert res.returncode == 0, res.stderr
     assert "/jaybrto/gwa-webhook:latest  # the webhook" in ro.read_text()
     assert "ghcr.io" not in ro.read_text()
+    reliability.record("unsafe write", "rewrite --write over a folder holding a symlink to a file outside it, then "
+                       "a read-only manifest", "exit 2 and nothing written (not even the safe files); once both are "
+                       "fixed the rewrite goes through")
 
 
-def test_export_refuses_a_folder_that_is_not_empty_and_symlinks_out(sandbox, tmp_path):
+def test_export_refuses_a_folder_that_is_not_empty_and_symlinks_out(sandbox, tmp_path, reliability):
     out = tmp_path / "gitops"
     out.mkdir()
     (out / "mine.txt").write_text("the operator's own file\n")
@@ -189,3 +202,6 @@ def test_export_refuses_a_folder_that_is_not_empty_and_symlinks_out(sandbox, tmp
     assert res.returncode == 2 and "outside" in res.stderr, res.stderr
     assert victim.read_text() == "not the export's\n"
     assert {p: p.read_bytes() for p in written[1:]} == before
+    reliability.record("unsafe write", "export into a folder with the operator's files; then with one export file "
+                       "replaced by a symlink out of the folder", "refused without --force; with it the operator's "
+                       "file is kept; the symlink makes it exit 2 with nothing written")
