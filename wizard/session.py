@@ -20,6 +20,7 @@ from . import registries as R
 from .credentials import mask
 from .engine import StageResult, render_audit
 from .kube import ClusterUnreachable, NodeInfo
+from .lock import LockLost
 from .stages import STAGES
 from .stages.base import FAIL, PASS, SKIP, WARN, Change, Check, Context, Progress, Stage, StageFailed
 
@@ -424,6 +425,9 @@ class Session:
                                  "press Apply to continue: finished work is not repeated")
             except _LockError as e:
                 st.error = e.check
+            except LockLost as e:
+                st.error = Check("cluster lock still held", FAIL, str(e), "see what the other run did (audit), "
+                                 "then quit and open the wizard again")
             except ClusterUnreachable as e:
                 st.error = Check("cluster reachable", FAIL, self.mask(str(e)), "check the network, then Apply again")
             except Exception as e:  # noqa: BLE001 - never a traceback on screen (it could carry a secret)
