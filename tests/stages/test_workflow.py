@@ -222,7 +222,7 @@ def test_deploy_job_restarts_what_was_rebuilt_and_the_role_allows_it(wf):
 
 def test_job_ids_are_valid_and_unique():
     plan = P.from_dict({**PLAN_DATA, "images": [
-        {"source": "ghcr.io/jaybrto/My.App", "target": f"{REGISTRY}/jaybrto/My.App"},
+        {"source": "ghcr.io/jaybrto/my.app", "target": f"{REGISTRY}/jaybrto/my.app"},
         {"source": "ghcr.io/other/my-app", "target": f"{REGISTRY}/jaybrto/my-app"},
         {"source": "ghcr.io/jaybrto/9lives", "target": f"{REGISTRY}/jaybrto/9lives"}]})
     assert list(W.job_ids(plan).values()) == ["my-app", "my-app-2", "img-9lives"]
