@@ -20,11 +20,11 @@ from pathlib import Path
 
 import yaml
 
+from .authflow import CA_BUNDLE, ca_bundle_script
 from .manifests import plan_image
 from .plan import Image, Plan
 
 KANIKO_IMAGE = "gcr.io/kaniko-project/executor:latest"
-CA_BUNDLE = "/certs/ca-certificates.crt"
 RESTARTABLE = ("StatefulSet", "Deployment")  # what the runner's Role may patch (rollout restart)
 SCHEMA = "builtin_schemas/vendor/github-workflows.json"  # shipped inside check-jsonschema
 
@@ -91,7 +91,7 @@ def kaniko_pod(plan: Plan, img: Image, *, name: str, proxy_ip: str, sha_short: s
             "hostAliases": [{"ip": proxy_ip, "hostnames": [plan.realm_hostname]}],
             "initContainers": [{
                 "name": "setup-certs", "image": plan.helper_image,
-                "command": ["sh", "-c", f"cat /etc/ssl/certs/ca-certificates.crt /custom-ca/ca.crt > {CA_BUNDLE}"],
+                "command": ["sh", "-c", ca_bundle_script()],
                 "volumeMounts": [{"name": "merged-certs", "mountPath": "/certs"},
                                  {"name": "custom-ca", "mountPath": "/custom-ca"}]}],
             "containers": [{

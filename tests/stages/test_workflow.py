@@ -132,7 +132,8 @@ def test_the_kaniko_pod_is_the_guides_and_validates_strictly(wf):
     assert spec["restartPolicy"] == "Never"
     assert spec["hostAliases"] == [{"ip": "10.43.7.7", "hostnames": ["gitea.k3s.example.test"]}]
     init = spec["initContainers"][0]
-    assert init["command"][-1] == "cat /etc/ssl/certs/ca-certificates.crt /custom-ca/ca.crt > /certs/ca-certificates.crt"
+    assert init["command"][-1] == ("set -e\numask 077\ncat /etc/ssl/certs/ca-certificates.crt /custom-ca/ca.crt > "
+                                   "/certs/ca-certificates.crt\nchmod 644 /certs/ca-certificates.crt\n")
     kaniko = spec["containers"][0]
     assert kaniko["env"] == [{"name": "SSL_CERT_FILE", "value": "/certs/ca-certificates.crt"}]
     dest = f"{PLAN.internal_service}/jaybrto/gwa-webhook"
