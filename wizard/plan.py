@@ -526,8 +526,11 @@ def validate(plan: Plan, explicit: set[str] = frozenset()) -> list[str]:
         problems.append(_problem("gitea.root_url", plan.root_url, bad))
     else:
         check_host("gitea.root_url", u.netloc, problems, for_containerd=True)
+    n_before = len(problems)
     if ok("registry_host"):
         check_host("registry.host", plan.registry_host, problems, for_containerd=True)
+    # a refused registry.host is not repeated in the fixes below (they would print it raw)
+    registry_host = plan.registry_host if ok("registry_host") and len(problems) == n_before else ""
     if ok("legacy_hosts"):
         for i, h in enumerate(plan.legacy_hosts):
             check_host(f"registry.legacy_hosts[{i}]", h, problems, for_containerd=True)
@@ -573,21 +576,21 @@ def validate(plan: Plan, explicit: set[str] = frozenset()) -> list[str]:
                                      "and digits with single '.', '_', '__' or '-' runs between them (the OCI name "
                                      "grammar)"))
         tgt_host = img.target.split("/", 1)[0]
-        if plan.registry_host and tgt_host != plan.registry_host:
+        if registry_host and tgt_host != registry_host:
             problems.append(_problem(f"images[{i}].target", img.target,
-                                     f"must be on registry.host ({plan.registry_host}/ORG/NAME): that is the host "
+                                     f"must be on registry.host ({registry_host}/ORG/NAME): that is the host "
                                      "nodes pull from"))
         elif ":" in img.target.rsplit("/", 1)[-1] or "@" in img.target:
             problems.append(_problem(f"images[{i}].target", img.target, "leave out the tag: tags and digests are kept"))
-        elif plan.registry_host:
-            repo = img.target[len(plan.registry_host) + 1:]
+        elif registry_host:
+            repo = img.target[len(registry_host) + 1:]
             if not OCI_PATH.match(repo) or "/" not in repo:
                 problems.append(_problem(f"images[{i}].target", img.target, "expected REGISTRY/ORG/NAME: lowercase "
                                          "letters and digits with single '.', '_', '__' or '-' runs between them "
                                          "(the OCI name grammar)"))
-            elif plan.org and repo.split("/", 1)[0] != plan.org:
+            elif ok("org") and GITEA_ORG.match(plan.org) and repo.split("/", 1)[0] != plan.org:
                 problems.append(_problem(f"images[{i}].target", img.target, f"must be in gitea.org "
-                                         f"({plan.registry_host}/{plan.org}/NAME): Gitea keeps the images under the "
+                                         f"({registry_host}/{plan.org}/NAME): Gitea keeps the images under the "
                                          "organisation the token can push to"))
         for key in ("dockerfile", "context"):
             if (bad := repo_path_problem(getattr(img, key))) is not None:
