@@ -19,12 +19,17 @@ BASE = {
     "registry": {"host": "registry.example.test", "legacy_hosts": ["registry.k3s.example.test"]},
     "images": [{"source": "ghcr.io/jaybrto/gwa-webhook", "target": "registry.example.test/jaybrto/gwa-webhook"}],
 }
-EXPLOIT = "[fe80::1%$(touch /tmp/pwned; systemctl --no-block restart k3s)]"
+EXPLOIT = "[fe80::1%$(touch /tmp/pwned; systemctl --no-block restart k3s)]"  # the issue's words
+# without a '/', which the old "no scheme or path" rule happened to catch: ipaddress took it, and it ran
+EXPLOIT_NO_SLASH = "[fe80::1%$(touch${IFS}pwned;systemctl --no-block restart k3s)]"
 
 # (field as the error names it, value)
 CORPUS: list[tuple[str, object]] = [
     # hosts: the zone-id exploit of the issue, shell metacharacters, quotes, control characters, look-alikes
     ("registry.host", EXPLOIT),
+    ("registry.host", EXPLOIT_NO_SLASH),
+    ("registry.legacy_hosts[0]", EXPLOIT_NO_SLASH),
+    ("gitea.root_url", f"https://{EXPLOIT_NO_SLASH}/"),
     ("registry.host", "[fe80::1%eth0]"),
     ("registry.host", "[fe80::1%25eth0]:5000"),
     ("registry.host", "registry.example.test;reboot"),
@@ -158,9 +163,12 @@ def test_base_plan_of_the_corpus_loads():
     P.loads(yaml.safe_dump(BASE))
 
 
-def test_the_exploit_from_the_issue_is_refused_by_the_cli_with_exit_2(tmp_path):
+@pytest.mark.parametrize("exploit", [EXPLOIT, EXPLOIT_NO_SLASH])
+def test_the_exploit_from_the_issue_is_refused_by_the_cli_with_exit_2(tmp_path, exploit):
     f = tmp_path / "plan.yaml"
-    f.write_text(yaml.safe_dump(with_value("registry.host", EXPLOIT)))
+    data = with_value("registry.host", exploit)
+    data["images"][0]["target"] = exploit + "/jaybrto/gwa-webhook"
+    f.write_text(yaml.safe_dump(data))
     res = run_cli(None, "plan", "--plan", str(f))
     assert res.returncode == 2, res.stderr
     assert "Traceback" not in res.stderr
