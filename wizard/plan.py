@@ -526,11 +526,10 @@ def validate(plan: Plan, explicit: set[str] = frozenset()) -> list[str]:
         problems.append(_problem("gitea.root_url", plan.root_url, bad))
     else:
         check_host("gitea.root_url", u.netloc, problems, for_containerd=True)
-    n_before = len(problems)
     if ok("registry_host"):
         check_host("registry.host", plan.registry_host, problems, for_containerd=True)
-    # a refused registry.host is not repeated in the fixes below (they would print it raw)
-    registry_host = plan.registry_host if ok("registry_host") and len(problems) == n_before else ""
+    # a registry.host outside the grammar is not repeated in the fixes below (they would print it raw)
+    registry_host = plan.registry_host if ok("registry_host") and host_problem(plan.registry_host) is None else ""
     if ok("legacy_hosts"):
         for i, h in enumerate(plan.legacy_hosts):
             check_host(f"registry.legacy_hosts[{i}]", h, problems, for_containerd=True)
