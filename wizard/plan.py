@@ -466,6 +466,11 @@ def _images(section, problems: list[str]) -> tuple[Image, ...]:
             problems.append(_problem(f"images[{i}]", item, "each image needs `source` (ghcr.io/ORG/NAME) and "
                                      "`target` (REGISTRY/ORG/NAME); optional: dockerfile, context, paths (CI)"))
             continue
+        if not all(isinstance(item[k], str) for k in ("source", "target")):
+            for k in ("source", "target"):
+                if not isinstance(item[k], str):
+                    problems.append(_problem(f"images[{i}].{k}", item[k], "expected a string"))
+            continue
         build = {}
         for key in ("dockerfile", "context"):
             if key in item:
