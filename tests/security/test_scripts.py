@@ -159,3 +159,42 @@ def test_a_branch_name_reaches_the_build_step_as_data_and_is_refused(ref, tmp_pa
     res, applied = run_build_step(jid, step, wf, {"github.ref": ref}, cwd=tmp_path)
     assert res.returncode == 1 and "::error::GIT_REF" in res.stdout + res.stderr
     assert applied == "" and not os.path.exists(MARK)
+
+
+def test_every_script_is_valid_bash_for_the_sandbox_plan(sandbox):
+    bash = require_binary("bash")
+    plan = P.load(sandbox.plan)
+    for what, text in every_script(plan).items():
+        res = subprocess.run([bash, "-n"], input=github(text), capture_output=True, text=True, timeout=10)
+        assert res.returncode == 0, f"{what}: {res.stderr}\n{text}"
+
+
+# Every plan field whose value reaches a script, with where to put a hostile value into it.
+SCRIPT_FIELDS = {
+    "registry.host": lambda d, v: d["registry"].update(host=v),
+    "registry.legacy_hosts[0]": lambda d, v: d["registry"].update(legacy_hosts=[v]),
+    "gitea.root_url": lambda d, v: d["gitea"].update(root_url=f"https://gitea.example.test/{v}/"),
+    "gitea.internal_service": lambda d, v: d["gitea"].update(internal_service=f"gitea-http{v}.ns.svc:3000"),
+    "gitea.org": lambda d, v: d["gitea"].update(org=v),
+    "images[0].target": lambda d, v: d["images"][0].update(target=d["images"][0]["target"] + v),
+    "images[0].context": lambda d, v: d["images"][0].update(context=v),
+    "images[0].paths[0]": lambda d, v: d["images"][0].update(paths=[v]),
+    "cluster.helper_image": lambda d, v: d["cluster"].update(helper_image=f"alpine:3.20{v}"),
+    "proxy.image": lambda d, v: d.setdefault("proxy", {}).update(image=f"nginx{v}"),
+    "ci.namespace": lambda d, v: d.setdefault("ci", {}).update(namespace=v),
+    "proxy.name": lambda d, v: d.setdefault("proxy", {}).update(name=f"p{v}"),
+    "proxy.namespace": lambda d, v: d.setdefault("proxy", {}).update(namespace=v),
+    "workloads.namespace": lambda d, v: d.setdefault("workloads", {}).update(namespace=v),
+    "ci.branch": lambda d, v: d.setdefault("ci", {}).update(branch=f"main{v}"),
+}
+
+
+@pytest.mark.parametrize("field", list(SCRIPT_FIELDS))
+def test_hostile_values_cannot_reach_a_script_through_the_plan(field):
+    """What the cluster-value test proves quoted, the grammar keeps out of the plan altogether."""
+    for value in HOSTILE:
+        data = yaml.safe_load(yaml.safe_dump(SANDBOX_LIKE))
+        SCRIPT_FIELDS[field](data, value)
+        with pytest.raises(P.PlanError) as err:
+            P.from_dict(data)
+        assert any(p.startswith(f"plan: {field}: ") for p in err.value.problems), (value, err.value.problems)
