@@ -198,3 +198,18 @@ def test_hostile_values_cannot_reach_a_script_through_the_plan(field):
         with pytest.raises(P.PlanError) as err:
             P.from_dict(data)
         assert any(p.startswith(f"plan: {field}: ") for p in err.value.problems), (value, err.value.problems)
+
+
+def test_a_kube_dns_clusterip_that_is_not_an_ip_never_reaches_nginx():
+    """The resolver nginx gets is read from the cluster when the plan leaves it out: only an IP gets through."""
+    from wizard.stages.preflight import coredns_ip
+
+    class Cluster:
+        def get(self, kind, name, namespace=None):
+            return {"spec": {"clusterIP": "10.43.0.10;\n  location / { return 200; }"}}
+
+    class Ctx:
+        plan = plans()["sandbox-like"]
+        cluster = Cluster()
+        cache: dict = {}
+    assert coredns_ip(Ctx) is None
