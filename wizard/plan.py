@@ -374,7 +374,7 @@ def loads(text: str, source: str = "<plan>") -> Plan:
     except yamlsafe.YamlRefused as e:
         raise PlanError([f"plan: {source}: {e}"]) from None
     except yaml.YAMLError as e:
-        raise PlanError([f"plan: {source}: {yamlsafe.describe_error(e)}; fix the syntax"]) from None
+        raise PlanError([f"plan: {source}: {yamlsafe.describe_error(e, text)}; fix the syntax"]) from None
     return from_dict(data, source=source)
 
 

@@ -121,7 +121,15 @@ def load(text: str | bytes, *, refuse_aliases: bool = True):
         loader.dispose()
 
 
-def describe_error(e: yaml.YAMLError) -> str:
-    """A PyYAML syntax error as 'not valid YAML at line L column C: PROBLEM'."""
+def describe_error(e: yaml.YAMLError, text: str | None = None) -> str:
+    """A PyYAML syntax error as one line: 'not valid YAML at line L column C: PROBLEM'."""
+    if isinstance(e, yaml.reader.ReaderError):  # a character YAML does not allow (NUL, ESC, …)
+        where = "?"
+        if isinstance(e.position, int) and text is not None:
+            line = text.count("\n", 0, e.position)
+            where = f"line {line + 1} column {e.position - (text.rfind(chr(10), 0, e.position) + 1) + 1}"
+        char = f"#x{e.character:04x}" if isinstance(e.character, int) else repr(e.character)
+        return f"not valid YAML at {where}: the character {char} is not allowed in YAML"
     mark = getattr(e, "problem_mark", None)
-    return f"not valid YAML at {_where(mark)}: {getattr(e, 'problem', None) or e}"
+    problem = " ".join(str(getattr(e, "problem", None) or e).split())
+    return f"not valid YAML at {_where(mark)}: {problem}"

@@ -186,6 +186,8 @@ RAW = [
     ("open flow", "registry:\n  host: {\n", "not valid YAML"),
     ("sequence", "registry:\n  host:\n  - x\n", "expected a string"),
     ("duplicate key", "registry:\n  host: a.example.test\n  host: registry.example.test\n", "duplicate key"),
+    ("raw NUL", "registry:\n  host: registry.example.test\x00\n", "line 11 column 30: the character #x0000"),
+    ("raw escape", "registry:\n  host: registry.example.test\x1b[2J\n", "the character #x001b"),
 ]
 
 
@@ -244,3 +246,22 @@ def test_allowed_odd_values_are_inert_on_the_sandbox(sandbox, tmp_path):
         assert node["files"] == before[name]["files"], name
         assert node["restarts"] == [], name
     assert not (tmp_path / "pwned").exists()
+
+
+# One value of each kind through the real CLI (the rest share its code path: plan.load → one line per problem).
+CLI_SAMPLE = [EXPLOIT_NO_SLASH, "registry.example.test\x00", "registry.example.test\ncluster:\n  helper_image: evil/rootkit",
+              "r\u0435gistry.example.test", "registry.example.test:\u0661\u0662\u0663", "a" * 300, "*a", "`id`.example.test",
+              "registry.example.test'", "registry.example.test\u202e"]
+
+
+@pytest.mark.parametrize("value", CLI_SAMPLE, ids=range(len(CLI_SAMPLE)))
+def test_the_cli_refuses_hostile_hosts_with_one_line_each_and_exit_2(tmp_path, value):
+    assert ("registry.host", value) in CORPUS
+    f = tmp_path / "plan.yaml"
+    f.write_text(yaml.safe_dump(with_value("registry.host", value)))
+    res = run_cli(None, "plan", "--plan", str(f))
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    lines = res.stderr.splitlines()
+    assert all(ln.startswith("ghcr2gitea: plan: ") for ln in lines), lines
+    assert any(ln.startswith("ghcr2gitea: plan: registry.host: ") for ln in lines)
+    assert "\x00" not in res.stderr and "\u202e" not in res.stderr and "evil/rootkit\n" not in res.stderr
