@@ -33,6 +33,7 @@ from .credentials import Secret
 from .diagnose import BY_KEY, Diagnosis, classify
 from .netclient import async_client, error_text, is_tls_error, mapping_of, tls_error_text
 from .plan import Plan
+from .script import Script
 
 SERVICE = "container_registry"
 KEEP_HEADERS = ("www-authenticate", "location", "docker-distribution-api-version", "content-type", "server",
@@ -689,20 +690,41 @@ def operator_flows(ctx, *names: str) -> dict[str, Flow | None]:
 
 
 # ------------------------------------------------------------------------------------ in-cluster vantages
+CA_BUNDLE = "/certs/ca-certificates.crt"
+
+
 def kaniko_script(plan: Plan) -> str:
     """What the Kaniko-view pod runs: /v2/ through the internal service, the token through the proxy.
 
     curl only; one line per request (``v2 CODE CHALLENGE``, ``token CODE``, ``token-json yes|no``) and
-    curl's own error line on failure, so the log can be judged like a hop.
+    curl's own error line on failure, so the log can be judged like a hop. The token lands in a
+    private file (umask 077).
     """
     # the realm exactly as the challenge names it (ROOT_URL's port too: the proxy Service listens there)
     realm = plan.realm + "?" + urlencode(
         {"scope": f"repository:{first_repo(plan)}:pull,push", "service": SERVICE})
-    return "\n".join([
-        f"curl -sS -o /dev/null -w 'v2 %{{http_code}} %header{{www-authenticate}}\\n' 'http://{plan.internal_service}/v2/'",
-        f"curl -sS -o /tmp/token.json -w 'token %{{http_code}}\\n' '{realm}'",
-        "grep -q '\"token\"' /tmp/token.json && echo 'token-json yes' || echo 'token-json no'",
-    ]) + "\n"
+    s = Script()
+    s.add("curl -sS -o /dev/null -w {fmt} {url}", fmt="v2 %{http_code} %header{www-authenticate}\\n",
+          url=f"http://{plan.internal_service}/v2/")
+    s.add("curl -sS -o /tmp/token.json -w {fmt} {url}", fmt="token %{http_code}\\n", url=realm)
+    s.add("grep -q {pattern} /tmp/token.json && echo 'token-json yes' || echo 'token-json no'", pattern='"token"')
+    return s.text()
+
+
+def ca_bundle_script() -> str:
+    """The init container that merges the proxy's CA into the system bundle SSL_CERT_FILE names (Kaniko's too).
+
+    The bundle holds only public certificates and the main container may run as another user: 0644.
+    """
+    s = Script(strict=True)
+    s.add("cat /etc/ssl/certs/ca-certificates.crt /custom-ca/ca.crt > {bundle}", bundle=CA_BUNDLE)
+    s.add("chmod 644 {bundle}", bundle=CA_BUNDLE)
+    return s.text()
+
+
+def pull_script(image: str) -> str:
+    """containerd's own pull on a node, with the registries.yaml it has loaded."""
+    return Script().add("k3s crictl pull {image}", image=image).text()
 
 
 @dataclass
@@ -794,5 +816,6 @@ def judge_pull(output: str, exit_code: int | None) -> PodVerdict:
 
 
 __all__ = ["Probe", "Flow", "Hop", "walk", "parse_challenges", "credentials_flow", "challenge_flow", "realm_flow",
-           "secret_flow", "operator_flows", "run_sync", "kaniko_script", "judge_kaniko", "judge_pull",
+           "secret_flow", "operator_flows", "run_sync", "kaniko_script", "ca_bundle_script", "pull_script",
+           "judge_kaniko", "judge_pull",
            "token_claims", "token_identity"]

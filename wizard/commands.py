@@ -172,10 +172,13 @@ def run_init(args) -> int:
     from . import init
     try:
         cluster = ClusterReader.connect(args.kubeconfig, args.context, patience=20)
-        text = init.render(init.discover(cluster), context=args.context)
+        found = init.discover(cluster)
+        text = init.render(found, context=args.context)
     except ClusterUnreachable as e:
         _err(str(e))
         return 2
+    for line in found["skipped"]:  # cluster data that is not a valid plan value: left out, said once each
+        _err(line)
     if not args.out:
         sys.stdout.write(text)
         return 0

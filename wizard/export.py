@@ -28,6 +28,7 @@ from .cluster import label
 from .credentials import Secret
 from .manifests import write_atomic
 from .plan import Plan
+from .script import render
 from .stages.base import Context
 from .stages.objects import ObjectStage
 
@@ -70,16 +71,20 @@ def secret_template(obj: dict, plan: Plan) -> dict:
     if typ == "kubernetes.io/dockerconfigjson":
         hosts = sorted(_auth_hosts(obj))
         string_data = {".dockerconfigjson": docker_template(plan, hosts)}
-        how = (f"Put the Gitea token of {plan.username} where it says {PLACEHOLDER}, or create it with: kubectl -n "
-               f"{ns} create secret docker-registry {name} --docker-username={plan.username} "
-               f"--docker-password=\"$GITEA_TOKEN\" --docker-server={hosts[0] if hosts else plan.registry_host} "
-               "--dry-run=client -o yaml (one --docker-server per host: add the others to auths by hand).")
+        server = hosts[0] if hosts else plan.registry_host
+        how = (f"Put the Gitea token of {plan.username} where it says {PLACEHOLDER}, or create it with: "
+               + render("kubectl -n {ns} create secret docker-registry {name} --docker-username={user} "
+                        "--docker-password=\"$GITEA_TOKEN\" --docker-server={server} --dry-run=client -o yaml",
+                        ns=ns, name=name, user=plan.username, server=server)
+               + " (one --docker-server per host: add the others to auths by hand).")
     elif typ == "kubernetes.io/tls":
         string_data = {k: PLACEHOLDER for k in keys}
         how = (f"The auth proxy's certificate for {plan.realm_hostname} and its key: copy them from the cluster "
-               f"(kubectl -n {ns} get secret {name} -o yaml) or make a new pair (openssl req -x509 -newkey ec "
-               f"-pkeyopt ec_paramgen_curve:P-256 -nodes -days {plan.cert_days} -subj /CN={plan.realm_hostname} "
-               f"-addext subjectAltName=DNS:{plan.realm_hostname} -keyout tls.key -out tls.crt) and put the same "
+               "(" + render("kubectl -n {ns} get secret {name} -o yaml", ns=ns, name=name) + ") or make a new pair ("
+               + render("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days {days} "
+                        "-subj {subj} -addext {san} -keyout tls.key -out tls.crt", days=plan.cert_days,
+                        subj=f"/CN={plan.realm_hostname}", san=f"subjectAltName=DNS:{plan.realm_hostname}")
+               + ") and put the same "
                f"tls.crt into ConfigMap {plan.proxy_ca_configmap} as ca.crt.")
     else:
         string_data = {k: PLACEHOLDER for k in keys}
@@ -202,7 +207,8 @@ def external_secrets(p: Plan) -> list[dict]:
             "metadata": {"name": name, "namespace": p.secrets_namespace,
                          "labels": {"app.kubernetes.io/managed-by": "ghcr2gitea", "ghcr2gitea.io/stage": "secrets"},
                          "annotations": {FILL: f"needs a ClusterSecretStore named {ESO_STORE} for Vault, and "
-                                               f"`vault kv put {p.vault_path} username={p.username} password=TOKEN`"}},
+                                               "`" + render("vault kv put {path} {user} password=TOKEN", path=p.vault_path,
+                                                            user=f"username={p.username}") + "`"}},
             "spec": {"refreshInterval": "1h",
                      "secretStoreRef": {"kind": "ClusterSecretStore", "name": ESO_STORE},
                      "target": {"name": name, "creationPolicy": "Owner", "template": {
@@ -268,7 +274,8 @@ def readme(p: Plan, plan_label: str, files: list[ExportFile], nodes: list[str]) 
         "",
         *([f"With `vault.path` set, the two registry Secrets come from Vault through External Secrets "
            f"(`externalsecret.external-secrets.io_*.yaml`, ClusterSecretStore `{ESO_STORE}`): put the token there "
-           f"with `vault kv put {p.vault_path} username={p.username} password=TOKEN`.", ""] if p.vault_path else []),
+           "with `" + render("vault kv put {path} {user} password=TOKEN", path=p.vault_path,
+                             user=f"username={p.username}") + "`.", ""] if p.vault_path else []),
         "Image references in the workloads' own manifests are not here: `ghcr2gitea rewrite --plan PLAN --write",
         "PATH...` changes them in place (comments and formatting kept).",
         "",

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from .cluster import STAGE_LABEL, ApiError, Cluster
 from .kube import ClusterUnreachable
+from .script import Script
 
 ROLE_LABEL = "ghcr2gitea.io/role"
 RUN_LABEL = "ghcr2gitea.io/run"
@@ -32,8 +33,12 @@ class NodeResult:
         return self.exit_code == 0
 
 
-def pod_manifest(node: str, script: str, *, namespace: str, image: str, stage: str, purpose: str,
+def pod_manifest(node: str, script: str | Script, *, namespace: str, image: str, stage: str, purpose: str,
                  run_id: str, env: list[dict] | None = None) -> dict:
+    """The privileged nsenter pod; the script is one argv word of ``sh -c`` (a ``Script`` brings its env)."""
+    if isinstance(script, Script):
+        env = [*script.env, *(env or [])]
+        script = script.text()
     name = f"ghcr2gitea-{purpose}-{node}"[:52].rstrip("-.") + f"-{run_id[:6]}"
     return {
         "apiVersion": "v1", "kind": "Pod",
@@ -71,10 +76,10 @@ class NodeExec:
                 gone.append(f"{md['namespace']}/{md['name']}")
         return gone
 
-    def run(self, node: str, script: str, *, stage: str, purpose: str = "exec", timeout: float = 60) -> NodeResult:
+    def run(self, node: str, script: str | Script, *, stage: str, purpose: str = "exec", timeout: float = 60) -> NodeResult:
         return self.run_many({node: script}, stage=stage, purpose=purpose, timeout=timeout)[node]
 
-    def start(self, node: str, script: str, *, stage: str, purpose: str) -> str:
+    def start(self, node: str, script: str | Script, *, stage: str, purpose: str) -> str:
         """Create the pod and return its name without waiting (e.g. a restart that takes the kubelet away)."""
         run_id = _secrets.token_hex(4)
         pod = pod_manifest(node, script, namespace=self.namespace, image=self.image, stage=stage, purpose=purpose,
@@ -82,7 +87,7 @@ class NodeExec:
         self.cluster.create(pod, stage)
         return pod["metadata"]["name"]
 
-    def run_many(self, scripts: dict[str, str], *, stage: str, purpose: str = "exec", timeout: float = 60,
+    def run_many(self, scripts: dict[str, str | Script], *, stage: str, purpose: str = "exec", timeout: float = 60,
                  env: dict[str, list[dict]] | None = None) -> dict[str, NodeResult]:
         """Run each node's script at once; ``env`` (per node) may reference Secrets so no secret is in a spec."""
         run_id = _secrets.token_hex(4)

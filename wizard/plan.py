@@ -15,11 +15,42 @@ from urllib.parse import urlsplit
 
 import yaml
 
-HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}"
-                      r"[A-Za-z0-9])?)*$")
-DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
-GITEA_NAME = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]{0,38}[A-Za-z0-9_])?$")
+from . import yamlsafe
+
+# ---------------------------------------------------------------------------------------------- grammars
+# Every value below reaches a node script, a pod spec, an nginx config, a workflow, a URL or a file
+# path. Each grammar is ASCII-only and anchored with \Z (``$`` would let a trailing newline through).
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+HOSTNAME = re.compile(rf"(?=.{{1,253}}\Z){_LABEL}(?:\.{_LABEL})*\Z", re.ASCII)
+IPV4 = re.compile(r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(?:\.(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9]))"
+                  r"{3}\Z", re.ASCII)
+IPV6_TEXT = re.compile(r"[0-9A-Fa-f:.]{2,45}\Z", re.ASCII)
+PORT = re.compile(r"[1-9][0-9]{0,4}\Z", re.ASCII)
+# Kubernetes: namespaces are DNS-1123 labels, Services DNS-1035 labels, other objects DNS-1123 subdomains
+DNS_LABEL = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?\Z", re.ASCII)
+DNS1035_LABEL = re.compile(r"[a-z](?:[-a-z0-9]{0,61}[a-z0-9])?\Z", re.ASCII)
+K8S_NAME = re.compile(r"(?=.{1,253}\Z)[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*\Z",
+                      re.ASCII)
+# the OCI distribution spec's repository name grammar (lowercase), one component and a whole path
+OCI_COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
+OCI_PATH = re.compile(rf"(?=.{{1,255}}\Z){OCI_COMPONENT}(?:/{OCI_COMPONENT})*\Z", re.ASCII)
+OCI_TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
+OCI_DIGEST = r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[0-9a-fA-F]{32,}"
+_REF_DOMAIN = r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)(?:\.(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?))*" \
+              r"(?::[0-9]{1,5})?"
+IMAGE_REF = re.compile(rf"(?=.{{1,512}}\Z)(?:{_REF_DOMAIN}/)?{OCI_COMPONENT}(?:/{OCI_COMPONENT})*"
+                       rf"(?::{OCI_TAG})?(?:@{OCI_DIGEST})?\Z", re.ASCII)
+# Gitea: an organisation is also the first component of every image path (lowercase, OCI); a user name
+# follows Gitea's IsValidUsername: alphanumerics and single - _ . between them, at most 40 characters
+GITEA_ORG = re.compile(r"(?=.{1,40}\Z)[a-z0-9]+(?:[._-][a-z0-9]+)*\Z", re.ASCII)
+GITEA_USER = re.compile(r"(?=.{1,40}\Z)[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*\Z", re.ASCII)
+GIT_BRANCH = re.compile(r"(?=.{1,255}\Z)(?!/)(?!.*(?:\.\.|//|@\{|/\.|\.lock(?:/|\Z)))[A-Za-z0-9._/-]*[A-Za-z0-9_-]\Z",
+                        re.ASCII)
+# a URL path (ROOT_URL's): RFC 3986 path characters without quotes, spaces, \, $, `, ;, &, (, ), *, !
+URL_PATH = re.compile(r"(?:/(?:[A-Za-z0-9._~+=,@:-]|%[0-9A-Fa-f]{2})*)*\Z", re.ASCII)
+VAULT_PATH = re.compile(r"(?=.{1,255}\Z)[A-Za-z0-9_.-]+(?:/[A-Za-z0-9_.-]+)*\Z", re.ASCII)
+MAX_LEN = 1024
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
 CLUSTER_DNS_SUFFIXES = (".svc.cluster.local", ".svc", ".cluster.local")
 
 
@@ -33,7 +64,20 @@ class PlanError(Exception):
 
 def _problem(path: str, value, fix: str) -> str:
     shown = value if isinstance(value, (int, float)) else repr(value)
+    if isinstance(shown, str) and len(shown) > 120:  # an over-long value is named, not printed whole
+        shown = shown[:100] + f"…' ({len(value) if isinstance(value, str) else len(shown)} characters)"
     return f"plan: {path}: {shown}: {fix}"
+
+
+def text_problem(value: str, *, limit: int = MAX_LEN) -> str | None:
+    """What every string field must satisfy: no NUL, control or invisible characters, at most ``limit`` long."""
+    if len(value) > limit:
+        return f"too long ({len(value)} characters, at most {limit})"
+    if "\x00" in value:
+        return "contains a NUL character: remove it"
+    if _CONTROL.search(value):
+        return "contains a control or invisible character (a newline, tab, escape, bidi mark, …): remove it"
+    return None
 
 
 def is_cluster_dns(host: str) -> bool:
@@ -42,38 +86,139 @@ def is_cluster_dns(host: str) -> bool:
 
 
 def split_host_port(hostport: str) -> tuple[str, int | None]:
+    """``name``, ``name:port``, ``[v6]`` or ``[v6]:port`` → (host without brackets, port); ports in ASCII digits."""
     if hostport.startswith("["):
         host, _, rest = hostport[1:].partition("]")
-        return host, int(rest[1:]) if rest.startswith(":") and rest[1:].isdigit() else None
+        return host, int(rest[1:]) if rest.startswith(":") and PORT.match(rest[1:]) else None
     host, sep, port = hostport.rpartition(":")
-    if sep and port.isdigit():
+    if sep and PORT.match(port) and ":" not in host:
         return host, int(port)
     return hostport, None
 
 
+def host_problem(value, *, port: str = "optional", allow_ip: bool = True) -> str | None:
+    """THE host grammar: why ``value`` is not ``HOST[:PORT]``, or None.
+
+    HOST is an RFC 1123 name (ASCII letters, digits, '-' and '.'), an IPv4 dotted quad, or a
+    bracketed IPv6 address without a zone id (``[fe80::1]``; ``%…`` never). PORT is 1–65535 in ASCII
+    digits. ``port`` is ``optional``, ``required`` or ``forbidden``.
+    """
+    if not isinstance(value, str) or not value:
+        return "expected a host name like registry.example.com"
+    if (bad := text_problem(value, limit=260)) is not None:
+        return bad
+    if not value.isascii():
+        return "not a valid host name: only ASCII letters, digits, '-' and '.' (a look-alike letter or digit?)"
+    if "://" in value or ("/" in value and not value.startswith("[")):
+        return "write the host only (no scheme or path), e.g. registry.example.com"
+    if value.startswith("["):
+        inner, close, rest = value[1:].partition("]")
+        if not close:
+            return "an IPv6 address must be written in brackets, e.g. [fd00::1]"
+        if "%" in inner:
+            return "an IPv6 zone id (%…) is not allowed: use a global or unique-local address"
+        if not IPV6_TEXT.match(inner):
+            return "not a valid IPv6 address"
+        try:
+            ipaddress.IPv6Address(inner)
+        except ValueError:
+            return "not a valid IPv6 address"
+        if rest and not rest.startswith(":"):
+            return "expected [IPV6] or [IPV6]:PORT"
+        port_text = rest[1:] if rest else None
+        is_ip = True
+        host = inner
+    else:
+        if value.count(":") > 1:
+            return "write an IPv6 address in brackets, e.g. [fd00::1]:5000"
+        host, sep, port_text = value.partition(":")
+        if not sep:
+            port_text = None
+        is_ip = bool(IPV4.match(host))
+        if not is_ip:
+            if not HOSTNAME.match(host):
+                return "not a valid host name (letters, digits, '-' and '.' only)"
+            if re.fullmatch(r"[0-9.]+", host.rstrip(".")) or host.rstrip(".").rsplit(".", 1)[-1].isdigit():
+                return "not a valid IPv4 address (four numbers 0-255) nor a host name"
+    if port_text is not None:
+        if port == "forbidden":
+            return "leave out the port"
+        if not PORT.match(port_text) or not 0 < int(port_text) < 65536:
+            return "the port must be between 1 and 65535"
+    elif port == "required":
+        return "add the port, e.g. :3000"
+    if is_ip and not allow_ip:
+        return "expected a host name, not an IP address"
+    return None
+
+
 def check_host(path: str, value, problems: list[str], *, for_containerd: bool = False, port_ok: bool = True) -> None:
     """A registry host as containerd and image references write it: name[:port]."""
-    if not isinstance(value, str) or not value:
-        problems.append(_problem(path, value, "expected a host name like registry.example.com"))
+    bad = host_problem(value, port="optional" if port_ok else "forbidden")
+    if bad is not None:
+        problems.append(_problem(path, value, bad))
         return
-    if "://" in value or "/" in value:
-        problems.append(_problem(path, value, "write the host only (no scheme or path), e.g. registry.example.com"))
-        return
-    host, port = split_host_port(value)
-    if port is not None and (not port_ok or not 0 < port < 65536):
-        problems.append(_problem(path, value, "the port must be between 1 and 65535"))
-        return
-    try:
-        ipaddress.ip_address(host)
-        is_ip = True
-    except ValueError:
-        is_ip = False
-    if not is_ip and not HOSTNAME.match(host):
-        problems.append(_problem(path, value, "not a valid host name (letters, digits, '-' and '.' only)"))
-        return
+    host, _ = split_host_port(value)
     if for_containerd and is_cluster_dns(host):
         problems.append(_problem(path, value, "containerd runs on the node, not in the cluster, and cannot resolve "
                                  "cluster DNS names: use the external registry host name or an IP"))
+
+
+def ip_problem(value) -> str | None:
+    """An IPv4 dotted quad or an IPv6 address (no brackets, no zone id)."""
+    if not isinstance(value, str) or IPV4.match(value):
+        return None if isinstance(value, str) else "expected an IP address"
+    if value.isascii() and IPV6_TEXT.match(value) and ":" in value:
+        try:
+            ipaddress.IPv6Address(value)
+            return None
+        except ValueError:
+            pass
+    return "expected an IP address"
+
+
+def path_problem(value: str, *, relative: bool = False) -> str | None:
+    """A file path: no NUL, control characters or newlines; ``relative``: inside the folder, no ``..``."""
+    if not value:
+        return "expected a path"
+    if (bad := text_problem(value)) is not None:
+        return bad
+    if relative and (value.startswith(("/", "~")) or ".." in value.replace("\\", "/").split("/")):
+        return "must be a relative path inside the repository, without '..'"
+    return None
+
+
+def repo_path_problem(value: str) -> str | None:
+    """A path or pattern in the application repository (Dockerfile, context, change patterns).
+
+    They reach Kaniko's arguments and the workflow's shell; besides ``path_problem`` they hold no
+    quotes, ``$``, backticks or backslashes and never leave the repository.
+    """
+    if (bad := path_problem(value, relative=True)) is not None:
+        return bad
+    if re.search(r"[\s'\"`$\\;&|<>(){}]", value):
+        return "use letters, digits and / . _ - * ? [ ] only (no spaces, quotes, $, backticks or backslashes)"
+    return None
+
+
+def root_url_problem(value: str) -> str | None:
+    """``https://HOST[:PORT][/PATH]``: HOST as ``host_problem``, a plain path, no user, query or fragment."""
+    if (bad := text_problem(value)) is not None:
+        return bad
+    m = re.fullmatch(r"https://([^/?#]*)(/[^?#]*)?", value, re.ASCII) if value.isascii() else None
+    if m is None:
+        if re.match(r"https://", value, re.IGNORECASE) and value.isascii():
+            return "no user, query or fragment: Gitea's ROOT_URL is https://HOST[:PORT]/[PATH/]"
+        return None  # the scheme check names it
+    netloc, path = m.group(1), m.group(2) or ""
+    if "@" in netloc:
+        return "no user name in ROOT_URL: it is https://HOST[:PORT]/[PATH/]"
+    if (bad := host_problem(netloc)) is not None:
+        return f"the host {netloc!r}: {bad}"
+    if not URL_PATH.match(path):
+        return "the path may hold letters, digits and . _ ~ + = , @ : - and %XX only (no quotes, spaces, " \
+               "backslashes, $ or backticks)"
+    return None
 
 
 @dataclass(frozen=True)
@@ -197,22 +342,40 @@ _FIELD_TYPES = {f.name: f.type for f in fields(Plan)}
 
 
 def load(path: str | Path) -> Plan:
-    """Read and validate a plan file; raises PlanError listing every problem."""
+    """Read and validate a plan file; raises PlanError listing every problem.
+
+    The YAML is read with ``yamlsafe``: duplicate keys, anchors/aliases, nesting past 64 levels and
+    files over 1 MiB are refused, each as one line, before anything is expanded.
+    """
     p = Path(path)
     try:
-        text = p.read_text()
+        with p.open("rb") as fh:
+            raw = fh.read(yamlsafe.MAX_BYTES + 1)
     except FileNotFoundError:
         raise PlanError([f"plan: {path}: file not found; write one with `ghcr2gitea init > plan.yaml`"]) from None
+    except IsADirectoryError:
+        raise PlanError([f"plan: {path}: is a folder; name the plan file"]) from None
     except OSError as e:
         raise PlanError([f"plan: {path}: cannot read ({e.strerror})"]) from None
+    if len(raw) > yamlsafe.MAX_BYTES:
+        raise PlanError([f"plan: {path}: over {yamlsafe.MAX_BYTES} bytes: a plan is a few kilobytes; "
+                         "name the right file"])
     try:
-        data = yaml.safe_load(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise PlanError([f"plan: {path}: not UTF-8 text (byte {e.start}): save the plan as UTF-8"]) from None
+    return loads(text, source=str(p))
+
+
+def loads(text: str, source: str = "<plan>") -> Plan:
+    """Parse and validate plan text (what ``load`` reads from a file)."""
+    try:
+        data = yamlsafe.load(text)
+    except yamlsafe.YamlRefused as e:
+        raise PlanError([f"plan: {source}: {e}"]) from None
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1} column {mark.column + 1}" if mark else "?"
-        raise PlanError([f"plan: {path}: not valid YAML at {where}: {getattr(e, 'problem', e)}; fix the syntax"]) \
-            from None
-    return from_dict(data, source=str(p))
+        raise PlanError([f"plan: {source}: {yamlsafe.describe_error(e, text)}; fix the syntax"]) from None
+    return from_dict(data, source=source)
 
 
 def from_dict(data, source: str = "") -> Plan:
@@ -303,6 +466,11 @@ def _images(section, problems: list[str]) -> tuple[Image, ...]:
             problems.append(_problem(f"images[{i}]", item, "each image needs `source` (ghcr.io/ORG/NAME) and "
                                      "`target` (REGISTRY/ORG/NAME); optional: dockerfile, context, paths (CI)"))
             continue
+        if not all(isinstance(item[k], str) for k in ("source", "target")):
+            for k in ("source", "target"):
+                if not isinstance(item[k], str):
+                    problems.append(_problem(f"images[{i}].{k}", item[k], "expected a string"))
+            continue
         build = {}
         for key in ("dockerfile", "context"):
             if key in item:
@@ -323,81 +491,174 @@ def _images(section, problems: list[str]) -> tuple[Image, ...]:
 
 def validate(plan: Plan, explicit: set[str] = frozenset()) -> list[str]:
     problems: list[str] = []
+    # every string: no NUL, control characters or over-long values, whatever the field
+    texts_ok: set[str] = set()
+    for f in fields(Plan):
+        if f.name in ("images", "source_path"):
+            continue
+        v = getattr(plan, f.name)
+        items = [(_path_of(f.name), v)] if isinstance(v, str) else \
+            [(f"{_path_of(f.name)}[{i}]", x) for i, x in enumerate(v)] if isinstance(v, tuple) else []
+        bad_here = False
+        for path, x in items:
+            if isinstance(x, str) and (bad := text_problem(x)) is not None:
+                problems.append(_problem(path, x, bad))
+                bad_here = True
+        if not bad_here:
+            texts_ok.add(f.name)
+    for i, img in enumerate(plan.images):
+        for key in ("source", "target", "dockerfile", "context"):
+            if (bad := text_problem(getattr(img, key))) is not None:
+                problems.append(_problem(f"images[{i}].{key}", getattr(img, key), bad))
+        for j, pat in enumerate(img.paths):
+            if (bad := text_problem(pat)) is not None:
+                problems.append(_problem(f"images[{i}].paths[{j}]", pat, bad))
+
+    def ok(attr: str) -> bool:  # the generic check already named this field
+        return attr in texts_ok
+
     # Gitea's ROOT_URL: the realm every client must reach over HTTPS
-    u = urlsplit(plan.root_url or "")
+    u = urlsplit(plan.root_url or "") if ok("root_url") else None
     if not plan.root_url:
         problems.append(_problem("gitea.root_url", plan.root_url, "set Gitea's ROOT_URL, e.g. https://gitea.example.com/"
                                  " (the auth realm is ROOT_URL + v2/token)"))
-    elif u.scheme != "https" or not u.hostname:
+    elif u is None:
+        pass
+    elif not plan.root_url.startswith("https://") or not u.netloc:
         problems.append(_problem("gitea.root_url", plan.root_url, "must be an https:// URL: Docker clients fetch "
                                  "tokens from ROOT_URL over HTTPS and no client flag changes that"))
+    elif (bad := root_url_problem(plan.root_url)) is not None:
+        problems.append(_problem("gitea.root_url", plan.root_url, bad))
     else:
         check_host("gitea.root_url", u.netloc, problems, for_containerd=True)
-    check_host("registry.host", plan.registry_host, problems, for_containerd=True)
-    for i, h in enumerate(plan.legacy_hosts):
-        check_host(f"registry.legacy_hosts[{i}]", h, problems, for_containerd=True)
-    host, port = split_host_port(plan.internal_service)
-    if not plan.internal_service or port is None or not HOSTNAME.match(host):
-        problems.append(_problem("gitea.internal_service", plan.internal_service,
-                                 "expected NAME.NAMESPACE.svc.cluster.local:PORT of Gitea's HTTP service"))
+    if ok("registry_host"):
+        check_host("registry.host", plan.registry_host, problems, for_containerd=True)
+    # a registry.host outside the grammar is not repeated in the fixes below (they would print it raw)
+    registry_host = plan.registry_host if ok("registry_host") and host_problem(plan.registry_host) is None else ""
+    if ok("legacy_hosts"):
+        for i, h in enumerate(plan.legacy_hosts):
+            check_host(f"registry.legacy_hosts[{i}]", h, problems, for_containerd=True)
+    if ok("internal_service"):
+        bad = host_problem(plan.internal_service, port="required", allow_ip=False) if plan.internal_service else "x"
+        if bad is None and not DNS1035_LABEL.match(plan.internal_service.split(".")[0].split(":")[0]):
+            bad = "x"
+        if bad is not None:
+            problems.append(_problem("gitea.internal_service", plan.internal_service,
+                                     "expected NAME.NAMESPACE.svc.cluster.local:PORT of Gitea's HTTP service"))
     if plan.node_tls not in ("skip_verify", "ca"):
         problems.append(_problem("registry.node_tls", plan.node_tls, "use skip_verify (the guide) or ca"))
     if plan.node_tls == "ca" and not plan.registry_ca_file:
         problems.append(_problem("registry.node_tls", plan.node_tls, "node_tls: ca needs registry.ca_file"))
-    if plan.registry_ca_file and not Path(plan.registry_ca_file).is_file():
-        problems.append(_problem("registry.ca_file", plan.registry_ca_file, "file not found"))
+    if plan.registry_ca_file and ok("registry_ca_file"):
+        if (bad := path_problem(plan.registry_ca_file)) is not None:
+            problems.append(_problem("registry.ca_file", plan.registry_ca_file, bad))
+        elif not Path(plan.registry_ca_file).is_file():
+            problems.append(_problem("registry.ca_file", plan.registry_ca_file, "file not found"))
     if not plan.org:
         problems.append(_problem("gitea.org", plan.org, "set the Gitea organisation that owns the images"))
-    elif not GITEA_NAME.match(plan.org):
-        problems.append(_problem("gitea.org", plan.org, "not a valid Gitea organisation name (letters, digits, "
-                                 "'-', '_' and '.')"))
+    elif ok("org") and not GITEA_ORG.match(plan.org):
+        problems.append(_problem("gitea.org", plan.org, "not a valid Gitea organisation name for image paths "
+                                 "(lowercase letters and digits, single '-', '_' or '.' between them, at most 40)"))
     if not plan.username:
         problems.append(_problem("gitea.username", plan.username, "set the Gitea user the token belongs to"))
+    elif ok("username") and not GITEA_USER.match(plan.username):
+        problems.append(_problem("gitea.username", plan.username, "not a valid Gitea user name (letters and digits, "
+                                 "single '-', '_' or '.' between them, at most 40)"))
     if not plan.images:
         problems.append(_problem("images", [], "list the images to migrate: - {source: ghcr.io/ORG/NAME, "
                                  "target: REGISTRY/ORG/NAME}"))
     for i, img in enumerate(plan.images):
+        if any(text_problem(getattr(img, k)) for k in ("source", "target", "dockerfile", "context")):
+            continue  # already named
+        tagged_source = ":" in img.source.rsplit("/", 1)[-1] or "@" in img.source
         if not img.source.startswith("ghcr.io/") or img.source.count("/") < 2:
             problems.append(_problem(f"images[{i}].source", img.source, "expected ghcr.io/ORG/NAME (no tag)"))
-        if ":" in img.source.rsplit("/", 1)[-1] or "@" in img.source:
+        elif tagged_source:
             problems.append(_problem(f"images[{i}].source", img.source, "leave out the tag: tags and digests are kept"))
+        elif not OCI_PATH.match(img.source[len("ghcr.io/"):]):
+            problems.append(_problem(f"images[{i}].source", img.source, "expected ghcr.io/ORG/NAME: lowercase letters "
+                                     "and digits with single '.', '_', '__' or '-' runs between them (the OCI name "
+                                     "grammar)"))
         tgt_host = img.target.split("/", 1)[0]
-        if plan.registry_host and tgt_host != plan.registry_host:
+        if registry_host and tgt_host != registry_host:
             problems.append(_problem(f"images[{i}].target", img.target,
-                                     f"must be on registry.host ({plan.registry_host}/ORG/NAME): that is the host "
+                                     f"must be on registry.host ({registry_host}/ORG/NAME): that is the host "
                                      "nodes pull from"))
-        if ":" in img.target.rsplit("/", 1)[-1] or "@" in img.target:
+        elif ":" in img.target.rsplit("/", 1)[-1] or "@" in img.target:
             problems.append(_problem(f"images[{i}].target", img.target, "leave out the tag: tags and digests are kept"))
+        elif registry_host:
+            repo = img.target[len(registry_host) + 1:]
+            if not OCI_PATH.match(repo) or "/" not in repo:
+                problems.append(_problem(f"images[{i}].target", img.target, "expected REGISTRY/ORG/NAME: lowercase "
+                                         "letters and digits with single '.', '_', '__' or '-' runs between them "
+                                         "(the OCI name grammar)"))
+            elif ok("org") and GITEA_ORG.match(plan.org) and repo.split("/", 1)[0] != plan.org:
+                problems.append(_problem(f"images[{i}].target", img.target, f"must be in gitea.org "
+                                         f"({registry_host}/{plan.org}/NAME): Gitea keeps the images under the "
+                                         "organisation the token can push to"))
+        for key in ("dockerfile", "context"):
+            if (bad := repo_path_problem(getattr(img, key))) is not None:
+                problems.append(_problem(f"images[{i}].{key}", getattr(img, key), bad))
+        for j, pat in enumerate(img.paths):
+            if not text_problem(pat) and (bad := repo_path_problem(pat)) is not None:
+                problems.append(_problem(f"images[{i}].paths[{j}]", pat, bad))
     for attr in ("secrets_namespace", "proxy_namespace", "ingress_namespace", "workloads_namespace",
                  "runner_namespace", "wizard_namespace"):
         v = getattr(plan, attr)
-        if not DNS_LABEL.match(v):
-            problems.append(_problem(_path_of(attr), v, "not a valid namespace name (lowercase letters, digits, '-')"))
-    for attr in ("push_secret", "pull_secret", "old_pull_secret", "proxy_name", "proxy_tls_secret",
-                 "proxy_ca_configmap", "proxy_config_configmap", "ingress_name", "gitea_service",
+        if ok(attr) and not DNS_LABEL.match(v):
+            problems.append(_problem(_path_of(attr), v, "not a valid namespace name (a DNS-1123 label: lowercase "
+                                     "letters, digits and '-', at most 63)"))
+    for attr in ("proxy_name", "gitea_service"):
+        v = getattr(plan, attr)
+        if ok(attr) and not DNS1035_LABEL.match(v):
+            problems.append(_problem(_path_of(attr), v, "not a valid Kubernetes object name for a Service (a DNS-1035 "
+                                     "label: a lowercase letter, then lowercase letters, digits and '-', at most 63)"))
+    for attr in ("push_secret", "pull_secret", "old_pull_secret", "proxy_tls_secret",
+                 "proxy_ca_configmap", "proxy_config_configmap", "ingress_name",
                  "runner_service_account", "runner_role"):
         v = getattr(plan, attr)
-        if not K8S_NAME.match(v):
-            problems.append(_problem(_path_of(attr), v, "not a valid Kubernetes object name"))
+        if ok(attr) and not K8S_NAME.match(v):
+            problems.append(_problem(_path_of(attr), v, "not a valid Kubernetes object name (a DNS-1123 subdomain: "
+                                     "lowercase letters, digits, '-' and '.' between them, at most 253)"))
+    for attr in ("helper_image", "proxy_image"):
+        v = getattr(plan, attr)
+        if ok(attr) and not IMAGE_REF.match(v):
+            problems.append(_problem(_path_of(attr), v, "not a valid container image reference "
+                                     "([REGISTRY/]PATH[:TAG][@DIGEST], e.g. alpine:3.20)"))
+    if ok("workflow") and (bad := path_problem(plan.workflow, relative=True)) is not None:
+        problems.append(_problem("ci.workflow", plan.workflow, bad))
+    if plan.ci_repo_dir is not None and ok("ci_repo_dir") and (bad := path_problem(plan.ci_repo_dir)):
+        problems.append(_problem("ci.repo_dir", plan.ci_repo_dir, bad))
+    if ok("manifests"):
+        for i, m in enumerate(plan.manifests):
+            if (bad := path_problem(m)) is not None:
+                problems.append(_problem(f"workloads.manifests[{i}]", m, bad))
+    if ok("ci_branch") and not GIT_BRANCH.match(plan.ci_branch):
+        problems.append(_problem("ci.branch", plan.ci_branch, "not a plain git branch name (letters, digits and "
+                                 ". _ / -)"))
+    if plan.vault_path is not None and ok("vault_path") and not VAULT_PATH.match(plan.vault_path):
+        problems.append(_problem("vault.path", plan.vault_path, "expected a Vault KV path like secret/gitea/registry"))
+    if plan.context is not None and ok("context") and not plan.context:
+        problems.append(_problem("cluster.context", plan.context, "name a kubeconfig context or leave it out"))
     if not 1 <= plan.cert_days <= 36500:
         problems.append(_problem("proxy.cert_days", plan.cert_days, "choose a validity between 1 and 36500 days"))
-    if plan.coredns_ip is not None:
-        try:
-            ipaddress.ip_address(plan.coredns_ip)
-        except ValueError:
-            problems.append(_problem("proxy.coredns_ip", plan.coredns_ip, "expected an IP address (kube-dns's "
-                                     "ClusterIP), or leave it out to discover it"))
-    for i, r in enumerate(plan.resolve):
-        parts = r.rsplit(":", 2)
-        ok = len(parts) == 3 and parts[1].isdigit()
-        if ok:
-            try:
-                ipaddress.ip_address(parts[2].strip("[]"))
-            except ValueError:
-                ok = False
-        if not ok:
-            problems.append(_problem(f"network.resolve[{i}]", r, "expected HOST:PORT:ADDRESS, as curl --resolve"))
+    if plan.coredns_ip is not None and ok("coredns_ip") and ip_problem(plan.coredns_ip) is not None:
+        problems.append(_problem("proxy.coredns_ip", plan.coredns_ip, "expected an IP address (kube-dns's "
+                                 "ClusterIP), or leave it out to discover it"))
+    if ok("resolve"):
+        for i, r in enumerate(plan.resolve):
+            if resolve_problem(r) is not None:
+                problems.append(_problem(f"network.resolve[{i}]", r, "expected HOST:PORT:ADDRESS, as curl --resolve"))
     return problems
+
+
+def resolve_problem(entry: str) -> str | None:
+    """``HOST:PORT:ADDRESS`` as curl --resolve: HOST and PORT by the host grammar, ADDRESS an IP address."""
+    parts = entry.rsplit(":", 2)
+    if len(parts) != 3 or host_problem(f"{parts[0]}:{parts[1]}", port="required") is not None \
+            or ip_problem(parts[2].strip("[]")) is not None:
+        return "expected HOST:PORT:ADDRESS, as curl --resolve"
+    return None
 
 
 def parse_resolve(entries: tuple[str, ...] | list[str]) -> dict[tuple[str, int], str]:

@@ -19,6 +19,7 @@ import yaml
 
 from .credentials import Secret
 from .plan import Plan, is_cluster_dns
+from .script import Script
 
 PATH = "/etc/rancher/k3s/registries.yaml"
 CONTAINERD_DIR = "/var/lib/rancher/k3s/agent/etc/containerd"
@@ -119,26 +120,27 @@ def backup_path(now: datetime | None = None) -> str:
 # ------------------------------------------------------------------ node facts
 def facts_script(plan: Plan) -> str:
     """Read-only: what a node has on disk and what its k3s unit says. One key=value per line."""
-    lines = [
-        f"F={PATH}", f"C={CONTAINERD_DIR}",
-        'echo "k3s=$(systemctl show k3s -p LoadState --value)"',
-        'echo "k3s_agent=$(systemctl show k3s-agent -p LoadState --value)"',
-        'echo "k3s_state=$(systemctl show k3s -p ActiveState --value)"',
-        'echo "k3s_agent_state=$(systemctl show k3s-agent -p ActiveState --value)"',
-        # microseconds where systemd has --timestamp (v247+), seconds otherwise
-        'echo "k3s_enter=$(systemctl show k3s -p ActiveEnterTimestamp --value --timestamp=us+utc 2>/dev/null '
-        '|| systemctl show k3s -p ActiveEnterTimestamp --value)"',
-        'echo "k3s_agent_enter=$(systemctl show k3s-agent -p ActiveEnterTimestamp --value --timestamp=us+utc '
-        '2>/dev/null || systemctl show k3s-agent -p ActiveEnterTimestamp --value)"',
-        'echo "k3s_mono=$(systemctl show k3s -p ActiveEnterTimestampMonotonic --value)"',
-        'echo "k3s_agent_mono=$(systemctl show k3s-agent -p ActiveEnterTimestampMonotonic --value)"',
-        'echo "file=$(base64 -w0 $F 2>/dev/null)"',
-        'echo "mtime=$(stat -c %y $F 2>/dev/null)"',
-        'echo "now=$(date +%s)"',
-    ]
+    s = Script()
+    s.add("F={path}", path=PATH)
+    s.add("C={dir}", dir=CONTAINERD_DIR)
+    s.add('echo "k3s=$(systemctl show k3s -p LoadState --value)"')
+    s.add('echo "k3s_agent=$(systemctl show k3s-agent -p LoadState --value)"')
+    s.add('echo "k3s_state=$(systemctl show k3s -p ActiveState --value)"')
+    s.add('echo "k3s_agent_state=$(systemctl show k3s-agent -p ActiveState --value)"')
+    # microseconds where systemd has --timestamp (v247+), seconds otherwise
+    s.add('echo "k3s_enter=$(systemctl show k3s -p ActiveEnterTimestamp --value --timestamp=us+utc 2>/dev/null '
+          '|| systemctl show k3s -p ActiveEnterTimestamp --value)"')
+    s.add('echo "k3s_agent_enter=$(systemctl show k3s-agent -p ActiveEnterTimestamp --value --timestamp=us+utc '
+          '2>/dev/null || systemctl show k3s-agent -p ActiveEnterTimestamp --value)"')
+    s.add('echo "k3s_mono=$(systemctl show k3s -p ActiveEnterTimestampMonotonic --value)"')
+    s.add('echo "k3s_agent_mono=$(systemctl show k3s-agent -p ActiveEnterTimestampMonotonic --value)"')
+    s.add('echo "file=$(base64 -w0 "$F" 2>/dev/null)"')
+    s.add('echo "mtime=$(stat -c %y "$F" 2>/dev/null)"')
+    s.add('echo "now=$(date +%s)"')
     for i, host in enumerate(plan.node_hosts):
-        lines.append(f'echo "hosts_{i}=$(base64 -w0 $C/certs.d/{host}/hosts.toml 2>/dev/null)"')
-    return "\n".join(lines) + "\n"
+        # the host is a quoted word of its own: "$C"/certs.d/'HOST'/hosts.toml
+        s.add('echo "hosts_{i}=$(base64 -w0 "$C"/certs.d/{host}/hosts.toml 2>/dev/null)"', i=i, host=host)
+    return s.text()
 
 
 @dataclass(frozen=True)
@@ -209,9 +211,13 @@ def parse_systemd_time(text: str) -> float | None:
 
 def write_script(backup: str | None) -> str:
     """Write $REGISTRIES_YAML (from a Secret, never in the pod spec) atomically, after a backup."""
-    lines = ["set -e", f"F={PATH}", "mkdir -p /etc/rancher/k3s"]
+    s = Script(strict=True)
+    s.add("F={path}", path=PATH)
+    s.add("mkdir -p {dir}", dir="/etc/rancher/k3s")
     if backup:
-        lines.append(f'[ -f "$F" ] && cp -p "$F" "{backup}" || true')
-    lines += ['printf "%s" "$REGISTRIES_YAML" > "$F.ghcr2gitea-tmp"',
-              'chmod 600 "$F.ghcr2gitea-tmp"', 'mv "$F.ghcr2gitea-tmp" "$F"', 'sha256sum "$F"']
-    return "\n".join(lines) + "\n"
+        s.add('[ -f "$F" ] && cp -p "$F" {backup} || true', backup=backup)
+    s.add('printf "%s" "$REGISTRIES_YAML" > "$F.ghcr2gitea-tmp"')
+    s.add('chmod 600 "$F.ghcr2gitea-tmp"')
+    s.add('mv "$F.ghcr2gitea-tmp" "$F"')
+    s.add('sha256sum "$F"')
+    return s.text()

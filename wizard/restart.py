@@ -26,6 +26,7 @@ from . import registries as R
 from .faults import crash_point
 from .kube import NodeInfo
 from .nodeexec import NodeExec
+from .script import Script
 
 PROOFS = ("restart started", "unit restarted", "heartbeat", "kubelet Starting event", "Ready", "containerd config")
 
@@ -76,6 +77,11 @@ def ordered(nodes: list[NodeInfo], names: list[str]) -> list[NodeInfo]:
     want = set(names)
     chosen = [n for n in nodes if n.name in want]
     return sorted(chosen, key=lambda n: (n.role != "server", n.name))
+
+
+def restart_script(unit: str) -> str:
+    """The node command that restarts K3s without waiting for it (the kubelet goes away with it)."""
+    return Script().add("systemctl --no-block restart {unit}", unit=unit).text()
 
 
 def _ts(text: str | None) -> float | None:
@@ -186,7 +192,7 @@ class RollingRestart:
         if is_server:  # the kubeconfig may point at this server: its API goes away with k3s
             self.cluster.retry_note = f" (expected while {n.name}'s k3s restarts)"
         self._emit(run, f"{n.name}: systemctl restart {run.unit}")
-        pod = self.exec.start(n.name, f"systemctl --no-block restart {run.unit}", stage="restart", purpose="restart")
+        pod = self.exec.start(n.name, restart_script(run.unit), stage="restart", purpose="restart")
         crash_point(f"restart:{n.name}")
         try:
             run.proofs["restart started"] = True

@@ -20,11 +20,12 @@ from pathlib import Path
 
 import yaml
 
+from . import script as S
+from .authflow import CA_BUNDLE, ca_bundle_script
 from .manifests import plan_image
 from .plan import Image, Plan
 
 KANIKO_IMAGE = "gcr.io/kaniko-project/executor:latest"
-CA_BUNDLE = "/certs/ca-certificates.crt"
 RESTARTABLE = ("StatefulSet", "Deployment")  # what the runner's Role may patch (rollout restart)
 SCHEMA = "builtin_schemas/vendor/github-workflows.json"  # shipped inside check-jsonschema
 
@@ -91,7 +92,7 @@ def kaniko_pod(plan: Plan, img: Image, *, name: str, proxy_ip: str, sha_short: s
             "hostAliases": [{"ip": proxy_ip, "hostnames": [plan.realm_hostname]}],
             "initContainers": [{
                 "name": "setup-certs", "image": plan.helper_image,
-                "command": ["sh", "-c", f"cat /etc/ssl/certs/ca-certificates.crt /custom-ca/ca.crt > {CA_BUNDLE}"],
+                "command": ["sh", "-c", ca_bundle_script()],
                 "volumeMounts": [{"name": "merged-certs", "mountPath": "/certs"},
                                  {"name": "custom-ca", "mountPath": "/custom-ca"}]}],
             "containers": [{
@@ -175,8 +176,10 @@ def _changes_job(plan: Plan, ids: dict[Image, str]) -> dict:
         "}",
     ]
     for img, jid in ids.items():
-        pats = " ".join(_sh_quote(p) for p in change_patterns(img))
-        lines.append(f"echo \"{jid}=$(wanted {jid} {pats})\" >> \"$GITHUB_OUTPUT\"")
+        pats = change_patterns(img)
+        fields = " ".join(f"{{p{i}}}" for i in range(len(pats)))
+        lines.append(S.render("printf '%s=%s\\n' {jid} \"$(wanted {jid} " + fields + ")\" >> \"$GITHUB_OUTPUT\"",
+                            jid=jid, **{f"p{i}": p for i, p in enumerate(pats)}))
     return {
         "runs-on": "self-hosted",
         "outputs": {jid: f"${{{{ steps.filter.outputs.{jid} }}}}" for jid in ids.values()},
@@ -189,41 +192,83 @@ def _changes_job(plan: Plan, ids: dict[Image, str]) -> dict:
     }
 
 
+# What the build step takes from GitHub and the metadata step, as environment variables: a GitHub
+# expression pasted into a script is code (a branch may be named `$(…)`), an env value is data.
+BUILD_ENV = {
+    "PROXY_IP": "${{ steps.meta.outputs.proxy_ip }}",
+    "SHA_SHORT": "${{ steps.meta.outputs.sha_short }}",
+    "TIMESTAMP": "${{ steps.meta.outputs.timestamp }}",
+    "GIT_REPOSITORY": "${{ github.repository }}",
+    "GIT_REF": "${{ github.ref }}",
+    "GIT_SHA": "${{ github.sha }}",
+    "RUN_ID": "${{ github.run_id }}",
+}
+_SAFE_VALUE = "A-Za-z0-9._/:-"  # what those values may hold before they go into the pod spec
+
+
+def _heredoc_text(text: str, placeholders: dict[str, str]) -> str:
+    """``text`` for an unquoted here-document: ``\\``, ``$`` and backticks escaped, so nothing in it expands,
+    then each placeholder replaced by its ``${VAR}`` (the only expansions, and their values are not re-read)."""
+    out = text.replace("\\", "\\\\").replace("$", "\\$").replace("`", "\\`")
+    for token, var in placeholders.items():
+        out = out.replace(token, "${" + var + "}")
+    return out
+
+
 def _build_job(plan: Plan, img: Image, jid: str) -> dict:
     pod = pod_name(jid, "${{ github.run_id }}")
     ns = plan.runner_namespace
-    spec = kaniko_pod(plan, img, name=pod, proxy_ip="${{ steps.meta.outputs.proxy_ip }}",
-                      sha_short="${{ steps.meta.outputs.sha_short }}", timestamp="${{ steps.meta.outputs.timestamp }}",
-                      git_context="git://github.com/${{ github.repository }}.git#${{ github.ref }}#${{ github.sha }}",
-                      dest="${DEST}")
-    pod_yaml = yaml.safe_dump(spec, sort_keys=False, width=4096, default_flow_style=False)
+    marks = {name: f"@@GHCR2GITEA_{name}@@" for name in ("PROXY_IP", "SHA_SHORT", "TIMESTAMP", "GIT_REPOSITORY",
+                                                         "GIT_REF", "GIT_SHA", "DEST", "RUN_ID")}
+    spec = kaniko_pod(plan, img, name=pod_name(jid, marks["RUN_ID"]), proxy_ip=marks["PROXY_IP"],
+                      sha_short=marks["SHA_SHORT"], timestamp=marks["TIMESTAMP"],
+                      git_context=f"git://github.com/{marks['GIT_REPOSITORY']}.git#{marks['GIT_REF']}#"
+                                  f"{marks['GIT_SHA']}",
+                      dest=marks["DEST"])
+    pod_yaml = yaml.dump(spec, Dumper=BlockDumper, sort_keys=False, width=4096, default_flow_style=False)
+    checks = [S.render("case \"${{" + name + "}}\" in ''|*[!" + _SAFE_VALUE + "]*) printf '::error::%s is empty "
+                       "or holds characters a pod spec cannot take: %s\\n' {name} \"${{" + name + "}}\"; exit 1 ;; esac",
+                       name=name)
+              for name in BUILD_ENV]
     build = "\n".join([
         "set -euo pipefail",
-        "DEST=\"${{ env.REGISTRY }}/${{ env.IMAGE }}\"",
+        *checks,
+        'DEST="${REGISTRY}/${IMAGE}"',
         "cat <<EOF | kubectl apply -f -",
-        pod_yaml.rstrip("\n"),
+        _heredoc_text(pod_yaml.rstrip("\n"), {t: v for v, t in marks.items()}),
         "EOF",
     ]) + "\n"
+    k = f"kubectl -n {S.quote(ns)}"  # every kubectl line below names the namespace, quoted
     wait = "\n".join([
         "set -uo pipefail",
-        f"POD={pod}",
-        f"kubectl -n {ns} wait --for=condition=Ready pod/$POD --timeout=120s 2>/dev/null || true",
+        S.render("POD={pod}", pod=pod),
+        f"{k} wait --for=condition=Ready pod/\"$POD\" --timeout=120s 2>/dev/null || true",
         "while true; do",
-        f"  STATUS=$(kubectl -n {ns} get pod \"$POD\" -o jsonpath='{{.status.phase}}')",
+        f"  STATUS=$({k} get pod \"$POD\" -o jsonpath='{{.status.phase}}')",
         "  echo \"Build status: $STATUS\"",
         "  if [ \"$STATUS\" = Succeeded ]; then break; fi",
-        f"  WAITING=$(kubectl -n {ns} get pod \"$POD\" -o jsonpath='{{.status.initContainerStatuses[*].state.waiting."
+        f"  WAITING=$({k} get pod \"$POD\" -o jsonpath='{{.status.initContainerStatuses[*].state.waiting."
         "reason} {.status.containerStatuses[*].state.waiting.reason}')",
         "  case \"$STATUS $WAITING\" in",
         "    Failed*|*ErrImagePull*|*ImagePullBackOff*|*CreateContainerConfigError*|*InvalidImageName*)",
-        f"      kubectl -n {ns} describe pod \"$POD\" | tail -n 20",
-        f"      kubectl -n {ns} logs \"$POD\" --all-containers 2>/dev/null || true",
+        f"      {k} describe pod \"$POD\" | tail -n 20",
+        f"      {k} logs \"$POD\" --all-containers 2>/dev/null || true",
         "      echo \"::error::the Kaniko build pod failed ($STATUS $WAITING)\"",
         "      exit 1 ;;",
         "  esac",
         "  sleep 10",
         "done",
     ]) + "\n"
+    meta = S.Script()
+    meta.add("set -euo pipefail")
+    meta.add("echo \"sha_short=$(git rev-parse --short HEAD)\" >> \"$GITHUB_OUTPUT\"")
+    meta.add("echo \"timestamp=$(date +%Y%m%d-%H%M%S)\" >> \"$GITHUB_OUTPUT\"")
+    meta.add("# the auth proxy's ClusterIP: Kaniko reaches the realm host through it (hostAliases)")
+    meta.add("PROXY_IP=$(kubectl -n {ns} get svc {name} -o jsonpath='{{.spec.clusterIP}}')",
+             ns=plan.proxy_namespace, name=plan.proxy_name)
+    meta.add("[ -n \"$PROXY_IP\" ] || {{ printf '::error::service %s/%s has no ClusterIP (is the auth proxy "
+             "deployed?)\\n' {ns} {name}; exit 1; }}", ns=plan.proxy_namespace, name=plan.proxy_name)
+    meta.add("echo \"proxy_ip=${{PROXY_IP}}\" >> \"$GITHUB_OUTPUT\"")
     return {
         "needs": "changes",
         "if": f"needs.changes.outputs.{jid} == 'true'",
@@ -232,22 +277,13 @@ def _build_job(plan: Plan, img: Image, jid: str) -> dict:
         "env": {"IMAGE": img.target_repo},
         "steps": [
             {"name": "Checkout", "uses": "actions/checkout@v4"},
-            {"name": "Get metadata", "id": "meta", "shell": "bash", "run": "\n".join([
-                "set -euo pipefail",
-                "echo \"sha_short=$(git rev-parse --short HEAD)\" >> \"$GITHUB_OUTPUT\"",
-                "echo \"timestamp=$(date +%Y%m%d-%H%M%S)\" >> \"$GITHUB_OUTPUT\"",
-                "# the auth proxy's ClusterIP: Kaniko reaches the realm host through it (hostAliases)",
-                f"PROXY_IP=$(kubectl -n {plan.proxy_namespace} get svc {plan.proxy_name} -o "
-                "jsonpath='{.spec.clusterIP}')",
-                f"[ -n \"$PROXY_IP\" ] || {{ echo \"::error::service {plan.proxy_namespace}/{plan.proxy_name} has no "
-                "ClusterIP (is the auth proxy deployed?)\"; exit 1; }",
-                "echo \"proxy_ip=${PROXY_IP}\" >> \"$GITHUB_OUTPUT\""]) + "\n"},
-            {"name": "Build image", "shell": "bash", "run": build},
+            {"name": "Get metadata", "id": "meta", "shell": "bash", "run": meta.text()},
+            {"name": "Build image", "shell": "bash", "env": dict(BUILD_ENV), "run": build},
             {"name": "Wait for build", "shell": "bash", "run": wait},
             {"name": "Show build logs", "if": "always()", "shell": "bash",
-             "run": f"kubectl -n {ns} logs {pod} --all-containers 2>/dev/null || true\n"},
+             "run": S.render("kubectl -n {ns} logs {pod} --all-containers 2>/dev/null || true\n", ns=ns, pod=pod)},
             {"name": "Cleanup", "if": "always()", "shell": "bash",
-             "run": f"kubectl -n {ns} delete pod {pod} --ignore-not-found\n"},
+             "run": S.render("kubectl -n {ns} delete pod {pod} --ignore-not-found\n", ns=ns, pod=pod)},
         ],
     }
 
@@ -264,10 +300,11 @@ def _deploy_job(plan: Plan, ids: dict[Image, str], rollouts: dict[str, list[Roll
         any_restart = True
         lines.append(f"if [ \"${{{{ needs.changes.outputs.{jid} }}}}\" = \"true\" ] && "
                      f"[ \"${{{{ needs.build-{jid}.result }}}}\" = \"success\" ]; then")
-        for r in todo:
+        for r in todo:  # workload names come from the cluster: quoted like any value
             ref = f"{r.kind.lower()}/{r.name}"
-            lines.append(f"  kubectl -n {plan.workloads_namespace} rollout restart {ref}")
-            lines.append(f"  kubectl -n {plan.workloads_namespace} rollout status {ref} --timeout=300s")
+            lines.append(S.render("  kubectl -n {ns} rollout restart {ref}", ns=plan.workloads_namespace, ref=ref))
+            lines.append(S.render("  kubectl -n {ns} rollout status {ref} --timeout=300s", ns=plan.workloads_namespace,
+                                ref=ref))
         lines.append("fi")
     if not any_restart:
         return None
@@ -277,10 +314,6 @@ def _deploy_job(plan: Plan, ids: dict[Image, str], rollouts: dict[str, list[Roll
         "runs-on": "self-hosted",
         "steps": [{"name": "Restart updated workloads", "shell": "bash", "run": "\n".join(lines) + "\n"}],
     }
-
-
-def _sh_quote(s: str) -> str:
-    return "'" + s.replace("'", "'\\''") + "'"
 
 
 class BlockDumper(yaml.SafeDumper):

@@ -7,12 +7,15 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import tempfile
+from pathlib import Path
 
 import kubernetes_validate
 import pytest
 import yaml
 from helpers import require_binary
 
+from wizard import authflow
 from wizard import plan as P
 from wizard import workflow as W
 from wizard.cluster import Cluster
@@ -111,13 +114,30 @@ def test_triggers_env_and_one_kaniko_job_per_image(wf):
     assert wf["jobs"]["build-gwa-webhook"]["env"] == {"IMAGE": "jaybrto/gwa-webhook"}
 
 
+def run_build_step(jid: str, step: dict, wf: dict, values: dict[str, str] | None = None,
+                   cwd: Path | None = None) -> tuple[subprocess.CompletedProcess, str]:
+    """Run a "Build image" step with real bash as the runner would (its env from GitHub's expressions, the
+    workflow's and job's env), kubectl replaced by a stub that keeps what it was given; (result, that text)."""
+    bash = require_binary("bash")
+    with tempfile.TemporaryDirectory() as d:
+        stub, got = Path(d) / "kubectl", Path(d) / "applied.yaml"
+        stub.write_text('#!/bin/sh\ncat > "$KUBECTL_GOT"\n')
+        stub.chmod(0o755)
+        env = {**os.environ, "PATH": f"{d}:{os.environ['PATH']}", "KUBECTL_GOT": str(got),
+               **{k: github(v) for k, v in wf["env"].items()}, **wf["jobs"][jid]["env"],
+               **{k: github(v, values) for k, v in step["env"].items()}}
+        res = subprocess.run([bash, "-c", github(step["run"], values)], env=env, capture_output=True, text=True,
+                             timeout=20, cwd=cwd or d)
+        return res, got.read_text() if got.exists() else ""
+
+
 def kaniko_pods(wf) -> dict[str, dict]:
     pods = {}
     for jid, step in runs(wf):
         if step["name"] == "Build image":
-            body = step["run"].split("<<EOF | kubectl apply -f -\n", 1)[1].split("\nEOF\n", 1)[0]
-            dest = f"{PLAN.internal_service}/{wf['jobs'][jid]['env']['IMAGE']}"
-            pods[jid] = yaml.safe_load(github(body).replace("${DEST}", dest))
+            res, applied = run_build_step(jid, step, wf)
+            assert res.returncode == 0, res.stderr
+            pods[jid] = yaml.safe_load(applied)
     return pods
 
 
@@ -132,7 +152,8 @@ def test_the_kaniko_pod_is_the_guides_and_validates_strictly(wf):
     assert spec["restartPolicy"] == "Never"
     assert spec["hostAliases"] == [{"ip": "10.43.7.7", "hostnames": ["gitea.k3s.example.test"]}]
     init = spec["initContainers"][0]
-    assert init["command"][-1] == "cat /etc/ssl/certs/ca-certificates.crt /custom-ca/ca.crt > /certs/ca-certificates.crt"
+    assert init["command"][-1] == authflow.ca_bundle_script()
+    assert "cat /etc/ssl/certs/ca-certificates.crt /custom-ca/ca.crt > /certs/ca-certificates.crt" in init["command"][-1]
     kaniko = spec["containers"][0]
     assert kaniko["env"] == [{"name": "SSL_CERT_FILE", "value": "/certs/ca-certificates.crt"}]
     dest = f"{PLAN.internal_service}/jaybrto/gwa-webhook"
@@ -222,7 +243,7 @@ def test_deploy_job_restarts_what_was_rebuilt_and_the_role_allows_it(wf):
 
 def test_job_ids_are_valid_and_unique():
     plan = P.from_dict({**PLAN_DATA, "images": [
-        {"source": "ghcr.io/jaybrto/My.App", "target": f"{REGISTRY}/jaybrto/My.App"},
+        {"source": "ghcr.io/jaybrto/my.app", "target": f"{REGISTRY}/jaybrto/my.app"},
         {"source": "ghcr.io/other/my-app", "target": f"{REGISTRY}/jaybrto/my-app"},
         {"source": "ghcr.io/jaybrto/9lives", "target": f"{REGISTRY}/jaybrto/9lives"}]})
     assert list(W.job_ids(plan).values()) == ["my-app", "my-app-2", "img-9lives"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..kube import NodeInfo
+from ..plan import ip_problem
 from .base import Check, Context, Stage, failed, passed, skipped
 
 
@@ -19,7 +20,9 @@ def coredns_ip(ctx: Context) -> str | None:
         return ctx.plan.coredns_ip
     if "coredns_ip" not in ctx.cache:
         svc = ctx.cluster.get("Service", "kube-dns", "kube-system")
-        ctx.cache["coredns_ip"] = (svc or {}).get("spec", {}).get("clusterIP")
+        ip = (svc or {}).get("spec", {}).get("clusterIP")
+        # it goes into nginx's config: only an IP address, never other text read from the cluster
+        ctx.cache["coredns_ip"] = ip if isinstance(ip, str) and ip_problem(ip) is None else None
     return ctx.cache["coredns_ip"]
 
 

@@ -11,6 +11,7 @@ from .. import authflow
 from ..certs import cert_facts, make_proxy_cert
 from ..diagnose import BY_KEY
 from ..nodeexec import ROLE_LABEL, RUN_LABEL
+from ..script import Script
 from .base import Check, Context, StageFailed, failed, passed, skipped
 from .objects import ObjectStage
 from .preflight import coredns_ip
@@ -208,9 +209,14 @@ def probe_pod(ctx: Context, name: str, script: str, *, namespace: str, extra_spe
         cluster.delete("Pod", name_, namespace)
 
 
+def proxy_probe_script(ip: str) -> str:
+    """GET /v2/ on the proxy's ClusterIP (read from the cluster: untrusted, so quoted like any value)."""
+    host = f"[{ip}]" if ":" in ip else ip
+    return Script().add("curl -sk -o /dev/null -w {fmt} {url}", fmt="%{http_code}", url=f"https://{host}/v2/").text()
+
+
 def probe_through_proxy(ctx: Context, ip: str) -> Check:
-    phase, log = probe_pod(ctx, "proxy-probe", f"curl -sk -o /dev/null -w '%{{http_code}}' https://{ip}/v2/",
-                           namespace=ctx.plan.proxy_namespace)
+    phase, log = probe_pod(ctx, "proxy-probe", proxy_probe_script(ip), namespace=ctx.plan.proxy_namespace)
     code = log.strip()[-3:]
     if code == "401":
         return passed("Gitea answers through the proxy", {"request": f"GET https://{ip}/v2/", "status": 401})

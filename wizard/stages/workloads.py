@@ -445,7 +445,7 @@ class Verify(Stage):
         spec = {
             "hostAliases": [{"ip": ip, "hostnames": [p.realm_hostname]}],
             "initContainers": [{"name": "setup-certs", "image": p.helper_image, "command": [
-                "sh", "-c", "cat /etc/ssl/certs/ca-certificates.crt /custom-ca/ca.crt > /certs/ca-certificates.crt"],
+                "sh", "-c", authflow.ca_bundle_script()],
                 "volumeMounts": [{"name": "merged-certs", "mountPath": "/certs"},
                                  {"name": "custom-ca", "mountPath": "/custom-ca"}]}],
             "containers": [{"name": "probe", "image": "curlimages/curl:8.10.1",
@@ -471,20 +471,20 @@ class Verify(Stage):
 
     def _containerd_on_every_node(self, ctx: Context) -> list[Check]:
         """containerd's own view: ``k3s crictl pull`` on every node, with the registries.yaml it has loaded."""
-        import shlex
-
+        from ..script import render
         from .nodes import node_exec
         p = ctx.plan
         image = p.images[0].target + ":latest"
         nodes = [n.name for n in discover_nodes(ctx)]
-        script = f"k3s crictl pull {shlex.quote(image)}"
+        script = authflow.pull_script(image)
         results = node_exec(ctx).run_many({n: script for n in nodes}, stage=self.key, purpose="pull",
                                           timeout=min(ctx.node_timeout, 60))
         checks = []
         for node in nodes:
             r = results[node]
             v = authflow.judge_pull(r.output, r.exit_code)
-            ev = {"command": script, "exit_code": r.exit_code, "output": r.output.strip()[-600:]}
+            ev = {"command": render("k3s crictl pull {image}", image=image), "exit_code": r.exit_code,
+                  "output": r.output.strip()[-600:]}
             if v.ok:
                 checks.append(passed(f"{node}: containerd pulls {image}", ev))
                 continue

@@ -1,0 +1,58 @@
+"""Every shell script the wizard can produce, by name: the registry the script tests walk.
+
+A new producer of a node, pod or CI script is added here too, so that the tests check it with
+``bash -n``, with hostile values, and inside the sandbox shell's strict subset. ``cluster``
+holds the values a script takes from the cluster rather than the plan (untrusted: a tenant
+or a compromised controller may choose them): the auth proxy's ClusterIP and the workloads
+the CI deploy job restarts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .plan import Plan
+
+
+@dataclass(frozen=True)
+class ClusterValues:
+    proxy_ip: str = "10.43.12.34"
+    rollouts: tuple[tuple[str, str], ...] = (("Deployment", "gwa-webhook"), ("StatefulSet", "gwa-runner"))
+    units: tuple[str, ...] = ("k3s", "k3s-agent")
+    extra: dict = field(default_factory=dict)
+
+
+def node_scripts(plan: Plan, cluster: ClusterValues = ClusterValues()) -> dict[str, str]:
+    """Scripts that run on a node (nsenter) or in a pod, keyed by what they are."""
+    from . import authflow, registries, restart
+    from .stages.proxy_ingress import proxy_probe_script
+    out = {
+        "node: registries facts": registries.facts_script(plan),
+        "node: registries.yaml write": registries.write_script(None),
+        "node: registries.yaml write with backup": registries.write_script(registries.backup_path()),
+        "node: containerd pull": authflow.pull_script(plan.images[0].target + ":latest"),
+        "pod: auth proxy probe": proxy_probe_script(cluster.proxy_ip),
+        "pod: Kaniko view": authflow.kaniko_script(plan),
+        "pod: CA bundle": authflow.ca_bundle_script(),
+    }
+    for unit in cluster.units:
+        out[f"node: restart {unit}"] = restart.restart_script(unit)
+    return out
+
+
+def workflow_scripts(plan: Plan, cluster: ClusterValues = ClusterValues()) -> dict[str, str]:
+    """The ``run`` scripts of the generated CI workflow (they run on the self-hosted runner), GitHub
+    expressions left as written."""
+    from . import workflow as W
+    rollouts = {img.target: [W.Rollout(kind, name) for kind, name in cluster.rollouts] for img in plan.images}
+    wf = W.load(W.render(plan, rollouts, "plan.yaml"))
+    out = {}
+    for jid, job in wf["jobs"].items():
+        for step in job["steps"]:
+            if "run" in step:
+                out[f"workflow: {jid} / {step['name']}"] = step["run"]
+    return out
+
+
+def every_script(plan: Plan, cluster: ClusterValues = ClusterValues()) -> dict[str, str]:
+    return {**node_scripts(plan, cluster), **workflow_scripts(plan, cluster)}
