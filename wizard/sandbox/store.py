@@ -291,6 +291,12 @@ class Store:
                 f'metadata.name: Invalid value: "{name}": a lowercase RFC 1123 subdomain must consist of lower case '
                 "alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character")
         problems += schema.validate(obj, strict=strict)
+        if kind.kind == "Event" and kind.group == "":
+            # as kube-apiserver's ValidateEvent: an event about a cluster-scoped object (a Node) lives in
+            # "default" (or no namespace); one about a namespaced object lives in that object's namespace
+            ns, about = obj["metadata"].get("namespace") or "", (obj.get("involvedObject") or {}).get("namespace") or ""
+            if (not about and ns not in ("", "default")) or (about and about != ns):
+                problems.append(f'involvedObject.namespace: Invalid value: "{about}": does not match event.namespace')
         if problems:
             raise invalid(kind, name, problems)
 
