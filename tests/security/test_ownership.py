@@ -198,3 +198,22 @@ def test_apply_onto_an_adopted_secret_of_another_type_fails_as_a_stage_naming_th
     assert "[3/10] Registry secrets: FAILED" in res.stdout
     assert "Secret default/gitea-registry-push: field type: field is immutable" in res.stdout
     assert "internal error" not in res.stdout + res.stderr
+
+
+def test_a_lease_taken_over_from_a_dead_run_stays_the_wizards_and_is_released(sandbox, cluster):
+    """The take-over PUT replaces the Lease's labels: it must keep the mark, or renewals and the release would be
+    refused as "not the wizard's" and the lock would linger."""
+    import socket
+
+    from wizard.lock import LEASE_NAME, LEASE_NAMESPACE, ClusterLock
+    dead = ClusterLock(cluster)
+    dead.me = f"someone@{socket.gethostname()} pid=999999999"  # a process of this machine that is gone
+    dead.acquire()
+    dead._stop.set()
+    lock = ClusterLock(cluster)
+    lock.acquire()
+    lease = cluster.get("Lease", LEASE_NAME, LEASE_NAMESPACE)
+    assert lease["spec"]["holderIdentity"] == lock.me
+    assert lease["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "ghcr2gitea"
+    lock.release()
+    assert cluster.get("Lease", LEASE_NAME, LEASE_NAMESPACE) is None
