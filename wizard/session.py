@@ -459,8 +459,8 @@ class Session:
             if bad:
                 c = bad[0]
                 more = f" ({len(bad) - 1} more in this stage)" if len(bad) > 1 else ""
-                raise StageFailed(Check(f"{later.title}: {c.name}", FAIL, c.cause + more, c.fix + " (in the wizard: "
-                                        "Adopt, typing the object's name)", c.evidence))
+                raise StageFailed(Check(f"{later.title}: {c.name}", FAIL, c.cause + more, c.fix + " (here: press t to adopt "
+                                        "it, typing its name)", c.evidence))
         for later in self.states[i:]:
             bad = [c for c in later.stage.precheck(self.ctx) if c.status == FAIL and c.gating]
             if bad:

@@ -217,3 +217,34 @@ def test_a_lease_taken_over_from_a_dead_run_stays_the_wizards_and_is_released(sa
     assert lease["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "ghcr2gitea"
     lock.release()
     assert cluster.get("Lease", LEASE_NAME, LEASE_NAMESPACE) is None
+
+
+def test_the_wizard_stops_on_a_conflict_and_adopts_only_when_the_name_is_typed(sandbox, cluster):
+    from screens.demo import demo_session
+    create_as(cluster, {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": CONFIGMAP[2], "namespace": "default"},
+                        "data": {"ca.crt": "the payments team's CA bundle\n"}})
+    before = snapshot(cluster, [CONFIGMAP])
+    s = demo_session(sandbox)
+    try:
+        i = s.index("proxy")
+        s.current = i
+        s.inspect_stage(i)
+        assert [c.action for c in s.plan_stage(i) if c.target == "ConfigMap default/gitea-proxy-ca"] == ["conflict"]
+        assert s.apply_stage(i) is False
+        err = s.states[i].error
+        assert "ConfigMap default/gitea-proxy-ca: exists and is not managed by ghcr2gitea" in err.cause
+        assert "press t to adopt" in err.fix and "--adopt ConfigMap/default/gitea-proxy-ca" in err.fix
+        assert snapshot(cluster, [CONFIGMAP]) == before
+        assert cluster.get("Secret", "gitea-proxy-tls", "default") is None  # stopped before the stage's first write
+        with pytest.raises(ValueError, match="type the object's name 'gitea-proxy-ca'"):
+            s.adopt("ConfigMap", "default", "gitea-proxy-ca", "proxy")
+        s.adopt("ConfigMap", "default", "gitea-proxy-ca", "gitea-proxy-ca")
+        s.inspect_stage(i)
+        planned = {c.target: c for c in s.plan_stage(i)}
+        assert planned["ConfigMap default/gitea-proxy-ca"].action == "update"
+        assert planned["ConfigMap default/gitea-proxy-ca"].note.startswith("adopting it")
+        events = [e for e in s.journal.events if e["type"] == "adopted"]
+        assert [(e["kind"], e["namespace"], e["name"], e["typed"]) for e in events] == [
+            ("ConfigMap", "default", "gitea-proxy-ca", "gitea-proxy-ca")]
+    finally:
+        s.close()
