@@ -248,3 +248,18 @@ def test_the_wizard_stops_on_a_conflict_and_adopts_only_when_the_name_is_typed(s
             ("ConfigMap", "default", "gitea-proxy-ca", "gitea-proxy-ca")]
     finally:
         s.close()
+
+
+def test_the_operators_runner_role_gets_only_the_missing_rules_and_keeps_its_own(sandbox, cluster):
+    """The runner's Role is the operator's (the plan names it in ci.role): extended, never taken over."""
+    from wizard.stages.workloads import RUNNER_RULES
+    own = {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}
+    cluster.request("PATCH", "/apis/rbac.authorization.k8s.io/v1/namespaces/default/roles/gwa-actions-runner",
+                    body=[{"op": "add", "path": "/rules/-", "value": own}], query={"fieldManager": OTHER_TEAM},
+                    content_type="application/json-patch+json")
+    res = run_cli(sandbox, "apply", *plan_args(sandbox), "--yes")
+    assert res.returncode == 0, res.stdout + res.stderr
+    role = cluster.get("Role", "gwa-actions-runner", "default")
+    assert own in role["rules"]
+    assert all(r in role["rules"] for r in RUNNER_RULES)
+    assert "app.kubernetes.io/managed-by" not in (role["metadata"].get("labels") or {})
