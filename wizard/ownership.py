@@ -16,7 +16,6 @@ MANAGED_BY_KEY = "app.kubernetes.io/managed-by"
 MANAGED_BY_VALUE = "ghcr2gitea"
 FIELD_MANAGER = "ghcr2gitea"
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
-_KIND = re.compile(r"^[A-Z][A-Za-z0-9]{0,62}$")
 
 
 @dataclass(frozen=True, order=True)
@@ -46,7 +45,7 @@ def parse_ref(text: str) -> Ref:
     if len(parts) not in (2, 3) or not all(parts):
         raise ValueError(f"--adopt {text!r}: {hint}")
     kind = next((k for k in KINDS if k.lower() == parts[0].lower()), None)
-    if kind is None or not _KIND.match(parts[0]):
+    if kind is None:
         raise ValueError(f"--adopt {text!r}: unknown kind {parts[0]!r}; known: {', '.join(sorted(KINDS))}")
     namespaced = KINDS[kind].namespaced
     if namespaced != (len(parts) == 3):

@@ -263,3 +263,12 @@ def test_the_operators_runner_role_gets_only_the_missing_rules_and_keeps_its_own
     assert own in role["rules"]
     assert all(r in role["rules"] for r in RUNNER_RULES)
     assert "app.kubernetes.io/managed-by" not in (role["metadata"].get("labels") or {})
+
+
+def test_adopt_references_parse_as_kubectl_spells_kinds():
+    from wizard.ownership import Ref, parse_ref
+    assert parse_ref("secret/default/gitea-registry-push") == Ref("Secret", "default", "gitea-registry-push")
+    assert parse_ref("Namespace/team-a") == Ref("Namespace", "", "team-a")
+    for bad in ("Secret/x", "Node/a/b", "Foo/a/b", "Secret/Default/x", "Secret/default/x/y", "Secret//x"):
+        with pytest.raises(ValueError, match="--adopt"):
+            parse_ref(bad)
