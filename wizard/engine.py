@@ -117,6 +117,7 @@ class Runner:
         n = len(self.stages)
         done_before = set(self.journal.done) if self.journal is not None else set()
         prechecked = False
+        conflicts_seen = 0
         for i, st in enumerate(self.stages, 1):
             head = f"[{i}/{n}] {st.title}"
             t0 = time.monotonic()
@@ -124,6 +125,7 @@ class Runner:
                 observed = st.inspect(self.ctx)
                 changes = st.plan(self.ctx, observed)
                 if dry_run:
+                    conflicts_seen += sum(ch.action == "conflict" for ch in changes)
                     self.out(f"{head}: {len(changes)} change(s) pending" if changes else f"{head}: nothing to change")
                     for ch in changes:
                         self.out(f"  {ch.action} {ch.target}" + (f": {ch.note}" if ch.note else ""))
@@ -180,6 +182,9 @@ class Runner:
             self.out(f"{head}: ok ({summary or 'no checks'}) in {took:.1f}s")
         if self.journal is not None and not dry_run:
             self.journal.finish()
+        if dry_run and conflicts_seen:
+            self.out(f"{conflicts_seen} conflict(s): apply stops before any write until each is renamed in the plan "
+                     "or adopted with --adopt")
         return 0
 
     def _conflicts(self, found: list[tuple[Stage, Check]]) -> int:

@@ -272,3 +272,16 @@ def test_adopt_references_parse_as_kubectl_spells_kinds():
     for bad in ("Secret/x", "Node/a/b", "Foo/a/b", "Secret/Default/x", "Secret/default/x/y", "Secret//x"):
         with pytest.raises(ValueError, match="--adopt"):
             parse_ref(bad)
+
+
+def test_a_runner_rolebinding_of_another_role_is_a_conflict_named_by_its_plan_key(sandbox, cluster):
+    cluster.request("DELETE", "/apis/rbac.authorization.k8s.io/v1/namespaces/default/rolebindings/gwa-actions-runner")
+    create_as(cluster, {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                        "metadata": {"name": "gwa-actions-runner", "namespace": "default"},
+                        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "payments-ci"},
+                        "subjects": [{"kind": "ServiceAccount", "name": "payments", "namespace": "default"}]})
+    res = run_cli(sandbox, "apply", *plan_args(sandbox), "--dry-run")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert ("conflict RoleBinding default/gwa-actions-runner: exists and is not managed by ghcr2gitea (owned by field "
+            f"managers: {OTHER_TEAM}); rename it in the plan (ci.role)") in res.stdout
+    assert "1 conflict(s): apply stops before any write" in res.stdout

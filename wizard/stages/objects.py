@@ -19,13 +19,13 @@ def obj_key(obj: dict) -> str:
     return f"{obj['kind']} {md.get('namespace') + '/' if md.get('namespace') else ''}{md['name']}"
 
 
-def conflict_change(ctx: Context, ref: O.Ref, live: dict) -> Change:
-    cause, fix = O.explain(ref, live, O.plan_field(ctx.plan, ref.name))
-    return Change(str(ref), "conflict", "", conflict_check(ctx, ref, live), note=f"{O.why(live)}; {fix}")
+def conflict_change(ctx: Context, ref: O.Ref, live: dict, rename: str | None = None) -> Change:
+    cause, fix = O.explain(ref, live, rename or O.plan_field(ctx.plan, ref.name))
+    return Change(str(ref), "conflict", "", conflict_check(ctx, ref, live, rename), note=f"{O.why(live)}; {fix}")
 
 
-def conflict_check(ctx: Context, ref: O.Ref, live: dict) -> Check:
-    cause, fix = O.explain(ref, live, O.plan_field(ctx.plan, ref.name))
+def conflict_check(ctx: Context, ref: O.Ref, live: dict, rename: str | None = None) -> Check:
+    cause, fix = O.explain(ref, live, rename or O.plan_field(ctx.plan, ref.name))
     return failed(f"{ref} is the wizard's to change", cause, fix, {"object": ref.to_dict(),
                                                                     "managers": O.managers(live)})
 

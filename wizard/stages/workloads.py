@@ -312,7 +312,8 @@ class CiRbac(ObjectStage):
                            note="adds only the missing rules (the Role is not the wizard's; its rules are kept)")]
         ref, subjects = have.get("roleRef") or {}, have.get("subjects") or []
         if ref.get("kind") != "Role" or ref.get("name") != want["roleRef"]["name"]:
-            return [conflict_change(ctx, O.ref_of(have), have)]  # roleRef is immutable: not the runner's binding
+            # roleRef is immutable: a binding of another Role is not the runner's, and cannot be made so
+            return [conflict_change(ctx, O.ref_of(have), have, rename="ci.role")]
         sa = want["subjects"][0]
         if any(s.get("kind") == "ServiceAccount" and s.get("name") == sa["name"]
                and s.get("namespace", md["namespace"]) == sa["namespace"] for s in subjects):
