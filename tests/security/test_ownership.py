@@ -160,6 +160,13 @@ def test_sweep_removes_only_the_wizards_own_leftover_node_pods(sandbox, cluster)
         assert f"{md['namespace']}/{md['name']}" in left
         assert cluster.get("Pod", md["name"], md["namespace"]) is not None
     assert "not in the wizard namespace" in left and "busybox:1.36" in left and "nsenter command" in left
+    # the same sweep at the start of apply says so, and still leaves them
+    res = run_cli(sandbox, "apply", *plan_args(sandbox), "--yes")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "left alone: looks like the wizard's but is not: " in res.stdout
+    for pod in (in_default, other_image, other_command):
+        assert f"{pod['metadata']['namespace']}/{pod['metadata']['name']}" in res.stdout
+        assert cluster.get("Pod", pod["metadata"]["name"], pod["metadata"]["namespace"]) is not None
 
 
 def test_another_owners_node_registries_secret_is_not_deleted(sandbox, cluster):
