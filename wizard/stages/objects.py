@@ -32,12 +32,13 @@ def conflict_check(ctx: Context, ref: O.Ref, live: dict, rename: str | None = No
 
 @dataclass(frozen=True)
 class PlanPatch:
-    """An additive JSON patch of an operator's object the plan names as in scope (never a takeover)."""
+    """A merge patch of an operator's object the plan names as in scope: only the fields it must extend,
+    never a takeover (no labels, no field ownership moved)."""
 
     kind: str
     name: str
     namespace: str
-    ops: tuple
+    merge: dict
 
 
 def adopted(ctx: Context):
@@ -109,6 +110,6 @@ class ObjectStage(Stage):
             ctx.say(self.key, f"{ch.action} {ch.target}")
             if isinstance(ch.payload, PlanPatch):
                 p = ch.payload
-                ctx.cluster.patch(p.kind, p.name, p.namespace, list(p.ops), patch_type="json", named_by_plan=True)
+                ctx.cluster.patch(p.kind, p.name, p.namespace, p.merge, patch_type="merge", named_by_plan=True)
             else:
                 ctx.cluster.apply(ch.payload, self.key)

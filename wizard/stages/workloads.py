@@ -305,10 +305,9 @@ class CiRbac(ObjectStage):
                 _allowed(rules, g, res, v) for g in r["apiGroups"] for res in r["resources"] for v in r["verbs"])]
             if not missing:
                 return []
-            ops = tuple({"op": "add", "path": "/rules/-", "value": r} for r in missing) if rules else (
-                {"op": "add", "path": "/rules", "value": missing},)
+            # a merge patch of the whole list: the same result if a retry sends it twice (a JSON-patch add is not)
             return [Change(key, "update", object_diff({"rules": rules}, {"rules": rules + missing}, key),
-                           PlanPatch("Role", md["name"], md["namespace"], ops),
+                           PlanPatch("Role", md["name"], md["namespace"], {"rules": rules + missing}),
                            note="adds only the missing rules (the Role is not the wizard's; its rules are kept)")]
         ref, subjects = have.get("roleRef") or {}, have.get("subjects") or []
         if ref.get("kind") != "Role" or ref.get("name") != want["roleRef"]["name"]:
@@ -318,10 +317,8 @@ class CiRbac(ObjectStage):
         if any(s.get("kind") == "ServiceAccount" and s.get("name") == sa["name"]
                and s.get("namespace", md["namespace"]) == sa["namespace"] for s in subjects):
             return []
-        ops = ({"op": "add", "path": "/subjects/-", "value": sa},) if subjects else (
-            {"op": "add", "path": "/subjects", "value": [sa]},)
         return [Change(key, "update", object_diff({"subjects": subjects}, {"subjects": subjects + [sa]}, key),
-                       PlanPatch("RoleBinding", md["name"], md["namespace"], ops),
+                       PlanPatch("RoleBinding", md["name"], md["namespace"], {"subjects": subjects + [sa]}),
                        note="adds only the runner's ServiceAccount (the RoleBinding is not the wizard's)")]
 
     def desired(self, ctx, live):
