@@ -26,6 +26,7 @@ from wizard.stages import STAGES
 from wizard.stages.base import Progress
 
 from .coalesce import Coalescer
+from .modals.adopt import AdoptScreen
 from .modals.authflow import AuthFlowScreen, flow_checks
 from .modals.override import OverrideScreen
 from .modals.report import ReportScreen
@@ -61,6 +62,7 @@ class WizardApp(App):
         Binding("n", "next", "Next"),
         Binding("v", "recheck", "Re-check"),
         Binding("o", "override", "Override"),
+        Binding("t", "adopt", "Adopt", show=False),
         Binding("p", "pause", "Pause"),
         Binding("x", "abort", "Abort"),
         Binding("f", "auth_flow", "Auth flow"),
@@ -75,6 +77,8 @@ class WizardApp(App):
         "next": ("Next stage", "Open the next stage (only when every gating check passes)"),
         "recheck": ("Re-check", "Inspect, plan and verify the stage shown again"),
         "override": ("Override a failed check", "Pass over a failed gating check (typed confirmation, recorded)"),
+        "adopt": ("Adopt an object", "Let the wizard change an existing object it does not own (type its name; "
+                  "recorded)"),
         "pause": ("Pause the rollout", "Finish the node restarting now, then stop"),
         "abort": ("Abort", "Stop what is being applied at the next safe point"),
         "auth_flow": ("Auth flow", "The token flow hop by hop, per vantage point, with the diagnosis"),
@@ -317,6 +321,14 @@ class WizardApp(App):
     def _override(self, check, typed: str) -> None:
         self._guard(self.session.override, check, typed)
 
+    @work(thread=True, group="engine", exit_on_error=False)
+    def _adopt(self, ref, typed: str) -> None:
+        def run():
+            i = self.session.current
+            self.session.adopt(ref.kind, ref.namespace, ref.name, typed)
+            self.session.recheck(i)
+        self._guard(run)
+
     def _finished(self) -> None:
         self._refresh_list()
         self._log("migration finished: every stage verified")
@@ -338,7 +350,7 @@ class WizardApp(App):
             return action in ("quit", "toggle_dark", "export")  # a modal is open: its own keys lead
         s = self.session
         if s is None:
-            return action not in ("apply", "next", "override", "pause", "abort", "recheck", "auth_flow", "export",
+            return action not in ("apply", "next", "override", "adopt", "pause", "abort", "recheck", "auth_flow", "export",
                                   "report")
         st = s.states[self.viewing]
         current = self.viewing == s.current and not st.done
@@ -354,6 +366,10 @@ class WizardApp(App):
             if s.audit or not current:
                 return False
             return True if s.blocking(self.viewing) and not st.busy else None
+        if action == "adopt":
+            if s.audit or not current:
+                return False
+            return True if _conflict(st) is not None and not st.busy else None
         if action in ("pause", "abort"):
             return st.busy == "applying" and (action == "abort" or st.key == "restart") and not s.audit
         if action == "recheck":
@@ -416,6 +432,23 @@ class WizardApp(App):
                 self._log(f"{st.title}: override of {result[0].name!r} confirmed")
                 self._override(result[0], result[1])
         self.push_screen(OverrideScreen(st.title, st.key, check, self.shown, blink=self.blink), done)
+
+    def action_adopt(self) -> None:
+        s = self.session
+        if s is None or s.audit or self.viewing != s.current or self._busy():
+            return
+        st = s.states[self.viewing]
+        found = _conflict(st)
+        if found is None:
+            self.notify("nothing to adopt: no object of this stage belongs to someone else")
+            return
+        ref, cause = found
+
+        def done(result) -> None:
+            if result:
+                self._log(f"{st.title}: adopting {result[0]} (typed confirmation)")
+                self._adopt(result[0], result[1])
+        self.push_screen(AdoptScreen(ref, cause, self.shown, blink=self.blink), done)
 
     def action_pause(self) -> None:
         if self.session is not None:
@@ -533,3 +566,16 @@ def run_wizard(args, *, audit: bool = False) -> int:
     WizardApp(session, api_factory=factory, subtitle=f"{'audit of' if audit else 'migrating'} {where}",
               problem="" if plan_path else NO_PLAN).run()
     return 0
+
+
+def _conflict(st):
+    """(Ref, cause) of the stage's first object it may not change (a planned conflict, or the error it stopped
+    with), or None."""
+    from wizard.ownership import Ref
+    checks = [ch.payload for ch in st.changes or [] if ch.action == "conflict"] + [st.error]
+    for c in checks:
+        obj = (getattr(c, "evidence", None) or {}).get("object") if isinstance(getattr(c, "evidence", None),
+                                                                              dict) else None
+        if obj:
+            return Ref(obj["kind"], obj["namespace"], obj["name"]), c.cause
+    return None

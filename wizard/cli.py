@@ -86,6 +86,20 @@ def add_cluster_options(p: argparse.ArgumentParser, *, plan_required: bool = Tru
                    help="how long one API call may take before it is retried (default 30)")
 
 
+def _adopt(text: str):
+    from wizard.ownership import parse_ref
+    try:
+        return parse_ref(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("--adopt ")) from None
+
+
+def add_adopt_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--adopt", action="append", type=_adopt, default=[], metavar="KIND/NAMESPACE/NAME",
+                   help="let the wizard change an existing object it does not own (it is labelled as the wizard's "
+                        "from then on; recorded in the journal); cluster-scoped kinds: KIND/NAME (repeatable)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ghcr2gitea", description="Migrate a K3s cluster from GHCR to Gitea's "
                                      "container registry, proving every step.")
@@ -103,8 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_sandbox_options(p)
     p = sub.add_parser("plan", help="print every stage's pending changes (exit 0 none, 3 pending, 2 error)")
     add_cluster_options(p)
+    add_adopt_option(p)
     p = sub.add_parser("apply", help="run the stages in order, stopping at the first failed check")
     add_cluster_options(p)
+    add_adopt_option(p)
     p.add_argument("--yes", action="store_true", help="apply without asking (required when not on a terminal)")
     p.add_argument("--dry-run", action="store_true", help="print what would change and the restart order; change nothing")
     p.add_argument("--node-timeout", type=_count("--node-timeout", 1), default=180, metavar="SECONDS",

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import random
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from urllib.parse import urlencode
 import urllib3
 from kubernetes import client
 
+from . import ownership as O
 from .kube import ClusterUnauthorized, ClusterUnreachable, api_client
 
 log = logging.getLogger(__name__)
@@ -68,12 +70,26 @@ KINDS = {k.kind: k for k in (
 
 
 class ApiError(Exception):
-    """A Kubernetes API error with its Status fields."""
+    """A Kubernetes API error with its Status fields.
 
-    def __init__(self, status: int, reason: str, message: str):
+    A 422 (Invalid: an immutable field, a value the API refuses) reads as the object and its fields,
+    from the Status's ``details.causes``: ``Secret default/x: field type: field is immutable``.
+    """
+
+    def __init__(self, status: int, reason: str, message: str, causes: list[dict] | None = None):
         super().__init__(f"{status} {reason}: {message}")
         self.status, self.reason, self.message = status, reason, message
+        self.causes = [c for c in causes or [] if isinstance(c, dict)]
+        self.target = ""  # "Secret default/x": set by the Cluster method that sent the request
         self.retried = False  # the request had been sent before: a 409 may be our own first attempt
+
+    def __str__(self) -> str:
+        if self.status == 422 and self.causes:
+            fields = "; ".join(f"field {c.get('field') or '?'}: {_cause_text(c.get('message', ''))}"
+                               for c in self.causes[:5])
+            return f"{self.target or 'the object'}: {fields} (the API refused the change: HTTP 422 {self.reason})"
+        text = f"{self.status} {self.reason}: {self.message}"
+        return f"{self.target}: {text}" if self.target else text
 
 
 class ReadOnlyViolation(Exception):
@@ -104,6 +120,7 @@ class ClusterReader:
         # Called before every mutating request (the cluster lock installs its check: a run that lost
         # its Lease must not write anything more); raises to stop the request.
         self.fence: Callable[[], None] | None = None
+        self.adopted: set[O.Ref] = set()  # objects the operator adopted explicitly (--adopt / typed in the UI)
 
     @classmethod
     def connect(cls, kubeconfig: str | None = None, context: str | None = None, **kw) -> ClusterReader:
@@ -276,14 +293,21 @@ class Cluster(ClusterReader):
         return True
 
     def apply(self, obj: dict, stage: str, *, dry_run: bool = False) -> dict:
-        """Server-side apply, creating or updating; labels the object with its owner and stage."""
+        """Server-side apply, creating or updating; labels the object with its owner and stage.
+
+        Refuses (``NotOwned``) an existing object the wizard does not own and was not told to adopt:
+        ``force`` takes over only fields of the wizard's own (or adopted) objects.
+        """
         obj = label(obj, stage)
         k = kind_of(obj)
         md = obj["metadata"]
-        return self.request("PATCH", k.path(md.get("namespace"), md["name"]),
-                            query={"fieldManager": FIELD_MANAGER, "force": "true",
-                                   "dryRun": "All" if dry_run else None},
-                            body=json.dumps(obj), content_type="application/apply-patch+yaml")
+        if not dry_run:
+            guard(self, obj["kind"], md["name"], md.get("namespace"), "apply")
+        with _target(obj["kind"], md["name"], md.get("namespace")):
+            return self.request("PATCH", k.path(md.get("namespace"), md["name"]),
+                                query={"fieldManager": FIELD_MANAGER, "force": "true",
+                                       "dryRun": "All" if dry_run else None},
+                                body=json.dumps(obj), content_type="application/apply-patch+yaml")
 
     def create(self, obj: dict, stage: str) -> dict:
         obj = label(obj, stage)
@@ -302,23 +326,65 @@ class Cluster(ClusterReader):
             raise
 
     def patch(self, kind: str, name: str, namespace: str | None, patch: dict | list, *,
-              patch_type: str = "strategic") -> dict:
+              patch_type: str = "strategic", named_by_plan: bool = False) -> dict:
+        """A patch of the wizard's own object; ``named_by_plan``: an operator's object the plan names as in
+        scope (a workload whose images it migrates, the runner's Role), changed field by field, never taken over."""
         ctype = {"strategic": "application/strategic-merge-patch+json", "merge": "application/merge-patch+json",
                  "json": "application/json-patch+json"}[patch_type]
-        return self.request("PATCH", kind_of(kind).path(namespace, name), body=patch, content_type=ctype,
-                            query={"fieldManager": FIELD_MANAGER})
+        if not named_by_plan:
+            guard(self, kind, name, namespace, "patch")
+        with _target(kind, name, namespace):
+            return self.request("PATCH", kind_of(kind).path(namespace, name), body=patch, content_type=ctype,
+                                query={"fieldManager": FIELD_MANAGER})
 
     def delete(self, kind: str, name: str, namespace: str | None = None) -> bool:
-        """Delete; False when it was already gone."""
+        """Delete one of the wizard's objects; False when it was already gone. Refuses (``NotOwned``) any other;
+        the uid precondition makes sure the object checked is the one deleted."""
+        live = guard(self, kind, name, namespace, "delete")
+        if live is None:
+            return False
         try:
-            self.request("DELETE", kind_of(kind).path(namespace, name), body={"propagationPolicy": "Background",
-                                                                              "gracePeriodSeconds": 0},
+            self.request("DELETE", kind_of(kind).path(namespace, name),
+                         body={"propagationPolicy": "Background", "gracePeriodSeconds": 0,
+                               "preconditions": {"uid": live["metadata"].get("uid")}},
                          content_type="application/json")
             return True
         except ApiError as e:
             if e.status == 404:
                 return False
+            if e.status == 409 and "precondition" in e.message.lower():
+                return False  # replaced by someone else meanwhile: that one is not ours to delete
             raise
+
+
+def guard(cluster: ClusterReader, kind: str, name: str, namespace: str | None, verb: str) -> dict | None:
+    """The write layer's half of the ownership rule: the live object, or NotOwned when it is not ours."""
+    live = cluster.get(kind, name, namespace)
+    ref = O.Ref(kind, (namespace or "") if kind_of(kind).namespaced else "", name)
+    if O.conflict(live, ref, cluster.adopted):
+        raise O.NotOwned(ref, live, verb)
+    return live
+
+
+class _target:
+    """Name the object in an ApiError raised while writing it."""
+
+    def __init__(self, kind: str, name: str, namespace: str | None):
+        self.text = str(O.Ref(kind, namespace or "", name))
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, etype, e, tb):
+        if isinstance(e, ApiError) and not e.target:
+            e.target = self.text
+        return False
+
+
+def _cause_text(message: str) -> str:
+    """'Invalid value: "kubernetes.io/tls": field is immutable' -> 'field is immutable' (values may be long)."""
+    m = re.match(r'^Invalid value: .*: ([^:]+)$', message or "", re.S)
+    return (m.group(1) if m else message or "invalid").strip()[:200]
 
 
 def _same_origin(live: dict, sent: dict) -> bool:
@@ -340,7 +406,8 @@ def label(obj: dict, stage: str) -> dict:
 def _api_error(status: int, data: bytes) -> ApiError:
     try:
         st = json.loads(data)
-        return ApiError(status, st.get("reason", ""), st.get("message", ""))
+        details = st.get("details") if isinstance(st.get("details"), dict) else {}
+        return ApiError(status, st.get("reason", ""), st.get("message", ""), details.get("causes"))
     except (ValueError, AttributeError):
         return ApiError(status, "", (data or b"").decode("utf-8", errors="replace")[:200])
 

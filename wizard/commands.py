@@ -80,6 +80,7 @@ def _run_command(args) -> int:
     except ClusterUnreachable as e:
         _err(str(e))
         return 2
+    cluster.adopted.update(getattr(args, "adopt", None) or ())
     retries: list[str] = []
     # notices go to stderr: stdout is the report (audit --format json/markdown) and must stay parseable
     cluster.on_retry = lambda m: (retries.append(m), _err(f"note: {m}") if len(retries) % 10 == 0 else None)
@@ -124,14 +125,18 @@ def _run_command(args) -> int:
                      "where it differs from the journal, the cluster wins")
             runner.journal = Journal.start(cid, server=cluster.server, holder=lock.me, secrets=(token,),
                                            mirror=cluster.sibling(patience=3), resume=previous)
-            left = NodeExec(cluster, namespace=plan.wizard_namespace, image=plan.helper_image).sweep()
-            from .stages.nodes import SECRET_NAME
-            if cluster.get("Secret", SECRET_NAME, plan.wizard_namespace) is not None and \
-                    cluster.delete("Secret", SECRET_NAME, plan.wizard_namespace):  # carried the token; never kept
+            for ref in sorted(cluster.adopted):  # the operator's explicit word, kept with the run
+                runner.record({"type": "adopted", **ref.to_dict(), "by": lock.me})
+            swept = NodeExec(cluster, namespace=plan.wizard_namespace, image=plan.helper_image).sweep()
+            left = list(swept.removed)
+            from .stages.nodes import SECRET_NAME, remove_node_secret
+            if remove_node_secret(cluster, plan.wizard_namespace) == "removed":  # carried the token; never kept
                 left.append(f"Secret {plan.wizard_namespace}/{SECRET_NAME}")
             if left:
                 _say(f"removed wizard pods an earlier run left behind: {', '.join(left)}")
                 runner.record({"type": "swept_pods", "pods": left})
+            if swept.left_alone:
+                _say(f"left alone: looks like the wizard's but is not: {'; '.join(swept.left_alone)}")
             return runner.apply()
         finally:
             lock.release()

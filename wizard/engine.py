@@ -12,8 +12,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .cluster import ApiError
 from .credentials import mask
 from .kube import ClusterUnreachable
+from .ownership import NotOwned
 from .stages import STAGES
 from .stages.base import FAIL, PASS, SKIP, WARN, Change, Check, Context, Progress, Stage, StageFailed
 
@@ -100,9 +102,13 @@ class Runner:
             else:
                 self.out(head + f"{len(r.changes)} change(s)")
                 for ch in r.changes:
-                    self.out(f"  {ch.action} {ch.target}")
+                    self.out(f"  {ch.action} {ch.target}" + (f": {ch.note}" if ch.note else ""))
                     for line in (ch.diff or "").splitlines():
                         self.out(f"    {line}")
+        conflicts = sum(ch.action == "conflict" for r in results for ch in r.changes)
+        if conflicts:  # pending, not "nothing to change": exit 3, and apply stops on them before any write
+            self.out(f"{conflicts} conflict(s): apply stops before any write until each is renamed in the plan or "
+                     "adopted with --adopt")
         return (3 if pending else 0), results
 
     # ------------------------------------------------------------------ apply
@@ -111,6 +117,7 @@ class Runner:
         n = len(self.stages)
         done_before = set(self.journal.done) if self.journal is not None else set()
         prechecked = False
+        conflicts_seen = 0
         for i, st in enumerate(self.stages, 1):
             head = f"[{i}/{n}] {st.title}"
             t0 = time.monotonic()
@@ -118,9 +125,10 @@ class Runner:
                 observed = st.inspect(self.ctx)
                 changes = st.plan(self.ctx, observed)
                 if dry_run:
+                    conflicts_seen += sum(ch.action == "conflict" for ch in changes)
                     self.out(f"{head}: {len(changes)} change(s) pending" if changes else f"{head}: nothing to change")
                     for ch in changes:
-                        self.out(f"  {ch.action} {ch.target}")
+                        self.out(f"  {ch.action} {ch.target}" + (f": {ch.note}" if ch.note else ""))
                     if st.key == "restart" and changes:
                         from .restart import RollingRestart
                         for line in RollingRestart(self.ctx).dry_run([c.payload for c in changes]):
@@ -136,6 +144,10 @@ class Runner:
                 crash_point(f"before:{st.key}")
                 if changes and not prechecked:
                     prechecked = True
+                    # ownership first: reads only, and every conflict of every later stage at once
+                    conflicts = [(later, c) for later in self.stages[i - 1:] for c in _failing(later.conflicts(self.ctx))]
+                    if conflicts:
+                        return self._conflicts(conflicts)
                     for later in self.stages[i - 1:]:
                         bad = _failing(later.precheck(self.ctx))
                         if bad:
@@ -150,6 +162,15 @@ class Runner:
                 checks = st.verify(self.ctx)
             except StageFailed as e:
                 return self._stop(head, e.check, stage=st.key)
+            except NotOwned as e:  # the write layer's refusal (a stage without a conflicts() precheck)
+                return self._stop(head, Check("object is the wizard's to change", FAIL, e.cause, e.fix), stage=st.key)
+            except ApiError as e:
+                if e.status != 422:
+                    raise
+                return self._stop(head, Check("the API accepted the change", FAIL, mask(str(e), self.ctx.token),
+                                              f"the field cannot be changed in place: rename {e.target or 'the object'} "
+                                              "in the plan, or delete it if it is the wizard's, then run again"),
+                                  stage=st.key)
             failing = _failing(checks)
             if failing:
                 return self._stop(head, failing[0], more=len(failing) - 1, stage=st.key)
@@ -161,7 +182,21 @@ class Runner:
             self.out(f"{head}: ok ({summary or 'no checks'}) in {took:.1f}s")
         if self.journal is not None and not dry_run:
             self.journal.finish()
+        if dry_run and conflicts_seen:
+            self.out(f"{conflicts_seen} conflict(s): apply stops before any write until each is renamed in the plan "
+                     "or adopted with --adopt")
         return 0
+
+    def _conflicts(self, found: list[tuple[Stage, Check]]) -> int:
+        n = len(self.stages)
+        for st, c in found:
+            self.record({"type": "stage_failed", "stage": st.key, "check": c.name, "cause": c.cause, "fix": c.fix})
+        self.out(f"cannot start — {len(found)} object(s) exist that ghcr2gitea does not own (checked before "
+                 "anything was written):")
+        for st, c in found:
+            self.out(f"  [{self.stages.index(st) + 1}/{n}] {st.title}: conflict {c.cause}")
+            self.out(f"    fix: {c.fix}")
+        return 1
 
     def _stop(self, head: str, check: Check, more: int = 0, stage: str = "", nothing_written: bool = False) -> int:
         self.record({"type": "stage_failed", "stage": stage, "check": check.name, "cause": check.cause,

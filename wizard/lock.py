@@ -21,7 +21,7 @@ import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from .cluster import ApiError, Cluster
+from .cluster import ApiError, Cluster, label
 
 LEASE_NAME = "ghcr2gitea"
 LEASE_NAMESPACE = "kube-system"
@@ -140,6 +140,7 @@ class ClusterLock:
                 if not self.take_over_stale:
                     raise LockHeld(f"a stale lock is held by {current.describe()} (no renewal for over {TTL} s); "
                                    "if that run is gone, run again with --take-over-stale-lock")
+            body = label(body, "lock")  # a PUT replaces the labels: keep the mark that lets this run renew it
             body["metadata"]["resourceVersion"] = lease["metadata"]["resourceVersion"]
             try:
                 written = self.cluster.request("PUT", LEASE_PATH, body=body, content_type="application/json",

@@ -19,6 +19,7 @@ from .script import Script
 ROLE_LABEL = "ghcr2gitea.io/role"
 RUN_LABEL = "ghcr2gitea.io/run"
 WIZARD_POD_SELECTOR = "app.kubernetes.io/managed-by=ghcr2gitea,ghcr2gitea.io/role"
+NSENTER = ["nsenter", "-t", "1", "-m", "-u", "-i", "-n", "--", "sh", "-c"]  # + the script: all a node pod runs
 
 
 @dataclass(frozen=True)
@@ -52,11 +53,41 @@ def pod_manifest(node: str, script: str | Script, *, namespace: str, image: str,
             "containers": [{
                 "name": "nsenter", "image": image, "imagePullPolicy": "IfNotPresent",
                 "securityContext": {"privileged": True},
-                "command": ["nsenter", "-t", "1", "-m", "-u", "-i", "-n", "--", "sh", "-c", script],
+                "command": [*NSENTER, script],
                 **({"env": env} if env else {}),
             }],
         },
     }
+
+
+@dataclass(frozen=True)
+class Sweep:
+    removed: list[str]  # "namespace/name" of the leftover wizard pods deleted
+    left_alone: list[str]  # "namespace/name (why)" of pods with the wizard's labels that are not its pods
+
+
+def not_ours(pod: dict, namespace: str, image: str) -> str:
+    """Why a pod with the wizard's labels is not one of its node pods ("" when it is, by labels and spec shape)."""
+    md, spec = pod.get("metadata") or {}, pod.get("spec") or {}
+    labels = md.get("labels") or {}
+    if md.get("namespace") != namespace:
+        return f"not in the wizard namespace {namespace}"
+    if labels.get("app.kubernetes.io/managed-by") != "ghcr2gitea" or not labels.get(ROLE_LABEL) \
+            or not labels.get(RUN_LABEL):
+        return "labels differ"
+    containers = spec.get("containers") or []
+    if not spec.get("nodeName") or spec.get("restartPolicy") != "Never" or not spec.get("hostPID") \
+            or len(containers) != 1 or spec.get("initContainers"):
+        return "spec differs"
+    c = containers[0]
+    if c.get("image") != image:
+        return f"image {c.get('image')!r} is not the plan's helper image"
+    cmd = c.get("command") or []
+    if cmd[:len(NSENTER)] != NSENTER or len(cmd) != len(NSENTER) + 1 or c.get("args"):
+        return "command is not the wizard's nsenter command"
+    if (c.get("securityContext") or {}).get("privileged") is not True:
+        return "not privileged"
+    return ""
 
 
 class NodeExec:
@@ -67,14 +98,20 @@ class NodeExec:
         self.namespace = namespace
         self.image = image
 
-    def sweep(self) -> list[str]:
-        """Delete wizard pods left by an earlier crash; return their names."""
-        gone = []
+    def sweep(self) -> Sweep:
+        """Delete wizard pods an earlier crash left behind: only in the wizard's namespace, and only pods whose
+        labels AND spec are what pod_manifest builds with this plan's helper image. Anything else that merely
+        carries the labels is left alone (and named, so the operator can look)."""
+        removed, left_alone = [], []
         for pod in self.cluster.list("Pod", None, labels=WIZARD_POD_SELECTOR):
             md = pod["metadata"]
-            if self.cluster.delete("Pod", md["name"], md["namespace"]):
-                gone.append(f"{md['namespace']}/{md['name']}")
-        return gone
+            where = f"{md['namespace']}/{md['name']}"
+            why = not_ours(pod, self.namespace, self.image)
+            if why:
+                left_alone.append(f"{where} ({why})")
+            elif self.cluster.delete("Pod", md["name"], md["namespace"]):
+                removed.append(where)
+        return Sweep(removed, left_alone)
 
     def run(self, node: str, script: str | Script, *, stage: str, purpose: str = "exec", timeout: float = 60) -> NodeResult:
         return self.run_many({node: script}, stage=stage, purpose=purpose, timeout=timeout)[node]

@@ -458,6 +458,13 @@ class Session:
         """Before the run's first write: every later stage's prechecks (bad input stops it with nothing half-done)."""
         if self._prechecked:
             return
+        for later in self.states[i:]:  # ownership first: reads only (the other prechecks may start probe pods)
+            bad = [c for c in later.stage.conflicts(self.ctx) if c.status == FAIL and c.gating]
+            if bad:
+                c = bad[0]
+                more = f" ({len(bad) - 1} more in this stage)" if len(bad) > 1 else ""
+                raise StageFailed(Check(f"{later.title}: {c.name}", FAIL, c.cause + more, c.fix + " (here: press t to adopt "
+                                        "it, typing its name)", c.evidence))
         for later in self.states[i:]:
             bad = [c for c in later.stage.precheck(self.ctx) if c.status == FAIL and c.gating]
             if bad:
@@ -516,6 +523,27 @@ class Session:
         self._changed(i)
         return o
 
+    def adopt(self, kind: str, namespace: str, name: str, typed: str):
+        """Let the wizard change an existing object it does not own: the operator types the object's name.
+        Recorded in the journal; the object carries the wizard's label once applied."""
+        from .ownership import parse_ref
+        if self.audit:
+            raise ReadOnly("audit mode is read-only: nothing is adopted")
+        ref = parse_ref("/".join(p for p in (kind, namespace, name) if p))
+        if typed.strip() != ref.name:
+            raise ValueError(f"type the object's name {ref.name!r} to adopt {ref}")
+        from .lock import identity
+        self.ctx.cluster.adopted.add(ref)
+        self.record({"type": "adopted", **ref.to_dict(), "by": identity(), "typed": typed.strip()})
+        self._prechecked = False
+        for j, st in enumerate(self.states):
+            if not st.done and st.changes and any(c.target == str(ref) for c in st.changes):
+                st.changes, st.error = None, None  # planned as a conflict: plan it again as an update
+                if st.observed is not None:
+                    self.plan_stage(j)
+                self._changed(j)
+        return ref
+
     def advance(self) -> int:
         """Mark the current stage done and open the next; returns the new current index."""
         i = self.current
@@ -568,11 +596,15 @@ class Session:
         self.lock = lock
         from .nodeexec import NodeExec
         p = self.ctx.plan
-        left = NodeExec(self.ctx.cluster, namespace=p.wizard_namespace, image=p.helper_image).sweep()
+        swept = NodeExec(self.ctx.cluster, namespace=p.wizard_namespace, image=p.helper_image).sweep()
+        left = swept.removed
         if left:
             self.on_progress(Progress("lock", f"removed wizard pods an earlier run left behind: {', '.join(left)}",
                                       time=time.time()))
             self.record({"type": "swept_pods", "pods": left})
+        if swept.left_alone:
+            self.on_progress(Progress("lock", "left alone: looks like the wizard's but is not: "
+                                      + "; ".join(swept.left_alone), time=time.time()))
 
     def _start_journal(self) -> None:
         J = _journal_module() if self.use_journal else None

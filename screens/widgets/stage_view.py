@@ -34,7 +34,7 @@ def diff_text(diff: str) -> Text:
 
 
 ACTION = {"create": "bold green", "update": "bold yellow", "write": "bold yellow", "restart": "bold cyan",
-          "delete": "bold red"}
+          "delete": "bold red", "conflict": "bold red"}
 
 
 class StageView(Vertical):
@@ -120,6 +120,8 @@ class StageView(Vertical):
             for ch in st.changes:
                 changes.append(f"{ch.action:<8}", ACTION.get(ch.action, "bold"))
                 changes.append(self.shown(ch.target) + "\n", "bold")
+                if ch.note:  # a conflict's cause and fix; an adoption or an additive change, said
+                    changes.append(" " * 8 + self.shown(ch.note) + "\n", "red" if ch.action == "conflict" else "yellow")
                 if ch.diff:
                     changes.append(diff_text(self.shown(ch.diff)))
                 changes.append("\n")

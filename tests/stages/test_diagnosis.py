@@ -37,6 +37,11 @@ NODE = "dellmini2"  # an agent: restarting it never takes the API away
 
 
 # ------------------------------------------------------------------ helpers
+class _Everything(set):
+    def __contains__(self, item) -> bool:
+        return True
+
+
 class Migrated:
     """A sandbox after a successful apply, and the operator's handles on it."""
 
@@ -45,6 +50,9 @@ class Migrated:
         self.plan = plan_mod.load(sb.plan)
         self.token = Secret(sb.token_file.read_text().strip())
         self.cluster = Cluster.connect(str(sb.kubeconfig), patience=30)
+        # the operator's kubectl: breaks objects whoever owns them (the wizard's connection may not)
+        self.operator = Cluster.connect(str(sb.kubeconfig), patience=30)
+        self.operator.adopted = _Everything()
         out: list[str] = []
         rc = Runner(self.context(audit=False), out.append).apply()
         assert rc == 0, "\n".join(out)
@@ -89,7 +97,7 @@ class Migrated:
     def restart_proxy(self) -> None:
         p = self.plan
         for pod in self.cluster.list("Pod", p.proxy_namespace, labels=f"app={p.proxy_name}"):
-            self.cluster.delete("Pod", pod["metadata"]["name"], p.proxy_namespace)
+            self.operator.delete("Pod", pod["metadata"]["name"], p.proxy_namespace)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             pods = self.cluster.list("Pod", p.proxy_namespace, labels=f"app={p.proxy_name}")
@@ -100,14 +108,15 @@ class Migrated:
 
     def set_proxy_cert(self, cert_pem: bytes, key_pem: bytes, *, ca_pem: bytes | None = None) -> None:
         p = self.plan
-        self.cluster.patch("Secret", p.proxy_tls_secret, p.proxy_namespace,
-                           {"data": {"tls.crt": base64.b64encode(cert_pem).decode(),
-                                     "tls.key": base64.b64encode(key_pem).decode()}})
-        self.cluster.patch("ConfigMap", p.proxy_ca_configmap, p.proxy_namespace,
-                           {"data": {"ca.crt": (ca_pem or cert_pem).decode()}})
+        self.operator.patch("Secret", p.proxy_tls_secret, p.proxy_namespace,
+                            {"data": {"tls.crt": base64.b64encode(cert_pem).decode(),
+                                      "tls.key": base64.b64encode(key_pem).decode()}})
+        self.operator.patch("ConfigMap", p.proxy_ca_configmap, p.proxy_namespace,
+                            {"data": {"ca.crt": (ca_pem or cert_pem).decode()}})
 
     def close(self) -> None:
         self.cluster.close()
+        self.operator.close()
 
 
 @pytest.fixture
@@ -215,7 +224,7 @@ def test_plan_root_url_on_another_host_is_realm_host_mismatch(shared):
 # ------------------------------------------------------------------ breaks in the cluster
 def test_missing_tls_ingress_is_token_endpoint_404(migrated):
     p = migrated.plan
-    migrated.cluster.delete("Ingress", p.ingress_name, p.ingress_namespace)
+    migrated.operator.delete("Ingress", p.ingress_name, p.ingress_namespace)
     failing = assert_diagnosed(migrated.verify("ingress", "verify"), "token-endpoint-404", at_least=2 + 2 + 10)
     assert {"TLS Ingress for the realm host", "realm answers a token over HTTPS"} <= set(names(failing))
     assert any("containerd pulls" in n for n in names(failing)) and any(": pull " in n for n in names(failing))
@@ -223,8 +232,8 @@ def test_missing_tls_ingress_is_token_endpoint_404(migrated):
 
 def test_websecure_on_the_http_ingress_without_tls(migrated):
     p = migrated.plan
-    migrated.cluster.delete("Ingress", p.ingress_name, p.ingress_namespace)
-    migrated.cluster.patch("Ingress", "gitea-k3s-alias", "gitea-system", {"metadata": {"annotations": {
+    migrated.operator.delete("Ingress", p.ingress_name, p.ingress_namespace)
+    migrated.operator.patch("Ingress", "gitea-k3s-alias", "gitea-system", {"metadata": {"annotations": {
         "traefik.ingress.kubernetes.io/router.entrypoints": "web,websecure"}}})
     failing = assert_diagnosed(migrated.verify("ingress"), "websecure-without-tls", at_least=2)
     assert names(failing) == ["TLS Ingress for the realm host", "realm answers a token over HTTPS"]
@@ -235,7 +244,7 @@ def test_stale_token_in_the_push_secret_is_401_during_push(migrated):
     stale = {"auths": {h: {"username": p.username, "password": "revoked-token",
                            "auth": base64.b64encode(f"{p.username}:revoked-token".encode()).decode()}
                        for h in (p.internal_service, p.realm_host)}}
-    migrated.cluster.patch("Secret", p.push_secret, p.secrets_namespace, {"data": {
+    migrated.operator.patch("Secret", p.push_secret, p.secrets_namespace, {"data": {
         ".dockerconfigjson": base64.b64encode(json.dumps(stale).encode()).decode()}})
     [check] = assert_diagnosed(migrated.verify("verify"), "push-401")
     assert check.name.startswith("push secret may push to ")
@@ -309,7 +318,7 @@ def test_nginx_literal_proxy_pass_without_resolver(migrated):
     conf = ("server {\n  listen 443 ssl;\n  ssl_certificate /etc/nginx/tls/tls.crt;\n"
             "  ssl_certificate_key /etc/nginx/tls/tls.key;\n"
             f"  location / {{\n    proxy_pass http://{p.internal_service};\n  }}\n}}\n")
-    migrated.cluster.patch("ConfigMap", p.proxy_config_configmap, p.proxy_namespace,
+    migrated.operator.patch("ConfigMap", p.proxy_config_configmap, p.proxy_namespace,
                            {"data": {"default.conf": conf}})
     [check] = assert_diagnosed(migrated.verify("proxy", "verify"), "nginx-upstream")
     assert check.name == "nginx resolves Gitea at request time"
@@ -319,7 +328,7 @@ def test_nginx_resolver_that_is_not_kube_dns(migrated):
     p = migrated.plan
     cm = migrated.cluster.get("ConfigMap", p.proxy_config_configmap, p.proxy_namespace)
     conf = cm["data"]["default.conf"].replace("resolver 10.43.0.10", "resolver 10.43.0.99")
-    migrated.cluster.patch("ConfigMap", p.proxy_config_configmap, p.proxy_namespace,
+    migrated.operator.patch("ConfigMap", p.proxy_config_configmap, p.proxy_namespace,
                            {"data": {"default.conf": conf}})
     migrated.restart_proxy()
     failing = assert_diagnosed(migrated.verify("verify"), "nginx-resolver")
@@ -331,7 +340,7 @@ def test_nginx_resolver_that_is_not_kube_dns(migrated):
 def test_ca_configmap_not_the_proxy_cert_is_the_kaniko_flags_trap(migrated):
     p = migrated.plan
     other = make_proxy_cert(p.realm_hostname, 30)
-    migrated.cluster.patch("ConfigMap", p.proxy_ca_configmap, p.proxy_namespace,
+    migrated.operator.patch("ConfigMap", p.proxy_ca_configmap, p.proxy_namespace,
                            {"data": {"ca.crt": other.cert_pem.decode()}})
     [check] = assert_diagnosed(migrated.verify("verify"), "kaniko-flags")
     assert "SSL certificate problem" in check.cause
@@ -356,7 +365,7 @@ def test_proxy_certificate_for_another_name(migrated):
 
 def test_proxy_service_without_endpoints_leaves_the_host_alias_dangling(migrated):
     p = migrated.plan
-    migrated.cluster.patch("Service", p.proxy_name, p.proxy_namespace,
+    migrated.operator.patch("Service", p.proxy_name, p.proxy_namespace,
                            {"spec": {"selector": {"app": "nothing-has-this-label"}}})
     [check] = assert_diagnosed(migrated.verify("verify"), "kaniko-host-alias")
     assert check.name == "Kaniko's view: realm through the proxy"
@@ -364,7 +373,7 @@ def test_proxy_service_without_endpoints_leaves_the_host_alias_dangling(migrated
 
 def test_socat_as_the_auth_proxy(migrated):
     p = migrated.plan
-    migrated.cluster.patch("Deployment", p.proxy_name, p.proxy_namespace, {"spec": {"template": {"spec": {
+    migrated.operator.patch("Deployment", p.proxy_name, p.proxy_namespace, {"spec": {"template": {"spec": {
         "containers": [{"name": "nginx", "image": "alpine/socat:1.8.0.0"}]}}}})
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:

@@ -86,6 +86,36 @@ def invalid(kind: Kind, name: str, problems: list[str]) -> ApiError:
                     causes=causes)
 
 
+def immutable_fields(kind: Kind, old: dict, new: dict) -> None:
+    """The update validation the apiserver does for fields that cannot change in place: a 422 Invalid with
+    details.causes, shaped and worded like kube-apiserver's (Secret type, Deployment/StatefulSet
+    spec.selector, Service clusterIP)."""
+    res = kind.kind if not kind.group else f"{kind.kind}.{kind.group}"
+    name = old["metadata"].get("name", "")
+    causes = []
+    if kind.kind == "Secret":
+        if (new.get("type") or "Opaque") != (old.get("type") or "Opaque"):
+            causes.append(("FieldValueInvalid", "type", f'Invalid value: "{new.get("type") or "Opaque"}": field is '
+                           "immutable"))
+    elif kind.kind == "Deployment":
+        if (new.get("spec") or {}).get("selector") != (old.get("spec") or {}).get("selector"):
+            sel = json.dumps((new.get("spec") or {}).get("selector"), sort_keys=True)
+            causes.append(("FieldValueInvalid", "spec.selector", f"Invalid value: {sel}: field is immutable"))
+    elif kind.kind == "StatefulSet":
+        if (new.get("spec") or {}).get("selector") != (old.get("spec") or {}).get("selector"):
+            causes.append(("FieldValueForbidden", "spec", "Forbidden: updates to statefulset spec for fields other "
+                           "than 'replicas', 'ordinals', 'template', 'updateStrategy', "
+                           "'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden"))
+    elif kind.kind == "Service":
+        was, now = (old.get("spec") or {}).get("clusterIP"), (new.get("spec") or {}).get("clusterIP")
+        if was and was != "None" and now not in (None, "", was):
+            causes.append(("FieldValueInvalid", "spec.clusterIPs[0]",
+                           f'Invalid value: []string{{"{now}"}}: may not change once set'))
+    if causes:
+        raise ApiError(422, "Invalid", f'{res} "{name}" is invalid: ' + ", ".join(f"{f}: {m}" for _, f, m in causes),
+                       kind=kind, name=name, causes=[{"reason": r, "message": m, "field": f} for r, f, m in causes])
+
+
 # ------------------------------------------------------------------------- selectors
 _LABEL_REQ = re.compile(
     r"^\s*(?P<neg>!)?\s*(?P<key>[A-Za-z0-9_./-]+)\s*"
@@ -395,6 +425,8 @@ class Store:
                 new["status"] = old["status"]
             else:
                 new.pop("status", None)
+        if subresource != "status":
+            immutable_fields(kind, old, new)  # before defaulting, which would paper over a changed clusterIP
         if d := self.defaulters.get(kind.kind):  # before comparing specs: clients drop defaulted nulls
             d(new, old)
         if kind.kind in _GENERATION_KINDS:

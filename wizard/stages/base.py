@@ -59,9 +59,13 @@ class Change:
     action: str  # create | update | write | restart | delete
     diff: str = ""  # unified diff with secrets masked
     payload: Any = field(default=None, compare=False, repr=False)  # what apply needs; never rendered
+    note: str = ""  # one line after the target: why a conflict is one and how to resolve it
 
     def to_dict(self) -> dict:
-        return {"target": self.target, "action": self.action, "diff": self.diff}
+        d = {"target": self.target, "action": self.action, "diff": self.diff}
+        if self.note:
+            d["note"] = self.note
+        return d
 
 
 @dataclass(frozen=True)
@@ -128,6 +132,11 @@ class Stage:
 
     def precheck(self, ctx: Context) -> list[Check]:
         """Checks run before the run's first write, so bad input stops it with nothing half-done."""
+        return []
+
+    def conflicts(self, ctx: Context) -> list[Check]:
+        """Existing objects this stage would write that the wizard does not own (reads only; run before
+        every other precheck, whose probes may create pods)."""
         return []
 
 

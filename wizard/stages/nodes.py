@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import time
 
+from .. import ownership as O
 from .. import registries as R
 from ..diagnose import BY_KEY
 from ..nodeexec import NodeExec
@@ -13,6 +14,22 @@ from .base import Change, Check, Context, Stage, StageFailed, failed, passed, sk
 from .preflight import discover_nodes
 
 SECRET_NAME = "ghcr2gitea-node-registries"
+
+
+def secret_ref(ctx_or_plan) -> O.Ref:
+    plan = getattr(ctx_or_plan, "plan", ctx_or_plan)
+    return O.Ref("Secret", plan.wizard_namespace, SECRET_NAME)
+
+
+def remove_node_secret(cluster, namespace: str) -> str:
+    """Delete the merged-files Secret (it carries the token) when it is the wizard's: "removed", "absent", or
+    "left alone" (another owner's object of that name is never deleted)."""
+    live = cluster.get("Secret", SECRET_NAME, namespace)
+    if live is None:
+        return "absent"
+    if not O.owned(live):
+        return "left alone"
+    return "removed" if cluster.delete("Secret", SECRET_NAME, namespace) else "absent"
 
 
 def node_exec(ctx: Context) -> NodeExec:
@@ -50,6 +67,15 @@ class NodeRegistries(Stage):
     def inspect(self, ctx: Context) -> dict:
         return {"facts": node_facts(ctx)}
 
+    def _conflict(self, ctx: Context) -> dict | None:
+        live = ctx.cluster.get("Secret", SECRET_NAME, ctx.plan.wizard_namespace)
+        return live if O.conflict(live, secret_ref(ctx), getattr(ctx.cluster, "adopted", ())) else None
+
+    def conflicts(self, ctx: Context) -> list[Check]:
+        from .objects import conflict_check
+        live = self._conflict(ctx)
+        return [conflict_check(ctx, secret_ref(ctx), live)] if live is not None else []
+
     def precheck(self, ctx: Context) -> list[Check]:
         """Every node's existing registries.yaml must parse, or the wizard cannot merge into it."""
         bad = []
@@ -84,11 +110,17 @@ class NodeRegistries(Stage):
             raise StageFailed(failed("existing registries.yaml readable", "; ".join(problems),
                                      "fix or remove the file on that node by hand (k3s would not start with it "
                                      "either); nothing was written to any node"))
+        if changes and (live := self._conflict(ctx)) is not None:  # the files travel in that Secret
+            from .objects import conflict_change
+            changes.insert(0, conflict_change(ctx, secret_ref(ctx), live))
         return changes
 
     def apply(self, ctx: Context, changes: list[Change]) -> None:
         if not changes:
             return
+        for ch in changes:
+            if ch.action == "conflict":
+                raise StageFailed(ch.payload)
         p = ctx.plan
         ns = p.wizard_namespace
         data = {node: base64.b64encode(text.encode()).decode() for node, text, _ in (c.payload for c in changes)}
@@ -110,7 +142,7 @@ class NodeRegistries(Stage):
                                          f"{r.output.strip()[-200:]}", f"check the node's /etc/rancher/k3s; the old "
                                          f"file is kept as {backup}"))
         finally:
-            ctx.cluster.delete("Secret", SECRET_NAME, ns)
+            remove_node_secret(ctx.cluster, ns)
         # read back and compare
         facts = node_facts(ctx, fresh=True)
         for node, text, _ in (c.payload for c in changes):

@@ -120,7 +120,9 @@ class Workloads(Stage):
         for ch in changes:
             kind, name, ns, patch = ch.payload
             ctx.say(self.key, f"patch {ch.target}")
-            ctx.cluster.patch(kind, name, ns, {"spec": {"template": {"spec": patch}}})
+            # the operator's workload, named by the plan's images: a strategic patch of the containers' images
+            # and imagePullSecrets only (by name), never a server-side-apply takeover of its other fields
+            ctx.cluster.patch(kind, name, ns, {"spec": {"template": {"spec": patch}}}, named_by_plan=True)
         for ch in changes:
             kind, name, ns, _ = ch.payload
             if kind != "DaemonSet":
@@ -285,6 +287,39 @@ class CiRbac(ObjectStage):
     def targets(self, ctx):
         p = ctx.plan
         return [("Role", p.runner_role, p.runner_namespace), ("RoleBinding", p.runner_role, p.runner_namespace)]
+
+    def named_by_plan(self, ctx: Context) -> set[str]:
+        # The runner's Role and RoleBinding are the operator's (the guide made them); the plan names them in
+        # ci.role: an existing one that is not the wizard's gets only what it lacks, never a takeover.
+        p = ctx.plan
+        return {f"Role {p.runner_namespace}/{p.runner_role}", f"RoleBinding {p.runner_namespace}/{p.runner_role}"}
+
+    def additive(self, ctx: Context, have: dict, want: dict) -> list[Change]:
+        from .. import ownership as O
+        from .objects import PlanPatch, conflict_change
+        md = have["metadata"]
+        key = f"{have['kind']} {md['namespace']}/{md['name']}"
+        if have["kind"] == "Role":
+            rules = have.get("rules") or []
+            missing = [r for r in want["rules"] if not all(
+                _allowed(rules, g, res, v) for g in r["apiGroups"] for res in r["resources"] for v in r["verbs"])]
+            if not missing:
+                return []
+            # a merge patch of the whole list: the same result if a retry sends it twice (a JSON-patch add is not)
+            return [Change(key, "update", object_diff({"rules": rules}, {"rules": rules + missing}, key),
+                           PlanPatch("Role", md["name"], md["namespace"], {"rules": rules + missing}),
+                           note="adds only the missing rules (the Role is not the wizard's; its rules are kept)")]
+        ref, subjects = have.get("roleRef") or {}, have.get("subjects") or []
+        if ref.get("kind") != "Role" or ref.get("name") != want["roleRef"]["name"]:
+            # roleRef is immutable: a binding of another Role is not the runner's, and cannot be made so
+            return [conflict_change(ctx, O.ref_of(have), have, rename="ci.role")]
+        sa = want["subjects"][0]
+        if any(s.get("kind") == "ServiceAccount" and s.get("name") == sa["name"]
+               and s.get("namespace", md["namespace"]) == sa["namespace"] for s in subjects):
+            return []
+        return [Change(key, "update", object_diff({"subjects": subjects}, {"subjects": subjects + [sa]}, key),
+                       PlanPatch("RoleBinding", md["name"], md["namespace"], {"subjects": subjects + [sa]}),
+                       note="adds only the runner's ServiceAccount (the RoleBinding is not the wizard's)")]
 
     def desired(self, ctx, live):
         p = ctx.plan
