@@ -189,13 +189,13 @@ class NodeFacts:
 
     @property
     def unmaskable(self) -> str | None:
-        """Why the node's file cannot be read safely (one line: cause and fix), or None."""
+        """Why the node's file cannot be read safely (one line, without the node's name), or None."""
         if not (self.unsafe or self.odd):
             return None
         where = ", ".join(str(n) for n in sorted(set(self.unsafe) | set(self.odd))[:5])
-        return (f"{self.node}:{PATH} line {where}: a credential or value the wizard cannot mask on the node "
-                "(flow style {…}, a block scalar | or >, an anchor or alias, or a value continued over several "
-                "lines)")
+        return (f"{PATH} line {where}: a credential or value the wizard cannot mask on the node (flow style {{…}}, "
+                "a block scalar | or >, an anchor or alias, or a value continued over several lines); rewrite it "
+                "in block style")
 
     def restart_reason(self, plan: Plan) -> str | None:
         """Why this node needs a k3s restart to load registries.yaml, or None."""
@@ -272,6 +272,14 @@ COMPARE_GROUP = M.VALUE_GROUP
 
 class Unmergeable(RegistriesInvalid):
     """A node's file the wizard will not splice into (multi-document, anchors, flow-style configs)."""
+
+
+def by_node(problems: dict[str, str]) -> str:
+    """``{node: reason}`` as one line, nodes with the same reason named together."""
+    groups: dict[str, list[str]] = {}
+    for node, reason in problems.items():
+        groups.setdefault(reason, []).append(node)
+    return "; ".join(f"{', '.join(nodes)}: {reason}" for reason, nodes in groups.items())
 
 
 def _dump(obj) -> str:

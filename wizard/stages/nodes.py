@@ -71,21 +71,24 @@ class NodeRegistries(Stage):
 
     def precheck(self, ctx: Context) -> list[Check]:
         """Every node's existing registries.yaml must parse and be maskable, or the wizard cannot merge into it."""
-        bad, unmaskable = [], []
+        bad, unmaskable = [], {}
         for node, f in node_facts(ctx).items():
             if f.unmaskable:
-                unmaskable.append(f.unmaskable)
+                unmaskable[node] = f.unmaskable
                 continue
             try:
                 if f.text is not None:
-                    R.layout(f.text, f"{node}:{R.PATH}")
+                    R.layout(f.text, R.PATH)
             except R.Unmergeable as e:
-                unmaskable.append(str(e))
-            except R.RegistriesInvalid as e:
-                bad.append(str(e))
+                unmaskable[node] = str(e)
+            except R.RegistriesInvalid:
+                try:
+                    R.parse(f.text, f"{node}:{R.PATH}")
+                except R.RegistriesInvalid as e:
+                    bad.append(str(e))
         checks = []
         if unmaskable:
-            checks.append(failed("existing registries.yaml mergeable", "; ".join(unmaskable), R.UNMASKABLE_FIX))
+            checks.append(failed("existing registries.yaml mergeable", R.by_node(unmaskable), R.UNMASKABLE_FIX))
         if bad:
             checks.append(failed("existing registries.yaml readable", "; ".join(bad),
                                  "fix or remove the file on that node by hand (k3s would not start with it either); "
@@ -95,19 +98,20 @@ class NodeRegistries(Stage):
     def plan(self, ctx: Context, observed: dict) -> list[Change]:
         if ctx.token is None:
             return []
-        layouts, problems, unmaskable = {}, [], []
+        layouts, problems, unmaskable = {}, [], {}
         for node, f in observed["facts"].items():
             if f.unmaskable:
-                unmaskable.append(f.unmaskable)
+                unmaskable[node] = f.unmaskable
                 continue
             try:
-                layouts[node] = R.layout(f.text, f"{node}:{R.PATH}") if f.text is not None else None
+                R.parse(f.text, f"{node}:{R.PATH}")
+                layouts[node] = R.layout(f.text, R.PATH) if f.text is not None else None
             except R.Unmergeable as e:
-                unmaskable.append(str(e))
+                unmaskable[node] = str(e)
             except R.RegistriesInvalid as e:
                 problems.append(str(e))
         if unmaskable:
-            raise StageFailed(failed("existing registries.yaml mergeable", "; ".join(unmaskable), R.UNMASKABLE_FIX))
+            raise StageFailed(failed("existing registries.yaml mergeable", R.by_node(unmaskable), R.UNMASKABLE_FIX))
         if problems:
             raise StageFailed(failed("existing registries.yaml readable", "; ".join(problems),
                                      "fix or remove the file on that node by hand (k3s would not start with it "
@@ -183,6 +187,14 @@ class NodeRegistries(Stage):
             if f.unmaskable:
                 checks.append(failed(name, f.unmaskable, R.UNMASKABLE_FIX))
                 continue
+            try:
+                if f.text is not None:
+                    R.layout(f.text, R.PATH)
+            except R.Unmergeable as e:
+                checks.append(failed(name, str(e), R.UNMASKABLE_FIX))
+                continue
+            except R.RegistriesInvalid:
+                pass  # said below
             try:
                 data = R.parse(f.text, f"{node}:{R.PATH}")
             except R.RegistriesInvalid as e:
