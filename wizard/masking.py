@@ -70,6 +70,9 @@ OK_SHAPE_RE = (f"(^{_WS}*$|^{_WS}*#|^(---|[.][.][.])({_WS}|$)|^{_WS}*(-{_WS}+)*[
 VALUE_RE = f"^({_PREFIX}){_WS}+(.*)$"
 VALUE_GROUP = re.compile(VALUE_RE).groups
 
+# display only: keys whose values are credentials in Secret manifests and kubeconfigs
+_DISPLAY_KEY = re.compile(r"^([ \t]*(-[ \t]+)*([\"']?)(\.dockerconfigjson|\.dockercfg|tls\.key|ssh-privatekey|"
+                          r"client-key-data|[A-Za-z_]*private_?key)\3[ \t]*:)[ \t]+([^ \t|>].*)$", re.IGNORECASE)
 _MASK = re.compile(MASK_RE)
 _COMMENT = re.compile(COMMENT_RE)
 _SAFE = re.compile("^(" + SAFE_CRED_BODY + "|" + AUTH_OPEN_BODY + ")")
@@ -142,6 +145,8 @@ def mask_yaml_text(text: str | None) -> str:
             value = m.group(VALUE_GROUP)
             if not value.startswith(("<masked", "<secret")) and not value.startswith("#"):
                 line = m.group(1) + " " + fingerprint(value)
+        elif (d := _DISPLAY_KEY.match(line)) and not d.group(5).startswith(("<masked", "<secret")):
+            line = d.group(1) + " " + fingerprint(d.group(5))
         elif _LOOSE.search(line) and not _SAFE.match(line):
             indent = re.match(r"[ \t]*", line).group()
             line = indent + "<line with a credential masked>"
@@ -153,6 +158,7 @@ def mask_yaml_text(text: str | None) -> str:
 _CRED_FIELD = re.compile(r"^(password|passwd|auth|identity_?token|[a-z_]*token|[a-z_]*secret|"
                          r"client_?secret|private_?key)$", re.IGNORECASE)
 _DOCKER_KEYS = (".dockerconfigjson", ".dockercfg")
+_CRED_ENV = re.compile(r"(PASSWORD|PASSWD|TOKEN|SECRET|API_?KEY|PRIVATE_?KEY|CREDENTIAL)", re.IGNORECASE)
 
 
 def _docker_config(raw: str) -> dict | None:
@@ -191,7 +197,12 @@ def mask_secret_value(key: str, value, *, encoded: bool):
 def mask_tree(value, key: str = ""):
     """Credential fields of any JSON-like tree masked; strings that are texts masked line by line."""
     if isinstance(value, dict):
-        return {k: mask_tree(v, str(k)) for k, v in value.items()}
+        out = {k: mask_tree(v, str(k)) for k, v in value.items()}
+        # an env entry {name: GITEA_TOKEN, value: …}: the value is a credential when the name says so
+        if isinstance(value.get("name"), str) and isinstance(value.get("value"), str) and value["value"] and \
+                _CRED_ENV.search(value["name"]):
+            out["value"] = fingerprint(value["value"])
+        return out
     if isinstance(value, list):
         return [mask_tree(v, key) for v in value]
     if isinstance(value, str):

@@ -699,6 +699,8 @@ def registries_state(facts, plan, *, written: bool = False) -> str:
     """absent / written / needs restart / loaded, from a node's facts (None: not read yet → '')."""
     if facts is None:
         return ""
+    if facts.unmaskable:
+        return "not maskable on the node (rewrite it in block style)"
     try:
         data = R.parse(facts.text, facts.node)
     except R.RegistriesInvalid:

@@ -77,3 +77,22 @@ def test_fingerprints_are_keyed_so_a_weak_password_cannot_be_looked_up():
     fp = M.fingerprint("password1")
     assert fp.startswith("<secret, sha256:") and hashlib.sha256(b"password1").hexdigest()[:12] not in fp
     assert fp == M.fingerprint("password1") != M.fingerprint("password2")
+
+
+def test_env_credentials_and_a_repo_secret_manifest_are_masked_in_workload_and_manifest_diffs():
+    from wizard.manifests import Rewrite
+    dep = {"kind": "Deployment", "spec": {"template": {"spec": {"containers": [{"name": "app", "image": "a:1", "env": [
+        {"name": "GITEA_TOKEN", "value": OLD}, {"name": "LOG_LEVEL", "value": "debug"}]}]}}}}
+    new = json.loads(json.dumps(dep))
+    new["spec"]["template"]["spec"]["containers"][0]["image"] = "b:1"
+    diff = object_diff(dep, new, "Deployment default/app")
+    assert OLD not in diff and "image: b:1" in diff
+    assert "value: debug" in diff  # an env value that is no credential stays readable
+    manifest = (f"kind: Secret\ndata:\n  .dockerconfigjson: {base64.b64encode(dockerconfig(OTHER).encode()).decode()}\n"
+                f"  tls.key: {base64.b64encode(KEY.encode()).decode()}\n  password: {OTHER}\n---\n"
+                "kind: Deployment\nspec:\n  image: ghcr.io/x/app:1\n")
+    rw = Rewrite("k.yaml", manifest, manifest.replace("ghcr.io/x/app:1", "registry.example.test/x/app:1"))
+    shown = rw.diff()
+    assert "registry.example.test/x/app:1" in shown
+    assert not leaks(shown, OTHER) and base64.b64encode(dockerconfig(OTHER).encode()).decode()[:40] not in shown
+    assert base64.b64encode(KEY.encode()).decode()[:40] not in shown
