@@ -131,6 +131,11 @@ def _mask_pipeline(path_word: str) -> str:
             + sh(" | sed -E {prog}", prog=f"s/{M.COMMENT_RE}/{M.COMMENT_REPL_SED}/"))
 
 
+SELFTEST_UNSAFE = "auth: {password: x}"
+SELFTEST_ODD = "  continued"
+SELFTEST_MASK = "  - 'Password':\t'it''s' # c"
+
+
 def _facts_head(s: Script) -> None:
     s.add("export LC_ALL=C")
     s.add("F={path}", path=PATH)
@@ -154,14 +159,23 @@ def facts_script(plan: Plan) -> str:
                  'echo "k3s_agent_mono=$(systemctl show k3s-agent -p ActiveEnterTimestampMonotonic --value)"'):
         s.add(line)
     s.add('[ -f "$F" ] && echo "present=1" || echo "present=0"')
-    s.add("U=$(grep -a -n -E {loose} \"$F\" 2>/dev/null | grep -a -v -E {safe} | sed -n -E {num})",
-          loose=M.LOOSE_RE, safe=f"^[0-9]+:({M.SAFE_CRED_BODY}|{M.AUTH_OPEN_BODY})",
-          num="s/^([0-9]+):.*$/unsafe_line=\\1/p")
-    s.add("O=$(grep -a -n -v -E {ok} \"$F\" 2>/dev/null | sed -n -E {num})", ok=M.OK_SHAPE_RE,
-          num="s/^([0-9]+):.*$/odd_line=\\1/p")
+    unsafe = dict(loose=M.LOOSE_RE, safe=f"^[0-9]+:({M.SAFE_CRED_BODY}|{M.AUTH_OPEN_BODY})",
+                  num="s/^([0-9]+):.*$/unsafe_line=\\1/p")
+    odd = dict(ok=M.OK_SHAPE_RE, num="s/^([0-9]+):.*$/odd_line=\\1/p")
+    s.add('U=$(grep -a -n -E {loose} "$F" 2>/dev/null | grep -a -v -E {safe} | sed -n -E {num})', **unsafe)
+    s.add('O=$(grep -a -n -v -E {ok} "$F" 2>/dev/null | sed -n -E {num})', **odd)
+    # fail closed: the node's grep and sed must find and mask what GNU/POSIX tools do, else no file is printed
+    s.add("ST=$(printf '%s\\n' {probe} | grep -a -n -E {loose} 2>/dev/null | grep -a -v -E {safe} 2>/dev/null "
+          "| sed -n -E {num} 2>/dev/null)", probe=SELFTEST_UNSAFE, **unsafe)
+    s.add("SO=$(printf '%s\\n' {probe} | grep -a -n -v -E {ok} 2>/dev/null | sed -n -E {num} 2>/dev/null)",
+          probe=SELFTEST_ODD, **odd)
+    s.add("SM=$(printf '%s\\n' {probe} | " + _mask_pipeline("") + " 2>/dev/null)", probe=SELFTEST_MASK)
+    s.add('[ "$ST$SO$SM" = {want} ] && echo "selftest=ok" || echo "selftest=failed"',
+          want=f"unsafe_line=1odd_line=1{M.mask_lines(SELFTEST_MASK)}")
     s.add('[ -n "$U" ] && echo "$U" || true')
     s.add('[ -n "$O" ] && echo "$O" || true')
-    s.add('[ -f "$F" ] && [ -z "$U$O" ] && echo "masked=$(' + _mask_pipeline('"$F"') + ' | base64 -w0)" || true')
+    s.add('[ -f "$F" ] && [ -z "$U$O" ] && [ "$ST$SO$SM" = {want} ] && echo "masked=$(' + _mask_pipeline('"$F"')
+          + ' | base64 -w0)" || true', want=f"unsafe_line=1odd_line=1{M.mask_lines(SELFTEST_MASK)}")
     s.add('echo "mtime=$(stat -c %y "$F" 2>/dev/null)"')
     s.add('echo "now=$(date +%s)"')
     for i, host in enumerate(plan.node_hosts):
@@ -182,6 +196,7 @@ class NodeFacts:
     present: bool = False  # the file exists (text is None when it exists but could not be masked)
     unsafe: tuple[int, ...] = ()  # lines with a credential the line mask cannot hide
     odd: tuple[int, ...] = ()  # lines that continue a value from an earlier line
+    tools_ok: bool = True  # the node's grep and sed passed the probe's self-test
 
     @property
     def hosts_loaded(self) -> bool:
@@ -190,6 +205,9 @@ class NodeFacts:
     @property
     def unmaskable(self) -> str | None:
         """Why the node's file cannot be read safely (one line, without the node's name), or None."""
+        if self.present and not self.tools_ok:
+            return (f"{PATH}: the node's grep or sed did not pass the probe's self-test, so the file was not read; "
+                    "install GNU or POSIX grep and sed on the node")
         if not (self.unsafe or self.odd):
             return None
         where = ", ".join(str(n) for n in sorted(set(self.unsafe) | set(self.odd))[:5])
@@ -223,7 +241,8 @@ def parse_facts(node: str, output: str, plan: Plan) -> NodeFacts:
     prefix = "k3s" if unit == "k3s" else "k3s_agent"
     present = kv.get("present") == "1"
     text = None
-    if present and not (unsafe or odd):
+    tools_ok = kv.get("selftest") == "ok"
+    if present and tools_ok and not (unsafe or odd):
         text = base64.b64decode(kv.get("masked", "")).decode(errors="replace")
     hosts = {}
     for i, host in enumerate(plan.node_hosts):
@@ -234,7 +253,7 @@ def parse_facts(node: str, output: str, plan: Plan) -> NodeFacts:
                      active_enter=parse_systemd_time(kv.get(f"{prefix}_enter", "")),
                      active_enter_mono=int(mono) if mono.isdigit() else None, text=text,
                      mtime=parse_stat_time(kv.get("mtime", "")),
-                     loaded_hosts=hosts, present=present, unsafe=tuple(unsafe), odd=tuple(odd))
+                     loaded_hosts=hosts, present=present, unsafe=tuple(unsafe), odd=tuple(odd), tools_ok=tools_ok)
 
 
 def parse_stat_time(text: str) -> float | None:

@@ -58,10 +58,12 @@ class SimNode:
         if text is not None:
             self.fs.write(R.PATH, text.encode(), mode=0o600)
 
+    extra: dict = {}
+
     def run(self, script: str, env: dict | None = None):
         async def systemctl(argv, stdin, ctx):
             return 0, b"loaded\n" if "LoadState" in argv else b"active\n" if "ActiveState" in argv else b"\n", b""
-        ctx = ShellContext(fs=self.fs, hostname="n1", env=env or {}, commands={"systemctl": systemctl})
+        ctx = ShellContext(fs=self.fs, hostname="n1", env=env or {}, commands={"systemctl": systemctl, **self.extra})
         res = asyncio.run(run_script(script, ctx))
         return res.rc, res.stdout + res.stderr
 
@@ -208,6 +210,18 @@ def test_a_file_the_node_cannot_mask_is_reported_by_line_without_its_values(node
     assert "flow-S3cret" not in out and "more" not in out
     assert facts.present and facts.text is None and facts.unmaskable, out
     assert "rewrite it in block style" in facts.unmaskable
+
+
+def test_a_node_whose_grep_cannot_do_what_the_probe_needs_prints_no_file():
+    """Fail closed: a grep without -a (say, a minimal BusyBox) would find no unsafe line; the self-test notices."""
+    node = SimNode(UNMASKABLE["json"])  # the line mask alone would print this one as it is
+
+    async def old_grep(argv, stdin, ctx):
+        return (2, b"", b"grep: invalid option -- 'a'\n") if "-a" in argv else (1, b"", b"")
+    node.extra = {"grep": old_grep}
+    facts, out = probe(node)
+    assert "flow-S3cret" not in out and "masked=" not in out
+    assert facts.present and facts.text is None and "self-test" in facts.unmaskable
 
 
 def test_compare_answers_one_bit_and_carries_no_value(tmp_path):
