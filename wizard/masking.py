@@ -43,7 +43,7 @@ def _ci(word: str) -> str:
     return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else c for c in word)
 
 
-_WS = "[ \t]"
+_WS = "[ \t\r]"  # a CR too: a file with CRLF line endings is read as K3s reads it
 CRED = "(" + "|".join([_ci("password"), _ci("passwd"), _ci("auth"), "[A-Za-z_]*" + _ci("token"),
                        "[A-Za-z_]*" + _ci("secret")]) + ")"
 _CRED_KEY = f"({CRED}|\"{CRED}\"|'{CRED}')"

@@ -100,7 +100,7 @@ class RealNode:
 
     def read(self) -> str | None:
         f = self.root / "registries.yaml"
-        return f.read_text() if f.exists() else None
+        return f.read_bytes().decode() if f.exists() else None
 
     def names(self) -> list[str]:
         return sorted(os.listdir(self.root))
@@ -245,3 +245,43 @@ def test_python_mask_is_what_the_node_prints(tmp_path):
             facts, _ = probe(node)
             assert facts.text == M.mask_lines(text), (kind, text)
             assert M.unsafe_lines(text) == ([], [])
+
+
+SHAPES = {
+    "no configs": "mirrors:\n  docker.io:\n    endpoint:\n      - https://mirror.example.test\n",
+    "empty configs": "configs: {}\nmirrors:\n  docker.io:\n    endpoint: [\"https://m\"]\n",
+    "null configs": "configs:\n# nothing yet\n",
+    "only comments": "# managed by hand\n",
+    "empty file": "",
+    "indented by 4": "configs:\n    quay.example.test:\n        auth:\n            username: robot\n"
+                     f"            password: {OTHER}\n",
+    "crlf": f"configs:\r\n  quay.example.test:\r\n    auth:\r\n      password: {OTHER}\r\n",
+    "own entry keeps its other keys": "configs:\n  gitea.example.test:\n    tls:\n      cert_file: /c.pem\n"
+                                      f"    auth:\n      username: someone\n      auth: {OTHER}\n",
+}
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_the_splice_works_for_every_file_shape_and_keeps_the_nodes_lines(node_kind, tmp_path, shape):
+    import yaml
+    text = SHAPES[shape]
+    node = make(node_kind, tmp_path, text)
+    np, logs = merge_plan(node)
+    assert OTHER not in logs
+    rc, out = node.run(R.write_script(np, R.PATH + ".bak-1", secret="s").text(), chunk_env(np))
+    assert rc == 0, out
+    new = node.read()
+    data = yaml.safe_load(new)
+    want = R.merge(yaml.safe_load(text) or {}, plan(), TOKEN)
+    if shape == "own entry keeps its other keys":
+        assert data["configs"]["gitea.example.test"]["tls"]["cert_file"] == "/c.pem"
+        assert "auth" not in data["configs"]["gitea.example.test"]["auth"]  # the old auth string is dropped
+    assert data == want, new
+    kept = iter(new.splitlines(keepends=True))
+    own = {ln for ln in text.splitlines(keepends=True) if shape == "own entry keeps its other keys"}
+    assert all(ln in kept for ln in text.splitlines(keepends=True) if ln not in own and ln.strip() not in
+               ("configs: {}", "configs:")), new  # every other line, in order, byte for byte
+    facts, _ = probe(node)
+    assert facts.text == np.new_masked
+    again, _ = merge_plan(node)
+    assert again is None
