@@ -368,6 +368,8 @@ def layout(masked: str, where: str) -> Layout:
             child_col = v.value[0][0].start_mark.column
             seen = set()
             for j, (hk, hv) in enumerate(v.value):
+                if not isinstance(hk, yaml.ScalarNode):
+                    raise Unmergeable(f"{where}: a `configs` key that is not a host name")
                 if hk.value in seen:
                     raise Unmergeable(f"{where}: configs.{hk.value} appears twice")
                 seen.add(hk.value)
