@@ -700,7 +700,7 @@ def registries_state(facts, plan, *, written: bool = False) -> str:
     if facts is None:
         return ""
     if facts.unmaskable:
-        return "not maskable on the node (rewrite it in block style)"
+        return "invalid"  # not maskable on the node: the stage says why
     try:
         data = R.parse(facts.text, facts.node)
     except R.RegistriesInvalid:
