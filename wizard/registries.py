@@ -469,8 +469,8 @@ def plan_node(node: str, lay: Layout | None, plan: Plan, token: Secret, same: di
     for a, b, chunk in reps:
         if a > cur:
             ops.append(("keep", cur + 1, a))
-        if a == len(lay.lines) and lay.lines and not lay.lines[-1].endswith("\n"):
-            chunk = "\n" + chunk  # the file's last line has no newline: end it before appending
+        if a == len(lay.lines) and a > 0 and cur < a and not lay.lines[-1].endswith("\n"):
+            chunk = "\n" + chunk  # the kept last line has no newline: end it before appending
         ops.append(("chunk", len(chunks)))
         chunks.append(chunk)
         cur = max(cur, b)
