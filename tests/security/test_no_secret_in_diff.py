@@ -167,3 +167,38 @@ def test_a_credential_the_node_cannot_mask_is_refused_in_one_line_and_nothing_is
     assert [m for m in mutating_requests(sb) if "/leases" not in m and "/pods" not in m] == []
     for where, log in {**pod_logs(sb), "plan": plan.stdout, "apply": apply.stdout}.items():
         assert "flow-S3cret" not in log and OTHER not in log, where
+
+
+def test_apply_refuses_a_node_whose_file_changed_after_plan_and_drops_its_secret(make_sandbox):
+    """Stage level, in process: plan, then someone edits dellmini3's file, then apply."""
+    from wizard import plan as P
+    from wizard import registries as R
+    from wizard.cluster import Cluster
+    from wizard.credentials import Secret
+    from wizard.stages.base import Context, StageFailed
+    from wizard.stages.nodes import SECRET_NAME, NodeRegistries, node_facts
+
+    sb = make_sandbox("changed")
+    plan = P.load(sb.plan)
+    original = KEPT + _own(plan.node_hosts[0])
+    install_registries(sb, original)
+    cluster = Cluster.connect(str(sb.kubeconfig))
+    try:
+        ctx = Context(plan=plan, cluster=cluster, token=Secret(sb.token_file.read_text().strip()))
+        stage = NodeRegistries()
+        changes = stage.plan(ctx, stage.inspect(ctx))
+        assert len(changes) == 5
+        edited = original.replace("https://mirror.example.test", "https://mirror.other-team.test")
+        sb.cluster.nodes["dellmini3"].fs.write(REGISTRIES_PATH, edited.encode(), mode=0o600)
+        with pytest.raises(StageFailed) as e:
+            stage.apply(ctx, changes)
+        assert e.value.check.name == "registries.yaml written"
+        assert "dellmini3: registries.yaml changed since the wizard read it; run again" in e.value.check.cause
+        files = node_files(sb)
+        assert files["dellmini3"] == edited  # their edit stands, nothing of the wizard's was written over it
+        assert not [f for f in sandbox_state(sb)["nodes"]["dellmini3"]["files"] if ".bak-" in f or "tmp" in f]
+        assert cluster.get("Secret", SECRET_NAME, plan.wizard_namespace) is None
+        again = stage.plan(ctx, {"facts": node_facts(ctx, fresh=True)})
+        assert [c.target for c in again] == [f"node dellmini3:{R.PATH}"]  # the others were written
+    finally:
+        cluster.close()
