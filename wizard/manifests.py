@@ -29,6 +29,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .fsutil import write_atomic
+from .masking import mask_yaml_text
 from .plan import Image, Plan
 
 SOURCE_REGISTRY = "ghcr.io/"
@@ -91,7 +92,8 @@ class Rewrite:
     def diff(self, label: str | None = None) -> str:
         """Unified diff of the file (line endings shown as lines, whatever they are)."""
         name = label or self.path
-        return "\n".join(difflib.unified_diff(self.before.splitlines(), self.after.splitlines(),
+        before, after = mask_yaml_text(self.before), mask_yaml_text(self.after)  # a repo's Secret manifests too
+        return "\n".join(difflib.unified_diff(before.splitlines(), after.splitlines(),
                                               f"a/{name}", f"b/{name}", lineterm=""))
 
     def notes_text(self, label: str | None = None) -> list[str]:

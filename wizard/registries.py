@@ -12,14 +12,16 @@ import base64
 import copy
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import yaml
 
+from . import masking as M
 from .credentials import Secret
 from .plan import Plan, is_cluster_dns
 from .script import Script
+from .script import render as sh
 
 PATH = "/etc/rancher/k3s/registries.yaml"
 CONTAINERD_DIR = "/var/lib/rancher/k3s/agent/etc/containerd"
@@ -118,28 +120,66 @@ def backup_path(now: datetime | None = None) -> str:
 
 
 # ------------------------------------------------------------------ node facts
+# The probe never prints a credential value: it prints the file MASKED on the node (the values of
+# credential keys replaced by a fixed marker, line by line, so line N of the masked text is line N
+# of the file), and only when every credential in it is a one-line block-style value the mask hides
+# completely. Otherwise it prints the numbers of the lines it could not mask, and the wizard refuses
+# to merge into that file.
+def _mask_pipeline(path_word: str) -> str:
+    """Shell text: the masked view of the file named by ``path_word`` (an already-quoted word)."""
+    return (sh("sed -E {prog} ", prog=f"s/{M.MASK_RE}/{M.MASK_REPL_SED}/") + path_word
+            + sh(" | sed -E {prog}", prog=f"s/{M.COMMENT_RE}/{M.COMMENT_REPL_SED}/"))
+
+
+SELFTEST_UNSAFE = "auth: {password: x}"
+SELFTEST_ODD = "  continued"
+SELFTEST_MASK = "  - 'Password':\t'it''s' # c"
+
+
+def _facts_head(s: Script) -> None:
+    s.add("export LC_ALL=C")
+    s.add("F={path}", path=PATH)
+
+
 def facts_script(plan: Plan) -> str:
     """Read-only: what a node has on disk and what its k3s unit says. One key=value per line."""
     s = Script()
-    s.add("F={path}", path=PATH)
+    _facts_head(s)
     s.add("C={dir}", dir=CONTAINERD_DIR)
-    s.add('echo "k3s=$(systemctl show k3s -p LoadState --value)"')
-    s.add('echo "k3s_agent=$(systemctl show k3s-agent -p LoadState --value)"')
-    s.add('echo "k3s_state=$(systemctl show k3s -p ActiveState --value)"')
-    s.add('echo "k3s_agent_state=$(systemctl show k3s-agent -p ActiveState --value)"')
-    # microseconds where systemd has --timestamp (v247+), seconds otherwise
-    s.add('echo "k3s_enter=$(systemctl show k3s -p ActiveEnterTimestamp --value --timestamp=us+utc 2>/dev/null '
-          '|| systemctl show k3s -p ActiveEnterTimestamp --value)"')
-    s.add('echo "k3s_agent_enter=$(systemctl show k3s-agent -p ActiveEnterTimestamp --value --timestamp=us+utc '
-          '2>/dev/null || systemctl show k3s-agent -p ActiveEnterTimestamp --value)"')
-    s.add('echo "k3s_mono=$(systemctl show k3s -p ActiveEnterTimestampMonotonic --value)"')
-    s.add('echo "k3s_agent_mono=$(systemctl show k3s-agent -p ActiveEnterTimestampMonotonic --value)"')
-    s.add('echo "file=$(base64 -w0 "$F" 2>/dev/null)"')
+    for line in ('echo "k3s=$(systemctl show k3s -p LoadState --value)"',
+                 'echo "k3s_agent=$(systemctl show k3s-agent -p LoadState --value)"',
+                 'echo "k3s_state=$(systemctl show k3s -p ActiveState --value)"',
+                 'echo "k3s_agent_state=$(systemctl show k3s-agent -p ActiveState --value)"',
+                 # microseconds where systemd has --timestamp (v247+), seconds otherwise
+                 'echo "k3s_enter=$(systemctl show k3s -p ActiveEnterTimestamp --value --timestamp=us+utc '
+                 '2>/dev/null || systemctl show k3s -p ActiveEnterTimestamp --value)"',
+                 'echo "k3s_agent_enter=$(systemctl show k3s-agent -p ActiveEnterTimestamp --value '
+                 '--timestamp=us+utc 2>/dev/null || systemctl show k3s-agent -p ActiveEnterTimestamp --value)"',
+                 'echo "k3s_mono=$(systemctl show k3s -p ActiveEnterTimestampMonotonic --value)"',
+                 'echo "k3s_agent_mono=$(systemctl show k3s-agent -p ActiveEnterTimestampMonotonic --value)"'):
+        s.add(line)
+    s.add('[ -f "$F" ] && echo "present=1" || echo "present=0"')
+    unsafe = dict(loose=M.LOOSE_RE, safe=f"^[0-9]+:({M.SAFE_CRED_BODY}|{M.AUTH_OPEN_BODY})",
+                  num="s/^([0-9]+):.*$/unsafe_line=\\1/p")
+    odd = dict(ok=M.OK_SHAPE_RE, num="s/^([0-9]+):.*$/odd_line=\\1/p")
+    s.add('U=$(grep -a -n -E {loose} "$F" 2>/dev/null | grep -a -v -E {safe} | sed -n -E {num})', **unsafe)
+    s.add('O=$(grep -a -n -v -E {ok} "$F" 2>/dev/null | sed -n -E {num})', **odd)
+    # fail closed: the node's grep and sed must find and mask what GNU/POSIX tools do, else no file is printed
+    s.add("ST=$(printf '%s\\n' {probe} | grep -a -n -E {loose} 2>/dev/null | grep -a -v -E {safe} 2>/dev/null "
+          "| sed -n -E {num} 2>/dev/null)", probe=SELFTEST_UNSAFE, **unsafe)
+    s.add("SO=$(printf '%s\\n' {probe} | grep -a -n -v -E {ok} 2>/dev/null | sed -n -E {num} 2>/dev/null)",
+          probe=SELFTEST_ODD, **odd)
+    s.add("SM=$(printf '%s\\n' {probe} | " + _mask_pipeline("") + " 2>/dev/null)", probe=SELFTEST_MASK)
+    s.add('[ "$ST$SO$SM" = {want} ] && echo "selftest=ok" || echo "selftest=failed"',
+          want=f"unsafe_line=1odd_line=1{M.mask_lines(SELFTEST_MASK)}")
+    s.add('[ -n "$U" ] && echo "$U" || true')
+    s.add('[ -n "$O" ] && echo "$O" || true')
+    s.add('[ -f "$F" ] && [ -z "$U$O" ] && [ "$ST$SO$SM" = {want} ] && echo "masked=$(' + _mask_pipeline('"$F"')
+          + ' | base64 -w0)" || true', want=f"unsafe_line=1odd_line=1{M.mask_lines(SELFTEST_MASK)}")
     s.add('echo "mtime=$(stat -c %y "$F" 2>/dev/null)"')
     s.add('echo "now=$(date +%s)"')
     for i, host in enumerate(plan.node_hosts):
-        # the host is a quoted word of its own: "$C"/certs.d/'HOST'/hosts.toml
-        s.add('echo "hosts_{i}=$(base64 -w0 "$C"/certs.d/{host}/hosts.toml 2>/dev/null)"', i=i, host=host)
+        s.add('echo "hosts_"{i}"=$(base64 -w0 "$C"/{rest} 2>/dev/null)"', i=i, rest=f"certs.d/{host}/hosts.toml")
     return s.text()
 
 
@@ -150,13 +190,30 @@ class NodeFacts:
     active: bool
     active_enter: float | None  # unix seconds of the unit's last start
     active_enter_mono: int | None
-    text: str | None  # registries.yaml, None when absent
+    text: str | None  # registries.yaml MASKED on the node (credential values → MARKER); None when absent/unsafe
     mtime: float | None
     loaded_hosts: dict[str, str]  # plan host -> its generated hosts.toml ("" when missing)
+    present: bool = False  # the file exists (text is None when it exists but could not be masked)
+    unsafe: tuple[int, ...] = ()  # lines with a credential the line mask cannot hide
+    odd: tuple[int, ...] = ()  # lines that continue a value from an earlier line
+    tools_ok: bool = True  # the node's grep and sed passed the probe's self-test
 
     @property
     def hosts_loaded(self) -> bool:
         return all(self.loaded_hosts.values())
+
+    @property
+    def unmaskable(self) -> str | None:
+        """Why the node's file cannot be read safely (one line, without the node's name), or None."""
+        if self.present and not self.tools_ok:
+            return (f"{PATH}: the node's grep or sed did not pass the probe's self-test, so the file was not read; "
+                    "install GNU or POSIX grep and sed on the node")
+        if not (self.unsafe or self.odd):
+            return None
+        where = ", ".join(str(n) for n in sorted(set(self.unsafe) | set(self.odd))[:5])
+        return (f"{PATH} line {where}: a credential or value the wizard cannot mask on the node (flow style {{…}}, "
+                "a block scalar | or >, an anchor or alias, or a value continued over several lines); rewrite it "
+                "in block style")
 
     def restart_reason(self, plan: Plan) -> str | None:
         """Why this node needs a k3s restart to load registries.yaml, or None."""
@@ -169,14 +226,24 @@ class NodeFacts:
 
 
 def parse_facts(node: str, output: str, plan: Plan) -> NodeFacts:
-    kv = {}
+    kv, unsafe, odd = {}, [], []
     for line in output.splitlines():
         k, sep, v = line.partition("=")
         if sep:
-            kv[k.strip()] = v.strip()
+            k, v = k.strip(), v.strip()
+            if k == "unsafe_line" and v.isdigit():
+                unsafe.append(int(v))
+            elif k == "odd_line" and v.isdigit():
+                odd.append(int(v))
+            else:
+                kv[k] = v
     unit = "k3s" if kv.get("k3s") == "loaded" else "k3s-agent" if kv.get("k3s_agent") == "loaded" else None
     prefix = "k3s" if unit == "k3s" else "k3s_agent"
-    text = base64.b64decode(kv["file"]).decode(errors="replace") if kv.get("file") else None
+    present = kv.get("present") == "1"
+    text = None
+    tools_ok = kv.get("selftest") == "ok"
+    if present and tools_ok and not (unsafe or odd):
+        text = base64.b64decode(kv.get("masked", "")).decode(errors="replace")
     hosts = {}
     for i, host in enumerate(plan.node_hosts):
         raw = kv.get(f"hosts_{i}", "")
@@ -186,7 +253,7 @@ def parse_facts(node: str, output: str, plan: Plan) -> NodeFacts:
                      active_enter=parse_systemd_time(kv.get(f"{prefix}_enter", "")),
                      active_enter_mono=int(mono) if mono.isdigit() else None, text=text,
                      mtime=parse_stat_time(kv.get("mtime", "")),
-                     loaded_hosts=hosts)
+                     loaded_hosts=hosts, present=present, unsafe=tuple(unsafe), odd=tuple(odd), tools_ok=tools_ok)
 
 
 def parse_stat_time(text: str) -> float | None:
@@ -209,15 +276,305 @@ def parse_systemd_time(text: str) -> float | None:
         float("0." + frac) if frac else 0.0)
 
 
-def write_script(backup: str | None) -> str:
-    """Write $REGISTRIES_YAML (from a Secret, never in the pod spec) atomically, after a backup."""
-    s = Script(strict=True)
+
+
+# ------------------------------------------------------------------ merge as a splice of the node's lines
+# The wizard never sees another registry's credential, so it cannot re-render the node's file. It
+# computes the new file as a splice: ranges of the node's own lines, kept verbatim on the node
+# (``sed -n 'A,Bp'``), and chunks it renders itself (its hosts' entries, with the token), which
+# travel in a Secret. The masked view has one line per line of the real file, so line numbers
+# found in it address the real file.
+UNMASKABLE_FIX = ("rewrite that part of the file in block style, one `key: value` per line (e.g. "
+                  "`password: VALUE`), then run again; nothing was written to any node")
+COMPARE_GROUP = M.VALUE_GROUP
+
+
+class Unmergeable(RegistriesInvalid):
+    """A node's file the wizard will not splice into (multi-document, anchors, flow-style configs)."""
+
+
+def by_node(problems: dict[str, str]) -> str:
+    """``{node: reason}`` as one line, nodes with the same reason named together."""
+    groups: dict[str, list[str]] = {}
+    for node, reason in problems.items():
+        groups.setdefault(reason, []).append(node)
+    return "; ".join(f"{', '.join(nodes)}: {reason}" for reason, nodes in groups.items())
+
+
+def _dump(obj) -> str:
+    return yaml.safe_dump(obj, sort_keys=False, default_flow_style=False, width=float("inf"))
+
+
+def token_value_text(token: Secret) -> str:
+    """The password value exactly as the wizard's dumper writes it in an entry (quotes included)."""
+    return _dump({"password": token.reveal()})[len("password: "):].rstrip("\n")
+
+
+def _line_chunks(text: str) -> list[str]:
+    """The text's lines with their terminators (the last may have none)."""
+    return text.splitlines(keepends=True) if "\r" not in text else re.findall(r"[^\n]*\n|[^\n]+$", text)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where things are in a node's masked file (0-based line indexes; ranges end-exclusive)."""
+
+    lines: tuple[str, ...]  # masked lines with their terminators
+    data: dict  # the masked file, parsed
+    top_col: int  # column of the top-level keys
+    configs: tuple[int, int] | None  # the configs key line .. end of its value
+    configs_block: bool  # configs has a block mapping value (entries can be spliced in)
+    child_col: int  # column of the configs entries
+    entries: dict[str, tuple[int, int]]  # host -> range of its entry (key line through last content line)
+    password_lines: dict[str, int]  # host -> line of its auth.password (when one-line)
+
+
+def _trim(lines: tuple[str, ...], start: int, end: int) -> int:
+    while end > start + 1 and lines[end - 1].strip() in ("", "#"):
+        end -= 1
+    return end
+
+
+def layout(masked: str, where: str) -> Layout:
+    """The structure of a node's masked registries.yaml, or Unmergeable with the cause."""
+    data = parse(masked, where)  # RegistriesInvalid when not YAML or not a mapping
+    lines = tuple(_line_chunks(masked))
+    try:
+        docs = [d for d in yaml.compose_all(masked, Loader=yaml.SafeLoader) if d is not None]
+        anchored = any(isinstance(ev, yaml.AliasEvent) or getattr(ev, "anchor", None)
+                       for ev in yaml.parse(masked, Loader=yaml.SafeLoader))
+    except yaml.YAMLError as e:  # pragma: no cover - parse() above already refused it
+        raise RegistriesInvalid(f"{where}: not valid YAML: {e}") from None
+    if len(docs) > 1:
+        raise Unmergeable(f"{where}: holds {len(docs)} YAML documents; K3s reads one")
+    if anchored:
+        raise Unmergeable(f"{where}: uses YAML anchors or aliases (& or *), which a line-by-line merge cannot keep "
+                          "consistent")
+    top = docs[0] if docs else None
+    if top is not None and (not isinstance(top, yaml.MappingNode) or top.flow_style):
+        raise Unmergeable(f"{where}: the file is one flow-style mapping {{…}}")
+    children = top.value if top is not None else []
+    top_col = children[0][0].start_mark.column if children else 0
+    configs, block, child_col, entries, pw = None, False, top_col + 2, {}, {}
+    for i, (k, v) in enumerate(children):
+        if k.value != "configs":
+            continue
+        end = children[i + 1][0].start_mark.line if i + 1 < len(children) else len(lines)
+        configs = (k.start_mark.line, _trim(lines, k.start_mark.line, end))
+        if isinstance(v, yaml.MappingNode) and v.value:
+            if v.flow_style:
+                raise Unmergeable(f"{where}: `configs` is written in flow style {{…}}")
+            block = True
+            child_col = v.value[0][0].start_mark.column
+            seen = set()
+            for j, (hk, hv) in enumerate(v.value):
+                if not isinstance(hk, yaml.ScalarNode):
+                    raise Unmergeable(f"{where}: a `configs` key that is not a host name")
+                if hk.value in seen:
+                    raise Unmergeable(f"{where}: configs.{hk.value} appears twice")
+                seen.add(hk.value)
+                h_end = v.value[j + 1][0].start_mark.line if j + 1 < len(v.value) else configs[1]
+                entries[hk.value] = (hk.start_mark.line, _trim(lines, hk.start_mark.line, h_end))
+                for ak, av in (hv.value if isinstance(hv, yaml.MappingNode) else []):
+                    if ak.value == "auth" and isinstance(av, yaml.MappingNode):
+                        for pk, pv in av.value:
+                            if pk.value == "password" and pv.start_mark.line == pv.end_mark.line:
+                                pw[hk.value] = pv.start_mark.line
+        elif not (isinstance(v, yaml.ScalarNode) and v.tag.endswith(":null")) and not (
+                isinstance(v, yaml.MappingNode) and not v.value):
+            raise Unmergeable(f"{where}: `configs` is not a mapping of host names")
+        elif configs[1] - configs[0] != 1:
+            raise Unmergeable(f"{where}: `configs` is empty but spans several lines")
+    return Layout(lines, data, top_col, configs, block, child_col, entries, pw)
+
+
+def own_password_lines(lay: Layout, plan: Plan) -> dict[str, int]:
+    """1-based file lines holding the password of one of the plan's hosts (to compare with the token)."""
+    return {h: lay.password_lines[h] + 1 for h in plan.node_hosts if h in lay.password_lines}
+
+
+def _strip_markers(value):
+    if isinstance(value, dict):
+        return {k: _strip_markers(v) for k, v in value.items() if v != M.MARKER}
+    return value
+
+
+def _indent(text: str, col: int) -> str:
+    pad = " " * col
+    return "".join(pad + line if line.strip() else line for line in text.splitlines(keepends=True))
+
+
+@dataclass(frozen=True)
+class NodePlan:
+    """How one node's file becomes the merged file: the splice, what the wizard expects to read back."""
+
+    node: str
+    had_file: bool
+    ops: tuple  # ("keep", first, last) 1-based inclusive | ("chunk", index)
+    chunks: tuple[str, ...] = field(repr=False)  # the wizard's own text, with the token: a Secret, never a log
+    old_masked_sha: str | None  # sha256 of the masked view the probe read (the write checks it is unchanged)
+    new_masked: str  # the masked view the file must have afterwards
+    new_checks: tuple[tuple[int, str], ...]  # (1-based line, value) credential values to compare on read-back
+    before: str  # display texts (credential values masked / fingerprinted)
+    after: str
+
+
+def plan_node(node: str, lay: Layout | None, plan: Plan, token: Secret, same: dict[int, bool]) -> NodePlan | None:
+    """The splice that configures the plan's hosts in one node's file, or None when nothing changes.
+
+    ``lay`` is the layout of the node's masked file (None: no file); ``same`` says, per 1-based line of an
+    own password, whether the node's value already equals the token (the node compared it)."""
+    tok_text = token_value_text(token)
+    if lay is None:
+        text = render(merge({}, plan, token))
+        return _finish(node, False, [], [text], [("chunk", 0)], None, None, same, tok_text)
+    configs = dict(lay.data.get("configs") or {})
+    reps: list[tuple[int, int, str]] = []  # (start, end, chunk) over 0-based lines
+    own_lines = own_password_lines(lay, plan)
+    new_entries = {}
+    for host in plan.node_hosts:
+        existing = configs.get(host)
+        existing = existing if isinstance(existing, dict) else None
+        want = _strip_markers(desired_entry(plan, token, existing))
+        have = copy.deepcopy(existing)
+        if have is not None and own_lines.get(host) and same.get(own_lines[host]):
+            (have.get("auth") or {})["password"] = token.reveal()
+        if want == have:
+            continue
+        chunk = _indent(_dump({host: want}), lay.child_col)
+        if host in lay.entries:
+            a, b = lay.entries[host]
+            reps.append((a, b, chunk))
+        else:
+            new_entries[host] = chunk
+    if not reps and not new_entries:
+        return None
+    if new_entries:
+        body = "".join(new_entries.values())
+        if lay.configs is not None and lay.configs_block:
+            at = max(b for a, b in lay.entries.values())
+            reps.append((at, at, body))
+        elif lay.configs is not None:  # `configs:` / `configs: {}` / `configs: null` on one line
+            a, b = lay.configs
+            head = " " * lay.top_col + "configs:\n"
+            reps.append((a, b, head + _indent(_dump({h: desired_entry(plan, token, None) for h in new_entries}),
+                                              lay.top_col + 2)))
+        else:
+            at = len(lay.lines)
+            head = " " * lay.top_col + "configs:\n"
+            reps.append((at, at, head + _indent(_dump({h: desired_entry(plan, token, None) for h in new_entries}),
+                                                lay.top_col + 2)))
+    reps.sort()
+    ops, chunks, cur = [], [], 0
+    for a, b, chunk in reps:
+        if a > cur:
+            ops.append(("keep", cur + 1, a))
+        if a == len(lay.lines) and a > 0 and cur < a and not lay.lines[-1].endswith("\n"):
+            chunk = "\n" + chunk  # the kept last line has no newline: end it before appending
+        ops.append(("chunk", len(chunks)))
+        chunks.append(chunk)
+        cur = max(cur, b)
+    if cur < len(lay.lines):
+        ops.append(("keep", cur + 1, len(lay.lines)))
+    old = "".join(lay.lines)
+    return _finish(node, True, list(lay.lines), chunks, ops, hashlib.sha256(old.encode()).hexdigest(), own_lines,
+                   same, tok_text)
+
+
+def _finish(node, had_file, lines, chunks, ops, old_sha, own_lines, same, tok_text) -> NodePlan:
+    for chunk in chunks:
+        unsafe, odd = M.unsafe_lines(chunk)
+        if unsafe or odd:  # e.g. a token with a newline: the node could not mask it afterwards
+            raise Unmergeable(f"{node}: the entry the wizard would write cannot be masked on the node (the token or "
+                              "username holds a line break or control character)")
+    known = {n - 1 for n in (own_lines or {}).values() if same.get(n)}
+    masked_new, shown_new, shown_old, checks = [], [], [], []
+    for i, line in enumerate(lines):
+        shown_old.append(_known(line, tok_text) if i in known else line)
+    n_new = 0
+    for op in ops:
+        if op[0] == "keep":
+            seg = lines[op[1] - 1:op[2]]
+            masked_new += seg
+            shown_new += [_known(x, tok_text) if (op[1] - 1 + k) in known else x for k, x in enumerate(seg)]
+            n_new += len(seg)
+        else:
+            chunk = chunks[op[1]]
+            masked_new.append(M.mask_lines(chunk))
+            shown_new.append(M.mask_yaml_text(chunk))
+            for k, line in enumerate(chunk.split("\n")):
+                value = M.credential_value(line)
+                if value is not None:
+                    checks.append((n_new + k + 1, value))
+            n_new += chunk.count("\n")
+    return NodePlan(node, had_file, tuple(ops), tuple(chunks), old_sha, "".join(masked_new), tuple(checks),
+                    "".join(shown_old) if had_file else "", "".join(shown_new))
+
+
+def _known(masked_line: str, tok_text: str) -> str:
+    """A masked own-password line whose value the node found equal to the token: shown with its fingerprint."""
+    return masked_line.replace(" " + M.MARKER, " " + M.fingerprint(tok_text), 1)
+
+
+def compare_script(checks: list[tuple[int, str]], salt: str) -> str:
+    """Read-only: for each (line, value), whether line N's credential value equals ``value``.
+
+    The node prints only ``same_I=1`` or ``same_I=0``; the script carries salted hashes of the wizard's
+    own values (the token), never a value, and nothing of the node's file leaves the node."""
+    s = Script()
+    s.add("export LC_ALL=C")
     s.add("F={path}", path=PATH)
-    s.add("mkdir -p {dir}", dir="/etc/rancher/k3s")
-    if backup:
-        s.add('[ -f "$F" ] && cp -p "$F" {backup} || true', backup=backup)
-    s.add('printf "%s" "$REGISTRIES_YAML" > "$F.ghcr2gitea-tmp"')
-    s.add('chmod 600 "$F.ghcr2gitea-tmp"')
-    s.add('mv "$F.ghcr2gitea-tmp" "$F"')
-    s.add('sha256sum "$F"')
+    for i, (line, value) in enumerate(checks):
+        want = hashlib.sha256((salt + value + "\n").encode()).hexdigest() + "  -"
+        s.add('[ "$(printf "%s\\n" {salt}"$(sed -n -E {line}{prog} "$F")" | sha256sum)" = {want} ] '
+              '&& echo "same_"{i}"=1" || echo "same_"{i}"=0"', salt=salt, line=int(line),
+              prog=f"s/{M.VALUE_RE}/\\{COMPARE_GROUP}/p", want=want, i=i)
     return s.text()
+
+
+def parse_compare(output: str, checks: list[tuple[int, str]]) -> dict[int, bool]:
+    kv = dict(line.partition("=")[::2] for line in output.splitlines() if "=" in line)
+    return {line: kv.get(f"same_{i}") == "1" for i, (line, _) in enumerate(checks)}
+
+
+CHANGED_EXIT = 3
+CHANGED_MESSAGE = "registries.yaml changed since the wizard read it; run again"
+
+
+def write_script(np: NodePlan, backup: str | None, *, secret: str) -> Script:
+    """The splice, run on the node: check the file is the one the probe read, build it in a private
+    temp file from the node's own lines and the wizard's chunks (from ``secret``), then rename."""
+    s = Script(strict=True)
+    s.add("export LC_ALL=C")
+    s.add("F={path}", path=PATH)
+    s.add("T={tmp}", tmp=PATH + ".ghcr2gitea-tmp")
+    s.add("mkdir -p {dir}", dir=PATH.rsplit("/", 1)[0])
+    if np.had_file:
+        src = backup or PATH + ".ghcr2gitea-snapshot"
+        s.add('cp -p "$F" {src}', src=src)
+        s.add("H=$(" + _mask_pipeline(sh("{src}", src=src)) + " | sha256sum)")
+        want = np.old_masked_sha + "  -"
+        s.add('[ "$H" = {want} ] || rm -f {src}', want=want, src=src)
+        s.add('[ "$H" = {want} ] || echo {msg}', want=want, msg=CHANGED_MESSAGE)
+        s.add('[ "$H" = {want} ] || exit {code}', want=want, code=CHANGED_EXIT)
+    else:
+        src = None
+        s.add('[ ! -e "$F" ] || echo {msg}', msg=CHANGED_MESSAGE)
+        s.add('[ ! -e "$F" ] || exit {code}', code=CHANGED_EXIT)
+    s.add(': > "$T"')
+    for op in np.ops:
+        if op[0] == "keep":
+            s.add('sed -n {a},{b}p {src} >> "$T"', a=int(op[1]), b=int(op[2]), src=src)
+        else:
+            var = s.secret_env(f"CHUNK_{int(op[1])}", secret=secret, key=chunk_key(np.node, op[1]))
+            s.add('printf "%s" ' + var + ' >> "$T"')
+    s.add('chmod 600 "$T"')
+    s.add('mv "$T" "$F"')
+    if np.had_file and not backup:
+        s.add("rm -f {src}", src=src)
+    s.add("echo written")
+    return s
+
+
+def chunk_key(node: str, index: int) -> str:
+    return f"{node}.{int(index)}"

@@ -28,8 +28,7 @@ def node_scripts(plan: Plan, cluster: ClusterValues = ClusterValues()) -> dict[s
     from .stages.proxy_ingress import proxy_probe_script
     out = {
         "node: registries facts": registries.facts_script(plan),
-        "node: registries.yaml write": registries.write_script(None),
-        "node: registries.yaml write with backup": registries.write_script(registries.backup_path()),
+        **_registries_scripts(plan),
         "node: containerd pull": authflow.pull_script(plan.images[0].target + ":latest"),
         "pod: auth proxy probe": proxy_probe_script(cluster.proxy_ip),
         "pod: Kaniko view": authflow.kaniko_script(plan),
@@ -37,6 +36,30 @@ def node_scripts(plan: Plan, cluster: ClusterValues = ClusterValues()) -> dict[s
     }
     for unit in cluster.units:
         out[f"node: restart {unit}"] = restart.restart_script(unit)
+    return out
+
+
+# A node file with another registry's entry (its password masked, as the facts probe reports it), the
+# plan's hosts to be added: the splice keeps its lines and appends the wizard's entries.
+_NODE_FILE = ("mirrors:\n  docker.io:\n    endpoint:\n      - https://mirror.example.com\n"
+              "configs:\n  other.example.com:\n    auth:\n      username: ci\n      password: <masked>\n")
+
+
+def _registries_scripts(plan: Plan) -> dict[str, str]:
+    """The compare and write scripts for a node that has a file and for one that has none."""
+    from . import registries as R
+    from .credentials import Secret
+    token = Secret("0123456789abcdef0123456789abcdef01234567")
+    out = {}
+    for label, text in (("existing file", _NODE_FILE), ("no file", None)):
+        lay = R.layout(text, R.PATH) if text is not None else None
+        np = R.plan_node("node1", lay, plan, token, {})
+        if np is None:
+            continue
+        backup = R.backup_path() if np.had_file else None
+        out[f"node: registries.yaml write ({label})"] = R.write_script(np, backup, secret="s").text()
+        if np.new_checks:
+            out[f"node: registries.yaml compare ({label})"] = R.compare_script(list(np.new_checks), "salt")
     return out
 
 

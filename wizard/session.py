@@ -736,6 +736,8 @@ def registries_state(facts, plan, *, written: bool = False) -> str:
     """absent / written / needs restart / loaded, from a node's facts (None: not read yet → '')."""
     if facts is None:
         return ""
+    if facts.unmaskable:
+        return "invalid"  # not maskable on the node: the stage says why
     try:
         data = R.parse(facts.text, facts.node)
     except R.RegistriesInvalid:

@@ -499,3 +499,60 @@ def test_memfs_paths_modes_and_errors():
     fs.remove("/c", recursive=True)
     assert fs.listdir("/") == ["a"]
     assert fs.read("/dev/null") == b"" and fs.exists("/dev/null")
+
+
+# ---------------------------------------------------------------------------------------------- sed
+SED_INPUT = "alpha: 1\n  password: hunter2 # c\n\tbeta=2\nlast line: x\n"
+SED_CASES = [
+    (["-n", "2,3p"], SED_INPUT),
+    (["-n", "3p"], SED_INPUT),
+    (["-n", "3,$p"], SED_INPUT),
+    (["-n", "$p"], SED_INPUT),
+    (["-n", "3,2p"], SED_INPUT),
+    (["p"], "a\nb"),  # no newline at the end: GNU prints the last line without one
+    (["-n", "1,2p"], "a\nb"),
+    (["s/a/X/"], "banana\n"),
+    (["s/a/X/g"], "banana\n"),
+    (["-E", "s/(an)+/<&>/"], "banana\n"),
+    (["-E", r"s/^([ 	]*)([a-z]+): .*$/\1\2: <masked>/"], SED_INPUT),
+    ([r"s/\(b\)\(a\)/\2\1/g"], "banana\n"),
+    (["-E", "s/[[:digit:]]+/N/g"], "a1b22c333\n"),
+    (["-E", "s/[^][ ]+/w/g"], "a [b] c\n"),
+    (["-E", r"s/a\.b/X/"], "a.b axb\n"),
+    (["-n", "-E", "2s/^(.*)$/[\\1]/p"], SED_INPUT),
+    (["-n", "s/^\\([0-9]*\\):.*$/\\1/p"], "12:secret\nnope\n3:x\n"),
+    (["-E", "s/x*/-/g"], "abc\n"),
+    (["-E", "s/(a|ab)(c|bcd)(d*)/[\\1,\\2,\\3]/"], "abcd\n"),
+]
+
+
+@pytest.mark.parametrize("args,data", SED_CASES, ids=[" ".join(a) for a, _ in SED_CASES])
+async def test_sed_matches_gnu_sed(ctx, fs, args, data):
+    import shlex
+    import subprocess
+
+    from helpers import require_binary
+    sed = require_binary("sed")
+    real = subprocess.run([sed, *args], input=data.encode(), capture_output=True, env={"LC_ALL": "C"})
+    fs.write("/in", data.encode())
+    res = (await run_script(f"sed {' '.join(shlex.quote(a) for a in args)} /in", ctx))
+    assert (res.rc, res.stdout) == (real.returncode, real.stdout.decode()), args
+    piped = (await run_script(f"cat /in | sed {' '.join(shlex.quote(a) for a in args)}", ctx))
+    assert piped.stdout == real.stdout.decode()
+
+
+async def test_sed_reads_several_files_and_reports_a_missing_one(ctx, fs):
+    fs.write("/a", b"1\n2")
+    fs.write("/b", b"3\n")
+    res = (await run_script("sed -n p /a /missing /b", ctx))
+    assert (res.rc, res.stdout) == (2, "1\n2\n3\n")
+    assert "sed: can't read /missing: No such file or directory" in res.stderr
+
+
+@pytest.mark.parametrize("script", ["-i s/a/b/ /in", "'1d' /in", "'s/a/b/;p' /in", "'/re/p' /in", "s,a,b, /in",
+                                    "-e p /in", r"'s/\w/x/' /in", "'s/a/b/w /out' /in", "'y/a/b/' /in"])
+async def test_sed_outside_the_subset_is_refused(ctx, fs, script):
+    fs.write("/in", b"abc\n")
+    res = (await run_script(f"sed {script}", ctx))
+    assert res.rc == 1 and res.stderr.startswith("sed: unsupported"), res
+    assert not fs.exists("/out")

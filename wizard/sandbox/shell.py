@@ -40,8 +40,16 @@ Shell subset (strict: anything else stops the script with status 127 and `sh: NA
   tee (-a), test / [ ] (-e -f -d -s -r -w -x -L -n -z = != -eq -ne -gt -lt -ge -le ! -a -o),
   true, false, :, base64 (-d -w), hostname, date (-u, -I[seconds], -R, +FORMAT incl %s %N),
   stat (-c %Y %s %a %A %n %y %F %U %G), sleep, chmod (octal or u+x style), sha256sum,
-  grep (-q -i -v -F -E -c -n -x -w -s -l -e), ls (-1 -a -l -d), umask [OCTAL] (modes of files
-  that redirections create).
+  grep (-q -i -v -F -E -c -n -x -w -s -l -a -e), ls (-1 -a -l -d), umask [OCTAL] (modes of files
+  that redirections create), sed (see below).
+- sed: options -n and -E (or -r), one command, files or stdin, bytes as in LC_ALL=C. The command is
+  `[ADDR[,ADDR]]p` or `[ADDR[,ADDR]]s/RE/REPL/[gp]`, ADDR a line number or `$`; RE a basic (or with -E
+  extended) regular expression with bracket expressions incl. [:class:], anchors, groups,
+  alternation, intervals and \\1..\\9; REPL with \\1..\\9, & and \\& \\\\ \\/. A last line without a
+  newline is printed without one, as GNU sed does. Alternatives are tried leftmost-first (like GNU's
+  leftmost-longest whenever the pattern is anchored at both ends or the alternatives are prefix-free).
+  Anything else (other commands, several commands, -i, -e, regex addresses, other delimiters,
+  backslash-letter escapes) → `sed: unsupported: …` and status 1.
 - Other commands come from the caller (ShellContext.commands: systemctl, curl, k3s, ...) and
   take precedence over the builtins above (not over exit/set/export/unset); a command named
   by path (/usr/bin/curl) is looked up by its base name. `sh: NAME: not found` goes to the
@@ -1416,7 +1424,7 @@ def _grep(argv: list[str], stdin: bytes, ctx: ShellContext) -> _Out:
                 if letter == "e":
                     patterns.append(arg[k + 1 :] or (args.pop(0) if args else ""))
                     break
-                if letter not in "qivFEcnxwslHh":
+                if letter not in "qivFEcnxwslHha":
                     return 2, b"", f"grep: invalid option -- '{letter}'\n".encode()
                 flags.add(letter)
         else:
@@ -1471,6 +1479,241 @@ def _grep(argv: list[str], stdin: bytes, ctx: ShellContext) -> _Out:
             return 0, b"", b""
     rc = 2 if errors and not matched else (0 if matched else 1)
     return rc, b"" if "q" in flags else _msg(out), _msg(err)
+
+
+class _SedUnsupported(Exception):
+    pass
+
+
+_POSIX_CLASSES = {"alpha": "A-Za-z", "digit": "0-9", "alnum": "A-Za-z0-9", "upper": "A-Z", "lower": "a-z",
+                  "space": " \\t\\n\\r\\f\\v", "blank": " \\t", "punct": re.escape("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"),
+                  "xdigit": "0-9A-Fa-f"}
+
+
+def _sed_bracket(pattern: str, i: int) -> tuple[str, int]:
+    """A POSIX bracket expression starting at pattern[i] == '[' → (Python class, index after it)."""
+    j, out = i + 1, ["["]
+    if j < len(pattern) and pattern[j] == "^":
+        out.append("^")
+        j += 1
+    first = True
+    while j < len(pattern):
+        c = pattern[j]
+        if c == "]" and not first:
+            out.append("]")
+            return "".join(out), j + 1
+        first = False
+        if pattern.startswith("[:", j):
+            end = pattern.find(":]", j + 2)
+            name = pattern[j + 2:end] if end > 0 else ""
+            if name not in _POSIX_CLASSES:
+                raise _SedUnsupported(f"bracket class [:{name}:]")
+            out.append(_POSIX_CLASSES[name])
+            j = end + 2
+            continue
+        if pattern.startswith(("[=", "[."), j):
+            raise _SedUnsupported("collating elements in brackets")
+        out.append("\\" + c if c in "\\[]^&~|" else c)  # inside POSIX brackets a backslash is literal
+        j += 1
+    raise _SedUnsupported("unterminated bracket expression")
+
+
+def _sed_regex(pattern: str, extended: bool) -> re.Pattern:
+    """A POSIX BRE/ERE as a Python pattern (the subset SUPPORTED lists)."""
+    out, i = [], 0
+    special = "(){}|+?" if extended else ""
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "[":
+            cls, i = _sed_bracket(pattern, i)
+            out.append(cls)
+            continue
+        if c == "\\":
+            if i + 1 >= len(pattern):
+                raise _SedUnsupported("trailing backslash")
+            nxt = pattern[i + 1]
+            i += 2
+            if nxt.isdigit() and nxt != "0":
+                out.append("\\" + nxt)
+            elif nxt.isalnum():
+                raise _SedUnsupported(f"escape \\{nxt}")
+            elif not extended and nxt in "(){}|+?":
+                out.append(nxt)  # BRE: \\( \\) \\{ \\} \\| \\+ \\? are the operators
+            else:
+                out.append(re.escape(nxt))
+            continue
+        if c in "(){}|+?" and c not in special:
+            out.append("\\" + c)  # BRE: the bare characters are literals
+        elif c in "*+?}" and out and out[-1] in ("*", "+", "?", "}"):
+            raise _SedUnsupported("stacked repetition")
+        else:
+            out.append(c)
+        i += 1
+    try:
+        return re.compile("".join(out), re.DOTALL)
+    except re.error as e:
+        raise _SedUnsupported(f"regular expression: {e}") from None
+
+
+def _sed_split(text: str, start: int, what: str) -> tuple[str, int]:
+    """The text up to the next unescaped '/' (``\\/`` kept as an escaped slash) → (text, index after '/')."""
+    out, i = [], start
+    while i < len(text):
+        c = text[i]
+        if c == "\\" and i + 1 < len(text):
+            out.append(text[i:i + 2])
+            i += 2
+            continue
+        if c == "[" and what == "regex":  # a '/' inside brackets does not end the regex
+            j = i + 1
+            j += 1 if text[j:j + 1] == "^" else 0
+            j += 1 if text[j:j + 1] == "]" else 0
+            end = text.find("]", j)
+            if end < 0:
+                raise _SedUnsupported("unterminated bracket expression")
+            out.append(text[i:end + 1])
+            i = end + 1
+            continue
+        if c == "/":
+            return "".join(out), i + 1
+        if c == "\n":
+            break
+        out.append(c)
+        i += 1
+    raise _SedUnsupported(f"unterminated s command ({what})")
+
+
+def _sed_repl(repl: str) -> list[tuple[str, object]]:
+    parts: list[tuple[str, object]] = []
+    i = 0
+    while i < len(repl):
+        c = repl[i]
+        if c == "\\":
+            nxt = repl[i + 1] if i + 1 < len(repl) else ""
+            if nxt.isdigit():
+                parts.append(("group", int(nxt)))
+            elif nxt in ("&", "\\", "/"):
+                parts.append(("lit", nxt))
+            else:
+                raise _SedUnsupported(f"replacement escape \\{nxt}")
+            i += 2
+        elif c == "&":
+            parts.append(("group", 0))
+            i += 1
+        else:
+            parts.append(("lit", c))
+            i += 1
+    return parts
+
+
+def _sed_parse(script: str, extended: bool) -> tuple:
+    m = re.match(r"(\d+|\$)?(?:,(\d+|\$))?", script)
+    a1, a2 = m.group(1), m.group(2)
+    if a1 is None and a2 is not None:
+        raise _SedUnsupported("address")
+    if a1 == "0" or a2 == "0":
+        raise _SedUnsupported("line 0")
+    rest = script[m.end():]
+    if rest == "p":
+        return a1, a2, "p", None
+    if rest.startswith("s/"):
+        regex, i = _sed_split(rest, 2, "regex")
+        repl, i = _sed_split(rest, i, "replacement")
+        flags = rest[i:]
+        if not re.fullmatch(r"[gp]*", flags) or len(set(flags)) != len(flags):
+            raise _SedUnsupported(f"s flags {flags!r}")
+        if not regex:
+            raise _SedUnsupported("empty regex")
+        return a1, a2, "s", (_sed_regex(regex, extended), _sed_repl(repl), "g" in flags, "p" in flags)
+    raise _SedUnsupported(f"command {script!r}")
+
+
+def _sed_selected(n: int, last: int, a1: str | None, a2: str | None) -> bool:
+    if a1 is None:
+        return True
+    lo = last if a1 == "$" else int(a1)
+    if a2 is None:
+        return n == lo
+    hi = last if a2 == "$" else int(a2)
+    return lo <= n <= max(lo, hi) if a1 != "$" else n == last
+
+
+@_builtin
+def _sed(argv: list[str], stdin: bytes, ctx: ShellContext) -> _Out:
+    args, quiet, extended, operands = argv[1:], False, False, []
+    try:
+        while args:
+            arg = args.pop(0)
+            if arg == "--":
+                operands += args
+                break
+            if arg.startswith("-") and len(arg) > 1 and not operands:
+                for letter in arg[1:]:
+                    if letter == "n":
+                        quiet = True
+                    elif letter in "Er":
+                        extended = True
+                    else:
+                        raise _SedUnsupported(f"option -{letter}")
+            else:
+                operands.append(arg)
+        if not operands:
+            raise _SedUnsupported("no script")
+        a1, a2, cmd, sub = _sed_parse(operands[0], extended)
+    except _SedUnsupported as e:
+        return 1, b"", f"sed: unsupported: {e}\n".encode()
+    data, err, rc = bytearray(), [], 0
+    for f in operands[1:] or ["-"]:
+        if f in ("-", "/dev/stdin"):
+            data += stdin
+            continue
+        try:
+            chunk = ctx.fs.read(f)
+        except FSError:
+            err.append(f"sed: can't read {f}: No such file or directory")
+            rc = 2
+            continue
+        if chunk and not chunk.endswith(b"\n") and f != operands[-1]:
+            chunk += b"\n"  # GNU sed ends a line at the end of each file but the last
+        data += chunk
+    repl = sub[1] if sub else []
+
+    def expand(m: re.Match) -> str:
+        return "".join(v if kind == "lit" else (m.group(v) or "") for kind, v in repl)
+
+    text = data.decode("latin-1")  # bytes, as with LC_ALL=C
+    lines = text.split("\n")
+    final_newline = lines[-1] == ""
+    if final_newline:
+        lines.pop()
+    out: list[str] = []
+    missing = False
+
+    def emit(line: str, n: int) -> None:
+        nonlocal missing
+        if missing:
+            out.append("\n")
+        out.append(line)
+        missing = n == len(lines) and not final_newline
+        if not missing:
+            out.append("\n")
+
+    for n, line in enumerate(lines, start=1):
+        selected = _sed_selected(n, len(lines), a1, a2)
+        if selected and cmd == "p":
+            emit(line, n)
+        elif selected and cmd == "s":
+            rx, _, glob, show = sub
+            try:
+                new, count = rx.subn(expand, line, count=0 if glob else 1)
+            except (IndexError, re.error):
+                return 1, b"", b"sed: unsupported: a back-reference to a group the regex does not have\n"
+            line = new
+            if count and show:
+                emit(line, n)
+        if not quiet:
+            emit(line, n)
+    return rc, "".join(out).encode("latin-1"), _msg(err)
 
 
 @_builtin
@@ -1543,4 +1786,5 @@ _BUILTINS: dict[str, CommandFn] = {
     "sha256sum": _sha256sum,
     "grep": _grep,
     "ls": _ls,
+    "sed": _sed,
 }

@@ -6,13 +6,13 @@ Checks and changes are frozen dataclasses that render to text, JSON and the UI a
 from __future__ import annotations
 
 import difflib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
+from .. import masking as M
 from ..credentials import Secret, mask
 from ..plan import Plan
 
@@ -141,17 +141,9 @@ class Stage:
 
 
 # ------------------------------------------------------------------ diffs
-def mask_object(obj: dict | None) -> dict | None:
-    """A copy of an object with Secret data replaced by a length/fingerprint marker."""
-    if obj is None:
-        return None
-    obj = json.loads(json.dumps(obj))
-    if obj.get("kind") == "Secret":
-        import hashlib
-        for key in ("data", "stringData"):
-            for k, v in (obj.get(key) or {}).items():
-                obj[key][k] = f"<secret, sha256:{hashlib.sha256(str(v).encode()).hexdigest()[:12]}>"
-    return obj
+# Every diff masks BY STRUCTURE first (wizard/masking.py: credential fields, Secret data, dockerconfigjson
+# auths, PEM keys), then searches for the token's value as a second belt.
+mask_object = M.mask_object
 
 
 _NOISE = ("managedFields", "resourceVersion", "uid", "creationTimestamp", "generation", "selfLink")
@@ -189,6 +181,7 @@ def object_diff(before: dict | None, after: dict | None, title: str, *secrets: S
 
 
 def text_diff(before: str | None, after: str | None, title: str, *secrets: Secret | None) -> str:
+    before, after = M.mask_yaml_text(before), M.mask_yaml_text(after)
     text = "\n".join(difflib.unified_diff((before or "").splitlines(), (after or "").splitlines(),
                                           f"live/{title}", f"planned/{title}", lineterm="", n=2))
     return mask(text, *secrets)

@@ -57,6 +57,25 @@ def node_facts(ctx: Context, *, fresh: bool = False) -> dict[str, R.NodeFacts]:
     return facts
 
 
+def compare_on_nodes(ctx: Context, asks: dict[str, list[tuple[int, str]]], *, stage: str) -> dict[str, dict]:
+    """Per node, per 1-based line: does that line's credential value equal the given value? (node-side)"""
+    if not asks:
+        return {}
+    import secrets as _secrets
+    salt = _secrets.token_hex(16)
+    results = node_exec(ctx).run_many({n: R.compare_script(a, salt) for n, a in asks.items()}, stage=stage,
+                                      purpose="compare", timeout=ctx.node_timeout)
+    out = {}
+    for n, res in results.items():
+        if not res.ok:
+            raise StageFailed(failed("node registries.yaml compared", f"{n}: the probe pod {res.phase.lower()}"
+                                     f"{'' if res.exit_code is None else f' (exit {res.exit_code})'}",
+                                     f"check that privileged pods can run on {n} in namespace "
+                                     f"{ctx.plan.wizard_namespace}"))
+        out[n] = R.parse_compare(res.output, asks[n])
+    return out
+
+
 class NodeRegistries(Stage):
     key, title, guide_step = "registries", "Node registries", "Step 5"
     description = ("containerd runs on each node, outside the cluster, and pulls through K3s's registries.yaml. "
@@ -77,39 +96,68 @@ class NodeRegistries(Stage):
         return [conflict_check(ctx, secret_ref(ctx), live)] if live is not None else []
 
     def precheck(self, ctx: Context) -> list[Check]:
-        """Every node's existing registries.yaml must parse, or the wizard cannot merge into it."""
-        bad = []
+        """Every node's existing registries.yaml must parse and be maskable, or the wizard cannot merge into it."""
+        bad, unmaskable = [], {}
         for node, f in node_facts(ctx).items():
+            if f.unmaskable:
+                unmaskable[node] = f.unmaskable
+                continue
             try:
-                R.parse(f.text, f"{node}:{R.PATH}")
-            except R.RegistriesInvalid as e:
-                bad.append(str(e))
-        if not bad:
-            return []
-        return [failed("existing registries.yaml readable", "; ".join(bad),
-                       "fix or remove the file on that node by hand (k3s would not start with it either); nothing "
-                       "was written to the cluster")]
+                if f.text is not None:
+                    R.layout(f.text, R.PATH)
+            except R.Unmergeable as e:
+                unmaskable[node] = str(e)
+            except R.RegistriesInvalid:
+                try:
+                    R.parse(f.text, f"{node}:{R.PATH}")
+                except R.RegistriesInvalid as e:
+                    bad.append(str(e))
+        checks = []
+        if unmaskable:
+            checks.append(failed("existing registries.yaml mergeable", R.by_node(unmaskable), R.UNMASKABLE_FIX))
+        if bad:
+            checks.append(failed("existing registries.yaml readable", "; ".join(bad),
+                                 "fix or remove the file on that node by hand (k3s would not start with it either); "
+                                 "nothing was written to the cluster"))
+        return checks
 
     def plan(self, ctx: Context, observed: dict) -> list[Change]:
         if ctx.token is None:
             return []
-        changes, problems = [], []
+        layouts, problems, unmaskable = {}, [], {}
         for node, f in observed["facts"].items():
+            if f.unmaskable:
+                unmaskable[node] = f.unmaskable
+                continue
             try:
-                existing = R.parse(f.text, f"{node}:{R.PATH}")
+                R.parse(f.text, f"{node}:{R.PATH}")
+                layouts[node] = R.layout(f.text, R.PATH) if f.text is not None else None
+            except R.Unmergeable as e:
+                unmaskable[node] = str(e)
             except R.RegistriesInvalid as e:
                 problems.append(str(e))
-                continue
-            merged = R.merge(existing, ctx.plan, ctx.token)
-            if merged != existing:
-                text = R.render(merged)
-                changes.append(Change(f"node {node}:{R.PATH}", "write",
-                                      text_diff(f.text, text, f"{node}{R.PATH}", ctx.token),
-                                      (node, text, f.text is not None)))
+        if unmaskable:
+            raise StageFailed(failed("existing registries.yaml mergeable", R.by_node(unmaskable), R.UNMASKABLE_FIX))
         if problems:
             raise StageFailed(failed("existing registries.yaml readable", "; ".join(problems),
                                      "fix or remove the file on that node by hand (k3s would not start with it "
                                      "either); nothing was written to any node"))
+        # whether the plan's hosts already hold the token: the node compares, nothing of its file is printed
+        token_text = R.token_value_text(ctx.token)
+        asks = {n: [(line, token_text) for line in R.own_password_lines(lay, ctx.plan).values()]
+                for n, lay in layouts.items() if lay is not None}
+        same = compare_on_nodes(ctx, {n: a for n, a in asks.items() if a}, stage=self.key)
+        changes = []
+        for node, lay in layouts.items():
+            try:
+                np = R.plan_node(node, lay, ctx.plan, ctx.token, same.get(node, {}))
+            except R.Unmergeable as e:
+                raise StageFailed(failed("registries.yaml entry maskable", str(e),
+                                         "use a token without line breaks or control characters")) from None
+            if np is not None:
+                changes.append(Change(f"node {node}:{R.PATH}", "write",
+                                      text_diff(np.before if np.had_file else None, np.after, f"{node}{R.PATH}",
+                                                ctx.token), np))
         if changes and (live := self._conflict(ctx)) is not None:  # the files travel in that Secret
             from .objects import conflict_change
             changes.insert(0, conflict_change(ctx, secret_ref(ctx), live))
@@ -123,33 +171,42 @@ class NodeRegistries(Stage):
                 raise StageFailed(ch.payload)
         p = ctx.plan
         ns = p.wizard_namespace
-        data = {node: base64.b64encode(text.encode()).decode() for node, text, _ in (c.payload for c in changes)}
-        # the merged files carry the token: they travel in a Secret, never in a pod spec
+        plans: list[R.NodePlan] = [c.payload for c in changes]
+        # only the wizard's own entries (with the token) travel, in a Secret, never in a pod spec; the node's
+        # other lines never leave the node
+        data = {R.chunk_key(np.node, i): base64.b64encode(chunk.encode()).decode()
+                for np in plans for i, chunk in enumerate(np.chunks)}
         ctx.cluster.apply({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
                            "metadata": {"name": SECRET_NAME, "namespace": ns}, "data": data}, self.key)
         try:
             backup = R.backup_path()
-            scripts = {node: R.write_script(backup if had else None) for node, _, had in (c.payload for c in changes)}
-            env = {node: [{"name": "REGISTRIES_YAML", "valueFrom": {"secretKeyRef": {"name": SECRET_NAME, "key": node}}}]
-                   for node in scripts}
-            ctx.say(self.key, f"writing registries.yaml on {len(scripts)} node(s)")
-            results = node_exec(ctx).run_many(scripts, stage=self.key, purpose="write", env=env,
+            built = {np.node: R.write_script(np, backup if np.had_file else None, secret=SECRET_NAME) for np in plans}
+            ctx.say(self.key, f"writing registries.yaml on {len(built)} node(s)")
+            results = node_exec(ctx).run_many({n: b.text() for n, b in built.items()}, stage=self.key,
+                                              purpose="write", env={n: b.env for n, b in built.items()},
                                               timeout=ctx.node_timeout)
             bad = {n: r for n, r in results.items() if not r.ok}
             if bad:
                 n, r = next(iter(bad.items()))
+                if r.exit_code == R.CHANGED_EXIT:
+                    raise StageFailed(failed("registries.yaml written", f"{n}: {R.CHANGED_MESSAGE} (nothing was "
+                                             "written on that node)", "check whether something else manages "
+                                             f"{R.PATH}, then run apply again"))
                 raise StageFailed(failed("registries.yaml written", f"{n}: write failed (exit {r.exit_code}): "
                                          f"{r.output.strip()[-200:]}", f"check the node's /etc/rancher/k3s; the old "
                                          f"file is kept as {backup}"))
         finally:
             remove_node_secret(ctx.cluster, ns)
-        # read back and compare
+        # read back: the masked view must be the expected one, and the node must find the token where it was put
         facts = node_facts(ctx, fresh=True)
-        for node, text, _ in (c.payload for c in changes):
-            if (facts[node].text or "") != text:
-                raise StageFailed(failed("registries.yaml read back", f"{node}: the file on the node differs from "
+        same = compare_on_nodes(ctx, {np.node: list(np.new_checks) for np in plans if np.new_checks},
+                                stage=self.key)
+        for np in plans:
+            got = facts[np.node].text
+            if got != np.new_masked or not all(same.get(np.node, {}).get(line) for line, _ in np.new_checks):
+                raise StageFailed(failed("registries.yaml read back", f"{np.node}: the file on the node differs from "
                                          "what was written", "re-run the stage; check nothing else manages the file"))
-            ctx.say(self.key, f"{node}: registries.yaml written and read back", node=node)
+            ctx.say(self.key, f"{np.node}: registries.yaml written and read back", node=np.node)
 
     def verify(self, ctx: Context) -> list[Check]:
         if ctx.audit and not ctx.node_probes:
@@ -159,6 +216,17 @@ class NodeRegistries(Stage):
         checks = []
         for node, f in facts.items():
             name = f"{node}: registries.yaml"
+            if f.unmaskable:
+                checks.append(failed(name, f.unmaskable, R.UNMASKABLE_FIX))
+                continue
+            try:
+                if f.text is not None:
+                    R.layout(f.text, R.PATH)
+            except R.Unmergeable as e:
+                checks.append(failed(name, str(e), R.UNMASKABLE_FIX))
+                continue
+            except R.RegistriesInvalid:
+                pass  # said below
             try:
                 data = R.parse(f.text, f"{node}:{R.PATH}")
             except R.RegistriesInvalid as e:
