@@ -120,6 +120,7 @@ class ClusterReader:
         # Called before every mutating request (the cluster lock installs its check: a run that lost
         # its Lease must not write anything more); raises to stop the request.
         self.fence: Callable[[], None] | None = None
+        self.halt: Callable[[], None] | None = None  # called before EVERY request (no I/O): raises to stop the run
         self.adopted: set[O.Ref] = set()  # objects the operator adopted explicitly (--adopt / typed in the UI)
 
     @classmethod
@@ -133,6 +134,7 @@ class ClusterReader:
         """Another connection of the same class on the same API client, under the same fence."""
         other = type(self)(self.api, **kw)
         other.fence = lambda: self.fence() if self.fence is not None else None
+        other.halt = lambda: self.halt() if self.halt is not None else None
         return other
 
     # ---------------------------------------------------------------- transport
@@ -156,6 +158,8 @@ class ClusterReader:
         A mutating call first passes ``self.fence`` (unless ``fence=False``: the lock's own writes)."""
         if method != "GET" and not self._may_write(method, path):
             raise ReadOnlyViolation(f"{method} {path} refused: this connection is read-only (audit)")
+        if self.halt is not None:
+            self.halt()
         if method != "GET" and fence and self.fence is not None:
             self.fence()
         deadline = time.monotonic() + self.patience
@@ -227,6 +231,8 @@ class ClusterReader:
         """Stream (type, object) events until the server ends the watch; raises ApiError(410) when expired."""
         query = {"watch": "true", "resourceVersion": resource_version, "labelSelector": labels,
                  "fieldSelector": fields, "timeoutSeconds": int(timeout), "allowWatchBookmarks": "true"}
+        if self.halt is not None:
+            self.halt()
         resp = self.api.rest_client.pool_manager.request(
             "GET", self._url(kind_of(kind).path(namespace), query), headers=self._headers(),
             preload_content=False, timeout=urllib3.Timeout(connect=5, read=timeout + 10))
@@ -245,6 +251,8 @@ class ClusterReader:
                     if ev.get("type") == "ERROR":
                         st = ev.get("object") or {}
                         raise ApiError(st.get("code", 500), st.get("reason", ""), st.get("message", ""))
+                    if self.halt is not None:
+                        self.halt()
                     yield ev["type"], ev["object"]
         finally:
             resp.release_conn()

@@ -42,8 +42,12 @@ class LockHeld(Exception):
     """Another run holds the cluster; the message says who and since when."""
 
 
-class LockLost(Exception):
-    """This run no longer holds the cluster's Lease (taken over while it was suspended): it must stop at once."""
+class LockLost(BaseException):
+    """This run no longer holds the cluster's Lease (taken over while it was suspended): it must stop at once.
+
+    A BaseException, like KeyboardInterrupt: the many ``except Exception`` that keep a wait loop or a
+    best-effort write going must not keep a run going that lost its lock. The CLI and the session
+    catch it by name."""
 
 
 def _now() -> datetime:
@@ -152,10 +156,16 @@ class ClusterLock:
         self._body = written
         self.rv = written["metadata"]["resourceVersion"]
         self.cluster.fence = self.check
+        self.cluster.halt = self.raise_if_lost
         self._thread = threading.Thread(target=self._renew, name="lease-renew", daemon=True)
         self._thread.start()
 
     # ---------------------------------------------------------------- fencing
+    def raise_if_lost(self) -> None:
+        """Before every request, reads too (no I/O): a run the renewer found taken over stops at once."""
+        if self.lost:
+            raise LockLost(self.lost)
+
     def check(self) -> None:
         """Raise LockLost unless the Lease still names this run at the resourceVersion it last wrote."""
         with self._mu:
@@ -210,6 +220,8 @@ class ClusterLock:
         self._stop.set()
         if self.cluster.fence == self.check:
             self.cluster.fence = None
+        if self.cluster.halt == self.raise_if_lost:
+            self.cluster.halt = None
         if self.lost:
             return  # not ours any more: leave it to its holder
         try:

@@ -304,6 +304,10 @@ class Session:
         try:
             with self._busy:
                 return fn(st)
+        except LockLost as e:  # another run took over: nothing more is done; say so where the operator looks
+            st.error = Check("cluster lock still held", FAIL, str(e), "see what the other run did (audit), then "
+                             "quit and open the wizard again")
+            return None
         finally:
             st.busy = ""
             self._changed(i)
