@@ -133,3 +133,17 @@ def test_the_bundle_holds_only_certificates_and_the_realms_once():
     b = "-----BEGIN CERTIFICATE-----\r\nQkJC\r\n-----END CERTIFICATE-----\r\n"
     assert R.bundle_text("# my LAN CA\n" + a + "trailing text", b) == a + b.replace("\r\n", "\n")
     assert R.bundle_text(a, a) == a  # registry.ca_file already trusts the realm
+
+
+def test_export_gives_nodes_the_same_bundle_and_never_the_realms_key(migrated, tmp_path):
+    sb, plan = migrated
+    p = plan_mod.load(plan)
+    out = tmp_path / "gitops"
+    res = run_cli(sb, "export", "--plan", plan, "--dir", str(out))
+    assert res.returncode == 0, res.stderr
+    for node in NODES:
+        assert (out / f"nodes/{node}/gitea-registry-ca.crt").read_text() == expected_bundle(sb, plan)
+    ing = yaml.safe_load((out / f"{p.ingress_namespace}/ingress.networking.k8s.io_{p.ingress_name}.yaml").read_text())
+    assert ing["spec"]["tls"] == [{"hosts": [p.realm_hostname], "secretName": p.proxy_tls_secret}]
+    copy = yaml.safe_load((out / f"{p.ingress_namespace}/secret_{p.proxy_tls_secret}.yaml").read_text())
+    assert copy["stringData"] == {"tls.crt": "REPLACE-ME", "tls.key": "REPLACE-ME"} and "data" not in copy
