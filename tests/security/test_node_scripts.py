@@ -338,7 +338,7 @@ def test_ca_bundle_that_does_not_arrive_intact_is_not_installed(node_kind, tmp_p
     assert read_ca(node, node_kind)[0] == "old\n" and CA_NAME + ".ghcr2gitea-tmp" not in node.names()
 
 
-def test_ca_bundle_goes_first_and_registries_yaml_after_it(node_kind, tmp_path):
+def test_ca_bundle_and_registries_yaml_are_written_by_one_script(node_kind, tmp_path):
     node = make(node_kind, tmp_path, None)
     facts, _ = probe(node)
     assert not facts.ca_present and facts.ca_sha is None
