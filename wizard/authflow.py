@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
+import os
 import re
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -624,9 +627,13 @@ def run_sync(coro):
         return pool.submit(asyncio.run, coro).result()
 
 
-async def gather_flows(plan: Plan, makers: dict[str, object], *, timeout: float = 10.0) -> dict[str, Flow]:
-    """Run the named flow makers (``lambda probe: coroutine``) at once under one probe."""
-    async with Probe.for_plan(plan, timeout=timeout) as probe:
+async def gather_flows(plan: Plan, makers: dict[str, object], *, timeout: float = 10.0,
+                       ca_file: str | None = None) -> dict[str, Flow]:
+    """Run the named flow makers (``lambda probe: coroutine``) at once under one probe (``ca_file``: trust that
+    file instead of the plan's registry.ca_file)."""
+    probe = Probe(resolve=plan.resolve, ca_file=ca_file, timeout=timeout) if ca_file else Probe.for_plan(
+        plan, timeout=timeout)
+    async with probe:
         names = list(makers)
         flows = await asyncio.gather(*(makers[n](probe) for n in names))
     return dict(zip(names, flows, strict=True))
@@ -652,6 +659,28 @@ def secret_credentials(cluster, plan: Plan) -> dict[str, tuple[str, Secret] | No
 
 
 ALL_FLOWS = ("credentials", "realm", "challenge", "pull-secret", "push-secret")
+
+
+@contextlib.contextmanager
+def node_trust(ctx):
+    """With registry.node_tls: ca, a private temp file holding the nodes' CA bundle (registry.ca_file and the
+    realm's certificate), so the operator's checks verify the realm as the nodes will; else None (the plan's
+    registry.ca_file is used)."""
+    if ctx.plan.node_tls != "ca":
+        yield None
+        return
+    from .stages.base import StageFailed
+    from .stages.nodes import ca_bundle
+    try:
+        text = ca_bundle(ctx)
+    except StageFailed:  # no realm certificate yet: the registry's CA alone
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="ghcr2gitea-ca-") as d:
+        path = os.path.join(d, "nodes-ca.crt")
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+            f.write(text)
+        yield path
 
 
 def operator_flows(ctx, *names: str) -> dict[str, Flow | None]:
@@ -680,7 +709,8 @@ def operator_flows(ctx, *names: str) -> dict[str, Flow | None]:
                 makers[n] = (lambda probe, n=n, user=user, secret=secret:
                              secret_flow(probe, plan, n, user, secret, push=n == "push-secret"))
         t0 = time.perf_counter()
-        flows = run_sync(gather_flows(plan, makers)) if makers else {}
+        with node_trust(ctx) as ca_file:
+            flows = run_sync(gather_flows(plan, makers, ca_file=ca_file)) if makers else {}
         wall = (time.perf_counter() - t0) * 1000
         timing = ctx.cache.setdefault("authflow_timing", [])
         timing.append({"wall_ms": wall, "checks_ms": {n: f.ms for n, f in flows.items()}})

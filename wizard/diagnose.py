@@ -85,8 +85,9 @@ CATALOGUE: tuple[Diagnosis, ...] = (
               "`x509: certificate signed by unknown authority` on the registry or the realm",
               "the client does not trust the certificate's issuer; containerd fetches the realm token with the "
               "REGISTRY host's TLS settings, so that entry must trust the realm's certificate too",
-              "on nodes: insecure_skip_verify (or a ca_file with both certificates) on the registry host's "
-              "registries.yaml entry, then restart k3s; on this machine: registry.ca_file in the plan",
+              "on nodes: insecure_skip_verify (or a ca_file with both certificates: with registry.node_tls: ca, "
+              "apply stage Node registries, which writes that bundle) on the registry host's registries.yaml entry, "
+              "then restart k3s; on this machine: registry.ca_file in the plan",
               r"signed by unknown authority|unable to get local issuer certificate|self[- ]signed certificate",
               "every HTTPS hop of the probe; Verify: containerd's view", PROBE),
     Diagnosis("token-endpoint-404", "404 Not Found on the token endpoint",

@@ -122,7 +122,8 @@ def objects(ctx: Context, stages=None) -> list[tuple[ObjectStage, dict]]:
         for obj in st.desired(ctx, live):
             obj = label(obj, st.key)
             if obj["kind"] == "Secret":
-                if obj["metadata"]["name"] == p.proxy_tls_secret and obj.get("type") == "kubernetes.io/tls":
+                if obj["metadata"]["name"] == p.proxy_tls_secret and obj.get("type") == "kubernetes.io/tls" and \
+                        obj["metadata"].get("namespace") == p.proxy_namespace:  # not the Ingress's copy (node_tls: ca)
                     have = live.get(f"Secret {obj['metadata'].get('namespace')}/{obj['metadata']['name']}") or {}
                     fresh_cert = (have.get("data") or {}).get("tls.crt") != obj["data"].get("tls.crt")
                 obj = secret_template(obj, p)
@@ -160,6 +161,19 @@ def node_registries(plan: Plan, node: str, plan_label: str) -> str:
     return head + body
 
 
+def realm_ca(ctx: Context) -> str | None:
+    cm = ctx.cluster.get("ConfigMap", ctx.plan.proxy_ca_configmap, ctx.plan.proxy_namespace)
+    return ((cm or {}).get("data") or {}).get("ca.crt") or None
+
+
+def node_ca_text(ctx: Context) -> str:
+    """The nodes' CA bundle (registries.bundle_text: registry.ca_file and the realm's certificate, which containerd
+    also checks with the registry host's TLS settings); registry.ca_file alone while the realm has none yet."""
+    registry_ca = Path(ctx.plan.registry_ca_file).read_text()
+    realm = realm_ca(ctx)
+    return R.bundle_text(registry_ca, realm) if realm else registry_ca
+
+
 def build(ctx: Context, plan_label: str, nodes: list[str]) -> list[ExportFile]:
     p = ctx.plan
     files = []
@@ -173,8 +187,10 @@ def build(ctx: Context, plan_label: str, nodes: list[str]) -> list[ExportFile]:
         files.append(ExportFile(f"nodes/{node}/registries.yaml.tmpl", node_registries(p, node, plan_label),
                                 f"node {node}: registries.yaml (template)"))
         if p.node_tls == "ca" and p.registry_ca_file:
-            files.append(ExportFile(f"nodes/{node}/gitea-registry-ca.crt", Path(p.registry_ca_file).read_text(),
-                                    f"node {node}: {NODE_CA}"))
+            files.append(ExportFile(f"nodes/{node}/gitea-registry-ca.crt", node_ca_text(ctx),
+                                    f"node {node}: {NODE_CA}" + ("" if realm_ca(ctx) else
+                                                                  f" (add ca.crt of ConfigMap {p.proxy_ca_configmap} "
+                                                                  "once the auth proxy exists)")))
     if p.vault_path:
         for obj in external_secrets(p):
             files.append(ExportFile(object_path(obj), yaml.safe_dump(obj, sort_keys=False),

@@ -24,6 +24,7 @@ from .script import Script
 from .script import render as sh
 
 PATH = "/etc/rancher/k3s/registries.yaml"
+CA_PATH = "/etc/rancher/k3s/gitea-registry-ca.crt"  # registry.node_tls: ca — the bundle the plan's hosts trust
 CONTAINERD_DIR = "/var/lib/rancher/k3s/agent/etc/containerd"
 CERTS_DIR = CONTAINERD_DIR + "/certs.d"
 HEADER = "# K3s private registry configuration. Entries for the Gitea registry merged by ghcr2gitea;\n" \
@@ -58,7 +59,7 @@ def desired_entry(plan: Plan, token: Secret, existing: dict | None) -> dict:
     entry = copy.deepcopy(existing or {})
     tls = dict(entry.get("tls") or {})
     if plan.node_tls == "ca":
-        tls["ca_file"] = "/etc/rancher/k3s/gitea-registry-ca.crt"
+        tls["ca_file"] = CA_PATH
         tls.pop("insecure_skip_verify", None)
     else:
         tls["insecure_skip_verify"] = True
@@ -180,6 +181,10 @@ def facts_script(plan: Plan) -> str:
     s.add('echo "now=$(date +%s)"')
     for i, host in enumerate(plan.node_hosts):
         s.add('echo "hosts_"{i}"=$(base64 -w0 "$C"/{rest} 2>/dev/null)"', i=i, rest=f"certs.d/{host}/hosts.toml")
+    # the CA bundle (node_tls: ca): presence, sha256 and mode only (certificates are public, but not needed here)
+    s.add('[ -f {ca} ] && echo "ca_present=1" || echo "ca_present=0"', ca=CA_PATH)
+    s.add('[ -f {ca} ] && echo "ca_sha=$(sha256sum < {ca})" || true', ca=CA_PATH)
+    s.add('[ -f {ca} ] && echo "ca_mode=$(stat -c %a {ca})" || true', ca=CA_PATH)
     return s.text()
 
 
@@ -197,6 +202,9 @@ class NodeFacts:
     unsafe: tuple[int, ...] = ()  # lines with a credential the line mask cannot hide
     odd: tuple[int, ...] = ()  # lines that continue a value from an earlier line
     tools_ok: bool = True  # the node's grep and sed passed the probe's self-test
+    ca_present: bool = False  # CA_PATH exists (node_tls: ca)
+    ca_sha: str | None = None  # its sha256 (hex)
+    ca_mode: str | None = None  # its mode, octal as stat prints it
 
     @property
     def hosts_loaded(self) -> bool:
@@ -253,7 +261,15 @@ def parse_facts(node: str, output: str, plan: Plan) -> NodeFacts:
                      active_enter=parse_systemd_time(kv.get(f"{prefix}_enter", "")),
                      active_enter_mono=int(mono) if mono.isdigit() else None, text=text,
                      mtime=parse_stat_time(kv.get("mtime", "")),
-                     loaded_hosts=hosts, present=present, unsafe=tuple(unsafe), odd=tuple(odd), tools_ok=tools_ok)
+                     loaded_hosts=hosts, present=present, unsafe=tuple(unsafe), odd=tuple(odd), tools_ok=tools_ok,
+                     ca_present=kv.get("ca_present") == "1", ca_sha=_sha_field(kv.get("ca_sha", "")),
+                     ca_mode=kv.get("ca_mode") or None)
+
+
+def _sha_field(text: str) -> str | None:
+    """``sha256sum`` output ('HEX  -') → HEX, or None."""
+    word = text.split(" ", 1)[0]
+    return word if re.fullmatch(r"[0-9a-f]{64}", word) else None
 
 
 def parse_stat_time(text: str) -> float | None:
@@ -541,15 +557,19 @@ CHANGED_EXIT = 3
 CHANGED_MESSAGE = "registries.yaml changed since the wizard read it; run again"
 
 
-def write_script(np: NodePlan, backup: str | None, *, secret: str) -> Script:
+def write_script(np: NodePlan | None, backup: str | None, *, secret: str, ca: CAPlan | None = None,
+                 ca_backup: str | None = None) -> Script:
     """The splice, run on the node: check the file is the one the probe read, build it in a private
-    temp file from the node's own lines and the wizard's chunks (from ``secret``), then rename."""
+    temp file from the node's own lines and the wizard's chunks (from ``secret``), then rename.
+    With ``ca`` the CA bundle is written first (backup, private temp file, sha256 checked, 644, rename),
+    so registries.yaml never names a file that is not there."""
     s = Script(strict=True)
     s.add("export LC_ALL=C")
     s.add("F={path}", path=PATH)
     s.add("T={tmp}", tmp=PATH + ".ghcr2gitea-tmp")
     s.add("mkdir -p {dir}", dir=PATH.rsplit("/", 1)[0])
-    if np.had_file:
+    src = None
+    if np is not None and np.had_file:
         src = backup or PATH + ".ghcr2gitea-snapshot"
         s.add('cp -p "$F" {src}', src=src)
         s.add("H=$(" + _mask_pipeline(sh("{src}", src=src)) + " | sha256sum)")
@@ -557,24 +577,111 @@ def write_script(np: NodePlan, backup: str | None, *, secret: str) -> Script:
         s.add('[ "$H" = {want} ] || rm -f {src}', want=want, src=src)
         s.add('[ "$H" = {want} ] || echo {msg}', want=want, msg=CHANGED_MESSAGE)
         s.add('[ "$H" = {want} ] || exit {code}', want=want, code=CHANGED_EXIT)
-    else:
-        src = None
+    elif np is not None:
         s.add('[ ! -e "$F" ] || echo {msg}', msg=CHANGED_MESSAGE)
         s.add('[ ! -e "$F" ] || exit {code}', code=CHANGED_EXIT)
-    s.add(': > "$T"')
-    for op in np.ops:
-        if op[0] == "keep":
-            s.add('sed -n {a},{b}p {src} >> "$T"', a=int(op[1]), b=int(op[2]), src=src)
-        else:
-            var = s.secret_env(f"CHUNK_{int(op[1])}", secret=secret, key=chunk_key(np.node, op[1]))
-            s.add('printf "%s" ' + var + ' >> "$T"')
-    s.add('chmod 600 "$T"')
-    s.add('mv "$T" "$F"')
-    if np.had_file and not backup:
-        s.add("rm -f {src}", src=src)
+    if ca is not None:
+        _add_ca_write(s, ca, ca_backup, secret=secret)
+    if np is not None:
+        s.add(': > "$T"')
+        for op in np.ops:
+            if op[0] == "keep":
+                s.add('sed -n {a},{b}p {src} >> "$T"', a=int(op[1]), b=int(op[2]), src=src)
+            else:
+                var = s.secret_env(f"CHUNK_{int(op[1])}", secret=secret, key=chunk_key(np.node, op[1]))
+                s.add('printf "%s" ' + var + ' >> "$T"')
+        s.add('chmod 600 "$T"')
+        s.add('mv "$T" "$F"')
+        if np.had_file and not backup:
+            s.add("rm -f {src}", src=src)
     s.add("echo written")
     return s
 
 
 def chunk_key(node: str, index: int) -> str:
     return f"{node}.{int(index)}"
+
+
+# ------------------------------------------------------------------ the CA bundle (registry.node_tls: ca)
+# containerd fetches the realm token with the REGISTRY host's TLS settings (design.md, test-environment.md
+# "containerd (real)"), so the one ca_file the plan's entries name must trust the registry host AND the realm.
+CA_MODE = "644"
+CA_EXIT = 4
+CA_MESSAGE = "the CA bundle did not arrive intact on the node"
+_PEM_RE = re.compile(r"-----BEGIN CERTIFICATE-----\r?\n[A-Za-z0-9+/=\r\n]+?-----END CERTIFICATE-----")
+
+
+def pem_blocks(text: str) -> list[str]:
+    """The PEM certificate blocks of ``text`` (LF line ends, one trailing newline each); other text is dropped."""
+    return [m.group(0).replace("\r\n", "\n") + "\n" for m in _PEM_RE.finditer(text or "")]
+
+
+def bundle_text(registry_ca: str, realm_ca: str) -> str:
+    """What CA_PATH holds: every certificate of registry.ca_file (the registry host's CA, as the operator's
+    machine uses it), then the realm's certificate (the auth proxy's, which Traefik presents for the realm host in
+    node_tls: ca mode) unless registry.ca_file already holds it. Only certificate blocks, nothing else."""
+    certs = pem_blocks(registry_ca)
+    for c in pem_blocks(realm_ca):
+        if c not in certs:
+            certs.append(c)
+    return "".join(certs)
+
+
+def bundle_summary(text: str) -> str:
+    """One line per certificate (subject and sha256 fingerprint), for diffs: a bundle is public but long."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    out = []
+    for i, block in enumerate(pem_blocks(text), 1):
+        try:
+            cert = x509.load_pem_x509_certificate(block.encode())
+            out.append(f"certificate {i}: {cert.subject.rfc4514_string()} "
+                       f"(sha256 {cert.fingerprint(hashes.SHA256()).hex()[:16]})\n")
+        except ValueError:
+            out.append(f"certificate {i}: unreadable\n")
+    return "".join(out) + f"file sha256 {hashlib.sha256(text.encode()).hexdigest()}, mode {CA_MODE}\n"
+
+
+@dataclass(frozen=True)
+class CAPlan:
+    """Writing the CA bundle on one node."""
+
+    node: str
+    text: str = field(repr=False)
+    sha: str  # sha256 hex of text: checked in the temp file before the rename, and read back after
+    had_file: bool  # a file was there (it is backed up first)
+    before: str  # display: what the probe saw (sha256 and mode only)
+    after: str
+
+
+def plan_ca(node: str, facts: NodeFacts, text: str) -> CAPlan | None:
+    """The CA write this node needs, or None when its file already has this content and mode."""
+    sha = hashlib.sha256(text.encode()).hexdigest()
+    if facts.ca_present and facts.ca_sha == sha and facts.ca_mode == CA_MODE:
+        return None
+    before = (f"file sha256 {facts.ca_sha or 'unreadable'}, mode {facts.ca_mode or '?'}\n"
+              if facts.ca_present else "")
+    return CAPlan(node, text, sha, facts.ca_present, before, bundle_summary(text))
+
+
+def ca_backup_path(now: datetime | None = None) -> str:
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+    return f"{CA_PATH}.bak-{stamp}"
+
+
+def ca_key(node: str) -> str:
+    return f"{node}.ca"
+
+
+def _add_ca_write(s: Script, ca: CAPlan, backup: str | None, *, secret: str) -> None:
+    s.add("C={path}", path=CA_PATH)
+    s.add("CT={tmp}", tmp=CA_PATH + ".ghcr2gitea-tmp")
+    if backup:
+        s.add('[ ! -f "$C" ] || cp -p "$C" {bak}', bak=backup)
+    var = s.secret_env("CA_BUNDLE", secret=secret, key=ca_key(ca.node))
+    s.add('printf "%s" ' + var + ' > "$CT"')  # umask 077: private until complete
+    s.add('[ "$(sha256sum < "$CT")" = {want} ] || rm -f "$CT"', want=ca.sha + "  -")
+    s.add('[ -f "$CT" ] || echo {msg}', msg=CA_MESSAGE)
+    s.add('[ -f "$CT" ] || exit {code}', code=CA_EXIT)
+    s.add('chmod 644 "$CT"')
+    s.add('mv "$CT" "$C"')

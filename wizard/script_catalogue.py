@@ -60,6 +60,12 @@ def _registries_scripts(plan: Plan) -> dict[str, str]:
         out[f"node: registries.yaml write ({label})"] = R.write_script(np, backup, secret="s").text()
         if np.new_checks:
             out[f"node: registries.yaml compare ({label})"] = R.compare_script(list(np.new_checks), "salt")
+        # registry.node_tls: ca — the CA bundle written first, in the same pod (certificates travel in the Secret)
+        ca = R.CAPlan("node1", "", "0" * 64, np.had_file, "", "")
+        out[f"node: registries.yaml and CA bundle write ({label})"] = R.write_script(
+            np, backup, secret="s", ca=ca, ca_backup=R.ca_backup_path() if np.had_file else None).text()
+    out["node: CA bundle write alone"] = R.write_script(None, None, secret="s", ca=R.CAPlan(
+        "node1", "", "0" * 64, True, "", ""), ca_backup=R.ca_backup_path()).text()
     return out
 
 

@@ -200,7 +200,11 @@ class Session:
         """done / current / failed / pending / locked (audit: skipped), as the stage list shows it."""
         st = self.states[i]
         if self.audit:
-            return {PASS: DONE, WARN: DONE, SKIP: SKIPPED, FAIL: FAILED}.get(st.result_status, PENDING)
+            status = st.result_status
+            gating = [c for c in st.checks or [] if c.gating]
+            if status == WARN and gating and all(c.status == SKIP for c in gating):
+                return SKIPPED  # only advice (e.g. node_tls: skip_verify) beside checks that could not run
+            return {PASS: DONE, WARN: DONE, SKIP: SKIPPED, FAIL: FAILED}.get(status, PENDING)
         if st.done:
             return DONE
         if i == self.current:

@@ -287,3 +287,63 @@ def test_the_splice_works_for_every_file_shape_and_keeps_the_nodes_lines(node_ki
     assert facts.text == np.new_masked
     again, _ = merge_plan(node)
     assert again is None
+
+
+# ------------------------------------------------------------------ registry.node_tls: ca — the CA bundle
+BUNDLE = "-----BEGIN CERTIFICATE-----\nQUFBQQ==\n-----END CERTIFICATE-----\n-----BEGIN CERTIFICATE-----\nQkJCQg==\n" \
+         "-----END CERTIFICATE-----\n"
+CA_NAME = R.CA_PATH.rsplit("/", 1)[1]
+
+
+def put_ca(node, kind, text: str) -> None:
+    if kind == "simulated":
+        node.fs.write(R.CA_PATH, text.encode(), mode=0o600)
+    else:
+        (node.root / CA_NAME).write_text(text)
+        (node.root / CA_NAME).chmod(0o600)
+
+
+def read_ca(node, kind) -> tuple[str | None, int | None]:
+    if kind == "simulated":
+        return (node.fs.read(R.CA_PATH).decode(), node.fs.stat(R.CA_PATH).mode & 0o777) \
+            if node.fs.exists(R.CA_PATH) else (None, None)
+    f = node.root / CA_NAME
+    return (f.read_text(), f.stat().st_mode & 0o777) if f.exists() else (None, None)
+
+
+def test_ca_bundle_is_backed_up_written_private_then_644_and_read_back_by_sha(node_kind, tmp_path):
+    node = make(node_kind, tmp_path, None)
+    put_ca(node, node_kind, "an operator's old bundle\n")
+    facts, _ = probe(node)
+    assert facts.ca_present and facts.ca_mode == "600" and facts.ca_sha is not None
+    ca = R.plan_ca("n1", facts, BUNDLE)
+    assert ca is not None and ca.had_file
+    rc, out = node.run(R.write_script(None, None, secret="s", ca=ca, ca_backup=R.CA_PATH + ".bak-1").text(),
+                       {"CA_BUNDLE": BUNDLE})
+    assert rc == 0, out
+    assert read_ca(node, node_kind) == (BUNDLE, 0o644)
+    assert CA_NAME + ".bak-1" in node.names() and CA_NAME + ".ghcr2gitea-tmp" not in node.names()
+    after, _ = probe(node)
+    assert after.ca_sha == ca.sha and after.ca_mode == R.CA_MODE
+    assert R.plan_ca("n1", after, BUNDLE) is None  # nothing left to change
+
+
+def test_ca_bundle_that_does_not_arrive_intact_is_not_installed(node_kind, tmp_path):
+    node = make(node_kind, tmp_path, None)
+    put_ca(node, node_kind, "old\n")
+    facts, _ = probe(node)
+    ca = R.plan_ca("n1", facts, BUNDLE)
+    rc, out = node.run(R.write_script(None, None, secret="s", ca=ca).text(), {"CA_BUNDLE": BUNDLE[:-30]})
+    assert rc == R.CA_EXIT and R.CA_MESSAGE in out, out
+    assert read_ca(node, node_kind)[0] == "old\n" and CA_NAME + ".ghcr2gitea-tmp" not in node.names()
+
+
+def test_ca_bundle_and_registries_yaml_are_written_by_one_script(node_kind, tmp_path):
+    node = make(node_kind, tmp_path, None)
+    facts, _ = probe(node)
+    assert not facts.ca_present and facts.ca_sha is None
+    np = R.plan_node("n1", None, plan(), TOKEN, {})
+    ca = R.plan_ca("n1", facts, BUNDLE)
+    rc, out = node.run(R.write_script(np, None, secret="s", ca=ca).text(), {**chunk_env(np), "CA_BUNDLE": BUNDLE})
+    assert rc == 0, out
+    assert read_ca(node, node_kind) == (BUNDLE, 0o644) and node.read() is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import time
 
 from .. import ownership as O
@@ -10,7 +11,7 @@ from .. import registries as R
 from ..diagnose import BY_KEY
 from ..nodeexec import NodeExec
 from ..restart import RollingRestart
-from .base import Change, Check, Context, Stage, StageFailed, failed, passed, skipped, text_diff
+from .base import WARN, Change, Check, Context, Stage, StageFailed, failed, passed, skipped, text_diff
 from .preflight import discover_nodes
 
 SECRET_NAME = "ghcr2gitea-node-registries"
@@ -74,6 +75,37 @@ def compare_on_nodes(ctx: Context, asks: dict[str, list[tuple[int, str]]], *, st
                                      f"{ctx.plan.wizard_namespace}"))
         out[n] = R.parse_compare(res.output, asks[n])
     return out
+
+
+def ca_bundle(ctx: Context) -> str | None:
+    """node_tls: ca — the text of the CA bundle every node gets (R.bundle_text), or None in skip_verify mode.
+
+    StageFailed when it cannot be made: registry.ca_file without a certificate, or no realm certificate yet."""
+    p = ctx.plan
+    if p.node_tls != "ca":
+        return None
+    from pathlib import Path
+
+    from .proxy_ingress import realm_ca_pem
+    try:
+        registry_ca = Path(p.registry_ca_file).read_text(errors="replace")
+    except OSError as e:
+        raise StageFailed(failed("CA bundle for the nodes", f"registry.ca_file {p.registry_ca_file}: {e.strerror}",
+                                 "point registry.ca_file at the PEM file of the registry host's CA")) from None
+    if not R.pem_blocks(registry_ca):
+        raise StageFailed(failed("CA bundle for the nodes", f"registry.ca_file {p.registry_ca_file}: no PEM "
+                                 "certificate in it", "point registry.ca_file at the PEM file of the registry "
+                                 "host's CA"))
+    realm = realm_ca_pem(ctx)
+    if not realm:
+        raise StageFailed(failed("CA bundle for the nodes", f"no realm certificate yet (ConfigMap "
+                                 f"{p.proxy_namespace}/{p.proxy_ca_configmap} is missing)",
+                                 "apply stage TLS auth proxy first"))
+    return R.bundle_text(registry_ca, realm)
+
+
+NODE_TLS_FIX = ("set registry.node_tls: ca in the plan: every node then gets a CA bundle (registry.ca_file and the "
+                "realm's certificate) and verifies the registry host and the realm")
 
 
 class NodeRegistries(Stage):
@@ -148,12 +180,17 @@ class NodeRegistries(Stage):
                 for n, lay in layouts.items() if lay is not None}
         same = compare_on_nodes(ctx, {n: a for n, a in asks.items() if a}, stage=self.key)
         changes = []
+        bundle = ca_bundle(ctx)
         for node, lay in layouts.items():
             try:
                 np = R.plan_node(node, lay, ctx.plan, ctx.token, same.get(node, {}))
             except R.Unmergeable as e:
                 raise StageFailed(failed("registries.yaml entry maskable", str(e),
                                          "use a token without line breaks or control characters")) from None
+            if bundle is not None and (ca := R.plan_ca(node, observed["facts"][node], bundle)) is not None:
+                changes.append(Change(f"node {node}:{R.CA_PATH}", "write",
+                                      text_diff(ca.before if ca.had_file else None, ca.after,
+                                                f"{node}{R.CA_PATH}", ctx.token), ca))
             if np is not None:
                 changes.append(Change(f"node {node}:{R.PATH}", "write",
                                       text_diff(np.before if np.had_file else None, np.after, f"{node}{R.PATH}",
@@ -171,23 +208,33 @@ class NodeRegistries(Stage):
                 raise StageFailed(ch.payload)
         p = ctx.plan
         ns = p.wizard_namespace
-        plans: list[R.NodePlan] = [c.payload for c in changes]
+        plans: list[R.NodePlan] = [c.payload for c in changes if isinstance(c.payload, R.NodePlan)]
+        cas: dict[str, R.CAPlan] = {c.payload.node: c.payload for c in changes if isinstance(c.payload, R.CAPlan)}
         # only the wizard's own entries (with the token) travel, in a Secret, never in a pod spec; the node's
         # other lines never leave the node
         data = {R.chunk_key(np.node, i): base64.b64encode(chunk.encode()).decode()
                 for np in plans for i, chunk in enumerate(np.chunks)}
+        data |= {R.ca_key(n): base64.b64encode(ca.text.encode()).decode() for n, ca in cas.items()}
         ctx.cluster.apply({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
                            "metadata": {"name": SECRET_NAME, "namespace": ns}, "data": data}, self.key)
         try:
-            backup = R.backup_path()
-            built = {np.node: R.write_script(np, backup if np.had_file else None, secret=SECRET_NAME) for np in plans}
-            ctx.say(self.key, f"writing registries.yaml on {len(built)} node(s)")
+            backup, ca_backup = R.backup_path(), R.ca_backup_path()
+            by_node = {np.node: np for np in plans}
+            built = {n: R.write_script(by_node.get(n), backup if n in by_node and by_node[n].had_file else None,
+                                       secret=SECRET_NAME, ca=cas.get(n),
+                                       ca_backup=ca_backup if n in cas and cas[n].had_file else None)
+                     for n in [*by_node, *(n for n in cas if n not in by_node)]}
+            ctx.say(self.key, f"writing registries.yaml on {len(plans)} node(s)"
+                    + (f", the CA bundle on {len(cas)}" if cas else ""))
             results = node_exec(ctx).run_many({n: b.text() for n, b in built.items()}, stage=self.key,
                                               purpose="write", env={n: b.env for n, b in built.items()},
                                               timeout=ctx.node_timeout)
             bad = {n: r for n, r in results.items() if not r.ok}
             if bad:
                 n, r = next(iter(bad.items()))
+                if r.exit_code == R.CA_EXIT:
+                    raise StageFailed(failed("CA bundle written", f"{n}: {R.CA_MESSAGE} (nothing was written on "
+                                             "that node)", "re-run the stage"))
                 if r.exit_code == R.CHANGED_EXIT:
                     raise StageFailed(failed("registries.yaml written", f"{n}: {R.CHANGED_MESSAGE} (nothing was "
                                              "written on that node)", "check whether something else manages "
@@ -207,14 +254,45 @@ class NodeRegistries(Stage):
                 raise StageFailed(failed("registries.yaml read back", f"{np.node}: the file on the node differs from "
                                          "what was written", "re-run the stage; check nothing else manages the file"))
             ctx.say(self.key, f"{np.node}: registries.yaml written and read back", node=np.node)
+        for n, ca in cas.items():
+            f = facts[n]
+            if not (f.ca_present and f.ca_sha == ca.sha and f.ca_mode == R.CA_MODE):
+                raise StageFailed(failed("CA bundle read back", f"{n}: {R.CA_PATH} on the node differs from what was "
+                                         f"written (sha256 {f.ca_sha or 'none'}, mode {f.ca_mode or 'none'})",
+                                         "re-run the stage; check nothing else manages the file"))
+            ctx.say(self.key, f"{n}: {R.CA_PATH} written and read back", node=n)
 
     def verify(self, ctx: Context) -> list[Check]:
-        if ctx.audit and not ctx.node_probes:
-            return [skipped("registries.yaml on every node", "reading node files needs probe pods",
-                            "run audit with --node-probes")]
-        facts = node_facts(ctx, fresh=not ctx.audit)
         checks = []
+        if ctx.plan.node_tls != "ca":  # the plan says so: shown with or without node probes
+            checks.append(Check("nodes verify the registry's certificate", WARN,
+                                "registry.node_tls: skip_verify (the guide's setting): containerd on every node skips "
+                                "certificate checks for the registry host, and so for the realm's token requests "
+                                "too", NODE_TLS_FIX, {"node_tls": ctx.plan.node_tls, "safer": "registry.node_tls: ca"},
+                                gating=False))
+        if ctx.audit and not ctx.node_probes:
+            return [*checks, skipped("registries.yaml on every node", "reading node files needs probe pods",
+                                     "run audit with --node-probes")]
+        facts = node_facts(ctx, fresh=not ctx.audit)
+        if ctx.plan.node_tls != "ca":
+            bundle = None
+        else:
+            try:
+                bundle = ca_bundle(ctx)
+            except StageFailed as e:
+                checks.append(e.check)
+                bundle = None
+        want_sha = hashlib.sha256(bundle.encode()).hexdigest() if bundle else None
         for node, f in facts.items():
+            if want_sha is not None:
+                name = f"{node}: CA bundle"
+                if f.ca_present and f.ca_sha == want_sha and f.ca_mode == R.CA_MODE:
+                    checks.append(passed(name, {"path": R.CA_PATH, "sha256": want_sha, "mode": R.CA_MODE}))
+                else:
+                    checks.append(failed(name, f"{R.CA_PATH} " + (
+                        f"differs from the bundle (sha256 {f.ca_sha or 'unreadable'}, mode {f.ca_mode or '?'}; want "
+                        f"{want_sha[:16]}…, mode {R.CA_MODE})" if f.ca_present else "is missing") + ": containerd "
+                        "cannot verify the registry host or the realm", "apply stage Node registries"))
             name = f"{node}: registries.yaml"
             if f.unmaskable:
                 checks.append(failed(name, f.unmaskable, R.UNMASKABLE_FIX))

@@ -262,6 +262,36 @@ def pull_failure_hint(ctx: Context, namespace: str, owner: dict) -> str:
     return ""
 
 
+def realm_cert_secret_needed(plan) -> bool:
+    """node_tls: ca with the Ingress in another namespace than the proxy: Traefik needs a copy of its cert."""
+    return plan.node_tls == "ca" and plan.ingress_namespace != plan.proxy_namespace
+
+
+def realm_cert(ctx: Context) -> tuple[str, str]:
+    """(tls.crt, tls.key) base64, of the auth proxy's certificate: live, else the one this run will apply."""
+    p = ctx.plan
+    sec = ctx.cluster.get("Secret", p.proxy_tls_secret, p.proxy_namespace)
+    data = (sec or {}).get("data") or {}
+    if data.get("tls.crt") and data.get("tls.key"):
+        return data["tls.crt"], data["tls.key"]
+    if "proxy_cert" not in ctx.cache:
+        ctx.cache["proxy_cert"] = make_proxy_cert(p.realm_hostname, p.cert_days)
+    c = ctx.cache["proxy_cert"]
+    return base64.b64encode(c.cert_pem).decode(), base64.b64encode(c.key_pem).decode()
+
+
+def realm_ca_pem(ctx: Context) -> str | None:
+    """The certificate nodes must trust for the realm in node_tls: ca mode: the proxy CA ConfigMap's (live), else
+    the certificate this run will apply; None when neither exists yet."""
+    p = ctx.plan
+    cm = ctx.cluster.get("ConfigMap", p.proxy_ca_configmap, p.proxy_namespace)
+    ca = ((cm or {}).get("data") or {}).get("ca.crt")
+    if ca:
+        return ca
+    c = ctx.cache.get("proxy_cert")
+    return c.cert_pem.decode() if c is not None else None
+
+
 class HttpsIngress(ObjectStage):
     key, title, guide_step = "ingress", "HTTPS ingress", "Step 4"
     description = ("Nodes fetch pull tokens from the realm host through Traefik over HTTPS. Traefik ignores the "
@@ -269,17 +299,31 @@ class HttpsIngress(ObjectStage):
                    "this stage adds a separate Ingress with spec.tls for the realm host.")
 
     def targets(self, ctx):
-        return [("Ingress", ctx.plan.ingress_name, ctx.plan.ingress_namespace)]
+        out = [("Ingress", ctx.plan.ingress_name, ctx.plan.ingress_namespace)]
+        if realm_cert_secret_needed(ctx.plan):
+            out.insert(0, ("Secret", ctx.plan.proxy_tls_secret, ctx.plan.ingress_namespace))
+        return out
 
     def desired(self, ctx, live):
         p = ctx.plan
         svc = p.internal_service.split(".")[0]
         port = int(p.internal_service.rsplit(":", 1)[1])
-        return [{"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        tls: dict = {"hosts": [p.realm_hostname]}
+        objs = []
+        if p.node_tls == "ca":
+            # nodes that verify (registry.node_tls: ca) need the realm to present a certificate that names it
+            # and that their CA bundle trusts: the auth proxy's (Traefik reads Secrets of the Ingress's namespace)
+            tls["secretName"] = p.proxy_tls_secret
+            if realm_cert_secret_needed(p):
+                crt, key = realm_cert(ctx)
+                objs.append({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+                             "metadata": {"name": p.proxy_tls_secret, "namespace": p.ingress_namespace},
+                             "data": {"tls.crt": crt, "tls.key": key}})
+        return objs + [{"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
                  "metadata": {"name": p.ingress_name, "namespace": p.ingress_namespace,
                               "annotations": {WEBSECURE: "websecure",
                                               "traefik.ingress.kubernetes.io/router.tls": "true"}},
-                 "spec": {"tls": [{"hosts": [p.realm_hostname]}],
+                 "spec": {"tls": [tls],
                           "rules": [{"host": p.realm_hostname, "http": {"paths": [{
                               "path": "/", "pathType": "Prefix",
                               "backend": {"service": {"name": svc, "port": {"number": port}}}}]}}]}}]
