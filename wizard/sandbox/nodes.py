@@ -133,7 +133,7 @@ class Systemd:
 
     async def _restart(self, node: SimNode) -> None:
         start = self.clock()
-        record = {"start": start, "end": None}
+        record = {"start": start, "kubelet": None, "end": None}
         node.restarts.append(record)
         node.state = "activating"
         node.kubelet_up = False
