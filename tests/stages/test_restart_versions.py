@@ -105,3 +105,17 @@ def test_old_systemd_refuses_the_timestamp_option_and_prints_local_time():
 def test_sandbox_defaults_keep_fast_restarts_and_the_current_systemd():
     o = Options()
     assert (o.systemd_version, o.node_timezone, o.server_restart_seconds) == (252, "UTC", None)
+
+
+def test_a_whole_second_event_stamp_counts_from_the_start_s_second():
+    from wizard.restart import written_after
+    start = 1_795_700_703.6  # the kubelet posted Starting at .9 of the same second; lastTimestamp drops it
+    assert written_after("2026-11-26T13:45:03Z", start)
+    assert not written_after("2026-11-26T13:45:02Z", start)
+    assert not written_after("2026-11-26T13:45:03.500000Z", start)  # µs stamps (renewTime, eventTime) exactly
+
+
+def test_a_date_without_nanoseconds_widens_the_clock_pair_to_a_second():
+    assert R.clock_offset("1000.25", "100.50 7.00", "1000.26") == pytest.approx((899.74, 899.76))
+    assert R.clock_offset("1000.%N", "100.50 7.00", "1000.%N") == pytest.approx((899.49, 900.5))
+    assert R.clock_offset("1000.2", "", "1000.3") is None
