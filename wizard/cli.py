@@ -7,16 +7,26 @@ import sys
 from pathlib import Path
 
 
-def _restart_range(text: str) -> tuple[float, float]:
+def _restart_range(text: str, name: str = "--restart-seconds") -> tuple[float, float]:
     try:
         lo, _, hi = text.partition(":")
         lo_f = float(lo)
         hi_f = float(hi) if hi else lo_f
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--restart-seconds {text!r}: expected MIN:MAX seconds, e.g. 2:5") from None
+        raise argparse.ArgumentTypeError(f"{name} {text!r}: expected MIN:MAX seconds, e.g. 2:5") from None
     if lo_f < 0 or hi_f < lo_f:
-        raise argparse.ArgumentTypeError(f"--restart-seconds {text!r}: need 0 <= MIN <= MAX")
+        raise argparse.ArgumentTypeError(f"{name} {text!r}: need 0 <= MIN <= MAX")
     return lo_f, hi_f
+
+
+def _timezone(text: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+    try:
+        ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise argparse.ArgumentTypeError(f"--node-timezone {text!r}: not a known time zone; use an IANA name "
+                                         "such as UTC, Asia/Tokyo or America/Phoenix") from None
+    return text
 
 
 def _rate(text: str) -> float:
@@ -46,6 +56,13 @@ def add_sandbox_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--agents", type=_count("--agents", 0), default=2, help="K3s agent nodes (default 2)")
     p.add_argument("--restart-seconds", type=_restart_range, default=(2.0, 5.0), metavar="MIN:MAX",
                    help="how long a k3s restart takes, random per restart (default 2:5)")
+    p.add_argument("--server-restart-seconds", type=lambda t: _restart_range(t, "--server-restart-seconds"),
+                   metavar="MIN:MAX", help="how long a server's k3s takes from its start to READY (etcd and the API "
+                   "server; its kubelet posts Starting and renews its Lease long before); default: --restart-seconds")
+    p.add_argument("--systemd-version", type=_count("--systemd-version", 200), default=252, metavar="N",
+                   help="the nodes' systemd version; below 247 `systemctl --timestamp=` is refused (default 252)")
+    p.add_argument("--node-timezone", type=_timezone, default="UTC", metavar="TZ",
+                   help="the nodes' local time zone, as systemctl, date and stat print it (default UTC)")
     p.add_argument("--never-returns", action="append", default=[], metavar="NODE",
                    help="a node whose k3s never comes back after a restart (repeatable)")
     p.add_argument("--api-fault-rate", type=_rate, default=0.0, metavar="R",
@@ -69,6 +86,8 @@ def sandbox_options(args: argparse.Namespace):
         except OSError as e:
             raise SystemExit(f"ghcr2gitea: --existing-registries {args.existing_registries}: {e.strerror}") from None
     return Options(servers=args.servers, agents=args.agents, restart_seconds=args.restart_seconds,
+                   server_restart_seconds=args.server_restart_seconds, systemd_version=args.systemd_version,
+                   node_timezone=args.node_timezone,
                    never_returns=set(args.never_returns), api_fault_rate=args.api_fault_rate,
                    existing_registries=existing, seed=args.seed)
 

@@ -151,13 +151,18 @@ def facts_script(plan: Plan) -> str:
                  'echo "k3s_agent=$(systemctl show k3s-agent -p LoadState --value)"',
                  'echo "k3s_state=$(systemctl show k3s -p ActiveState --value)"',
                  'echo "k3s_agent_state=$(systemctl show k3s-agent -p ActiveState --value)"',
-                 # microseconds where systemd has --timestamp (v247+), seconds otherwise
-                 'echo "k3s_enter=$(systemctl show k3s -p ActiveEnterTimestamp --value --timestamp=us+utc '
-                 '2>/dev/null || systemctl show k3s -p ActiveEnterTimestamp --value)"',
-                 'echo "k3s_agent_enter=$(systemctl show k3s-agent -p ActiveEnterTimestamp --value '
-                 '--timestamp=us+utc 2>/dev/null || systemctl show k3s-agent -p ActiveEnterTimestamp --value)"',
+                 # Timestamps as systemd's monotonic µs (numeric on every version; the realtime ones are
+                 # local time before systemd 247) and the node's own clock pair to turn them into epoch
+                 # seconds: realtime before and after reading the uptime.
                  'echo "k3s_mono=$(systemctl show k3s -p ActiveEnterTimestampMonotonic --value)"',
-                 'echo "k3s_agent_mono=$(systemctl show k3s-agent -p ActiveEnterTimestampMonotonic --value)"'):
+                 'echo "k3s_agent_mono=$(systemctl show k3s-agent -p ActiveEnterTimestampMonotonic --value)"',
+                 'echo "k3s_start_mono=$(systemctl show k3s -p InactiveExitTimestampMonotonic --value)"',
+                 'echo "k3s_agent_start_mono=$(systemctl show k3s-agent -p InactiveExitTimestampMonotonic --value)"',
+                 'echo "k3s_exec_mono=$(systemctl show k3s -p ExecMainStartTimestampMonotonic --value)"',
+                 'echo "k3s_agent_exec_mono=$(systemctl show k3s-agent -p ExecMainStartTimestampMonotonic --value)"',
+                 'echo "clock_real0=$(date +%s.%N)"',
+                 'echo "clock_uptime=$(cat /proc/uptime 2>/dev/null)"',
+                 'echo "clock_real1=$(date +%s.%N)"'):
         s.add(line)
     s.add('[ -f "$F" ] && echo "present=1" || echo "present=0"')
     unsafe = dict(loose=M.LOOSE_RE, safe=f"^[0-9]+:({M.SAFE_CRED_BODY}|{M.AUTH_OPEN_BODY})",
@@ -177,7 +182,8 @@ def facts_script(plan: Plan) -> str:
     s.add('[ -n "$O" ] && echo "$O" || true')
     s.add('[ -f "$F" ] && [ -z "$U$O" ] && [ "$ST$SO$SM" = {want} ] && echo "masked=$(' + _mask_pipeline('"$F"')
           + ' | base64 -w0)" || true', want=f"unsafe_line=1odd_line=1{M.mask_lines(SELFTEST_MASK)}")
-    s.add('echo "mtime=$(stat -c %y "$F" 2>/dev/null)"')
+    s.add('echo "mtime=$(stat -c %y "$F" 2>/dev/null)"')  # local time WITH its offset
+    s.add('echo "mtime_epoch=$(stat -c %Y "$F" 2>/dev/null)"')
     s.add('echo "now=$(date +%s)"')
     for i, host in enumerate(plan.node_hosts):
         s.add('echo "hosts_"{i}"=$(base64 -w0 "$C"/{rest} 2>/dev/null)"', i=i, rest=f"certs.d/{host}/hosts.toml")
@@ -193,8 +199,8 @@ class NodeFacts:
     node: str
     unit: str | None  # k3s | k3s-agent | None (neither found)
     active: bool
-    active_enter: float | None  # unix seconds of the unit's last start
-    active_enter_mono: int | None
+    active_enter: float | None  # unix seconds (node clock) the unit last became active (READY)
+    active_enter_mono: int | None  # the same moment in systemd's monotonic µs: its change proves a restart
     text: str | None  # registries.yaml MASKED on the node (credential values → MARKER); None when absent/unsafe
     mtime: float | None
     loaded_hosts: dict[str, str]  # plan host -> its generated hosts.toml ("" when missing)
@@ -205,6 +211,10 @@ class NodeFacts:
     ca_present: bool = False  # CA_PATH exists (node_tls: ca)
     ca_sha: str | None = None  # its sha256 (hex)
     ca_mode: str | None = None  # its mode, octal as stat prints it
+    # when systemd started the unit's process (InactiveExit, else ExecMainStart), unix seconds on the node's
+    # clock, as bounds: the truth lies in [started_after, started_by] (the clock pair is read in two steps)
+    started_after: float | None = None
+    started_by: float | None = None
 
     @property
     def hosts_loaded(self) -> bool:
@@ -228,7 +238,9 @@ class NodeFacts:
         missing = [h for h, t in self.loaded_hosts.items() if not t]
         if missing:
             return f"containerd has no config for {', '.join(missing)} (k3s has not loaded them)"
-        if self.mtime is not None and self.active_enter is not None and self.mtime > self.active_enter:
+        # k3s reads the file once its process starts: a change after that start may not be loaded
+        began = self.started_by if self.started_by is not None else self.active_enter
+        if self.mtime is not None and began is not None and self.mtime > began:
             return "registries.yaml changed after k3s last started"
         return None
 
@@ -256,12 +268,18 @@ def parse_facts(node: str, output: str, plan: Plan) -> NodeFacts:
     for i, host in enumerate(plan.node_hosts):
         raw = kv.get(f"hosts_{i}", "")
         hosts[host] = base64.b64decode(raw).decode(errors="replace") if raw else ""
-    mono = kv.get(f"{prefix}_mono", "")
+    mono = _int(kv.get(f"{prefix}_mono", ""))
+    began = _int(kv.get(f"{prefix}_start_mono", "")) or _int(kv.get(f"{prefix}_exec_mono", "")) or mono
+    offset = clock_offset(kv.get("clock_real0", ""), kv.get("clock_uptime", ""), kv.get("clock_real1", ""))
+    at = (lambda us, i: us / 1e6 + offset[i] if us and offset else None)  # noqa: E731
+    enter = (at(mono, 0) + at(mono, 1)) / 2 if mono and offset else None
+    mtime = parse_stat_time(kv.get("mtime", ""))
+    if mtime is None and kv.get("mtime_epoch", "").isdigit():
+        mtime = float(kv["mtime_epoch"])
     return NodeFacts(node=node, unit=unit, active=kv.get(f"{prefix}_state") == "active",
-                     active_enter=parse_systemd_time(kv.get(f"{prefix}_enter", "")),
-                     active_enter_mono=int(mono) if mono.isdigit() else None, text=text,
-                     mtime=parse_stat_time(kv.get("mtime", "")),
+                     active_enter=enter, active_enter_mono=mono, text=text, mtime=mtime,
                      loaded_hosts=hosts, present=present, unsafe=tuple(unsafe), odd=tuple(odd), tools_ok=tools_ok,
+                     started_after=at(began, 0), started_by=at(began, 1),
                      ca_present=kv.get("ca_present") == "1", ca_sha=_sha_field(kv.get("ca_sha", "")),
                      ca_mode=kv.get("ca_mode") or None)
 
@@ -272,24 +290,36 @@ def _sha_field(text: str) -> str | None:
     return word if re.fullmatch(r"[0-9a-f]{64}", word) else None
 
 
+def _int(text: str) -> int | None:
+    return int(text) if text.isdigit() else None
+
+
+def clock_offset(real0: str, uptime: str, real1: str) -> tuple[float, float] | None:
+    """Bounds of (realtime − monotonic) on the node, in seconds, from ``date +%s.%N`` before and after
+    ``cat /proc/uptime``. The uptime is truncated to 1/100 s; a ``date`` without %N (it prints the
+    letters) counts as a whole second wide. None when a reading is missing."""
+    def real(text: str) -> tuple[float, float] | None:
+        m = re.match(r"(\d+)(?:\.(\d+))?", text or "")
+        if not m:
+            return None
+        whole = float(m.group(1))
+        return (whole + float("0." + m.group(2)), 0.0) if m.group(2) else (whole, 1.0)
+    m = re.match(r"(\d+(?:\.\d+)?)", uptime or "")
+    r0, r1 = real(real0), real(real1)
+    if not (m and r0 and r1):
+        return None
+    up = float(m.group(1))
+    return r0[0] - up - 0.01, r1[0] + r1[1] - up
+
+
 def parse_stat_time(text: str) -> float | None:
-    """``stat -c %y``: '2026-11-26 13:45:03.123456789 +0000' → unix seconds (sub-second kept)."""
-    m = re.match(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)(\.\d+)?\s*([+-]\d{4})?", text or "")
+    """``stat -c %y``: '2026-11-26 22:45:03.123456789 +0900' → unix seconds (sub-second kept). Local time
+    without its offset is not guessed at: None."""
+    m = re.match(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)(\.\d+)?\s*([+-]\d{4})", text or "")
     if not m:
         return None
-    base = datetime.strptime(m.group(1) + (m.group(3) or "+0000"), "%Y-%m-%d %H:%M:%S%z").timestamp()
+    base = datetime.strptime(m.group(1) + m.group(3), "%Y-%m-%d %H:%M:%S%z").timestamp()
     return base + (float("0" + m.group(2)) if m.group(2) else 0.0)
-
-
-def parse_systemd_time(text: str) -> float | None:
-    """'Thu 2026-11-26 13:45:03 UTC' → unix seconds."""
-    m = re.search(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)?)\s*(UTC|Z)?", text or "")
-    if not m:
-        return None
-    ts = m.group(1)
-    whole, _, frac = ts.partition(".")
-    return datetime.strptime(whole, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC).timestamp() + (
-        float("0." + frac) if frac else 0.0)
 
 
 

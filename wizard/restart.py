@@ -4,12 +4,19 @@ Shaped like kured's loop, as a sequence of named guards: order (servers, then ag
 quorum guard (every other server Ready and /readyz ok) → snapshot → restart through an
 nsenter pod (``systemctl --no-block restart UNIT``) → proof:
 
-1. the unit's start timestamp changed (systemd, read on the node);
-2. the kubelet renewed its Lease after the new start (a heartbeat from the new kubelet);
-3. the kubelet posted a ``Starting`` event for the node after the new start;
+1. the unit's start timestamp changed (systemd's ``ActiveEnterTimestampMonotonic``, read on the node);
+2. the kubelet renewed its Lease after the new process started (a heartbeat from the new kubelet);
+3. the kubelet posted a ``Starting`` event for the node after the new process started;
 4. the node is Ready;
 5. containerd's regenerated config has a hosts.toml for every plan host (registries.yaml
    was loaded — the only proof that matters for the migration).
+
+"After the new process started" is systemd's ``InactiveExitTimestamp`` (else ``ExecMainStartTimestamp``),
+not ``ActiveEnterTimestamp``: k3s starts its kubelet BEFORE it signals READY (a server waits for etcd
+and the API server, tens of seconds), so the new kubelet's Lease and ``Starting`` event are older than
+READY. The stamps are read as systemd's monotonic µs and turned into epoch seconds with the node's own
+clock pair (never its local time, which older systemd prints), and compared with what the kubelet wrote
+from the same clock. The old kubelet is gone before the new process starts, so nothing it wrote passes.
 
 Only then the next node. The first node that is not proven within ``node_timeout`` stops
 the rollout; nothing after it is touched.
@@ -17,6 +24,7 @@ the rollout; nothing after it is touched.
 
 from __future__ import annotations
 
+import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -92,6 +100,16 @@ def _ts(text: str | None) -> float | None:
         return datetime.fromisoformat(text).timestamp()
     except ValueError:
         return None
+
+
+def written_after(text: str | None, bound: float) -> bool:
+    """The API timestamp ``text`` is not before ``bound`` (epoch seconds). A whole-second stamp (an
+    Event's ``lastTimestamp``) is truncated, so it is compared with the bound's second."""
+    ts = _ts(text)
+    if ts is None:
+        return False
+    whole = "." not in (text or "").partition("T")[2]
+    return ts >= (math.floor(bound) if whole else bound)
 
 
 class RollingRestart:
@@ -228,17 +246,20 @@ class RollingRestart:
         if facts is None:
             return False
         run.proofs["unit restarted"] = True
-        started = facts.active_enter or 0.0
+        if facts.started_after is None:
+            run.error = (f"{run.node} restarted but the probe could not tell when k3s started (systemctl show "
+                         f"{run.unit} -p InactiveExitTimestampMonotonic, cat /proc/uptime, date +%s.%N on the node)")
+            return False
+        started = facts.started_after  # the new process's start, at its earliest: the new kubelet wrote after it
         self._emit(run, f"{run.node}: unit restarted")
         while True:
             node = self.cluster.get("Node", run.node) or {}
             run.proofs["Ready"] = NodeInfo.from_node(node).ready == "True" if node else False
             lease = self.cluster.get("Lease", run.node, "kube-node-lease") or {}
-            renew = _ts((lease.get("spec") or {}).get("renewTime"))
-            run.proofs["heartbeat"] = renew is not None and renew >= started - 1
+            run.proofs["heartbeat"] = written_after((lease.get("spec") or {}).get("renewTime"), started)
             events = self.cluster.list("Event", None, fields=f"involvedObject.name={run.node},reason=Starting")
             run.proofs["kubelet Starting event"] = any(
-                (_ts(e.get("lastTimestamp") or e.get("eventTime")) or 0) >= started - 1 for e in events)
+                written_after(e.get("lastTimestamp") or e.get("eventTime"), started) for e in events)
             run.proofs["containerd config"] = facts.hosts_loaded
             if all(run.proofs.values()):
                 return True

@@ -130,6 +130,35 @@ def test_restart_seconds_flag_is_applied(running):
     assert stop(proc, signal.SIGTERM)[0] == 0
 
 
+def test_systemd_version_time_zone_and_server_start_up_are_applied(running):
+    proc, _, d = running("--systemd-version", "245", "--node-timezone", "Asia/Tokyo",
+                         "--server-restart-seconds", "2:2")
+    api = api_client(str(d / "kubeconfig"))
+    script = ("systemctl restart k3s; systemctl show k3s -p ActiveEnterTimestamp --value; date; "
+              "stat -c %y /etc/hostname; systemctl show k3s -p ActiveEnterTimestamp --value --timestamp=us+utc "
+              "|| echo refused")
+    try:
+        v1 = client.CoreV1Api(api)
+        server = yaml.safe_load((d / "kubeconfig").read_text())["clusters"][0]["cluster"]["server"]
+        v1.create_namespaced_pod("default", {"metadata": {"name": "restart"}, "spec": {
+            "nodeName": "dellmini3", "restartPolicy": "Never", "hostPID": True, "containers": [{
+                "name": "x", "image": "alpine:3.20", "securityContext": {"privileged": True},
+                "command": ["nsenter", "-t", "1", "-m", "-u", "-i", "-n", "--", "sh", "-c", script]}]}})
+        deadline = time.monotonic() + 15
+        while v1.read_namespaced_pod("restart", "default").status.phase != "Succeeded":
+            assert time.monotonic() < deadline, "restart pod did not finish"
+            time.sleep(0.1)
+        log = v1.read_namespaced_pod_log("restart", "default", container="x").splitlines()
+        (r,) = httpx.get(f"{server}/_sandbox/state", verify=False, timeout=5).json()["nodes"]["dellmini3"]["restarts"]
+    finally:
+        api.close()
+    assert r["end"] - r["start"] == pytest.approx(2.0, abs=0.3)  # the server's start-up, not --restart-seconds
+    assert r["end"] - r["kubelet"] == pytest.approx(1.5, abs=0.3)  # its kubelet was up long before READY
+    assert log[0].endswith(" JST") and " JST " in log[1] and log[2].endswith(" +0900"), log
+    assert sorted(log[3:]) == ["refused", "systemctl: unrecognized option '--timestamp=us+utc'"], log
+    assert stop(proc, signal.SIGTERM)[0] == 0
+
+
 def test_sigint_exits_zero(running):
     proc, first, d = running()
     assert first == f"sandbox ready: {d}"
@@ -145,6 +174,9 @@ def test_sigint_exits_zero(running):
     (["--api-fault-rate", "2"], "--api-fault-rate"),
     (["--restart-seconds", "soon"], "--restart-seconds"),
     (["--api-fault-rate", "-0.5"], "--api-fault-rate"),
+    (["--server-restart-seconds", "9:1"], "--server-restart-seconds"),
+    (["--systemd-version", "new"], "--systemd-version"),
+    (["--node-timezone", "Mars/Olympus_Mons"], "--node-timezone"),
 ])
 def test_bad_flags_are_refused_before_anything_is_written(tmp_path, args, flag):
     d = tmp_path / "sb"

@@ -67,6 +67,10 @@ class Options:
     servers: int = 3
     agents: int = 2
     restart_seconds: tuple[float, float] = (2.0, 5.0)
+    # a server's start-up (process start → READY), default: restart_seconds; agents take restart_seconds
+    server_restart_seconds: tuple[float, float] | None = None
+    systemd_version: int = 252  # below 247 `systemctl --timestamp=` is refused, as the real one does
+    node_timezone: str = "UTC"  # the nodes' local time zone (systemctl, date and stat print it)
     never_returns: set[str] = field(default_factory=set)
     api_fault_rate: float = 0.0
     existing_registries: str | None = None
@@ -105,7 +109,7 @@ class Cluster(NodeHooks):
         self.api = None  # set by the sandbox: has set_down()
         self.api_node = "dellmini1"
         self.kubelet = Kubelet(self)
-        self.systemd = Systemd(self, self._restart_duration)
+        self.systemd = Systemd(self, self._restart_duration, kubelet_lead=self._kubelet_lead)
         self._pod_ip = 0
         self._reconcile_pending: set[tuple[Kind, str, str]] = set()
         self._tasks: list[asyncio.Task] = []
@@ -244,11 +248,13 @@ class Cluster(NodeHooks):
             boot = now - 86400 - self.rng.random() * 3600
             node = SimNode(name=name, role=role, internal_ip=_node_ip(i), fs=fs, boot_time=boot,
                            unit="k3s" if role == "server" else "k3s-agent",
-                           never_returns=name in opts.never_returns)
+                           never_returns=name in opts.never_returns, timezone=opts.node_timezone,
+                           systemd_version=opts.systemd_version)
             node.active_enter = boot + 30 + self.rng.random() * 60
             node.kubelet_started = node.active_enter
             fs.mkdir("/etc/rancher/k3s", parents=True)
             fs.write("/etc/hostname", (name + "\n").encode())
+            fs.write("/etc/timezone", (opts.node_timezone + "\n").encode())
             fs.mkdir("/etc/ssl/certs", parents=True)
             fs.write("/etc/ssl/certs/ca-certificates.crt", self.network.system_roots_pem())
             if opts.existing_registries is not None:
@@ -402,9 +408,16 @@ class Cluster(NodeHooks):
                 node.restart_task.cancel()
         await asyncio.sleep(0)
 
-    def _restart_duration(self) -> float:
-        lo, hi = self.opts.restart_seconds
+    def _restart_duration(self, node: SimNode) -> float:
+        lo, hi = (self.opts.server_restart_seconds or self.opts.restart_seconds) if node.is_server \
+            else self.opts.restart_seconds
         return lo if hi <= lo else self.rng.uniform(lo, hi)
+
+    @staticmethod
+    def _kubelet_lead(node: SimNode, total: float) -> float:
+        """How long before READY the new kubelet starts: a server starts it early, in parallel with etcd and
+        the API server (k3s pkg/cli/server); an agent starts it just before it signals READY (pkg/agent/run.go)."""
+        return 0.75 * total if node.is_server else min(0.25 * total, 0.5)
 
     async def k3s_stopped(self, node: SimNode) -> None:
         self.kubelet.kubelet_changed(node)
@@ -414,6 +427,8 @@ class Cluster(NodeHooks):
     async def k3s_started(self, node: SimNode) -> None:
         if node.name == self.api_node and self.api is not None:
             await self.api.set_down(False)
+
+    async def kubelet_started(self, node: SimNode) -> None:
         now = time.time()
         # a new kubelet process has an empty event correlator: its events are new objects, not count bumps
         for key in [k for k in self._event_index if k[0] == node.name]:

@@ -19,6 +19,7 @@ import hashlib
 import json
 import posixpath
 import re
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -71,6 +72,14 @@ def shell_script(argv: list[str]) -> str | None:
         return argv[3]
     return None
 
+
+
+def node_proc(node) -> dict:
+    """The node's live /proc files: /proc/uptime is seconds since boot (the kernel truncates to 1/100 s)."""
+    def uptime() -> bytes:
+        up = max(time.time() - node.boot_time, 0.0)
+        return f"{int(up * 100) / 100:.2f} {int(up * 300) / 100:.2f}\n".encode()
+    return {"/proc/uptime": uptime}
 
 class PodRun:
     """One pod's life on its node."""
@@ -248,7 +257,7 @@ class PodRun:
             if not (privileged and spec.get("hostPID")):
                 return self.log_exit(c, 1, "nsenter: cannot open /proc/1/ns/ipc: Permission denied\n")
             ctx = ShellContext(fs=self.node.fs, hostname=self.node.name, env=_env(c, {"HOME": "/root"}, self.env_lookup),
-                               commands=self.k.node_commands(self.node))
+                               commands=self.k.node_commands(self.node), proc=node_proc(self.node))
             result = await run_script(script, ctx)
             return self.log_exit(c, result.rc, result.stdout + result.stderr)
         if argv and posixpath.basename(argv[0]) == "nsenter":

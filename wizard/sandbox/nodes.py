@@ -13,17 +13,22 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 from . import containerd
 from .memfs import MemFS
 
-UNIT_PROPS = ("ActiveState", "SubState", "ActiveEnterTimestamp", "ActiveEnterTimestampMonotonic",
-              "ExecMainStartTimestamp", "MainPID", "LoadState", "NRestarts")
+UNIT_PROPS = ("ActiveState", "SubState", "InactiveExitTimestamp", "InactiveExitTimestampMonotonic",
+              "ExecMainStartTimestamp", "ExecMainStartTimestampMonotonic", "ActiveEnterTimestamp",
+              "ActiveEnterTimestampMonotonic", "MainPID", "LoadState", "NRestarts")
+TIMESTAMP_OPTION_SINCE = 247  # systemd v247 added `systemctl --timestamp=`; older ones refuse the option
 
 
-def systemd_time(t: float, micro: bool = False) -> str:
-    """systemd's timestamp format; ``--timestamp=us+utc`` adds microseconds."""
-    return datetime.fromtimestamp(t, UTC).strftime("%a %Y-%m-%d %H:%M:%S" + (".%f" if micro else "") + " UTC")
+def systemd_time(t: float, micro: bool = False, tz: str = "UTC") -> str:
+    """systemd's timestamp format: local time in the node's zone (as systemctl prints it without
+    ``--timestamp``); ``--timestamp=us+utc`` gives UTC with microseconds (pass ``tz="UTC"``)."""
+    when = datetime.fromtimestamp(t, UTC if tz == "UTC" else ZoneInfo(tz))
+    return when.strftime("%a %Y-%m-%d %H:%M:%S" + (".%f" if micro else "") + " ") + (when.tzname() or "UTC")
 
 
 @dataclass(eq=False)
@@ -45,6 +50,9 @@ class SimNode:
     last_lease: float = 0.0
     restart_task: asyncio.Task | None = None
     kubelet_started: float = 0.0
+    inactive_exit: float = 0.0  # wall clock when systemd last started the unit's process (0: at boot)
+    timezone: str = "UTC"  # the node's local time zone (systemctl, date and stat print local time in it)
+    systemd_version: int = 252
 
     @property
     def is_server(self) -> bool:
@@ -53,18 +61,27 @@ class SimNode:
     def monotonic_us(self, t: float) -> int:
         return int((t - self.boot_time) * 1_000_000)
 
-    def unit_props(self, unit: str, micro: bool = False) -> dict[str, str]:
+    def unit_props(self, unit: str, utc_micro: bool = False) -> dict[str, str]:
+        """``systemctl show`` values: realtime stamps in local time (UTC with µs under ``--timestamp=us+utc``),
+        the ``…Monotonic`` ones in µs since boot, as systemd keeps both clocks for every transition."""
         if unit.removesuffix(".service") != self.unit:
             return {"LoadState": "not-found", "ActiveState": "inactive", "SubState": "dead",
                     "ActiveEnterTimestamp": "", "ActiveEnterTimestampMonotonic": "0", "MainPID": "0",
-                    "ExecMainStartTimestamp": "", "NRestarts": "0"}
+                    "ExecMainStartTimestamp": "", "ExecMainStartTimestampMonotonic": "0",
+                    "InactiveExitTimestamp": "", "InactiveExitTimestampMonotonic": "0", "NRestarts": "0"}
         active = self.state == "active"
+        tz = "UTC" if utc_micro else self.timezone
+        began = self.inactive_exit or self.active_enter  # the unit started at boot: one moment for both
         return {"LoadState": "loaded", "ActiveState": self.state,
                 "SubState": {"active": "running", "activating": "start", "failed": "failed"}[self.state],
-                "ActiveEnterTimestamp": systemd_time(self.active_enter, micro) if active or self.active_enter else "",
+                "ActiveEnterTimestamp": systemd_time(self.active_enter, utc_micro, tz)
+                if active or self.active_enter else "",
                 "ActiveEnterTimestampMonotonic": str(self.monotonic_us(self.active_enter)),
-                "ExecMainStartTimestamp": systemd_time(self.active_enter, micro),
-                "MainPID": str(self.main_pid if active else 0), "NRestarts": str(self.n_restarts)}
+                "InactiveExitTimestamp": systemd_time(began, utc_micro, tz),
+                "InactiveExitTimestampMonotonic": str(self.monotonic_us(began)),
+                "ExecMainStartTimestamp": systemd_time(began, utc_micro, tz),
+                "ExecMainStartTimestampMonotonic": str(self.monotonic_us(began)),
+                "MainPID": str(self.main_pid if self.state != "failed" else 0), "NRestarts": str(self.n_restarts)}
 
 
 class NodeHooks:
@@ -72,7 +89,11 @@ class NodeHooks:
 
     async def k3s_stopped(self, node: SimNode) -> None: ...
 
-    async def k3s_started(self, node: SimNode) -> None: ...
+    async def kubelet_started(self, node: SimNode) -> None:
+        """The new k3s process started its kubelet (before READY: it posts ``Starting``, renews its Lease)."""
+
+    async def k3s_started(self, node: SimNode) -> None:
+        """k3s sent READY=1 (the unit is active; a server's API answers)."""
 
 
 def load_registries(node: SimNode) -> None:
@@ -92,12 +113,17 @@ def load_registries(node: SimNode) -> None:
 
 
 class Systemd:
-    """``systemctl`` on a simulated node; restarts take ``duration()`` seconds."""
+    """``systemctl`` on a simulated node. A restart takes ``duration(node)`` seconds from the new process
+    starting (InactiveExit/ExecMainStart) to READY (ActiveEnter); the kubelet starts ``kubelet_lead(node,
+    duration)`` seconds before READY, as on real k3s (agents start the kubelet just before READY, servers
+    start it in parallel with etcd and the API server, tens of seconds before READY)."""
 
-    def __init__(self, hooks: NodeHooks, duration: Callable[[], float], clock: Callable[[], float] = time.time):
+    def __init__(self, hooks: NodeHooks, duration: Callable[[SimNode], float], clock: Callable[[], float] = time.time,
+                 kubelet_lead: Callable[[SimNode, float], float] = lambda node, total: 0.0):
         self.hooks = hooks
         self.duration = duration
         self.clock = clock
+        self.kubelet_lead = kubelet_lead
 
     def restart(self, node: SimNode) -> asyncio.Task:
         if node.restart_task and not node.restart_task.done():
@@ -107,22 +133,28 @@ class Systemd:
 
     async def _restart(self, node: SimNode) -> None:
         start = self.clock()
-        record = {"start": start, "end": None}
+        record = {"start": start, "kubelet": None, "end": None}
         node.restarts.append(record)
         node.state = "activating"
         node.kubelet_up = False
         await self.hooks.k3s_stopped(node)
+        node.inactive_exit = self.clock()  # the old process is gone; systemd starts the new one
+        node.main_pid += 137
         if node.never_returns:
             await asyncio.Event().wait()  # k3s hangs in "activating" forever
-        await asyncio.sleep(self.duration())
+        total = self.duration(node)
+        lead = min(max(self.kubelet_lead(node, total), 0.0), total)
+        await asyncio.sleep(total - lead)
         load_registries(node)
+        node.kubelet_up = True
+        node.kubelet_started = self.clock()
+        record["kubelet"] = node.kubelet_started
+        await self.hooks.kubelet_started(node)
+        await asyncio.sleep(lead)
         node.n_restarts += 1
-        node.main_pid += 137
         node.active_enter = self.clock()
         node.state = "active"
         record["end"] = node.active_enter
-        node.kubelet_up = True
-        node.kubelet_started = node.active_enter
         await self.hooks.k3s_started(node)
 
     async def command(self, node: SimNode, argv: list[str]) -> tuple[int, bytes, bytes]:
@@ -166,10 +198,14 @@ class Systemd:
             st = node.state if unit == node.unit else "inactive"
             quiet = bool(flags & {"-q", "--quiet"})
             return (0 if st == "active" else 3), b"" if quiet else f"{st}\n".encode(), b""
+        stamp = next((f for f in flags if f.startswith("--timestamp")), None)
+        if stamp and node.systemd_version < TIMESTAMP_OPTION_SINCE:
+            return 1, b"", f"systemctl: unrecognized option '{stamp}'\n".encode()
         if verb == "show":
             units = rest
-            micro = any(f.startswith("--timestamp=us") for f in flags)
-            values = node.unit_props(units[0] if units else node.unit, micro)
+            if stamp not in (None, "--timestamp=us+utc", "--timestamp=utc", "--timestamp=pretty", "--timestamp=us"):
+                return 1, b"", f"Invalid value for --timestamp: {stamp.partition('=')[2]}\n".encode()
+            values = node.unit_props(units[0] if units else node.unit, stamp == "--timestamp=us+utc")
             want = props or list(UNIT_PROPS)
             lines = [values.get(p, "") if "--value" in flags else f"{p}={values.get(p, '')}" for p in want]
             return 0, ("\n".join(lines) + "\n").encode(), b""

@@ -18,6 +18,8 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .memfs import FSError, MemFS, normpath
 
@@ -38,10 +40,13 @@ Shell subset (strict: anything else stops the script with status 127 and `sh: NA
 - set -e / -u / -x / -o pipefail (and +e ...); exit [N].
 - Builtins: echo (-n -e), printf, cat, cp (-f -p), mv, mkdir (-p -m), rm (-f -r), rmdir, touch,
   tee (-a), test / [ ] (-e -f -d -s -r -w -x -L -n -z = != -eq -ne -gt -lt -ge -le ! -a -o),
-  true, false, :, base64 (-d -w), hostname, date (-u, -I[seconds], -R, +FORMAT incl %s %N),
+  true, false, :, base64 (-d -w), hostname, date (-u, -I[seconds], -R, +FORMAT incl %s %N %z %Z),
   stat (-c %Y %s %a %A %n %y %F %U %G), sleep, chmod (octal or u+x style), sha256sum,
   grep (-q -i -v -F -E -c -n -x -w -s -l -a -e), ls (-1 -a -l -d), umask [OCTAL] (modes of files
   that redirections create), sed (see below).
+- Local time: date (without -u), stat %y and ls -l print the zone named by $TZ, else by the node's
+  /etc/timezone (the stand-in for /etc/localtime), else UTC. Files the caller supplies
+  (ShellContext.proc, e.g. /proc/uptime) are read by cat, fresh on every read.
 - sed: options -n and -E (or -r), one command, files or stdin, bytes as in LC_ALL=C. The command is
   `[ADDR[,ADDR]]p` or `[ADDR[,ADDR]]s/RE/REPL/[gp]`, ADDR a line number or `$`; RE a basic (or with -E
   extended) regular expression with bracket expressions incl. [:class:], anchors, groups,
@@ -79,6 +84,7 @@ class ShellContext:
     env: dict[str, str]
     clock: Callable[[], float] = time.time
     commands: dict[str, CommandFn] = field(default_factory=dict)
+    proc: dict[str, Callable[[], bytes]] = field(default_factory=dict)  # live files such as /proc/uptime
 
 
 async def run_script(script: str, ctx: ShellContext) -> ShellResult:
@@ -965,6 +971,9 @@ def _cat(argv: list[str], stdin: bytes, ctx: ShellContext) -> _Out:
         if path in ("-", "/dev/stdin"):
             out += stdin
             continue
+        if normpath(path) in ctx.proc:
+            out += ctx.proc[normpath(path)]()
+            continue
         try:
             out += ctx.fs.read(path)
         except FSError as e:
@@ -1241,9 +1250,25 @@ def _hostname(argv: list[str], stdin: bytes, ctx: ShellContext) -> _Out:
     return 0, (name + "\n").encode(), b""
 
 
-def _strftime(fmt: str, when: float) -> str:
-    """strftime in UTC, plus %s (epoch seconds) and %N (nanoseconds) as GNU/busybox date has them."""
-    tm = time.gmtime(when)
+def _zone(ctx: ShellContext) -> str:
+    """The local time zone, as libc finds it: $TZ, else the system's zone (here /etc/timezone), else UTC."""
+    name = ctx.env.get("TZ", "").lstrip(":")
+    if not name:
+        try:
+            name = ctx.fs.read("/etc/timezone").decode().strip()
+        except (FSError, UnicodeDecodeError):
+            name = ""
+    return name or "UTC"
+
+
+def _strftime(fmt: str, when: float, zone: str = "UTC") -> str:
+    """strftime in ``zone`` (UTC by default), plus %s (epoch seconds) and %N (nanoseconds) as GNU/busybox
+    date has them. An unknown zone is UTC, as glibc treats it."""
+    try:
+        tz = UTC if zone in ("UTC", "UTC0", "") else ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        tz = UTC
+    dt = datetime.fromtimestamp(when, tz)
     nanos = f"{int(round(when % 1 * 1e9)) % 1_000_000_000:09d}"
 
     def conv(m: re.Match) -> str:
@@ -1255,31 +1280,36 @@ def _strftime(fmt: str, when: float) -> str:
         if code == "N":
             return nanos
         if code == "Z":
-            return "UTC"
+            return dt.tzname() or "UTC"
         if code == "z":
-            return "+0000"
-        return time.strftime("%" + code, tm)
+            return dt.strftime("%z") or "+0000"
+        if code == "e":
+            return f"{dt.day:2d}"
+        return dt.strftime("%" + code)
 
     return re.sub(r"%([A-Za-z%])", conv, fmt)
 
 
 @_builtin
 def _date(argv: list[str], stdin: bytes, ctx: ShellContext) -> _Out:
-    fmt = "%a %b %e %H:%M:%S UTC %Y"
+    fmt, zone, iso = "%a %b %e %H:%M:%S %Z %Y", _zone(ctx), False
     for arg in argv[1:]:
         if arg.startswith("+"):
             fmt = arg[1:]
         elif arg in ("-u", "--utc"):
-            pass  # the simulated world lives in UTC
+            zone = "UTC"
         elif arg == "-R":
-            fmt = "%a, %d %b %Y %H:%M:%S +0000"
+            fmt = "%a, %d %b %Y %H:%M:%S %z"
         elif arg.startswith("-I"):
             spec = arg[2:].lstrip("=") or "date"
-            fmts = {"date": "%Y-%m-%d", "hours": "%Y-%m-%dT%H+00:00", "minutes": "%Y-%m-%dT%H:%M+00:00"}
-            fmt = fmts.get(spec, "%Y-%m-%dT%H:%M:%S+00:00")
+            fmts = {"date": "%Y-%m-%d", "hours": "%Y-%m-%dT%H%z", "minutes": "%Y-%m-%dT%H:%M%z"}
+            fmt, iso = fmts.get(spec, "%Y-%m-%dT%H:%M:%S%z"), spec != "date"
         else:
             return 1, b"", f"date: invalid date '{arg}'\n".encode()
-    return 0, (_strftime(fmt, ctx.clock()) + "\n").encode(), b""
+    text = _strftime(fmt, ctx.clock(), zone)
+    if iso:  # -I writes the offset as +09:00
+        text = text[:-2] + ":" + text[-2:]
+    return 0, (text + "\n").encode(), b""
 
 
 def _mode_string(mode: int, is_dir: bool) -> str:
@@ -1314,7 +1344,7 @@ def _stat(argv: list[str], stdin: bytes, ctx: ShellContext) -> _Out:
             err.append(f"stat: can't stat '{p}': {e}")
             continue
         is_dir = ctx.fs.isdir(p)
-        human = _strftime("%Y-%m-%d %H:%M:%S.%N +0000", st.mtime)
+        human = _strftime("%Y-%m-%d %H:%M:%S.%N %z", st.mtime, _zone(ctx))
         kind = "directory" if is_dir else ("regular empty file" if not st.data else "regular file")
         codes = {
             "Y": str(int(st.mtime)),
@@ -1725,7 +1755,7 @@ def _ls(argv: list[str], stdin: bytes, ctx: ShellContext) -> _Out:
         if "l" not in flags:
             return name
         st, is_dir = fs.stat(path), fs.isdir(path)
-        stamp = _strftime("%b %e %H:%M", st.mtime)
+        stamp = _strftime("%b %e %H:%M", st.mtime, _zone(ctx))
         return f"{_mode_string(st.mode, is_dir)} {1:>4} root     root     {len(st.data):>9} {stamp} {name}"
 
     paths = paths or ["/"]
