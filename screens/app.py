@@ -222,7 +222,10 @@ class WizardApp(App):
         s = self.session
         lst = self.query_one(StageList)
         for i in range(s.stage_count):
-            note = "(overridden)" if s.overridden(i) else ""
+            note = f"overridden ({len(s.overridden(i))})" if len(s.overridden(i)) > 1 else \
+                "overridden" if s.overridden(i) else ""
+            if s.status(i) == "paused":
+                note = "paused — Apply resumes"
             lst.set_state(i, s.status(i), note=note, viewable=s.viewable(i))
         lst.highlighted = self.viewing
 

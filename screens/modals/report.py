@@ -27,8 +27,8 @@ def report_text(session: Session) -> Text:
     if session.overrides:
         text.append("\n")
         for o in session.overrides:
-            text.append(f" ⚠ {o.stage}: {session.mask(o.check)} — {session.mask(o.cause)} (typed {o.typed!r})\n",
-                        "magenta")
+            text.append(f" ⚠ {o.stage}: {session.mask(o.check)} — {session.mask(o.cause)} (typed {o.typed!r} "
+                        f"by {session.mask(o.by)})\n", "magenta")
     else:
         text.append("none — every gating check passed\n", "green")
     return text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from helpers import mutating_requests, sandbox_state
@@ -105,13 +106,13 @@ async def test_next_is_disabled_while_a_check_fails_and_an_override_is_typed_and
         assert isinstance(app.screen, OverrideScreen)
         await pilot.press(*"yes", "enter")
         await pilot.pause(0.1)
-        assert isinstance(app.screen, OverrideScreen) and "type credentials exactly" in screen_text(app)
+        assert isinstance(app.screen, OverrideScreen) and "type credentials (or Credentials) exactly" in screen_text(app)
         app.screen.query_one("Input").value = ""
         await pilot.press(*"credentials", "enter")
         await settle(pilot)
         assert [o.check for o in s.overrides] == ["token accepted by Gitea"]
         assert s.can_advance() and not nxt.disabled
-        assert "(overridden)" in screen_text(app)
+        assert "overridden: token accepted by Gitea" in screen_text(app)
         await pilot.press("n")
         await settle(pilot)
         assert s.current == 2
@@ -123,6 +124,51 @@ async def test_next_is_disabled_while_a_check_fails_and_an_override_is_typed_and
     report = json.loads(s.render_report("json"))
     assert report["overrides"][0]["stage"] == "credentials"
     assert "not-the-token" not in json.dumps(journal)
+
+
+async def test_an_override_passes_over_a_failed_check_never_over_unapplied_changes(
+        wizard, settle, screen_text, tmp_path):
+    app, sb = wizard()
+    (tmp_path / "k8s").mkdir()
+    (tmp_path / "k8s" / "app.yaml").write_text("spec: [\n")  # a later stage's precheck fails on it
+    s = app.session
+    s.ctx.plan = dataclasses.replace(s.ctx.plan, manifests=(str(tmp_path / "k8s"),))
+    async with app.run_test(size=(120, 36)) as pilot:
+        await drive(pilot, settle, until="secrets")
+        i = s.current
+        st = s.states[i]
+        assert st.changes
+        await pilot.press("a")
+        await settle(pilot)
+        assert st.error is not None and st.error.name == "Workloads: manifest files parse"
+        await pilot.press("o")
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, OverrideScreen)
+        app.screen.query_one("Input").value = "Registry secrets"  # the stage's title is accepted as its key
+        await pilot.press("enter")
+        await settle(pilot)
+        assert [o.check for o in s.overrides] == ["Workloads: manifest files parse"]
+        # the override passed over the check, not over the changes: no Secret exists, Next stays closed
+        assert not [r for r in mutating_requests(sb) if "/secrets" in r]
+        assert st.changes and not st.applied and not s.can_advance()
+        await pilot.press("n")
+        await settle(pilot)
+        assert s.current == i and not st.done
+        text = screen_text(app)
+        assert "overridden: Workloads: manifest files parse" in text
+        assert "✓  3 Registry secrets" not in text and "change(s) to apply first" in text
+        # Apply now writes the Secrets (the overridden precheck is passed over); Next opens; the mark stays
+        await pilot.press("a")
+        await settle(pilot)
+        assert [r for r in mutating_requests(sb) if "/secrets" in r]
+        assert s.can_advance(), s.next_reason()
+        await pilot.press("n")
+        await settle(pilot)
+        assert st.done and s.status(i) == "overridden"
+        text = screen_text(app)
+        assert "⚠  3 Registry secrets" in text and "✓  3 Registry secrets" not in text
+    report = s.render_report("markdown")
+    assert "| secrets | Workloads: manifest files parse |" in report and s.overrides[0].by in report
 
 
 async def test_a_node_that_never_returns_is_shown_failed_and_the_rollout_stops(wizard, settle, screen_text):
@@ -149,7 +195,7 @@ async def test_a_node_that_never_returns_is_shown_failed_and_the_rollout_stops(w
         [1, 1, 0, 0, 0]
 
 
-async def test_pause_finishes_the_current_node_then_stops_and_apply_continues(wizard, settle):
+async def test_pause_finishes_the_current_node_then_stops_and_apply_continues(wizard, settle, screen_text):
     app, sb = wizard(restart_seconds=(1.0, 1.0))
     async with app.run_test(size=(120, 36)) as pilot:
         await drive(pilot, settle, until="restart")
@@ -165,10 +211,14 @@ async def test_pause_finishes_the_current_node_then_stops_and_apply_continues(wi
         await pilot.press("p")
         await settle(pilot, pods=False)
         st = s.states[s.current]
-        assert st.paused and "paused by the operator" in st.error.cause
         done = [n for n, c in restarts(sb).items() if c]
         assert done == ["dellmini1"]
+        # paused is its own state, not a failure: no ✗, no failed check, the line says what is left
+        assert st.paused and st.error is None and s.status(s.current) == "paused"
         assert not s.can_advance()
+        text = screen_text(app)
+        assert "paused after dellmini1; 4 nodes left — Apply resumes" in text
+        assert "✗  7 Rolling restart" not in text and "‖  7 Rolling restart" in text and "✗1" not in text
         assert [c.target.split(":")[0] for c in st.changes] == ["node dellmini3", "node dellmini5", "node dellmini2",
                                                                "node lenovomini"]
         await pilot.press("a")  # continue with the rest
