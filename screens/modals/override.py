@@ -15,11 +15,13 @@ from textual.widgets import Button, Input, Label, Static
 from wizard.session import confirms
 from wizard.stages.base import Check
 
+from .help import HELP_KEYS
+
 
 class OverrideScreen(ModalScreen[tuple[Check, str] | None]):
     """Dismisses with (check, typed words), or None when cancelled."""
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+    BINDINGS = [Binding("escape", "cancel", "Cancel")] + HELP_KEYS
 
     def __init__(self, stage_title: str, stage_key: str, check: Check, shown, blink: bool = True):
         super().__init__()

@@ -8,8 +8,11 @@ import json
 from helpers import mutating_requests, sandbox_state
 from textual.widgets import Button, DataTable
 
+from screens.app import INTERRUPTED, finish
 from screens.modals.authflow import AuthFlowScreen
+from screens.modals.help import HelpScreen
 from screens.modals.override import OverrideScreen
+from screens.modals.quit import QuitScreen
 from screens.modals.report import ReportScreen
 from screens.modals.resume import ResumeScreen
 from screens.widgets.rollout import RolloutView
@@ -225,6 +228,72 @@ async def test_pause_finishes_the_current_node_then_stops_and_apply_continues(wi
         await settle(pilot)
         assert s.can_advance(), s.next_reason()
     assert set(restarts(sb).values()) == {1}
+
+
+async def test_quit_while_applying_asks_says_what_finishes_first_and_how_to_resume(wizard, settle, screen_text,
+                                                                                   capsys):
+    app, sb = wizard(restart_seconds=(1.0, 1.0), app_kw={"resume_command": "ghcr2gitea demo --dir sb"})
+    async with app.run_test(size=(120, 36)) as pilot:
+        await drive(pilot, settle, until="restart")
+        s = app.session
+        await pilot.press("a")
+        for _ in range(1000):
+            await pilot.pause(0.02)
+            if s.node_phases.get("dellmini1") and s.node_phases["dellmini1"].phase in ("restarting", "waiting"):
+                break
+        else:
+            raise AssertionError("dellmini1 never started restarting")
+        await pilot.press("q")
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, QuitScreen), "q while applying must ask first"
+        text = screen_text(app)
+        assert "Rolling restart is being applied" in text and "dellmini1 is restarting now" in text
+        await pilot.press("n")  # stay: nothing happens
+        await pilot.pause(0.1)
+        assert not isinstance(app.screen, QuitScreen) and app.return_code is None
+        await pilot.press("q")
+        await pilot.pause(0.2)
+        await pilot.press("y")
+        for _ in range(1500):
+            if app.return_code is not None:
+                break
+            await pilot.pause(0.02)
+    assert app.return_code == INTERRUPTED
+    assert finish(app) == INTERRUPTED
+    err = capsys.readouterr().err
+    assert "quit while applying Rolling restart" in err and "to resume, run `ghcr2gitea demo --dir sb` again" in err
+    assert len(err.strip().splitlines()) == 1
+    assert sum(restarts(sb).values()) < 5  # it stopped: the last nodes were never touched
+
+
+async def test_help_lists_the_keys_of_the_screen_and_escape_closes_it(wizard, settle, screen_text):
+    app, sb = wizard()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        for key in ("question_mark", "f1"):
+            await pilot.press(key)
+            await pilot.pause(0.2)
+            assert isinstance(app.screen, HelpScreen), key
+            text = screen_text(app)
+            for b in app.BINDINGS:  # every binding of the wizard, with its name
+                assert app.ACTIONS_HELP[b.action][0] in text, b.action
+            assert "Re-check" in text and "Override a failed check" in text and "Pass over a failed" in text
+            await pilot.press("escape")
+            await pilot.pause(0.1)
+            assert app.screen is app.screen_stack[0]
+        # over a dialog: the dialog's own keys; Escape closes the help, then the dialog
+        app.action_report()
+        await pilot.pause(0.2)
+        await pilot.press("question_mark")
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, HelpScreen)
+        assert "Export JSON + Markdown" in screen_text(app)
+        await pilot.press("escape")
+        await pilot.pause(0.1)
+        assert isinstance(app.screen, ReportScreen)
+        await pilot.press("escape")
+        await pilot.pause(0.1)
+        assert app.screen is app.screen_stack[0]
 
 
 async def test_abort_stops_at_the_next_safe_point_and_apply_continues(wizard, settle):
