@@ -509,6 +509,9 @@ class WizardApp(App):
                 return (f"{names} is restarting now: its k3s comes back on its own; the wizard stops waiting for "
                         f"its proofs, removes its restart pod and releases the cluster lock, then quits. The nodes "
                         f"not restarted yet are left as they are.")
+            return ("no node is restarting this moment: the rollout stops before the next node, the wizard "
+                    "removes its pods and releases the cluster lock, then quits. The nodes not restarted yet are "
+                    "left as they are.")
         return ("the change being written now is finished, the wizard stops at the next safe point, removes its "
                 "pods and releases the cluster lock, then quits.")
 
