@@ -80,6 +80,9 @@ class WizardApp(App):
         Binding("question_mark", "help", "Help"),
         Binding("f1", "help", "Help", show=False),
         Binding("q", "quit", "Quit"),
+        # a binding that is shown disabled does not run: these, tried next for the same key, say why
+        *(Binding(k, f"why_not('{action}')", show=False) for k, action in
+          (("a", "apply"), ("n", "next"), ("o", "override"), ("t", "adopt"), ("p", "pause"), ("x", "abort"))),
     ]
     ACTIONS_HELP = {  # command palette: every action, with what it does
         "apply": ("Apply", "Apply the current stage's planned changes"),
@@ -387,6 +390,8 @@ class WizardApp(App):
             if s.audit or not current:
                 return False
             return True if _conflict(st) is not None and not st.busy else None
+        if action == "why_not":
+            return True
         if action in ("pause", "abort"):
             return st.busy == "applying" and (action == "abort" or st.key == "restart") and not s.audit
         if action == "recheck":
@@ -394,6 +399,20 @@ class WizardApp(App):
         if action == "auth_flow":
             return bool(flow_checks(st.checks or []))
         return True
+
+    def action_why_not(self, action: str) -> None:
+        """The key of an action that is closed now: say why (the action's own checks notify the reason)."""
+        s = self.session
+        if s is None:
+            self.notify("no migration plan: open the wizard with --plan FILE", severity="warning")
+        elif s.audit:
+            self.notify("audit mode is read-only: there is no " + action.title(), severity="warning")
+        elif action in ("pause", "abort"):
+            st = s.states[self.viewing]
+            self.notify("nothing is being applied" if st.busy != "applying" else
+                        "Pause is for the rolling restart: x aborts", severity="warning")
+        else:
+            getattr(self, f"action_{action}")()
 
     def action_apply(self) -> None:
         s = self.session
@@ -404,8 +423,15 @@ class WizardApp(App):
         if i != s.current or s.states[i].done:
             self.notify("only the current stage can be applied", severity="warning")
             return
-        if self._busy() or not s.states[i].changes:
-            self.bell()
+        st = s.states[i]
+        if self._busy():
+            self.notify(self._busy_line(), severity="warning")
+            return
+        if not st.changes:  # say why, instead of nothing
+            what = "not planned yet: press v to re-check" if st.changes is None else \
+                "nothing to apply: the cluster already matches the plan for this stage"
+            gate = "Next is open" if s.can_advance(i) else s.next_reason(i)
+            self.notify(self.shown(f"{what} — {gate}"), severity="warning")
             return
         if s.states[i].key == "restart":
             self.query_one(RolloutView).reset()
@@ -419,6 +445,7 @@ class WizardApp(App):
             return
         if self.viewing != s.current:
             self._view(s.current)
+            self.notify(f"back to the current stage: {self.titles[s.current]}")
             return
         if not s.can_advance(self.viewing):
             reason = s.next_reason(self.viewing)
@@ -426,14 +453,28 @@ class WizardApp(App):
             return
         self._advance()
 
+    def _busy_line(self) -> str:
+        st = next((st for st in self.session.states if st.busy), None)
+        return f"{st.title} is {st.busy}: wait for it" + (" (or x to abort)" if st.busy == "applying" else "") \
+            if st is not None else ""
+
     def action_recheck(self) -> None:
-        if self.session is None or self._busy():
+        if self.session is None:
+            return
+        if self._busy():
+            self.notify(self._busy_line(), severity="warning")
             return
         self._recheck(self.viewing)
 
     def action_override(self) -> None:
         s = self.session
-        if s is None or s.audit or self.viewing != s.current or self._busy():
+        if s is None or s.audit:
+            return
+        if self.viewing != s.current:
+            self.notify(f"only the current stage ({self.titles[s.current]}) can be overridden", severity="warning")
+            return
+        if self._busy():
+            self.notify(self._busy_line(), severity="warning")
             return
         blocking = s.blocking(self.viewing)
         if not blocking:
@@ -557,10 +598,10 @@ class WizardApp(App):
                 rows.append(("Ctrl+Q", "Quit", self.ACTIONS_HELP["quit"][1]))
             title = "this dialog (" + type(screen).__name__.removesuffix("Screen").lower() + ")"
             return title, [("This dialog", rows), ("Everywhere", everywhere)]
-        bound = {b.action for b in self.BINDINGS}
+        bound = {b.action for b in self.BINDINGS} | {"why_not"}
         rows = []
         for b in self.BINDINGS:
-            if b.action == "help":
+            if b.action == "help" or b.action.startswith("why_not"):
                 continue
             name, what = self.ACTIONS_HELP.get(b.action, (b.description, b.description))
             keys = [key_name(self, x.key) for x in self.BINDINGS if x.action == b.action]
