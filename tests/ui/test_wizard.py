@@ -303,6 +303,39 @@ async def test_help_lists_the_keys_of_the_screen_and_escape_closes_it(wizard, se
         assert app.screen is app.screen_stack[0]
 
 
+async def test_the_rollout_row_moves_while_a_node_restarts(wizard, settle, screen_text):
+    from wizard.restart import PROOFS
+    from wizard.stages.base import Progress
+    app, sb = wizard()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await drive(pilot, settle, until="restart")
+        s = app.session
+        view = app.query_one(RolloutView)
+        now = [100.0]
+        view.clock = lambda: now[0]
+        app.query_one("#tabs").active = "tab-rollout"
+        got = {k: i < 2 for i, k in enumerate(PROOFS)}  # restart started, unit restarted
+        s._progress(Progress("restart", "dellmini1: waiting for heartbeat, kubelet Starting event, Ready",
+                             "dellmini1", "waiting", got, 0.0, 4.2))  # as the engine reports it
+        table = app.query_one("#rollout", DataTable)
+        for _ in range(100):
+            await pilot.pause(0.05)
+            if "dellmini1" in table.rows:
+                break
+        assert str(table.get_cell("dellmini1", "elapsed")) == "4.2 s"
+        now[0] += 3  # three seconds without a word from the engine: the row still moves
+        for _ in range(60):
+            await pilot.pause(0.05)
+            if str(table.get_cell("dellmini1", "elapsed")) == "7.2 s":
+                break
+        assert str(table.get_cell("dellmini1", "elapsed")) == "7.2 s"
+        text = screen_text(app)
+        assert "waiting for heartbeat, kubelet Starting event" in text  # the wait reason, on the row
+        assert "✓start ✓unit ·beat" in text  # each proof lights as it is proven
+        # one count of the servers up: the cluster panel and the quorum guard agree while dellmini1 restarts
+        assert text.count("2/3 servers up") == 2, text
+
+
 async def test_abort_stops_at_the_next_safe_point_and_apply_continues(wizard, settle):
     app, sb = wizard(restart_seconds=(1.0, 1.0))
     async with app.run_test(size=(120, 36)) as pilot:
