@@ -28,7 +28,9 @@ from wizard.stages.base import Progress
 from .coalesce import Coalescer
 from .modals.adopt import AdoptScreen
 from .modals.authflow import AuthFlowScreen, flow_checks
+from .modals.help import HelpScreen, key_name
 from .modals.override import OverrideScreen
+from .modals.quit import QuitScreen
 from .modals.report import ReportScreen
 from .modals.resume import ResumeScreen
 from .widgets.checks import ChecksView
@@ -43,6 +45,11 @@ NO_PLAN = ("No migration plan given.\n\n"
            "check its CHANGE-ME values, then open the wizard with it:\n"
            "    ghcr2gitea --plan plan.yaml\n\n"
            "Meanwhile the cluster panel below is live.")
+
+
+# the exit code after quitting while something was being applied: the run was interrupted (as Ctrl-C in the
+# headless apply, docs/usage.md "Exit code"); the same command resumes it
+INTERRUPTED = 130
 
 
 def clock(t: float) -> str:
@@ -70,7 +77,12 @@ class WizardApp(App):
         Binding("e", "export", "Export"),
         Binding("c", "toggle_cluster", "Cluster", show=False),
         Binding("d", "toggle_dark", "Dark/light", show=False),
+        Binding("question_mark", "help", "Help"),
+        Binding("f1", "help", "Help", show=False),
         Binding("q", "quit", "Quit"),
+        # a binding that is shown disabled does not run: these, tried next for the same key, say why
+        *(Binding(k, f"why_not('{action}')", show=False) for k, action in
+          (("a", "apply"), ("n", "next"), ("o", "override"), ("t", "adopt"), ("p", "pause"), ("x", "abort"))),
     ]
     ACTIONS_HELP = {  # command palette: every action, with what it does
         "apply": ("Apply", "Apply the current stage's planned changes"),
@@ -87,14 +99,19 @@ class WizardApp(App):
         "report": ("Report", "Show the report of every stage and the overrides"),
         "toggle_cluster": ("Cluster panel", "Show or hide the live cluster panel"),
         "toggle_dark": ("Dark/light theme", "Switch between the dark and the light theme"),
-        "quit": ("Quit", "Leave the wizard (a running apply is aborted at the next safe point)"),
+        "help": ("Help", "List every key of this screen and what it does (Esc closes it, and every dialog)"),
+        "quit": ("Quit", "Leave the wizard; while something is applied it asks first, says what finishes first, "
+                 "and prints how to resume"),
     }
 
     def __init__(self, session: Session | None, *, api_factory: Callable | None = None, subtitle: str = "",
                  export_dir: str | Path | None = None, shown: Callable[[str], str] | None = None,
                  blink: bool = True, resume: bool = True, log_clock: Callable[[float], str] = clock,
-                 problem: str = ""):
+                 problem: str = "", resume_command: str = ""):
         super().__init__()
+        self.resume_command = resume_command  # what to run again to resume (printed after quitting mid-apply)
+        self.exit_note = ""  # one line the CLI prints after the screen is gone
+        self._quitting = False
         self.session = session
         self.audit = bool(session and session.audit)
         self.api_factory = api_factory
@@ -222,7 +239,10 @@ class WizardApp(App):
         s = self.session
         lst = self.query_one(StageList)
         for i in range(s.stage_count):
-            note = "(overridden)" if s.overridden(i) else ""
+            note = f"overridden ({len(s.overridden(i))})" if len(s.overridden(i)) > 1 else \
+                "overridden" if s.overridden(i) else ""
+            if s.status(i) == "paused":
+                note = "paused — Apply resumes"
             lst.set_state(i, s.status(i), note=note, viewable=s.viewable(i))
         lst.highlighted = self.viewing
 
@@ -347,7 +367,7 @@ class WizardApp(App):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """False hides a binding (not applicable here), None shows it disabled (not yet)."""
         if self.screen is not self.screen_stack[0]:
-            return action in ("quit", "toggle_dark", "export")  # a modal is open: its own keys lead
+            return action in ("quit", "toggle_dark", "export", "help")  # a modal is open: its own keys lead
         s = self.session
         if s is None:
             return action not in ("apply", "next", "override", "adopt", "pause", "abort", "recheck", "auth_flow", "export",
@@ -370,6 +390,8 @@ class WizardApp(App):
             if s.audit or not current:
                 return False
             return True if _conflict(st) is not None and not st.busy else None
+        if action == "why_not":
+            return True
         if action in ("pause", "abort"):
             return st.busy == "applying" and (action == "abort" or st.key == "restart") and not s.audit
         if action == "recheck":
@@ -377,6 +399,20 @@ class WizardApp(App):
         if action == "auth_flow":
             return bool(flow_checks(st.checks or []))
         return True
+
+    def action_why_not(self, action: str) -> None:
+        """The key of an action that is closed now: say why (the action's own checks notify the reason)."""
+        s = self.session
+        if s is None:
+            self.notify("no migration plan: open the wizard with --plan FILE", severity="warning")
+        elif s.audit:
+            self.notify("audit mode is read-only: there is no " + action.title(), severity="warning")
+        elif action in ("pause", "abort"):
+            st = s.states[self.viewing]
+            self.notify("nothing is being applied" if st.busy != "applying" else
+                        "Pause is for the rolling restart: x aborts", severity="warning")
+        else:
+            getattr(self, f"action_{action}")()
 
     def action_apply(self) -> None:
         s = self.session
@@ -387,8 +423,15 @@ class WizardApp(App):
         if i != s.current or s.states[i].done:
             self.notify("only the current stage can be applied", severity="warning")
             return
-        if self._busy() or not s.states[i].changes:
-            self.bell()
+        st = s.states[i]
+        if self._busy():
+            self.notify(self._busy_line(), severity="warning")
+            return
+        if not st.changes:  # say why, instead of nothing
+            what = "not planned yet: press v to re-check" if st.changes is None else \
+                "nothing to apply: the cluster already matches the plan for this stage"
+            gate = "Next is open" if s.can_advance(i) else s.next_reason(i)
+            self.notify(self.shown(f"{what} — {gate}"), severity="warning")
             return
         if s.states[i].key == "restart":
             self.query_one(RolloutView).reset()
@@ -402,6 +445,7 @@ class WizardApp(App):
             return
         if self.viewing != s.current:
             self._view(s.current)
+            self.notify(f"back to the current stage: {self.titles[s.current]}")
             return
         if not s.can_advance(self.viewing):
             reason = s.next_reason(self.viewing)
@@ -409,14 +453,28 @@ class WizardApp(App):
             return
         self._advance()
 
+    def _busy_line(self) -> str:
+        st = next((st for st in self.session.states if st.busy), None)
+        return f"{st.title} is {st.busy}: wait for it" + (" (or x to abort)" if st.busy == "applying" else "") \
+            if st is not None else ""
+
     def action_recheck(self) -> None:
-        if self.session is None or self._busy():
+        if self.session is None:
+            return
+        if self._busy():
+            self.notify(self._busy_line(), severity="warning")
             return
         self._recheck(self.viewing)
 
     def action_override(self) -> None:
         s = self.session
-        if s is None or s.audit or self.viewing != s.current or self._busy():
+        if s is None or s.audit:
+            return
+        if self.viewing != s.current:
+            self.notify(f"only the current stage ({self.titles[s.current]}) can be overridden", severity="warning")
+            return
+        if self._busy():
+            self.notify(self._busy_line(), severity="warning")
             return
         blocking = s.blocking(self.viewing)
         if not blocking:
@@ -462,6 +520,100 @@ class WizardApp(App):
             self.session.abort()
             self._log("abort requested: stopping at the next safe point")
             self.notify("aborting…", severity="warning")
+
+    async def action_quit(self) -> None:
+        """Quit; while something is being applied, ask first and say what finishes before the wizard leaves."""
+        if isinstance(self.screen, QuitScreen):
+            return
+        if self._quitting:
+            self.notify("already quitting: waiting for the apply to stop at a safe point", severity="warning")
+            return
+        s = self.session
+        applying = next((st for st in s.states if st.busy == "applying"), None) if s is not None else None
+        if applying is None:
+            self.exit()
+            return
+        first = self._finishes_first(applying)
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self._quit_mid_apply(applying.title)
+        self.push_screen(QuitScreen(applying.title, first), answer)
+
+    def _finishes_first(self, st) -> str:
+        """What the wizard lets finish before it leaves, in the operator's words."""
+        s = self.session
+        if st.key == "restart":
+            moving = [n for n, p in s.node_phases.items() if p.phase in ("restarting", "waiting")]
+            if moving:
+                names = ", ".join(moving)
+                return (f"{names} is restarting now: its k3s comes back on its own; the wizard stops waiting for "
+                        f"its proofs, removes its restart pod and releases the cluster lock, then quits. The nodes "
+                        f"not restarted yet are left as they are.")
+            return ("no node is restarting this moment: the rollout stops before the next node, the wizard "
+                    "removes its pods and releases the cluster lock, then quits. The nodes not restarted yet are "
+                    "left as they are.")
+        return ("the change being written now is finished, the wizard stops at the next safe point, removes its "
+                "pods and releases the cluster lock, then quits.")
+
+    def _quit_mid_apply(self, title: str) -> None:
+        self._quitting = True
+        self.session.abort()
+        self._log(f"quit asked while applying {title}: stopping at the next safe point")
+        self.notify(f"quitting: {title} stops at the next safe point…", severity="warning", timeout=30)
+        again = f"run `{self.resume_command}` again" if self.resume_command else "run the same command again"
+        self.exit_note = (f"ghcr2gitea: quit while applying {title}; nothing is lost — to resume, {again}: it "
+                          "offers to continue where the cluster is")
+        self._leave_when_stopped()
+
+    @work(thread=True, group="quit", exit_on_error=False)
+    def _leave_when_stopped(self) -> None:
+        # the screen stays up (and says so) while the engine unwinds: a restarting node can take a while
+        deadline = time.monotonic() + 120
+        while self._busy() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.call_from_thread(self.exit, None, INTERRUPTED)
+
+    def action_help(self) -> None:
+        if isinstance(self.screen, HelpScreen):
+            self.screen.dismiss(None)
+            return
+        self.push_screen(HelpScreen(*self._help_for(self.screen)))
+
+    def _help_for(self, screen: Screen) -> tuple[str, list[tuple[str, str, list]]]:
+        """(title, groups of (key, name, what it does)) for the screen the operator looks at."""
+        everywhere = [("?, F1", "Help", self.ACTIONS_HELP["help"][1]),
+                      ("Ctrl+P", "Command palette", "Every action by name, with what it does"),
+                      ("Esc", "Close", "Close this help, and any dialog"),
+                      ("Tab", "Focus", "Move between the stage list, the tabs, the tables and the buttons"),
+                      ("↑ ↓ PgUp PgDn", "Scroll", "Move in lists and tables; scroll text")]
+        if screen is not self.screen_stack[0]:
+            rows = []
+            for b in screen.BINDINGS:
+                if not isinstance(b, Binding) or b.action == "app.help":
+                    continue
+                what = self.ACTIONS_HELP.get(b.action.removeprefix("app."), ("", ""))[1]
+                rows.append((key_name(self, b.key), b.description, what))
+            if not any(b.action.endswith("quit") and b.key == "q" for b in screen.BINDINGS if isinstance(b, Binding)):
+                rows.append(("Ctrl+Q", "Quit", self.ACTIONS_HELP["quit"][1]))
+            title = "this dialog (" + type(screen).__name__.removesuffix("Screen").lower() + ")"
+            return title, [("This dialog", rows), ("Everywhere", everywhere)]
+        bound = {b.action for b in self.BINDINGS} | {"why_not"}
+        rows = []
+        for b in self.BINDINGS:
+            if b.action == "help" or b.action.startswith("why_not"):
+                continue
+            name, what = self.ACTIONS_HELP.get(b.action, (b.description, b.description))
+            keys = [key_name(self, x.key) for x in self.BINDINGS if x.action == b.action]
+            if rows and rows[-1][1] == name:
+                continue
+            rows.append((", ".join(keys), name, what))
+        palette = [("Ctrl+P", name, what) for action, (name, what) in self.ACTIONS_HELP.items()
+                   if action not in bound]
+        groups = [("The wizard", rows), ("Everywhere", everywhere)]
+        if palette:
+            groups.insert(1, ("From the command palette only", palette))
+        return ("the audit" if self.audit else "the wizard"), groups
 
     def action_auth_flow(self) -> None:
         if self.session is None:
@@ -563,9 +715,25 @@ def run_wizard(args, *, audit: bool = False) -> int:
         print(f"ghcr2gitea: {e}", file=sys.stderr)
         return 2
     where = context or "current context"
-    WizardApp(session, api_factory=factory, subtitle=f"{'audit of' if audit else 'migrating'} {where}",
-              problem="" if plan_path else NO_PLAN).run()
-    return 0
+    app = WizardApp(session, api_factory=factory, subtitle=f"{'audit of' if audit else 'migrating'} {where}",
+                    problem="" if plan_path else NO_PLAN, resume_command=_command_line())
+    app.run()
+    return finish(app)
+
+
+def finish(app: WizardApp) -> int:
+    """After the screen is gone: print the app's closing line (how to resume), return its exit code."""
+    import sys
+    if app.exit_note:
+        print(app.exit_note, file=sys.stderr)
+    return app.return_code or 0
+
+
+def _command_line() -> str:
+    """The command as typed, to run again (no secret is ever an argument: the token comes from a file or env)."""
+    import shlex
+    import sys
+    return " ".join(["ghcr2gitea", *map(shlex.quote, sys.argv[1:])])
 
 
 def _conflict(st):

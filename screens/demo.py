@@ -9,7 +9,7 @@ from pathlib import Path
 from wizard.credentials import Secret
 from wizard.session import Session
 
-from .app import WizardApp, _api_factory
+from .app import WizardApp, _api_factory, _command_line, finish
 
 __all__ = ["WizardApp", "demo_app", "run_demo"]
 
@@ -40,9 +40,12 @@ def run_demo(directory: str | None, opts) -> int:
     os.environ["XDG_STATE_HOME"] = str(Path(directory) / "state")
     sb = Sandbox(Path(directory), opts).start()
     try:
-        demo_app(sb).run()
+        app = demo_app(sb, resume_command="" if tmp else _command_line())
+        app.run()
     finally:
         sb.stop()
         if tmp:
             tmp.cleanup()
-    return 0
+    if tmp and app.exit_note:  # its sandbox is gone with its folder: say how to keep one
+        app.exit_note += " (this demo's folder was temporary: `ghcr2gitea demo --dir DIR` keeps one)"
+    return finish(app)

@@ -119,8 +119,43 @@ def add_adopt_option(p: argparse.ArgumentParser) -> None:
                         "from then on; recorded in the journal); cluster-scoped kinds: KIND/NAME (repeatable)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """No abbreviated options, and an unknown option is named before any missing required one
+    (argparse said `required: --plan` for a mistyped `--plna`)."""
+
+    def __init__(self, *args, **kw):
+        kw.setdefault("allow_abbrev", False)
+        kw.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kw)
+
+    def parse_known_args(self, args=None, namespace=None):
+        args = list(sys.argv[1:] if args is None else args)
+        subs = next((a.choices for a in self._actions if isinstance(a, argparse._SubParsersAction)), {})
+        for tok in args:
+            if tok == "--" or tok in subs:
+                break  # the rest is the subcommand's to judge
+            if tok.startswith("--") and tok.split("=", 1)[0] not in self._option_string_actions:
+                self.error(f"unrecognized argument: {tok}")
+        return super().parse_known_args(args, namespace)
+
+
+# each subcommand's help ends with its exit codes (docs/usage.md has the tables)
+EXIT_CODES = {
+    "plan": "0 nothing to change, 3 changes pending, 2 error, 130 interrupted",
+    "apply": "0 applied and every check passes, 1 a stage or precheck failed, 2 could not start or go on, "
+             "130 interrupted",
+    "audit": "0 no check failed, 1 findings, 2 could not check; on a terminal (or --tui) it opens the read-only "
+             "wizard: 130 when quit while it ran",
+    "init": "0 written, 2 error",
+    "rewrite": "0 nothing to change (or --write wrote it), 3 changes pending, 2 error",
+    "export": "0 written, 2 error",
+    "demo": "0 quit, 130 quit while something was applied (the line printed says how to resume), "
+            "non-zero for a bad option",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ghcr2gitea", description="Migrate a K3s cluster from GHCR to Gitea's "
+    parser = _Parser(prog="ghcr2gitea", description="Migrate a K3s cluster from GHCR to Gitea's "
                                      "container registry, proving every step.")
     # no COMMAND: the wizard (TUI) on the current kubeconfig context
     parser.add_argument("--plan", dest="tui_plan", metavar="FILE", help="the migration plan (make one with "
@@ -173,6 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="open the wizard on an embedded sandbox")
     add_sandbox_options(p)
     p.add_argument("--dir", help="sandbox folder (default: a temporary one)")
+    for name, sub_parser in sub.choices.items():
+        helps = {a.dest: a.help for a in sub._choices_actions}
+        sub_parser.description = (helps.get(name) or "").rstrip(".") + "." if helps.get(name) else None
+        if name in EXIT_CODES:
+            sub_parser.epilog = f"exit codes: {EXIT_CODES[name]}"
+    parser.epilog = ("without a COMMAND: the wizard (exit 0 quit, 130 quit while something was applied — the line "
+                     "printed says how to resume, 2 error)")
     return parser
 
 

@@ -26,6 +26,8 @@ from .stages.base import FAIL, PASS, SKIP, WARN, Change, Check, Context, Progres
 
 # what the stage list shows for each stage
 DONE, CURRENT, FAILED, PENDING, LOCKED = "done", "current", "failed", "pending", "locked"
+OVERRIDDEN = "overridden"  # done, with a failed check passed over by the operator: never shown as ✓
+PAUSED = "paused"  # the rollout stopped between nodes when asked; Apply resumes it
 SKIPPED = "skipped"  # audit: every check of the stage was skipped (it needs probe pods)
 
 
@@ -65,6 +67,7 @@ class StageState:
     applied: bool = False
     done: bool = False
     paused: bool = False
+    paused_left: list[str] = field(default_factory=list)  # nodes a paused rollout has not restarted yet
     busy: str = ""  # inspecting | planning | applying | verifying
     observed: dict | None = field(default=None, repr=False)  # inspect()'s result, for plan()
 
@@ -151,6 +154,7 @@ class Session:
         self.written: set[str] = set()  # nodes whose registries.yaml this run wrote
         self.rollout = None  # the RollingRestart running now
         self.node_phases: dict[str, Progress] = {}  # the last per-node event of the rollout
+        self.last_proven = ""  # the node the rollout proved last (for "paused after …")
         self._abort = threading.Event()
         self._pause = False
         self._busy = threading.Lock()
@@ -206,8 +210,10 @@ class Session:
                 return SKIPPED  # only advice (e.g. node_tls: skip_verify) beside checks that could not run
             return {PASS: DONE, WARN: DONE, SKIP: SKIPPED, FAIL: FAILED}.get(status, PENDING)
         if st.done:
-            return DONE
+            return OVERRIDDEN if self.overridden(i) else DONE
         if i == self.current:
+            if st.paused and not st.busy:
+                return PAUSED
             return FAILED if self.blocking(i) and (st.checks is not None or st.error is not None) else CURRENT
         if i == self.current + 1:
             return PENDING
@@ -233,8 +239,8 @@ class Session:
             return False
         if st.checks is None and st.error is None:
             return False
-        if st.changes and not st.applied and not self.overridden(i):
-            return False
+        if st.changes and not st.applied:
+            return False  # an override passes over a failed check, never over changes not applied
         return not self.blocking(i)
 
     def next_reason(self, i: int | None = None) -> str:
@@ -247,9 +253,13 @@ class Session:
             return "done"
         if st.busy:
             return f"{st.busy}…"
+        if st.paused:
+            return self.paused_line(i)
         if st.error is not None and st.error in self.blocking(i):
             return f"failed: {st.error.name} (fix it, then Apply again — or override)"
-        if st.changes and not st.applied and not self.overridden(i):
+        if st.changes and not st.applied:
+            if self.overridden(i):  # an override passes over the check, never over the changes
+                return f"{len(st.changes)} change(s) to apply first: an override skips a check, not changes"
             return f"{len(st.changes)} change(s) to apply first"
         if st.checks is None and st.error is None:
             return "not checked yet"
@@ -257,6 +267,15 @@ class Session:
         if blocking:
             return f"{len(blocking)} gating check(s) fail: {blocking[0].name}"
         return ""
+
+    def paused_line(self, i: int | None = None) -> str:
+        """'paused after dellmini3; 2 nodes left — Apply resumes' for a paused rollout ('' otherwise)."""
+        st = self.states[self.current if i is None else i]
+        if not st.paused:
+            return ""
+        left = len(st.paused_left) if st.paused_left else len(st.changes or [])
+        after = f"paused after {self.last_proven}" if self.last_proven else "paused"
+        return f"{after}; {left} node{'s' if left != 1 else ''} left — Apply resumes"
 
     def registries_states(self) -> dict[str, str]:
         """Per node: absent / written / needs restart / restarting / loaded (nodes not read yet are left out)."""
@@ -279,6 +298,8 @@ class Session:
             before = self.node_phases.get(p.node)
             self.node_phases[p.node] = p
             if p.phase in ("done", "failed") and (before is None or before.phase != p.phase):
+                if p.phase == "done":
+                    self.last_proven = p.node
                 self.record({"type": "node_proven" if p.phase == "done" else "node_failed", "stage": p.stage,
                              "node": p.node, "proofs": p.proofs, "elapsed": round(p.elapsed or 0, 2),
                              "message": self.mask(p.message)})
@@ -402,7 +423,7 @@ class Session:
             raise ValueError(f"stage {st.title} is not the current stage")
 
         def run(st: StageState):
-            st.error, st.paused = None, False
+            st.error, st.paused, st.paused_left = None, False, []
             self._abort.clear()
             self._pause = False
             try:
@@ -424,10 +445,9 @@ class Session:
             except StageFailed as e:
                 st.error = e.check
             except _Paused as e:
-                st.paused = True
+                st.paused, st.paused_left = True, list(e.nodes)  # its own state: nothing failed
                 st.applied = False
-                st.error = Check("rollout finished", FAIL, f"paused by the operator; not restarted yet: "
-                                 f"{', '.join(e.nodes)}", "press Apply to continue with the remaining nodes")
+                self.record({"type": "stage_paused", "stage": st.key, "left": list(e.nodes)})
             except Aborted:
                 st.error = Check("apply finished", FAIL, "aborted by the operator",
                                  "press Apply to continue: finished work is not repeated")
@@ -446,14 +466,14 @@ class Session:
                              "cause": self.mask(st.error.cause), "fix": st.error.fix})
             return st.error is None
         ok = self._step(i, "applying", run)
+        if st.paused:  # the nodes are fine: show what is left to restart
+            st.observed = None
+            self.inspect_stage(i)
+            self.plan_stage(i)
+            self._changed(i)
+            return False
         if not ok:
             st.observed = None  # what was inspected before is stale now: the next Apply inspects and plans again
-            if st.paused:  # the nodes are fine: show what is left to restart
-                error = st.error
-                self.inspect_stage(i)
-                self.plan_stage(i)
-                st.error = error
-                self._changed(i)
         if ok:
             self.verify_stage(i)
             self.inspect_stage(i)
@@ -473,8 +493,10 @@ class Session:
                 more = f" ({len(bad) - 1} more in this stage)" if len(bad) > 1 else ""
                 raise StageFailed(Check(f"{later.title}: {c.name}", FAIL, c.cause + more, c.fix + " (here: press t to adopt "
                                         "it, typing its name)", c.evidence))
+        passed_over = {o.check for o in self.overridden(i)}  # the operator typed the stage's name for these
         for later in self.states[i:]:
-            bad = [c for c in later.stage.precheck(self.ctx) if c.status == FAIL and c.gating]
+            bad = [c for c in later.stage.precheck(self.ctx) if c.status == FAIL and c.gating
+                   and f"{later.title}: {c.name}" not in passed_over]
             if bad:
                 c = bad[0]
                 raise StageFailed(Check(f"{later.title}: {c.name}", FAIL, c.cause, c.fix, c.evidence))
@@ -514,15 +536,17 @@ class Session:
             self.rollout.stop_requested = True
 
     def override(self, check: Check | str, typed_confirmation: str, i: int | None = None) -> Override:
-        """Pass over a failed gating check: the operator types the stage's key to confirm."""
+        """Pass over a failed gating check: the operator types the stage's key (or its title) to confirm.
+
+        It passes over the check only: the stage's changes still have to be applied before Next opens."""
         i = self.current if i is None else i
         st = self.states[i]
         name = check if isinstance(check, str) else check.name
         failing = {c.name: c for c in st.failing()}
         if name not in failing:
             raise ValueError(f"{name!r} is not a failing gating check of {st.title}")
-        if typed_confirmation.strip().lower() != st.key:
-            raise ValueError(f"type {st.key!r} to override")
+        if not confirms(typed_confirmation, st.key, st.title):
+            raise ValueError(f"type {st.key!r} (or {st.title!r}) to override")
         from .lock import identity
         o = Override(st.key, name, self.mask(failing[name].cause), typed_confirmation.strip(), identity(),
                      time.time())
@@ -725,6 +749,12 @@ class Session:
                 lines.append("None: every gating check passed.")
             text += "\n".join(lines) + "\n"
         return self.mask(text)
+
+
+def confirms(typed: str, key: str, title: str) -> bool:
+    """The typed words name the stage: its key or its title, case and extra blanks aside."""
+    words = " ".join(typed.split()).lower()
+    return bool(words) and words in (key.lower(), " ".join(title.split()).lower())
 
 
 class _Paused(Exception):

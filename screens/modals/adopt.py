@@ -16,11 +16,13 @@ from textual.widgets import Button, Input, Label, Static
 
 from wizard.ownership import Ref
 
+from .help import HELP_KEYS
+
 
 class AdoptScreen(ModalScreen[tuple[Ref, str] | None]):
     """Dismisses with (ref, typed name), or None when cancelled."""
 
-    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+    BINDINGS = [Binding("escape", "cancel", "Cancel")] + HELP_KEYS
 
     def __init__(self, ref: Ref, cause: str, shown, blink: bool = True):
         super().__init__()

@@ -17,6 +17,8 @@ from textual.widgets import Static
 
 from wizard.stages.base import Check
 
+from .help import HELP_KEYS
+
 
 def vantage(check: Check) -> str:
     ev = check.evidence if isinstance(check.evidence, dict) else {}
@@ -87,7 +89,7 @@ def render_flow(check: Check, shown) -> Text:
 
 class AuthFlowScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape", "close", "Close"), Binding("f", "close", "Close", show=False),
-                Binding("q", "close", "Close", show=False)]
+                Binding("q", "close", "Close", show=False)] + HELP_KEYS
 
     def __init__(self, stage_title: str, checks: list[Check], shown):
         super().__init__()

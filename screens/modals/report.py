@@ -11,6 +11,8 @@ from textual.widgets import Static
 
 from wizard.session import Session
 
+from .help import HELP_KEYS
+
 MARK = {"pass": ("✓", "green"), "fail": ("✗", "bold red"), "warn": ("!", "yellow"), "skip": ("-", "dim")}
 
 
@@ -18,6 +20,10 @@ def report_text(session: Session) -> Text:
     text = Text()
     for r, st in zip(session.results(), session.states, strict=True):
         mark, style = MARK.get(r.status, ("?", ""))
+        if not r.checks:  # never checked: no ✓ for what nobody verified
+            mark, style = "·", "dim"
+        elif any(o.stage == st.key for o in session.overrides):
+            mark, style = "⚠", "bold magenta"
         text.append(f" {mark} ", style)
         text.append(f"{st.title:<18}", "bold")
         counts = {s: sum(c.status == s for c in r.checks) for s in ("pass", "fail", "warn", "skip")}
@@ -27,8 +33,8 @@ def report_text(session: Session) -> Text:
     if session.overrides:
         text.append("\n")
         for o in session.overrides:
-            text.append(f" ⚠ {o.stage}: {session.mask(o.check)} — {session.mask(o.cause)} (typed {o.typed!r})\n",
-                        "magenta")
+            text.append(f" ⚠ {o.stage}: {session.mask(o.check)} — {session.mask(o.cause)} (typed {o.typed!r} "
+                        f"by {session.mask(o.by)})\n", "magenta")
     else:
         text.append("none — every gating check passed\n", "green")
     return text
@@ -36,7 +42,7 @@ def report_text(session: Session) -> Text:
 
 class ReportScreen(ModalScreen[None]):
     BINDINGS = [Binding("e", "app.export", "Export JSON + Markdown"), Binding("escape", "close", "Close"),
-                Binding("q", "app.quit", "Quit")]
+                Binding("q", "app.quit", "Quit")] + HELP_KEYS
 
     def __init__(self, session: Session, title: str):
         super().__init__()

@@ -12,12 +12,14 @@ from textual.widgets import Button, Static
 
 from wizard.session import ResumeOffer
 
+from .help import HELP_KEYS
+
 
 class ResumeScreen(ModalScreen[bool]):
     """Dismisses True to resume, False to start over."""
 
     BINDINGS = [Binding("r", "resume", "Resume"), Binding("s", "start_over", "Start over"),
-                Binding("escape", "resume", "Resume", show=False)]
+                Binding("escape", "resume", "Resume", show=False)] + HELP_KEYS
 
     def __init__(self, offer: ResumeOffer, stage_titles: dict[str, str]):
         super().__init__()

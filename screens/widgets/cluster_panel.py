@@ -25,6 +25,15 @@ COLUMNS = (("name", "Node"), ("role", "Role"), ("ready", "Ready"), ("registries"
            ("pods", "Wizard pods"), ("kubelet", "Kubelet"))
 
 
+def servers_up(nodes: dict[str, NodeInfo], restarting: set[str]) -> tuple[int, int, list[str]]:
+    """(up, total, down): a server is down while it is not Ready or the wizard is restarting it.
+
+    The one count of servers up: the cluster panel and the rollout's quorum guard both show it."""
+    servers = [n for n in nodes.values() if n.role == "server"]
+    down = [n.name for n in servers if n.ready != "True" or n.name in restarting]
+    return len(servers) - len(down), len(servers), down
+
+
 class ClusterPanel(Vertical):
     """Nodes (live) and a one-line summary: how many Ready, servers down, wizard pods."""
 
@@ -65,6 +74,7 @@ class ClusterPanel(Vertical):
         self.registries.update(states)
         if changed:
             self._redraw(changed)
+            self._summary()  # a server restarting is a server down
 
     @on(Coalescer.Ready)
     def _coalesced(self, event: Coalescer.Ready) -> None:
@@ -133,13 +143,12 @@ class ClusterPanel(Vertical):
 
     def _summary(self) -> None:
         nodes = list(self.nodes.values())
-        servers = [n for n in nodes if n.role == "server"]
         ready = sum(n.ready == "True" for n in nodes)
-        down = [n.name for n in servers if n.ready != "True"]
+        up, total, down = servers_up(self.nodes, {n for n, s in self.registries.items() if s == "restarting"})
         pods = len(self.pods)
         text = Text()
         text.append(f"{len(nodes)} nodes, {ready} Ready", "bold")
-        text.append(f" · servers {len(servers) - len(down)}/{len(servers)} Ready")
+        text.append(f" · {up}/{total} servers up")
         if down:
             text.append(f" (down: {', '.join(down[:3])}{'…' if len(down) > 3 else ''})", "bold red")
         text.append(f" · wizard pods: {pods}" if pods else " · no wizard pods")

@@ -7,6 +7,8 @@ or the one that failed — what was proven and what was not.
 
 from __future__ import annotations
 
+import time
+
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -17,11 +19,20 @@ from wizard.kube import NodeInfo
 from wizard.restart import PROOFS
 from wizard.stages.base import Progress
 
+from .cluster_panel import servers_up
+
 SHORT = {"restart started": "start", "unit restarted": "unit", "heartbeat": "beat",
          "kubelet Starting event": "event", "Ready": "Ready", "containerd config": "ctrd"}
 PHASE_STYLE = {"queued": "dim", "restarting": "bold cyan", "waiting": "cyan", "done": "bold green",
                "failed": "bold red", "skipped": "yellow"}
 BAR = 10
+MOVING = ("restarting", "waiting")  # a node in these phases ticks: the engine may say nothing for a while
+
+
+def now_text(node: str, message: str) -> str:
+    """What the node waits for now, from its last message: 'waiting for heartbeat, Ready'."""
+    text = message.split("; proven:")[0].removeprefix(node + ": ")
+    return text if len(text) <= 48 else text[:47] + "…"
 
 
 def progress_bar(proofs: dict | None, phase: str) -> Text:
@@ -42,17 +53,16 @@ def proof_ticks(proofs: dict | None, compact: bool = False) -> Text:
 
 def guards_text(runs: dict[str, Progress], nodes: dict[str, NodeInfo]) -> Text:
     """Who is down (restarting or not Ready) and whether the servers keep quorum."""
-    servers = [n for n in nodes.values() if n.role == "server"]
-    restarting = {n for n, p in runs.items() if p.phase in ("restarting", "waiting", "failed")}
-    down = sorted(restarting | {n.name for n in nodes.values() if n.ready != "True"})
-    servers_down = [n.name for n in servers if n.name in down]
-    up = len(servers) - len(servers_down)
-    quorum = up > len(servers) // 2 if servers else True
+    restarting = {n for n, p in runs.items() if p.phase in MOVING}
+    down = sorted(restarting | {n for n, p in runs.items() if p.phase == "failed"}
+                  | {n.name for n in nodes.values() if n.ready != "True"})
+    up, total, _ = servers_up(nodes, restarting)  # the same count as the cluster panel's
+    quorum = up > total // 2 if total else True
     text = Text()
     text.append("down: ", "bold")
     text.append(", ".join(down) if down else "none", "bold yellow" if down else "green")
     text.append(" · quorum: ", "bold")
-    text.append(f"{'ok' if quorum else 'AT RISK'} ({up}/{len(servers)} servers up)", "green" if quorum else "bold red")
+    text.append(f"{'ok' if quorum else 'AT RISK'} ({up}/{total} servers up)", "green" if quorum else "bold red")
     done = sum(p.phase == "done" for p in runs.values())
     text.append(f" · proven {done}/{len(runs)}" if runs else " · not started", "")
     return text
@@ -61,8 +71,10 @@ def guards_text(runs: dict[str, Progress], nodes: dict[str, NodeInfo]) -> Text:
 class RolloutView(Vertical):
     """One row per node of the rollout; coalesced updates arrive through ``update_runs``."""
 
-    def __init__(self, **kw):
+    def __init__(self, clock=time.monotonic, **kw):
         super().__init__(**kw)
+        self.clock = clock  # the tests pin it, so a snapshot never depends on when it was taken
+        self.seen: dict[str, float] = {}  # node → clock() when its last event arrived
         self.runs: dict[str, Progress] = {}
         self.order: list[str] = []
         self.nodes: dict[str, NodeInfo] = {}
@@ -78,9 +90,24 @@ class RolloutView(Vertical):
         for key, label in (("node", "Node"), ("phase", "Phase"), ("elapsed", "Elapsed"), ("bar", "Progress"),
                            ("proofs", "Proofs")):
             table.add_column(label, key=key)
+        table.add_column("Now", key="now")
+        self.set_interval(1.0, self._tick)  # Elapsed moves every second while a node restarts
+
+    def elapsed(self, node: str) -> float:
+        """The node's elapsed time now: its last event's, plus the time since (while it restarts)."""
+        p = self.runs[node]
+        extra = self.clock() - self.seen.get(node, self.clock()) if p.phase in MOVING else 0.0
+        return (p.elapsed or 0.0) + max(0.0, extra)
+
+    def _tick(self) -> None:
+        table = self.query_one("#rollout", DataTable)
+        for node, p in self.runs.items():
+            if p.phase in MOVING and node in table.rows:
+                table.update_cell(node, "elapsed", f"{self.elapsed(node):.1f} s")
 
     def reset(self) -> None:
         self.runs.clear()
+        self.seen.clear()
         self.order.clear()
         self.query_one("#rollout", DataTable).clear()
         self._guards()
@@ -96,12 +123,16 @@ class RolloutView(Vertical):
     def update_runs(self, events: dict[str, Progress]) -> None:
         table = self.query_one("#rollout", DataTable)
         for node, p in events.items():
-            cells = (node, Text(p.phase or "", PHASE_STYLE.get(p.phase or "", "")),
-                     f"{p.elapsed:.1f} s" if p.elapsed else "—", progress_bar(p.proofs, p.phase or ""),
-                     proof_ticks(p.proofs, compact=self.compact))
             self.runs[node] = p
+            self.seen[node] = self.clock()
+            moving = p.phase in MOVING
+            cells = (node, Text(p.phase or "", PHASE_STYLE.get(p.phase or "", "")),
+                     f"{p.elapsed:.1f} s" if p.elapsed or moving else "—", progress_bar(p.proofs, p.phase or ""),
+                     proof_ticks(p.proofs, compact=self.compact),
+                     Text(now_text(node, p.message) if moving or p.phase == "failed" else "",
+                          "red" if p.phase == "failed" else "cyan"))
             if node in table.rows:
-                for key, value in zip(("node", "phase", "elapsed", "bar", "proofs"), cells, strict=True):
+                for key, value in zip(("node", "phase", "elapsed", "bar", "proofs", "now"), cells, strict=True):
                     table.update_cell(node, key, value)
             else:
                 self.order.append(node)

@@ -10,16 +10,19 @@ from textual.message import Message
 from textual.widgets import OptionList
 from textual.widgets.option_list import Option
 
-STYLE = {"done": "green", "current": "bold", "failed": "bold red", "pending": "", "locked": "dim", "skipped": "dim"}
-MARK = {"done": "✓", "current": "▶", "failed": "✗", "pending": "○", "locked": "·", "skipped": "-"}
+STYLE = {"done": "green", "current": "bold", "failed": "bold red", "pending": "", "locked": "dim", "skipped": "dim",
+         "overridden": "bold magenta", "paused": "bold yellow"}
+# an overridden stage is never ✓: it is done only because the operator passed over a failed check
+MARK = {"done": "✓", "current": "▶", "failed": "✗", "pending": "○", "locked": "·", "skipped": "-",
+        "overridden": "⚠", "paused": "‖"}
 
 
 def stage_prompt(number: int, title: str, state: str, note: str = "") -> Text:
     text = Text()
     text.append(f"{MARK.get(state, '?')} ", style=STYLE.get(state, "") or "bold")
     text.append(f"{number:>2} {title}", style=STYLE.get(state, ""))
-    if note:
-        text.append(f" {note}", style="yellow")
+    if note:  # on its own line, indented under the title: it never wraps the title
+        text.append(f"\n     {note}", style="magenta" if state in ("overridden", "current") else "yellow")
     return text
 
 

@@ -88,6 +88,18 @@ class StageView(Vertical):
             head.append(f"  {st.busy}…", "bold cyan")
         elif state == "done":
             head.append("  done", "bold green")
+        elif state == "overridden":
+            head.append("  done, with an override", "bold magenta")
+        elif state == "paused":
+            head.append("  paused", "bold yellow")
+        # its own line, so it is never cut: what was passed over, what is paused
+        over = session.overridden(i)
+        if over:
+            head.append("\n⚠ overridden: " + self.shown(", ".join(o.check for o in over)), "bold magenta")
+            if st.changes and not st.applied:
+                head.append(f" — its {len(st.changes)} change(s) are still to be applied", "magenta")
+        if state == "paused":
+            head.append("\n‖ " + session.paused_line(i), "bold yellow")
         elif state == "failed":
             head.append("  failed", "bold red")
         self.query_one("#stage-head", Static).update(head)
@@ -182,7 +194,10 @@ class StageView(Vertical):
         nxt = self.query_one("#next", Button)
         nxt.disabled = not ok
         nxt.label = "Finish ✓" if i == session.stage_count - 1 else "Next ▶"
-        if st.done:
+        if st.done and session.overridden(i):
+            gate.update(Text("done — overridden: " + self.shown(", ".join(o.check for o in session.overridden(i))),
+                             "magenta"))
+        elif st.done:
             gate.update(Text("done", "green"))
         elif not current:
             gate.update(Text("locked", "dim"))

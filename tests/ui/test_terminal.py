@@ -128,3 +128,34 @@ def test_audit_on_a_terminal_opens_the_read_only_wizard_and_exports(terminal, sa
     term.press("q")
     term.wait_for("[exited 0]", timeout=20)
     assert mutating_requests(sandbox) == before
+
+
+def test_help_then_quit_mid_apply_prints_how_to_resume(terminal, tmp_path):
+    term = terminal(f"demo --dir {tmp_path / 'sb'} --restart-seconds 6:6")
+    term.wait_for("Stage 1/10 · Preflight", "all gating checks pass", "dellmini1", timeout=15)
+    term.press("?")
+    scr = term.wait_for("Help — keys of the wizard", "Re-check", "Override a failed check")
+    assert "Pass over a failed gating check" in scr
+    term.press("Escape")
+    scr = term.wait_for("Stage 1/10 · Preflight", "dellmini1")
+    assert "Help — keys" not in scr
+    for k in range(1, 7):  # Apply and Next through to the rolling restart
+        scr = term.wait_for(f"Stage {k}/10", timeout=30)
+        deadline = time.monotonic() + 60
+        while "to apply first" not in scr and "all gating checks pass" not in scr:
+            assert time.monotonic() < deadline, scr
+            time.sleep(0.2)
+            scr = term.screen()
+        if "to apply first" in scr:
+            term.press("a")
+            term.wait_for(f"Stage {k}/10", "all gating checks pass", timeout=60)
+        term.press("n")
+    term.wait_for("Stage 7/10 · Rolling restart", "to apply first", timeout=60)
+    term.press("a")
+    term.wait_for("proven 0/5", timeout=30)
+    term.press("q")
+    scr = term.wait_for("Quit while applying?", "If you quit now", timeout=10)
+    assert "is restarting now" in scr or "stops before the next node" in scr
+    term.press("y")
+    scr = term.wait_for("[exited 130]", timeout=60)
+    assert f"to resume, run `ghcr2gitea demo --dir {tmp_path / 'sb'} --restart-seconds 6:6` again" in scr.replace("\n", "")

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from helpers import mutating_requests, sandbox_state
 from textual.widgets import Button, DataTable
 
+from screens.app import INTERRUPTED, finish
 from screens.modals.authflow import AuthFlowScreen
+from screens.modals.help import HelpScreen
 from screens.modals.override import OverrideScreen
+from screens.modals.quit import QuitScreen
 from screens.modals.report import ReportScreen
 from screens.modals.resume import ResumeScreen
 from screens.widgets.rollout import RolloutView
@@ -92,6 +96,12 @@ async def test_next_is_disabled_while_a_check_fails_and_an_override_is_typed_and
         await pilot.press("n")  # does nothing but say why
         await settle(pilot)
         assert s.current == 1
+        said = [n.message for n in app._notifications]
+        assert any(m.startswith("Next is closed: 1 gating check(s) fail: token accepted by Gitea") for m in said), said
+        await pilot.press("a")  # nothing to apply here: says so, and why Next is closed
+        await pilot.pause(0.1)
+        said = [n.message for n in app._notifications]
+        assert any(m.startswith("nothing to apply: the cluster already matches the plan") for m in said), said
         # the auth flow view shows the hops, with the diagnosis
         await pilot.press("f")
         await pilot.pause(0.2)
@@ -105,13 +115,13 @@ async def test_next_is_disabled_while_a_check_fails_and_an_override_is_typed_and
         assert isinstance(app.screen, OverrideScreen)
         await pilot.press(*"yes", "enter")
         await pilot.pause(0.1)
-        assert isinstance(app.screen, OverrideScreen) and "type credentials exactly" in screen_text(app)
+        assert isinstance(app.screen, OverrideScreen) and "type credentials (or Credentials) exactly" in screen_text(app)
         app.screen.query_one("Input").value = ""
         await pilot.press(*"credentials", "enter")
         await settle(pilot)
         assert [o.check for o in s.overrides] == ["token accepted by Gitea"]
         assert s.can_advance() and not nxt.disabled
-        assert "(overridden)" in screen_text(app)
+        assert "overridden: token accepted by Gitea" in screen_text(app)
         await pilot.press("n")
         await settle(pilot)
         assert s.current == 2
@@ -123,6 +133,51 @@ async def test_next_is_disabled_while_a_check_fails_and_an_override_is_typed_and
     report = json.loads(s.render_report("json"))
     assert report["overrides"][0]["stage"] == "credentials"
     assert "not-the-token" not in json.dumps(journal)
+
+
+async def test_an_override_passes_over_a_failed_check_never_over_unapplied_changes(
+        wizard, settle, screen_text, tmp_path):
+    app, sb = wizard()
+    (tmp_path / "k8s").mkdir()
+    (tmp_path / "k8s" / "app.yaml").write_text("spec: [\n")  # a later stage's precheck fails on it
+    s = app.session
+    s.ctx.plan = dataclasses.replace(s.ctx.plan, manifests=(str(tmp_path / "k8s"),))
+    async with app.run_test(size=(120, 36)) as pilot:
+        await drive(pilot, settle, until="secrets")
+        i = s.current
+        st = s.states[i]
+        assert st.changes
+        await pilot.press("a")
+        await settle(pilot)
+        assert st.error is not None and st.error.name == "Workloads: manifest files parse"
+        await pilot.press("o")
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, OverrideScreen)
+        app.screen.query_one("Input").value = "Registry secrets"  # the stage's title is accepted as its key
+        await pilot.press("enter")
+        await settle(pilot)
+        assert [o.check for o in s.overrides] == ["Workloads: manifest files parse"]
+        # the override passed over the check, not over the changes: no Secret exists, Next stays closed
+        assert not [r for r in mutating_requests(sb) if "/secrets" in r]
+        assert st.changes and not st.applied and not s.can_advance()
+        await pilot.press("n")
+        await settle(pilot)
+        assert s.current == i and not st.done
+        text = screen_text(app)
+        assert "overridden: Workloads: manifest files parse" in text
+        assert "✓  3 Registry secrets" not in text and "change(s) to apply first" in text
+        # Apply now writes the Secrets (the overridden precheck is passed over); Next opens; the mark stays
+        await pilot.press("a")
+        await settle(pilot)
+        assert [r for r in mutating_requests(sb) if "/secrets" in r]
+        assert s.can_advance(), s.next_reason()
+        await pilot.press("n")
+        await settle(pilot)
+        assert st.done and s.status(i) == "overridden"
+        text = screen_text(app)
+        assert "⚠  3 Registry secrets" in text and "✓  3 Registry secrets" not in text
+    report = s.render_report("markdown")
+    assert "| secrets | Workloads: manifest files parse |" in report and s.overrides[0].by in report
 
 
 async def test_a_node_that_never_returns_is_shown_failed_and_the_rollout_stops(wizard, settle, screen_text):
@@ -149,7 +204,7 @@ async def test_a_node_that_never_returns_is_shown_failed_and_the_rollout_stops(w
         [1, 1, 0, 0, 0]
 
 
-async def test_pause_finishes_the_current_node_then_stops_and_apply_continues(wizard, settle):
+async def test_pause_finishes_the_current_node_then_stops_and_apply_continues(wizard, settle, screen_text):
     app, sb = wizard(restart_seconds=(1.0, 1.0))
     async with app.run_test(size=(120, 36)) as pilot:
         await drive(pilot, settle, until="restart")
@@ -165,16 +220,120 @@ async def test_pause_finishes_the_current_node_then_stops_and_apply_continues(wi
         await pilot.press("p")
         await settle(pilot, pods=False)
         st = s.states[s.current]
-        assert st.paused and "paused by the operator" in st.error.cause
         done = [n for n, c in restarts(sb).items() if c]
         assert done == ["dellmini1"]
+        # paused is its own state, not a failure: no ✗, no failed check, the line says what is left
+        assert st.paused and st.error is None and s.status(s.current) == "paused"
         assert not s.can_advance()
+        text = screen_text(app)
+        assert "paused after dellmini1; 4 nodes left — Apply resumes" in text
+        assert "✗  7 Rolling restart" not in text and "‖  7 Rolling restart" in text and "✗1" not in text
         assert [c.target.split(":")[0] for c in st.changes] == ["node dellmini3", "node dellmini5", "node dellmini2",
                                                                "node lenovomini"]
         await pilot.press("a")  # continue with the rest
         await settle(pilot)
         assert s.can_advance(), s.next_reason()
     assert set(restarts(sb).values()) == {1}
+
+
+async def test_quit_while_applying_asks_says_what_finishes_first_and_how_to_resume(wizard, settle, screen_text,
+                                                                                   capsys):
+    app, sb = wizard(restart_seconds=(1.0, 1.0), app_kw={"resume_command": "ghcr2gitea demo --dir sb"})
+    async with app.run_test(size=(120, 36)) as pilot:
+        await drive(pilot, settle, until="restart")
+        s = app.session
+        await pilot.press("a")
+        for _ in range(1000):
+            await pilot.pause(0.02)
+            if s.node_phases.get("dellmini1") and s.node_phases["dellmini1"].phase in ("restarting", "waiting"):
+                break
+        else:
+            raise AssertionError("dellmini1 never started restarting")
+        await pilot.press("q")
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, QuitScreen), "q while applying must ask first"
+        text = screen_text(app)
+        assert "Rolling restart is being applied" in text and "dellmini1 is restarting now" in text
+        await pilot.press("n")  # stay: nothing happens
+        await pilot.pause(0.1)
+        assert not isinstance(app.screen, QuitScreen) and app.return_code is None
+        await pilot.press("q")
+        await pilot.pause(0.2)
+        await pilot.press("y")
+        for _ in range(1500):
+            if app.return_code is not None:
+                break
+            await pilot.pause(0.02)
+    assert app.return_code == INTERRUPTED
+    assert finish(app) == INTERRUPTED
+    err = capsys.readouterr().err
+    assert "quit while applying Rolling restart" in err and "to resume, run `ghcr2gitea demo --dir sb` again" in err
+    assert len(err.strip().splitlines()) == 1
+    assert sum(restarts(sb).values()) < 5  # it stopped: the last nodes were never touched
+
+
+async def test_help_lists_the_keys_of_the_screen_and_escape_closes_it(wizard, settle, screen_text):
+    app, sb = wizard()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        for key in ("question_mark", "f1"):
+            await pilot.press(key)
+            await pilot.pause(0.2)
+            assert isinstance(app.screen, HelpScreen), key
+            text = screen_text(app)
+            for b in app.BINDINGS:  # every binding of the wizard, with its name
+                if b.show or b.action in ("adopt", "toggle_cluster", "toggle_dark"):
+                    assert app.ACTIONS_HELP[b.action][0] in text, b.action
+            assert "Re-check" in text and "Override a failed check" in text and "Pass over a failed" in text
+            await pilot.press("escape")
+            await pilot.pause(0.1)
+            assert app.screen is app.screen_stack[0]
+        # over a dialog: the dialog's own keys; Escape closes the help, then the dialog
+        app.action_report()
+        await pilot.pause(0.2)
+        await pilot.press("question_mark")
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, HelpScreen)
+        assert "Export JSON + Markdown" in screen_text(app)
+        await pilot.press("escape")
+        await pilot.pause(0.1)
+        assert isinstance(app.screen, ReportScreen)
+        await pilot.press("escape")
+        await pilot.pause(0.1)
+        assert app.screen is app.screen_stack[0]
+
+
+async def test_the_rollout_row_moves_while_a_node_restarts(wizard, settle, screen_text):
+    from wizard.restart import PROOFS
+    from wizard.stages.base import Progress
+    app, sb = wizard()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await drive(pilot, settle, until="restart")
+        s = app.session
+        view = app.query_one(RolloutView)
+        now = [100.0]
+        view.clock = lambda: now[0]
+        app.query_one("#tabs").active = "tab-rollout"
+        got = {k: i < 2 for i, k in enumerate(PROOFS)}  # restart started, unit restarted
+        s._progress(Progress("restart", "dellmini1: waiting for heartbeat, kubelet Starting event, Ready",
+                             "dellmini1", "waiting", got, 0.0, 4.2))  # as the engine reports it
+        table = app.query_one("#rollout", DataTable)
+        for _ in range(100):
+            await pilot.pause(0.05)
+            if "dellmini1" in table.rows:
+                break
+        assert str(table.get_cell("dellmini1", "elapsed")) == "4.2 s"
+        now[0] += 3  # three seconds without a word from the engine: the row still moves
+        for _ in range(60):
+            await pilot.pause(0.05)
+            if str(table.get_cell("dellmini1", "elapsed")) == "7.2 s":
+                break
+        assert str(table.get_cell("dellmini1", "elapsed")) == "7.2 s"
+        text = screen_text(app)
+        assert "waiting for heartbeat, kubelet Starting event" in text  # the wait reason, on the row
+        assert "✓start ✓unit ·beat" in text  # each proof lights as it is proven
+        # one count of the servers up: the cluster panel and the quorum guard agree while dellmini1 restarts
+        assert text.count("2/3 servers up") == 2, text
 
 
 async def test_abort_stops_at_the_next_safe_point_and_apply_continues(wizard, settle):

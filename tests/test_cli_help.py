@@ -1,0 +1,27 @@
+"""The command line's own words: a mistyped option is named, every subcommand says what it does and how it exits."""
+
+from __future__ import annotations
+
+import pytest
+
+from wizard.cli import EXIT_CODES, build_parser
+
+
+@pytest.mark.parametrize("argv", [["apply", "--plna", "p.yaml"], ["plan", "--pla", "p.yaml"], ["--plna", "p.yaml"]])
+def test_a_mistyped_option_is_named_not_a_missing_required_one(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert f"unrecognized argument: {argv[-2]}" in err and "required" not in err
+
+
+def test_every_subcommand_help_has_a_description_and_its_exit_codes():
+    parser = build_parser()
+    subs = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction").choices
+    for name, sub in subs.items():
+        text = sub.format_help()
+        assert sub.description and sub.description.split()[0] in text, name
+        if name in EXIT_CODES:
+            assert "exit codes: " in text, name
+    assert set(EXIT_CODES) >= {"plan", "apply", "audit", "rewrite", "demo"}
