@@ -13,6 +13,7 @@ from screens.modals.authflow import AuthFlowScreen
 from screens.modals.override import OverrideScreen
 from screens.modals.report import ReportScreen
 from screens.modals.resume import ResumeScreen
+from screens.widgets.rollout import RolloutView
 from wizard.credentials import Secret
 from wizard.restart import PROOFS
 from wizard.session import ResumeOffer
@@ -108,6 +109,7 @@ def test_rolling_restart_view(shot, settle, size):
         st = s.states[s.current]
         st.busy = "applying"  # as while the rollout runs: Pause and Abort offered
         app.query_one("#tabs").active = "tab-rollout"
+        app.query_one(RolloutView).clock = lambda: 1000.0  # Elapsed ticks with the clock: pin it
         proofs = dict.fromkeys(PROOFS, False)
         steps = [("dellmini1", "done", 6, 9.4, "dellmini1: restarted and proven in 9.4 s"),
                  ("dellmini3", "waiting", 3, 4.2, "dellmini3: waiting for kubelet Starting event, Ready, "
