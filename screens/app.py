@@ -159,7 +159,8 @@ class WizardApp(App):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        self.query_one("#log", RichLog).border_title = "Log"
+        self.log_view = self.query_one("#log", RichLog)  # kept: while a dialog is up, query_one sees the dialog
+        self.log_view.border_title = "Log"
         if self.session is None:
             for i in range(len(self.titles)):
                 self.query_one(StageList).set_state(i, "locked", viewable=False)
@@ -361,7 +362,9 @@ class WizardApp(App):
 
     def _write_log(self, line: Text) -> None:
         self.log_lines.append(line.plain)
-        self.query_one("#log", RichLog).write(line)
+        log = getattr(self, "log_view", None)
+        if log is not None and log.is_attached:  # not yet mounted, or torn down while a run unwinds
+            log.write(line)
 
     # ------------------------------------------------------------------ actions
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
