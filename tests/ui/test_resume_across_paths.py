@@ -15,7 +15,7 @@ from helpers import poll, run_cli, sandbox_state
 
 from screens.modals.resume import ResumeScreen
 
-from .test_wizard import drive, restarts
+from .test_wizard import drive, restarts, wait_restarting
 
 
 async def test_a_wizard_run_resumes_headless_from_another_machine(wizard, settle, tmp_path, journal_home):
@@ -23,13 +23,7 @@ async def test_a_wizard_run_resumes_headless_from_another_machine(wizard, settle
     async with app.run_test(size=(120, 36)) as pilot:
         await drive(pilot, settle, until="restart")
         await pilot.press("a")
-        for _ in range(1500):
-            await pilot.pause(0.02)
-            p = app.session.node_phases.get("dellmini3")
-            if p and p.phase in ("restarting", "waiting"):
-                break
-        else:
-            raise AssertionError("dellmini3 never started restarting")
+        await wait_restarting(pilot, "dellmini3")
     # the laptop is gone: another machine (its own, empty XDG state) runs apply headless
     elsewhere = tmp_path / "other-machine-state"
     assert not list(journal_home.glob("**/*.json")) or elsewhere != journal_home

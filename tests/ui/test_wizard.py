@@ -38,6 +38,17 @@ async def drive(pilot, settle, *, until: str | None = None, screens: list | None
     await settle(pilot)
 
 
+async def wait_restarting(pilot, node: str) -> None:
+    """Until ``node``'s restart is under way (restarting or waiting for its proofs)."""
+    s = pilot.app.session
+    for _ in range(1500):
+        await pilot.pause(0.02)
+        p = s.node_phases.get(node)
+        if p and p.phase in ("restarting", "waiting"):
+            return
+    raise AssertionError(f"{node} never started restarting")
+
+
 def restarts(sb) -> dict[str, int]:
     return {n: len(v["restarts"]) for n, v in sandbox_state(sb)["nodes"].items()}
 
@@ -210,12 +221,7 @@ async def test_pause_finishes_the_current_node_then_stops_and_apply_continues(wi
         await drive(pilot, settle, until="restart")
         s = app.session
         await pilot.press("a")
-        for _ in range(1000):
-            await pilot.pause(0.02)
-            if s.node_phases.get("dellmini1") and s.node_phases["dellmini1"].phase in ("restarting", "waiting"):
-                break
-        else:
-            raise AssertionError("dellmini1 never started restarting")
+        await wait_restarting(pilot, "dellmini1")
         assert app.check_action("pause", ()) is True
         await pilot.press("p")
         await settle(pilot, pods=False)
@@ -241,14 +247,8 @@ async def test_quit_while_applying_asks_says_what_finishes_first_and_how_to_resu
     app, sb = wizard(restart_seconds=(1.0, 1.0), app_kw={"resume_command": "ghcr2gitea demo --dir sb"})
     async with app.run_test(size=(120, 36)) as pilot:
         await drive(pilot, settle, until="restart")
-        s = app.session
         await pilot.press("a")
-        for _ in range(1000):
-            await pilot.pause(0.02)
-            if s.node_phases.get("dellmini1") and s.node_phases["dellmini1"].phase in ("restarting", "waiting"):
-                break
-        else:
-            raise AssertionError("dellmini1 never started restarting")
+        await wait_restarting(pilot, "dellmini1")
         await pilot.press("q")
         await pilot.pause(0.2)
         assert isinstance(app.screen, QuitScreen), "q while applying must ask first"
@@ -364,15 +364,8 @@ async def test_resume_after_the_app_is_closed_mid_restart(wizard, settle, screen
     app, sb = wizard(restart_seconds=(0.8, 0.8))
     async with app.run_test(size=(120, 36)) as pilot:
         await drive(pilot, settle, until="restart")
-        s = app.session
         await pilot.press("a")
-        for _ in range(1000):
-            await pilot.pause(0.02)
-            p = s.node_phases.get("dellmini3")
-            if p and p.phase in ("restarting", "waiting"):
-                break
-        else:
-            raise AssertionError("dellmini3 never started restarting")
+        await wait_restarting(pilot, "dellmini3")
     # the app is gone mid-restart; a new one on the same cluster offers to resume
     from screens.demo import demo_app
     app2 = demo_app(sb, node_timeout=30, blink=False)
