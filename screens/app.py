@@ -159,8 +159,15 @@ class WizardApp(App):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        self.log_view = self.query_one("#log", RichLog)  # kept: while a dialog is up, query_one sees the dialog
+        # Kept references: while a dialog is up, query_one looks in the dialog, and the engine's
+        # progress still arrives; the flush must reach the main screen's widgets, not search for them.
+        self.log_view = self.query_one("#log", RichLog)
         self.log_view.border_title = "Log"
+        self.stage_list = self.query_one(StageList)
+        self.panel = self.query_one(ClusterPanel)
+        if self.session is not None:
+            self.stage_view = self.query_one(StageView)
+            self.rollout = self.query_one(RolloutView)
         if self.session is None:
             for i in range(len(self.titles)):
                 self.query_one(StageList).set_state(i, "locked", viewable=False)
@@ -207,8 +214,8 @@ class WizardApp(App):
 
     def _flush_session(self, latest: dict, items: list) -> None:
         s = self.session
-        if s is None:
-            return
+        if s is None or not self.is_running:
+            return  # shutting down: the screens are gone while the engine's last lines still arrive
         for p in items:
             line = Text(f"{self.log_clock(p.time)} ", "dim")
             line.append(f"{p.stage:<11}", "cyan")
@@ -216,17 +223,17 @@ class WizardApp(App):
             self._write_log(line)
         runs = {k[1]: v for k, v in latest.items() if k[0] == "node"}
         if runs:
-            self.query_one(RolloutView).update_runs(runs)
+            self.rollout.update_runs(runs)
         stages = sorted(k[1] for k in latest if k[0] == "stage")
         if stages:
             self._refresh_list()
             if self.viewing in stages or s.current in stages:
-                self.query_one(StageView).show_stage(s, self.viewing, switch=self._switch_to(self.viewing))
+                self.stage_view.show_stage(s, self.viewing, switch=self._switch_to(self.viewing))
             self.refresh_bindings()
         if runs or stages:
-            panel = self.query_one(ClusterPanel)
+            panel = self.panel
             panel.set_registries(s.registries_states())
-            self.query_one(RolloutView).set_nodes(panel.nodes)
+            self.rollout.set_nodes(panel.nodes)
 
     def _switch_to(self, i: int) -> str | None:
         st = self.session.states[i]
@@ -238,7 +245,7 @@ class WizardApp(App):
 
     def _refresh_list(self) -> None:
         s = self.session
-        lst = self.query_one(StageList)
+        lst = self.stage_list
         for i in range(s.stage_count):
             note = f"overridden ({len(s.overridden(i))})" if len(s.overridden(i)) > 1 else \
                 "overridden" if s.overridden(i) else ""
@@ -249,8 +256,8 @@ class WizardApp(App):
 
     def _view(self, i: int) -> None:
         self.viewing = i
-        self.query_one(StageList).highlighted = i
-        self.query_one(StageView).show_stage(self.session, i)
+        self.stage_list.highlighted = i
+        self.stage_view.show_stage(self.session, i)
         self.refresh_bindings()
 
     @on(StageList.Chosen)
