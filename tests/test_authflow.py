@@ -173,6 +173,35 @@ def test_judge_kaniko(log, key):
     assert authflow.judge_kaniko(log, PLAN).problem == key
 
 
+# Gitea 1.26+ (PUBLIC_URL_DETECTION=auto) names the host the client asked: the internal service, over HTTP
+INTERNAL = "http://gitea-http.gitea-system.svc.cluster.local:3000"
+
+
+def test_judge_kaniko_accepts_a_realm_derived_from_the_internal_service():
+    log = f'v2 401 Bearer realm="{INTERNAL}/v2/token",service="container_registry",scope="*"\ntoken 200\n' \
+          "token-json yes\n"
+    assert authflow.judge_kaniko(log, PLAN).ok
+
+
+@pytest.mark.parametrize("realm,asked,key", [
+    # Gitea <= 1.22.0, or later without X-Forwarded-Proto before 1.26: ROOT_URL
+    ("https://gitea.k3s.bto.bar/v2/token", "https://registry.bto.bar", None),
+    # Gitea >= 1.22.1 behind a proxy that sends X-Forwarded-Proto: https, and 1.26+ always: the asked host
+    ("https://registry.bto.bar/v2/token", "https://registry.bto.bar", None),
+    ("https://registry.bto.bar:443/v2/token", "https://registry.bto.bar", None),
+    # the same, but Traefik's web entrypoint rewrote X-Forwarded-Proto to http: credentials in clear
+    ("http://registry.bto.bar/v2/token", "https://registry.bto.bar", "realm-plain-http"),
+    ("http://gitea.k3s.bto.bar/v2/token", "https://registry.bto.bar", "realm-plain-http"),
+    ("https://gitea.bto.bar/v2/token", "https://registry.bto.bar", "realm-host-mismatch"),
+    ("https://registry.bto.bar:8443/v2/token", "https://registry.bto.bar", "realm-host-mismatch"),
+])
+def test_a_realm_is_usable_when_it_is_root_url_or_the_asked_host_by_gitea_version(realm, asked, key):
+    got = authflow.realm_problem(realm, asked, PLAN.realm)
+    assert (got[0] if got else None) == key, got
+    if key == "realm-plain-http" and "registry.bto.bar" in realm:
+        assert "X-Forwarded-Proto: http" in got[1]
+
+
 def test_judge_kaniko_names_socat():
     log = f"{CHALLENGE}\ntoken 000\ntoken-json no\ncurl: (7) Failed to connect to gitea.k3s.bto.bar port 443\n"
     assert authflow.judge_kaniko(log, PLAN, proxy_image="alpine/socat").problem == "socat-proxy"

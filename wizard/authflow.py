@@ -311,6 +311,34 @@ def _proxy_failure(resp: httpx.Response) -> bool:
     return resp.status_code in (502, 504) and "nginx" in (resp.headers.get("server") or "").lower()
 
 
+
+def _same_host(a, b) -> bool:
+    ports = {"https": 443, "http": 80}
+    return (a.hostname or "").lower() == (b.hostname or "").lower() and \
+        (a.port or ports.get(a.scheme)) == (b.port or ports.get(b.scheme))
+
+
+def realm_problem(realm: str, asked: str, plan_realm: str) -> tuple[str, str] | None:
+    """Can a client that asked ``asked`` (a URL) use the realm its challenge named? None, or (key, cause).
+
+    Which realm Gitea names depends on its version (research/upstream-behaviour.md): up to 1.22.0 always
+    ROOT_URL + v2/token; 1.22.1-1.25 the request's Host when X-Forwarded-Proto is present (else ROOT_URL);
+    from 1.26 the request's Host always, its scheme from X-Forwarded-Proto or the connection. So the plan's
+    realm is right, and so is the host the client asked with the client's own scheme. A realm over plain
+    HTTP for a client that asked over HTTPS sends its credentials in clear; any other host is a mismatch.
+    """
+    r, a, w = urlsplit(realm), urlsplit(asked), urlsplit(plan_realm)
+    if _same_host(r, a) and r.scheme == a.scheme:
+        return None  # derived from the request (Gitea >= 1.22.1)
+    if r.scheme != "https":
+        return "realm-plain-http", f"the registry's challenge names the realm {realm}" + (
+            " (Gitea derived it from the request: the proxy in front of it said X-Forwarded-Proto: http)"
+            if (r.hostname or "").lower() == (a.hostname or "").lower() else "")
+    if _same_host(r, w):
+        return None  # the plan's ROOT_URL
+    return "realm-host-mismatch", f"the challenge's realm is on {r.netloc}, the plan's ROOT_URL says {w.netloc}"
+
+
 # ------------------------------------------------------------------------------------ the walk
 async def walk(probe: Probe, name: str, *, registry: str, repo: str, user: str = "", secret: Secret | None = None,
                actions: tuple[str, ...] = ("pull",), reference: str | None = None, expect_realm: str | None = None,
@@ -418,14 +446,12 @@ async def _token(probe: Probe, flow: Flow, bearer: dict[str, str], *, base, repo
     if not realm:
         flow.fail("unexpected", "the Bearer challenge names no realm")
         return None
-    if parts.scheme != "https":
-        flow.fail("realm-plain-http", f"the registry's challenge names the realm {realm}")
     if expect_realm:
-        want = urlsplit(expect_realm)
-        if (parts.hostname or "").lower() != (want.hostname or "").lower() or \
-                (parts.port or 443) != (want.port or 443):
-            flow.fail("realm-host-mismatch", f"the challenge's realm is on {parts.netloc}, the plan's ROOT_URL "
-                                             f"says {want.netloc}")
+        problem = realm_problem(realm, base, expect_realm)
+        if problem is not None:
+            flow.fail(*problem)
+    elif parts.scheme != "https":
+        flow.fail("realm-plain-http", f"the registry's challenge names the realm {realm}")
     params = [("scope", flow.scope)] + ([("service", flow.service)] if flow.service else [])
     if secret is not None:
         params = [("account", user), *params]
@@ -578,13 +604,9 @@ async def challenge_flow(probe: Probe, plan: Plan) -> Flow:
             flow.fail("unexpected", f"GET {base}/v2/ answered {_status_text(r)} without a Bearer challenge")
             return flow
         flow.realm, flow.service = bearer.get("realm", ""), bearer.get("service", "")
-        realm = urlsplit(flow.realm)
-        want = urlsplit(plan.realm)
-        if realm.scheme != "https":
-            flow.fail("realm-plain-http", f"the registry's challenge names the realm {flow.realm}")
-        if (realm.hostname or "").lower() != (want.hostname or "").lower() or (realm.port or 443) != (want.port or 443):
-            flow.fail("realm-host-mismatch", f"the challenge's realm is on {realm.netloc}, the plan's ROOT_URL says "
-                                             f"{want.netloc}")
+        problem = realm_problem(flow.realm, base, plan.realm)
+        if problem is not None:
+            flow.fail(*problem)
         return flow
     finally:
         flow.ms = (time.perf_counter() - t0) * 1000
@@ -787,13 +809,9 @@ def judge_kaniko(log: str, plan: Plan, *, proxy_image: str = "") -> PodVerdict:
                                                           "Bearer challenge"
             return verdict
         verdict.realm = params.get("realm", "")
-        realm, want = urlsplit(verdict.realm), urlsplit(plan.realm)
-        if realm.scheme != "https":
-            verdict.problem, verdict.cause = "realm-plain-http", f"the challenge names the realm {verdict.realm}"
-            return verdict
-        if (realm.hostname or "").lower() != (want.hostname or "").lower():
-            verdict.problem = "realm-host-mismatch"
-            verdict.cause = f"the challenge's realm is on {realm.netloc}, the plan's ROOT_URL says {want.netloc}"
+        problem = realm_problem(verdict.realm, f"http://{plan.internal_service}", plan.realm)
+        if problem is not None:
+            verdict.problem, verdict.cause = problem
             return verdict
     elif code != "":
         err = curl_errors[0] if curl_errors and code == "000" else ""
