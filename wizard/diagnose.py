@@ -118,11 +118,14 @@ CATALOGUE: tuple[Diagnosis, ...] = (
               r"reading manifest [\s\S]*(denied: requested access|authentication required)",
               "Credentials (the token's identity is read); every token walk", PROBE),
     Diagnosis("pull-only-token", "token valid for pull but not for push",
-              "`denied: requested access to the resource is denied` when pushing; the upload is refused",
-              "the user behind the token may read the organisation's packages but not write them",
+              "`denied: requested access to the resource is denied` when pushing (distribution); real Gitea answers "
+              "401: `writing manifest: uploading manifest …: unauthorized: authentication required`",
+              "the user behind the token may read the organisation's packages but not write them (Gitea answers a "
+              "missing package permission with 401, not 403)",
               "use a token of a user with write access to the organisation (package write scope), then re-run "
               "stages Credentials and Registry secrets",
-              r"denied: requested access to the resource is denied|insufficient_scope",
+              r"denied: requested access to the resource is denied|insufficient_scope"
+              r"|(writing|uploading) (manifest|blob)[^\n]*unauthorized: authentication required",
               "Credentials (an upload started and cancelled); Verify: the push secret's token may push", PROBE),
     Diagnosis("wrong-token", "401 Unauthorized from the token endpoint",
               "`failed to fetch oauth token: unexpected status: 401 Unauthorized` / `invalid username/password`",
@@ -177,14 +180,21 @@ CATALOGUE: tuple[Diagnosis, ...] = (
               "use a separate Ingress with spec.tls.hosts and the websecure entrypoint (stage HTTPS ingress)",
               "", "HTTPS ingress", DONT + "; " + DO),
     Diagnosis("realm-host-mismatch", "realm host differs from the expected host",
-              "the registry's challenge names a realm on another host than the plan's ROOT_URL",
-              "Gitea builds the realm from its ROOT_URL setting, which cannot be changed per request",
-              "set gitea.root_url in the plan to Gitea's actual ROOT_URL (or change ROOT_URL in app.ini)",
+              "the registry's challenge names a realm on another host than the plan's ROOT_URL and than the host "
+              "asked",
+              "Gitea up to 1.22.0 names ROOT_URL; from 1.22.1 the request's Host when X-Forwarded-Proto is set, and "
+              "from 1.26 the request's Host always — a realm on a third host means ROOT_URL is not what the plan "
+              "says, or a proxy rewrote Host",
+              "set gitea.root_url in the plan to Gitea's actual ROOT_URL, and make the proxies in front of Gitea "
+              "pass the Host the client asked",
               "", "Verify: this machine's and Kaniko's view of the challenge", PROBE),
     Diagnosis("realm-plain-http", "realm over plain HTTP",
-              "the challenge realm is http://…",
-              "ROOT_URL is http://; containerd and Kaniko fetch tokens over HTTPS from the realm",
-              "set Gitea's ROOT_URL to https://… and serve it through the TLS ingress",
+              "the challenge realm is http://… for a client that asked over HTTPS",
+              "ROOT_URL is http:// (Gitea up to 1.22.0), or Gitea 1.22.1+ derived the realm from a request whose "
+              "X-Forwarded-Proto said http — Traefik's web entrypoint overwrites it from untrusted peers (Caddy → "
+              "Traefik web): the credentials would go to the token endpoint in clear",
+              "set Gitea's ROOT_URL to https://…; send the TLS proxy (Caddy) straight to Gitea, or list its address "
+              "in Traefik's forwardedHeaders.trustedIPs; on Gitea 1.26+ PUBLIC_URL_DETECTION=never pins ROOT_URL",
               r"Client sent an HTTP request to an HTTPS server|oauth token: unexpected status: 400",
               "Verify: this machine's and Kaniko's view of the challenge", PROBE),
     Diagnosis("registry-unreachable", "registry host not reachable from this machine",
