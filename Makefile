@@ -24,13 +24,13 @@ demo: $(VENV)/.demo-installed
 debs:
 	@scripts/ensure-debs
 
-# The real Kubernetes API server (and etcd) the differential tests compare the sandbox with, built from
-# the Go module proxy into /var/cache/ghcr2gitea (GHCR2GITEA_CACHE) once; later runs print "cached".
+# The real components the tests hold the models to — the Kubernetes API server and etcd, Gitea, crane — built
+# from the Go module proxy into /var/cache/ghcr2gitea (GHCR2GITEA_CACHE) once; later runs print "cached".
 real:
 	@if command -v go >/dev/null 2>&1 && { [ "$$(id -u)" = 0 ] || [ -n "$${GHCR2GITEA_CACHE:-}" ]; }; then \
-	  scripts/build-real etcd kube-apiserver; \
+	  scripts/build-real etcd kube-apiserver gitea crane; \
 	elif [ "$${CI:-}" = true ]; then echo "make real: needs go and root (or GHCR2GITEA_CACHE)" >&2; exit 1; \
-	else echo "note: not building the real API server (needs go, and root or GHCR2GITEA_CACHE): its tests skip" >&2; fi
+	else echo "note: not building the real components (needs go, and root or GHCR2GITEA_CACHE): their tests skip" >&2; fi
 
 test: $(VENV)/.test-installed debs real
 	$(BIN)/pytest

@@ -46,6 +46,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
 from wizard.certs import make_proxy_cert
+from wizard.sandbox.realgitea import RealGitea
 
 SERVICE = "container_registry"
 ISSUER = "gitea-test"
@@ -298,7 +299,8 @@ class Stack:
     """
 
     def __init__(self, bins: Binaries, *, realm_host: str = REALM_HOST, realm_cert_name: str | None = None,
-                 realm_cert_expired: bool = False, anonymous_on_bad_credentials: bool = False):
+                 realm_cert_expired: bool = False, anonymous_on_bad_credentials: bool = False,
+                 gitea: bool = False):
         self.bins = bins
         self.dir = Path(tempfile.mkdtemp(prefix="ghcr2gitea-real-"))
         self.realm_host = realm_host
@@ -311,6 +313,10 @@ class Stack:
         self.issuer = TokenIssuer(self.signer, {WRITER: User(self.tokens[WRITER], ("pull", "push")),
                                                 READER: User(self.tokens[READER], ("pull",))},
                                   anonymous_on_bad_credentials=anonymous_on_bad_credentials)
+        # gitea=True: behind nginx is a real Gitea (wizard/sandbox/realgitea.py) instead of docker-registry and
+        # the issuer; its ROOT_URL is the realm host, its users and tokens are made by its own admin commands
+        self.gitea = RealGitea(self.dir / "gitea", root_url=self.root_url_for(realm_host), org=ORG, writer=WRITER,
+                               reader=READER) if gitea else None
         self.procs: dict[str, subprocess.Popen] = {}
         # the realm's certificate may be made for another name, or have expired
         certs = {REGISTRY_HOST: make_proxy_cert(REGISTRY_HOST, 30)}
@@ -340,7 +346,10 @@ class Stack:
 
     @property
     def root_url(self) -> str:
-        return f"https://{self.realm_host}:{self.port}/"
+        return self.root_url_for(self.realm_host)
+
+    def root_url_for(self, host: str) -> str:
+        return f"https://{host}:{self.port}/"
 
     def resolve(self) -> list[str]:
         """``--resolve`` entries for the wizard's probe: every public name of the stack → 127.0.0.1."""
@@ -349,9 +358,13 @@ class Stack:
     # -------------------------------------------------------------- lifecycle
     def start(self) -> Stack:
         try:
-            self.issuer.start()
             self._start_dnsmasq()
-            self._start_registry()
+            if self.gitea is not None:
+                self.gitea.start()
+                self.tokens = {u: self.gitea.users[u].token for u in (WRITER, READER)}
+            else:
+                self.issuer.start()
+                self._start_registry()
             self._start_nginx()
         except BaseException:
             self.stop()
@@ -361,8 +374,11 @@ class Stack:
     def stop(self) -> None:
         for name in list(self.procs):
             stop_pid(self.procs.pop(name))
-        with contextlib.suppress(Exception):
-            self.issuer.stop()
+        if self.gitea is not None:
+            self.gitea.stop()
+        else:  # the issuer runs only in front of docker-registry (shutting down one never started blocks)
+            with contextlib.suppress(Exception):
+                self.issuer.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def stop_dnsmasq(self) -> None:
@@ -407,8 +423,12 @@ class Stack:
         for sub in ("tmp", "logs"):
             (d / sub).mkdir(parents=True)
         servers = []
-        upstream = {REGISTRY_HOST: f"registry.{BACKEND_DOMAIN}:{self.registry_port}",
-                    REALM_HOST: f"issuer.{BACKEND_DOMAIN}:{self.issuer.port}"}
+        if self.gitea is not None:  # Gitea serves the registry and its own /v2/token on every host
+            upstream = {REGISTRY_HOST: f"gitea.{BACKEND_DOMAIN}:{self.gitea.port}",
+                        REALM_HOST: f"gitea.{BACKEND_DOMAIN}:{self.gitea.port}"}
+        else:
+            upstream = {REGISTRY_HOST: f"registry.{BACKEND_DOMAIN}:{self.registry_port}",
+                        REALM_HOST: f"issuer.{BACKEND_DOMAIN}:{self.issuer.port}"}
         for host, cert in self.certs.items():
             crt, key = d / f"{host}.crt", d / f"{host}.key"
             crt.write_bytes(cert.cert_pem)

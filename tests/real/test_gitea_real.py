@@ -1,0 +1,152 @@
+"""The wizard against a real Gitea (built from code.gitea.io/gitea by scripts/build-real), behind real nginx.
+
+Two kinds of test. The first records what this Gitea version really answers — the facts our model and the
+wizard's diagnoses are held to (docs/sandbox.md lists where the model differs). The second walks the
+wizard's auth-flow probe and real skopeo through the same nginx to the same Gitea: they must agree, and
+skopeo's error must be diagnosed as the entry the probe named.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import urllib.error
+import urllib.request
+
+import pytest
+from helpers import IN_CI
+from real.stack import READER, REGISTRY_HOST, REPO, WRITER, Stack
+from real.test_authflow_real import probe
+
+from wizard.diagnose import classify
+from wizard.sandbox import realapi, realgitea
+
+GITEA_VERSION = "1.26.0"  # scripts/build-real's GITEA_VERSION
+
+
+@pytest.fixture(scope="module")
+def gitea_stack(real_binaries):
+    try:
+        realapi.binary("gitea")
+        realgitea.assets()
+    except realapi.ComponentMissing as e:
+        if IN_CI:
+            pytest.fail(f"{e} (CI must build it: make test runs scripts/build-real)")
+        pytest.skip(str(e))
+    st = Stack(real_binaries, gitea=True)
+    try:
+        st.start()
+        seeded = st.skopeo_copy(WRITER, st.tokens[WRITER])
+        assert seeded.ok, f"pushing the seed image to real Gitea failed: {seeded.stderr}"
+        yield st
+    finally:
+        st.stop()
+        assert st.gitea.proc is None
+
+
+def raw(st: Stack, method: str, path: str, *, auth: tuple[str, str] | None = None, host: str | None = None,
+        proto: str | None = "https") -> tuple[int, dict, bytes]:
+    """One request straight to Gitea with the headers nginx sends (Host, X-Forwarded-Proto)."""
+    headers = {"Host": host or st.registry}
+    if proto:
+        headers["X-Forwarded-Proto"] = proto
+    if auth:
+        headers["Authorization"] = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+    req = urllib.request.Request(st.gitea.url + path, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, {k.lower(): r.headers.get_all(k) for k in r.headers}, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, {k.lower(): e.headers.get_all(k) for k in e.headers}, e.read()
+
+
+# ------------------------------------------------------------------ what this Gitea version answers
+def test_the_version_is_the_one_built(gitea_stack):
+    assert gitea_stack.gitea.version() == GITEA_VERSION
+
+
+def test_the_realm_is_derived_from_the_request_not_root_url(gitea_stack):
+    """Gitea >= 1.26 (PUBLIC_URL_DETECTION=auto): scheme from X-Forwarded-Proto, host from Host; not ROOT_URL."""
+    st = gitea_stack
+    assert st.gitea.root_url == st.root_url and "auth.test" in st.root_url
+    cases = {("https", st.registry): f"https://{st.registry}/v2/token",
+             ("http", st.registry): f"http://{st.registry}/v2/token",  # Traefik web rewrote X-Forwarded-Proto
+             (None, "gitea-http.gitea-system.svc.cluster.local:3000"):
+                 "http://gitea-http.gitea-system.svc.cluster.local:3000/v2/token"}  # Kaniko's internal view
+    for (proto, host), realm in cases.items():
+        code, headers, body = raw(st, "GET", "/v2/", host=host, proto=proto)
+        assert code == 401
+        challenges = headers["www-authenticate"]
+        assert challenges[0] == f'Bearer realm="{realm}",service="container_registry",scope="*"', challenges
+        assert challenges[1:] == ['Basic realm="Gitea Container Registry"']  # a second challenge: parse both
+        assert json.loads(body) == {"errors": [{"code": "UNAUTHORIZED", "message": ""}]}
+
+
+def test_the_token_endpoint_answers_get_only_and_401_to_wrong_credentials(gitea_stack):
+    st = gitea_stack
+    q = "/v2/token?scope=repository:acme/app:pull&service=container_registry"
+    code, _, body = raw(st, "GET", q, auth=(WRITER, st.tokens[WRITER]))
+    assert code == 200 and "token" in json.loads(body)
+    code, _, body = raw(st, "POST", q, auth=(WRITER, st.tokens[WRITER]))
+    assert code == 404 and body == b""  # containerd tries POST first and falls back to GET on 404
+    code, headers, body = raw(st, "GET", q, auth=(WRITER, "not-the-token"))
+    assert code == 401 and json.loads(body)["errors"][0]["code"] == "UNAUTHORIZED"
+    assert headers["www-authenticate"][0].startswith("Bearer realm=")
+    # the user name is ignored when the password is a token: another name with the writer's token works
+    code, _, _ = raw(st, "GET", q, auth=("someone-else", st.tokens[WRITER]))
+    assert code == 200
+
+
+def test_a_private_owner_gives_no_anonymous_pull(gitea_stack):
+    st = gitea_stack
+    code, _, body = raw(st, "GET", "/v2/token?scope=repository:acme/app:pull")
+    assert code == 200, "Gitea hands out an anonymous (ghost) token"
+    token = json.loads(body)["token"]
+    req = urllib.request.Request(f"{st.gitea.url}/v2/{REPO}/manifests/latest", method="HEAD",
+                                 headers={"Host": st.registry, "X-Forwarded-Proto": "https",
+                                          "Authorization": f"Bearer {token}",
+                                          "Accept": "application/vnd.oci.image.manifest.v1+json"})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=10)
+    assert e.value.code in (401, 404)
+
+
+# ------------------------------------------------------------------ the wizard's probe vs skopeo, on real Gitea
+SCENARIOS = [
+    ("good credentials", WRITER, None, False, True, "ok"),
+    ("good credentials pushing", WRITER, None, True, True, "ok"),
+    ("wrong password", WRITER, "not-the-token", False, True, "wrong-token"),
+    ("read-only user pushing", READER, None, True, True, "pull-only-token"),
+    ("untrusted CA", WRITER, None, False, False, "unknown-authority"),
+]
+
+
+@pytest.mark.parametrize("name,user,password,push,trust,verdict", SCENARIOS, ids=[s[0] for s in SCENARIOS])
+def test_probe_verdict_agrees_with_skopeo_on_real_gitea(gitea_stack, name, user, password, push, trust, verdict):
+    st = gitea_stack
+    password = st.tokens[user] if password is None else password
+    flow = probe(st, user, password, push=push, trust=trust)
+    if push:
+        sk = st.skopeo("copy", "--dest-creds", f"{user}:{password}", "--dest-cert-dir", "{certs}",
+                       f"oci:{st.dir / 'layout'}:latest", f"docker://{st.registry}/{REPO}:pushed", trust=trust)
+    else:
+        sk = st.skopeo("inspect", "--creds", f"{user}:{password}", "--cert-dir", "{certs}",
+                       f"docker://{st.registry}/{REPO}:latest", trust=trust)
+    context = f"probe: {flow.verdict} ({flow.cause}); skopeo exit {sk.rc}: {sk.stderr.strip()[-400:]}"
+    assert flow.verdict == verdict, context
+    assert sk.ok == flow.ok, "the probe and skopeo disagree — " + context
+    if flow.ok:
+        # the realm Gitea named is the registry host itself (derived from the request), and that is fine
+        assert flow.realm == f"https://{st.registry}/v2/token", flow.realm
+    else:
+        d = classify(sk.stderr)
+        assert d is not None and d.key == flow.problem, \
+            f"skopeo's error is diagnosed as {d.key if d else None}, the probe said {flow.problem}: {context}"
+
+
+def test_gitea_tokens_never_reach_the_probe_evidence(gitea_stack):
+    st = gitea_stack
+    flow = probe(st, WRITER, st.tokens[WRITER], push=True)
+    text = json.dumps(flow.evidence())
+    assert flow.ok and st.tokens[WRITER] not in text
+    assert REGISTRY_HOST in text
