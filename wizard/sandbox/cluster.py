@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 
 from . import containerd, defaults, oci
 from .caddy import Caddy
-from .ghcr import Ghcr, GhcrUser
 from .ghcr import HOST as GHCR_HOST
 from .ghcr import STORAGE_HOST as GHCR_STORAGE_HOST
+from .ghcr import Ghcr, GhcrUser
 from .gitea import Gitea, GiteaUser
 from .http import HttpRequest, HttpResponse, TLSConfig
 from .kinds import BY_KIND, Kind

@@ -26,6 +26,7 @@ import json
 import re
 import secrets
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, quote, urlencode
@@ -64,7 +65,7 @@ class Ghcr:
         self.repos: dict[str, oci.Repo] = {}
         self.throttled = 0  # the next N registry requests answer 429
         self.retry_after = 1
-        self.requests: list[tuple[str, str, str, int]] = []  # (method, host, path, status), for tests
+        self.requests: deque[tuple[str, str, str, int]] = deque(maxlen=10000)  # (method, host, path, status)
         self._secret = secrets.token_bytes(32)
         self._tokens: dict[str, tuple[frozenset[str], float]] = {}  # token → (pullable repos, issued)
 

@@ -26,6 +26,7 @@ import re
 import secrets
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs
@@ -92,7 +93,7 @@ class Gitea:
         self.duplicate_key = False
         self.manifest_put_seconds = 0.05  # how long a manifest PUT holds the image while duplicate_key is on
         self._putting: set[str] = set()
-        self.requests: list[tuple[str, str, int]] = []  # (method, path, status), for tests
+        self.requests: deque[tuple[str, str, int]] = deque(maxlen=10000)  # (method, path, status), for tests
 
     @property
     def realm(self) -> str:
