@@ -318,3 +318,18 @@ def test_pull_from_an_empty_gitea_backs_off_until_skopeo_copies_the_image(sb):
         assert poll(image_id, timeout=30, what="the pod running") == f"{registry}/{name}@{ghcr_digest}"
     finally:
         api.close()
+
+
+def test_tag_list_pages_carry_link_until_a_page_is_empty(pusher):
+    """Gitea sets Link on every non-empty page: a client stops at the empty one."""
+    repo = f"{ORG}/paged"
+    for tag in ("a", "b", "c"):
+        pusher.image(repo, tag, tag.encode())
+    url, pages = f"{pusher.base}/v2/{repo}/tags/list?n=2", []
+    while url:
+        resp = pusher.req("GET", url)
+        pages.append(resp.json()["tags"])
+        link = resp.headers.get("link")
+        url = pusher.base + link.split(";")[0].strip("<> ") if link else None
+        assert len(pages) < 5
+    assert pages == [["a", "b"], ["c"], []]
