@@ -215,6 +215,8 @@ def test_concurrent_manifest_puts_can_collide(sb, pusher):
     try:
         results: list[httpx.Response] = []
         clients = [Reg(sb, "registry-user", sb.token_file.read_text().strip()) for _ in docs]
+        for c in clients:  # connected before the race, so both PUTs arrive together
+            assert c.req("GET", "/v2/").status_code == 200
         gate = threading.Barrier(len(docs))
 
         def put(c, i):

@@ -91,7 +91,7 @@ class Gitea:
         self._uploads: dict[str, tuple[str, bytearray]] = {}  # uuid → (repo, data so far)
         # Concurrent manifest PUTs to one image: off, or the 500 Gitea gives (#19586, #31215, …).
         self.duplicate_key = False
-        self.manifest_put_seconds = 0.05  # how long a manifest PUT holds the image while duplicate_key is on
+        self.manifest_put_seconds = 0.5  # how long a manifest PUT holds the image while duplicate_key is on
         self._putting: set[str] = set()
         self.requests: deque[tuple[str, str, int]] = deque(maxlen=10000)  # (method, path, status), for tests
 
