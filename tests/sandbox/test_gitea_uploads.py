@@ -335,3 +335,13 @@ def test_tag_list_pages_carry_link_until_a_page_is_empty(pusher):
         url = pusher.base + link.split(";")[0].strip("<> ") if link else None
         assert len(pages) < 5
     assert pages == [["a", "b"], ["c"], []]
+
+
+def test_owner_must_exist(pusher):
+    org = pusher.req("GET", f"/api/v1/orgs/{ORG}")
+    assert org.status_code == 200 and org.json()["username"] == ORG
+    assert pusher.req("GET", "/api/v1/users/registry-user").json()["login"] == "registry-user"
+    missing = pusher.req("GET", "/api/v1/orgs/no-such-org")
+    assert missing.status_code == 404 and "org does not exist" in missing.json()["errors"][0]
+    push = pusher.start("no-such-org/app")
+    assert push.status_code == 404 and errors(push)[0]["code"] == "NAME_UNKNOWN"

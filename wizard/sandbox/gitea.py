@@ -81,9 +81,12 @@ class Gitea:
         *,
         require_signin: bool = False,
         clock: Callable[[], float] = time.time,
+        orgs: set[str] | None = None,
     ):
         self.root_url = root_url if root_url.endswith("/") else root_url + "/"
         self.users = {u.name: u for u in users}
+        # organisations that exist (default: every org a user may push to or pull from)
+        self.orgs = set(orgs) if orgs is not None else {o for u in users for o in u.can_push | u.can_pull}
         self.require_signin = require_signin
         self.clock = clock
         self._secret = secrets.token_bytes(32)
@@ -226,8 +229,30 @@ class Gitea:
             self.requests.append((req.method, req.path, resp.status))
         return resp
 
+    def owner_exists(self, name: str) -> bool:
+        return name in self.users or name in self.orgs
+
+    def _api(self, req: HttpRequest) -> HttpResponse | None:
+        """``GET /api/v1/orgs/NAME`` and ``/api/v1/users/NAME`` (public owners), as a client checks an owner."""
+        m = re.match(r"^/api/v1/(orgs|users)/([^/]+)$", req.path)
+        if not m or req.method not in ("GET", "HEAD"):
+            return None
+        kind, name = m[1], m[2]
+        exists = name in self.orgs if kind == "orgs" else name in self.users
+        if not exists:
+            what = f"org does not exist [id: 0, name: {name}]" if kind == "orgs" else \
+                f"user redirect does not exist [name: {name}]"
+            return self._json(404, json.dumps({"errors": [what], "message": "The target couldn't be found.",
+                                               "url": self.root_url + "api/swagger"}).encode())
+        ident = int(hashlib.sha256(name.encode()).hexdigest()[:6], 16)
+        doc = {"id": ident, "username": name, "full_name": "", "visibility": "public"}
+        doc |= {"name": name} if kind == "orgs" else {"login": name}
+        return self._json(200, json.dumps(doc).encode())
+
     async def _handle(self, req: HttpRequest) -> HttpResponse:
         path = req.path
+        if path.startswith("/api/v1/") and (api := self._api(req)) is not None:
+            return api
         if path != "/v2" and not path.startswith("/v2/"):
             return HttpResponse.text(200, "<!DOCTYPE html><html><head><title>Gitea</title></head>"
                                           "<body>Gitea: Git with a cup of tea</body></html>", "text/html; charset=utf-8")
@@ -245,6 +270,8 @@ class Gitea:
         if who != "user":
             scope = f"repository:{repo}:pull" + (",push" if action == "push" else "")
             return self._challenge(scope)
+        if not self.owner_exists(repo.split("/", 1)[0].lower()):
+            return self._json(404, _errors("NAME_UNKNOWN", "repository name not known to registry"))
         if not user.may(action, repo):
             return self._json(403, _errors("DENIED", "requested access to the resource is denied"))
         if action == "push" and repo != repo.lower():
