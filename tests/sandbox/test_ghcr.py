@@ -247,3 +247,19 @@ def test_pods_run_the_ghcr_digests(world):
     ghcr = state(world)["registries"]["ghcr"]
     assert ids == {f"ghcr.io/{ORG}/{n}@{ghcr[f'{ORG}/{n}:latest']}"
                    for n in ("github-workflow-agents", "gwa-orchestrator", "gwa-webhook")}
+
+
+def test_signature_fallback_tag_and_no_referrers_api(world, http):
+    repo = f"{ORG}/gwa-webhook"
+    auth = bearer(http, world, repo)
+    latest = manifest(http, world, repo, "latest", auth).headers["docker-content-digest"]
+    tags = http.get(f"{world.ghcr_url}/v2/{repo}/tags/list", headers=auth).json()["tags"]
+    sig_tag = f"sha256-{latest.split(':', 1)[1]}.sig"
+    assert sig_tag in tags
+    sig = manifest(http, world, repo, sig_tag, auth).json()
+    assert sig["layers"][0]["mediaType"] == "application/vnd.dev.cosign.simplesigning.v1+json"
+    payload = http.get(http.get(f"{world.ghcr_url}/v2/{repo}/blobs/{sig['layers'][0]['digest']}",
+                                headers=auth).headers["location"]).json()
+    assert payload["critical"]["image"]["docker-manifest-digest"] == latest
+    referrers = http.get(f"{world.ghcr_url}/v2/{repo}/referrers/{latest}", headers=auth)
+    assert referrers.status_code == 404  # like GHCR: copy the fallback tags instead

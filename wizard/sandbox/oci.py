@@ -22,6 +22,7 @@ DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 IN_TOTO = "application/vnd.in-toto+json"
+COSIGN = "application/vnd.dev.cosign.simplesigning.v1+json"
 
 
 def sha256(data: bytes) -> str:
@@ -75,6 +76,20 @@ class Content:
                "config": {"mediaType": OCI_CONFIG, "size": len(config), "digest": self.blob(config)},
                "layers": [{"mediaType": IN_TOTO, "size": len(statement), "digest": self.blob(statement),
                            "annotations": {"in-toto.io/predicate-type": "https://slsa.dev/provenance/v0.2"}}]}
+        return self.manifest(OCI_MANIFEST, doc)
+
+    def signature(self, subject: str, reference: str) -> tuple[str, int]:
+        """A cosign signature manifest for ``subject``, the kind stored under the tag ``sha256-HEX.sig``."""
+        payload = json.dumps({"critical": {"identity": {"docker-reference": reference},
+                                           "image": {"docker-manifest-digest": subject},
+                                           "type": "cosign container image signature"}, "optional": None},
+                             sort_keys=True).encode()
+        config = json.dumps({"architecture": "", "os": "", "config": {},
+                             "rootfs": {"type": "layers", "diff_ids": [sha256(payload)]}}, sort_keys=True).encode()
+        doc = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+               "config": {"mediaType": OCI_CONFIG, "size": len(config), "digest": self.blob(config)},
+               "layers": [{"mediaType": COSIGN, "size": len(payload), "digest": self.blob(payload),
+                           "annotations": {"dev.cosignproject.cosign/signature": "MEUCIQ-sandbox-not-a-real-signature"}}]}
         return self.manifest(OCI_MANIFEST, doc)
 
     def index(self, entries: list[tuple[str, int, str, dict, dict | None]], *, oci: bool) -> tuple[str, int]:
@@ -136,7 +151,8 @@ def default_images(org: str, *, layer_size: int = 256 * 1024, small_size: int = 
     - ``github-workflow-agents:latest``: a Docker v2 manifest; ``v1.0.0`` … tags for pagination;
     - ``gwa-orchestrator:latest``: an OCI index, linux/amd64 + linux/arm64, each with a buildx
       attestation entry (``unknown/unknown``);
-    - ``gwa-webhook:latest``: an OCI manifest; ``gwa-webhook:legacy``: a Docker manifest list.
+    - ``gwa-webhook:latest``: an OCI manifest, signed (cosign's fallback tag ``sha256-HEX.sig``);
+      ``gwa-webhook:legacy``: a Docker manifest list.
     Every linux/amd64 image shares one base layer of ``layer_size`` bytes.
     """
     base = generate("sandbox base layer", layer_size)
@@ -170,12 +186,14 @@ def default_images(org: str, *, layer_size: int = 256 * 1024, small_size: int = 
     out["gwa-orchestrator"] = {"latest": orch}
 
     hook = Content()
-    hook.image(f"{org}/gwa-webhook", [base, app("gwa-webhook")], oci=True)
+    hook_digest, _ = hook.image(f"{org}/gwa-webhook", [base, app("gwa-webhook")], oci=True)
+    sig = Content()
+    sig.signature(hook_digest, f"ghcr.io/{org}/gwa-webhook")
     legacy = Content()
     a = legacy.image(f"{org}/gwa-webhook", [base, app("gwa-webhook legacy")], oci=False)
     b = legacy.image(f"{org}/gwa-webhook", [base_arm, app("gwa-webhook legacy arm64")], oci=False, arch="arm64")
     legacy.index([(a[0], a[1], DOCKER_MANIFEST, AMD64, None), (b[0], b[1], DOCKER_MANIFEST, ARM64, None)], oci=False)
-    out["gwa-webhook"] = {"latest": hook, "legacy": legacy}
+    out["gwa-webhook"] = {"latest": hook, "legacy": legacy, f"sha256-{hook_digest.split(':', 1)[1]}.sig": sig}
     return out
 
 
