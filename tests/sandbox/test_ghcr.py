@@ -263,3 +263,11 @@ def test_signature_fallback_tag_and_no_referrers_api(world, http):
     assert payload["critical"]["image"]["docker-manifest-digest"] == latest
     referrers = http.get(f"{world.ghcr_url}/v2/{repo}/referrers/{latest}", headers=auth)
     assert referrers.status_code == 404  # like GHCR: copy the fallback tags instead
+
+
+def test_every_sandbox_has_the_same_digests(world, tmp_path):
+    from helpers import fast_options
+
+    from wizard.sandbox.server import Sandbox
+    with Sandbox(tmp_path / "again", fast_options(seed=7)) as other:
+        assert state(other)["registries"]["ghcr"] == state(world)["registries"]["ghcr"]
