@@ -70,6 +70,8 @@ def add_sandbox_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--existing-registries", metavar="FILE",
                    help="a registries.yaml pre-installed (and loaded) on every node")
     p.add_argument("--seed", type=int, default=1, help="random seed for the simulation")
+    p.add_argument("--gitea-preloaded", action=argparse.BooleanOptionalAction, default=None,
+                   help="Gitea starts with the plan's images, copied from the sandbox's GHCR (default: yes, for now)")
 
 
 def sandbox_options(args: argparse.Namespace):
@@ -89,7 +91,8 @@ def sandbox_options(args: argparse.Namespace):
                    server_restart_seconds=args.server_restart_seconds, systemd_version=args.systemd_version,
                    node_timezone=args.node_timezone,
                    never_returns=set(args.never_returns), api_fault_rate=args.api_fault_rate,
-                   existing_registries=existing, seed=args.seed)
+                   existing_registries=existing, seed=args.seed,
+                   **({} if args.gitea_preloaded is None else {"gitea_preloaded": args.gitea_preloaded}))
 
 
 def add_cluster_options(p: argparse.ArgumentParser, *, plan_required: bool = True) -> None:

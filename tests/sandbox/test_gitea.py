@@ -196,7 +196,7 @@ async def test_push_needs_push_permission(gitea):
         "PUT",
         f"/v2/{REPO}/manifests/v2",
         pusher,
-        b'{"schemaVersion":2}',
+        json.dumps({"schemaVersion": 2, "config": {"digest": digest, "size": 5}, "layers": []}).encode(),
         Content_Type="application/vnd.oci.image.manifest.v1+json",
     )
     assert man.status == 201

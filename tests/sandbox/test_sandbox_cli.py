@@ -159,6 +159,22 @@ def test_systemd_version_time_zone_and_server_start_up_are_applied(running):
     assert stop(proc, signal.SIGTERM)[0] == 0
 
 
+@pytest.mark.parametrize("flag, preloaded", [((), True), (("--gitea-preloaded",), True),
+                                             (("--no-gitea-preloaded",), False)])
+def test_gitea_preloaded_flag_decides_what_gitea_holds(running, flag, preloaded):
+    proc, _, d = running(*flag)
+    server = yaml.safe_load((d / "kubeconfig").read_text())["clusters"][0]["cluster"]["server"]
+    registries = httpx.get(f"{server}/_sandbox/state", verify=False, timeout=5).json()["registries"]
+    names = ("github-workflow-agents", "gwa-orchestrator", "gwa-webhook")
+    assert all(f"jaybrto/{n}:latest" in registries["ghcr"] for n in names)
+    if preloaded:  # the same bytes as on GHCR: the same digests
+        assert registries["gitea"] == {f"jaybrto/{n}:latest": registries["ghcr"][f"jaybrto/{n}:latest"] for n in names}
+    else:
+        assert registries["gitea"] == {}
+    assert mode(d / "ghcr-token") == 0o600 and (d / "public-ca.crt").is_file()
+    assert stop(proc, signal.SIGTERM)[0] == 0
+
+
 def test_sigint_exits_zero(running):
     proc, first, d = running()
     assert first == f"sandbox ready: {d}"

@@ -20,8 +20,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from . import containerd, defaults
+from . import containerd, defaults, oci
 from .caddy import Caddy
+from .ghcr import HOST as GHCR_HOST
+from .ghcr import STORAGE_HOST as GHCR_STORAGE_HOST
+from .ghcr import Ghcr, GhcrUser
 from .gitea import Gitea, GiteaUser
 from .http import HttpRequest, HttpResponse, TLSConfig
 from .kinds import BY_KIND, Kind
@@ -51,14 +54,22 @@ READER = "ci-reader"
 # Documentation addresses (TEST-NET-1): virtual only, never dialled.
 CADDY_IP = "192.0.2.1"
 TRAEFIK_LB_IP = "192.0.2.201"
+# The internet, as far as the sandbox has one (TEST-NET-3): ghcr.io and its blob storage.
+GHCR_IP = "203.0.113.10"
+GHCR_STORAGE_IP = "203.0.113.20"
 DNS_IP = "10.43.0.10"
 GUIDE_IMAGES = {
     "github-workflow-agents": ("StatefulSet", "gwa-runner"),
     "gwa-orchestrator": ("Deployment", "gwa-orchestrator"),
     "gwa-webhook": ("Deployment", "gwa-webhook"),
 }
-# Registries on the public internet: pulls from them succeed (the sandbox has no internet).
+# Registries on the public internet: pulls from them succeed (the sandbox has no internet), except
+# ghcr.io, which the sandbox serves itself (ghcr.py): pulls from it are real pulls of its images.
 PUBLIC_REGISTRIES = {"docker.io", "ghcr.io", "gcr.io", "quay.io", "registry.k8s.io", "public.ecr.aws"}
+GHCR_PRIVATE = {"github-workflow-agents"}  # the others are public packages (anonymous pulls work)
+# Whether Gitea starts with the plan's images already stored (copied byte for byte from the GHCR).
+# Issue 16 wants it EMPTY by default once the Images stage exists: flip this one constant then.
+GITEA_PRELOADED = True
 GRACE = 40.0  # node-monitor-grace-period: Ready turns Unknown after this long without a lease
 
 
@@ -79,6 +90,10 @@ class Options:
     time_scale: float = 1.0  # scales kubelet back-offs (tests use < 1)
     public_port: int = 0
     gitea_token: str | None = None  # registry-user's token (random when not given; tests use a canary)
+    gitea_preloaded: bool = GITEA_PRELOADED  # Gitea starts with the plan's images (as copied from GHCR)
+    ghcr_token: str | None = None  # the GitHub PAT in ghcr-secret and ./ghcr-token (random when not given)
+    ghcr_layer_size: int = 256 * 1024  # bytes of the base layer every image shares (large for benchmarks)
+    ghcr_url_ttl: float = 300.0  # seconds a storage redirect from ghcr.io stays valid
 
 
 def node_names(servers: int, agents: int) -> list[tuple[str, str]]:
@@ -116,6 +131,7 @@ class Cluster(NodeHooks):
         self._event_index: dict[tuple, str] = {}
         self.token = opts.gitea_token or secrets.token_hex(20)  # registry-user's Gitea access token
         self.reader_token = secrets.token_hex(20)
+        self.ghcr_token = opts.ghcr_token or "ghp_" + secrets.token_hex(18)  # a classic PAT with read:packages
         self.public_port = opts.public_port
         # certificates
         self.lan_ca = make_ca("Example LAN CA")  # the operator's machine trusts this one (ca.crt)
@@ -125,6 +141,9 @@ class Cluster(NodeHooks):
         self.network = Network(system_roots=[self.public_root])
         self.network.lookup_hook = self._lookup
         self.gitea: Gitea | None = None
+        self.ghcr: Ghcr | None = None
+        self.ghcr_cert: CertKey | None = None
+        self.ghcr_storage_cert: CertKey | None = None
         self.traefik: Traefik | None = None
         self.caddy: Caddy | None = None
 
@@ -141,9 +160,14 @@ class Cluster(NodeHooks):
         return {REGISTRY_HOST: CADDY_IP, REALM_HOST: TRAEFIK_LB_IP, LEGACY_HOST: CADDY_IP,
                 WEB_HOST: TRAEFIK_LB_IP}
 
+    @staticmethod
+    def internet_hosts() -> dict[str, str]:
+        """The public names the LAN DNS forwards to the (simulated) internet."""
+        return {GHCR_HOST: GHCR_IP, GHCR_STORAGE_HOST: GHCR_STORAGE_IP}
+
     def node_dns(self, node: SimNode) -> DnsView:
         """A node's resolver: the LAN DNS and /etc/hosts; no cluster names (containerd runs on the host)."""
-        hosts = dict(self.lan_hosts())
+        hosts = dict(self.lan_hosts()) | self.internet_hosts()
         hosts.update({n.name: n.internal_ip for n in (node,)})
         return DnsView(hosts=hosts)
 
@@ -157,7 +181,7 @@ class Cluster(NodeHooks):
                 if svc and svc["spec"].get("clusterIP") not in (None, "", "None"):
                     return svc["spec"]["clusterIP"]
             return None
-        return self.lan_hosts().get(name)
+        return (self.lan_hosts() | self.internet_hosts()).get(name)
 
     def _lookup(self, ip: str, port: int) -> Endpoint | None:
         """Service ClusterIPs and pod IPs on the virtual network."""
@@ -219,8 +243,20 @@ class Cluster(NodeHooks):
             GiteaUser(USERNAME, self.token, can_push={ORG}),
             GiteaUser(READER, self.reader_token, can_push=set(), can_pull={ORG}),
         ])
-        for image in GUIDE_IMAGES:
-            self.gitea.add_image(f"{ORG}/{image}", "latest")
+        self.ghcr = Ghcr([GhcrUser(ORG, self.ghcr_token, can_read={ORG})],
+                         public={f"{ORG}/{name}" for name in GUIDE_IMAGES if name not in GHCR_PRIVATE},
+                         url_ttl=opts.ghcr_url_ttl)
+        self.ghcr.load(ORG, oci.default_images(ORG, layer_size=opts.ghcr_layer_size))
+        if opts.gitea_preloaded:
+            for image in GUIDE_IMAGES:
+                repo = f"{ORG}/{image}"
+                digest = self.ghcr.digest(repo, "latest")
+                self.gitea.store(repo, "latest", self.ghcr.repos[repo].closure(digest))
+        self.ghcr_cert = make_cert(GHCR_HOST, [GHCR_HOST], issuer=self.public_root)
+        self.ghcr_storage_cert = make_cert(GHCR_STORAGE_HOST, [GHCR_STORAGE_HOST, "*.githubusercontent.com"],
+                                           issuer=self.public_root)
+        self.network.add(GHCR_IP, 443, self.ghcr_endpoint())
+        self.network.add(GHCR_STORAGE_IP, 443, self.ghcr_storage_endpoint())
         self.traefik = Traefik(
             ingresses=lambda: self.store.kinds[INGRESS].objects.values(),
             secret=lambda ns, name: self.store.get(SECRET, ns, name),
@@ -269,6 +305,16 @@ class Cluster(NodeHooks):
             self.nodes[name] = node
         self._populate(now)
 
+    def ghcr_endpoint(self) -> Endpoint:
+        return Endpoint("ghcr.io", "https", self.ghcr.handle, cert_for=lambda sni: self.ghcr_cert)
+
+    def ghcr_storage_endpoint(self) -> Endpoint:
+        return Endpoint("ghcr storage", "https", self.ghcr.storage, cert_for=lambda sni: self.ghcr_storage_cert)
+
+    def registries(self) -> dict:
+        """What each registry holds: ``{"ghcr": {"<repo>:<tag>": digest}, "gitea": {…}}``."""
+        return {"ghcr": self.ghcr.tag_digests(), "gitea": self.gitea.tag_digests()}
+
     def _populate(self, now: float) -> None:
         s = self.store
         create = lambda kind, obj, ns="": s.create(kind, obj, ns, manager="k3s", validate=False,  # noqa: E731
@@ -314,8 +360,8 @@ class Cluster(NodeHooks):
                 "spec": {"rules": [{"host": host, "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": {
                     "service": {"name": "gitea-http", "port": {"number": 3000}}}}]}}]}}, "gitea-system")
         # the guide's workloads, still on GHCR
-        ghcr_auth = {"auths": {"ghcr.io": {"username": ORG, "password": "gho-sandbox-" + secrets.token_hex(8),
-                                           "auth": b64(f"{ORG}:sandbox")}}}
+        ghcr_auth = {"auths": {"ghcr.io": {"username": ORG, "password": self.ghcr_token,
+                                           "auth": b64(f"{ORG}:{self.ghcr_token}")}}}
         create(SECRET, {"metadata": {"name": "ghcr-secret"}, "type": "kubernetes.io/dockerconfigjson",
                         "data": {".dockerconfigjson": b64(json.dumps(ghcr_auth))}}, "default")
         create(K[("v1", "ServiceAccount")], {"metadata": {"name": "default"}}, "default")
@@ -510,7 +556,7 @@ class Cluster(NodeHooks):
     # ------------------------------------------------------------------ pulls
     async def pull(self, node: SimNode, image: str, secrets_: dict) -> containerd.PullResult:
         ref = containerd.parse_image(image)
-        if ref.host in PUBLIC_REGISTRIES:
+        if ref.host in PUBLIC_REGISTRIES and ref.host != GHCR_HOST:
             digest = "sha256:" + hashlib.sha256(str(ref).encode()).hexdigest()
             return containerd.PullResult(True, image, digest=digest)
         view = self.node_dns(node)
@@ -745,7 +791,8 @@ class Cluster(NodeHooks):
             nodes[name] = {"role": n.role, "unit": n.unit, "ready": ready == "True", "unit_state": n.state,
                            "active_enter": n.active_enter, "files": n.fs.files(),
                            "loaded_registries": n.loaded_registries, "restarts": [dict(r) for r in n.restarts]}
-        return {"nodes": nodes, "pods": list(self.pod_records.values()), "requests": requests}
+        return {"nodes": nodes, "pods": list(self.pod_records.values()), "requests": requests,
+                "registries": self.registries()}
 
 
 def _node_ip(i: int) -> str:

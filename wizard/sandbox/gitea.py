@@ -4,10 +4,20 @@ Modelled on Gitea's ``routers/api/packages/container``: the realm is fixed by RO
 (guide, "Understanding the Docker v2 Auth Flow"), Basic auth is accepted on the registry
 API itself, and anonymous callers get a ghost token unless sign-in is required
 (test-environment.md, item 4) — a 200 from the realm proves nothing about credentials.
+
+Uploads follow Gitea's rules (research/upstream-behaviour.md, "Gitea container registry"):
+blobs belong to one image (another image reads them only after a mount, which checks that
+the caller may pull the source); after the first PATCH every chunk needs a ``Content-Range``
+starting where the upload stands (else 400 "Stream uploads after first write are not
+allowed", or 416); a blob's digest is verified on PUT; a manifest PUT needs every blob and
+child manifest it names in the same image (MANIFEST_BLOB_UNKNOWN) and an index must not
+contain an index (MANIFEST_INVALID); tags are stored lowercase; image names must be
+lowercase. ``duplicate_key`` reproduces the 500 of concurrent manifest PUTs to one image.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -16,10 +26,12 @@ import re
 import secrets
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs
 
+from . import oci
 from .http import Headers, HttpRequest, HttpResponse
 
 SERVICE = "container_registry"
@@ -69,16 +81,22 @@ class Gitea:
         *,
         require_signin: bool = False,
         clock: Callable[[], float] = time.time,
+        orgs: set[str] | None = None,
     ):
         self.root_url = root_url if root_url.endswith("/") else root_url + "/"
         self.users = {u.name: u for u in users}
+        # organisations that exist (default: every org a user may push to or pull from)
+        self.orgs = set(orgs) if orgs is not None else {o for u in users for o in u.can_push | u.can_pull}
         self.require_signin = require_signin
         self.clock = clock
         self._secret = secrets.token_bytes(32)
-        self._tags: dict[tuple[str, str], str] = {}  # (repo, tag) → manifest digest
-        self._manifests: dict[tuple[str, str], tuple[str, bytes]] = {}  # (repo, digest) → (type, body)
-        self._blobs: dict[str, bytes] = {}  # Gitea keeps blobs globally, by digest
+        self.repos: dict[str, oci.Repo] = {}  # image → its tags, manifests and blobs (blobs are per image)
         self._uploads: dict[str, tuple[str, bytearray]] = {}  # uuid → (repo, data so far)
+        # Concurrent manifest PUTs to one image: off, or the 500 Gitea gives (#19586, #31215, …).
+        self.duplicate_key = False
+        self.manifest_put_seconds = 0.5  # how long a manifest PUT holds the image while duplicate_key is on
+        self._putting: set[str] = set()
+        self.requests: deque[tuple[str, str, int]] = deque(maxlen=10000)  # (method, path, status), for tests
 
     @property
     def realm(self) -> str:
@@ -91,8 +109,9 @@ class Gitea:
         layer = (seed * (size // len(seed) + 1))[:size]
         config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {
             "type": "layers", "diff_ids": [_sha256(layer)]}}, sort_keys=True).encode()
-        self._blobs[_sha256(layer)] = layer
-        self._blobs[_sha256(config)] = config
+        r = self.repos.setdefault(repo, oci.Repo())
+        r.blobs[_sha256(layer)] = layer
+        r.blobs[_sha256(config)] = config
         manifest = json.dumps({
             "schemaVersion": 2,
             "mediaType": MANIFEST_V2,
@@ -105,15 +124,32 @@ class Gitea:
 
     def _store_manifest(self, repo: str, ref: str, media_type: str, body: bytes) -> str:
         digest = _sha256(body)
-        self._manifests[(repo, digest)] = (media_type, body)
+        r = self.repos.setdefault(repo, oci.Repo())
+        r.manifests[digest] = (media_type, body)
         if not ref.startswith("sha256:"):
-            self._tags[(repo, ref)] = digest
+            r.tags[ref.lower()] = digest
+        return digest
+
+    def store(self, repo: str, tag: str, content: oci.Content) -> str:
+        """Put ``content`` (an image with its children and blobs, e.g. from GHCR) in ``repo`` under ``tag``."""
+        r = self.repos.setdefault(repo, oci.Repo())
+        r.blobs.update(content.blobs)
+        r.manifests.update(content.manifests)
+        digest = oci.top(content)
+        r.tags[tag.lower()] = digest
         return digest
 
     def has_manifest(self, repo: str, ref: str) -> str | None:
         """The manifest digest that ``ref`` (tag or digest) names in ``repo``, if any."""
-        digest = ref if ref.startswith("sha256:") else self._tags.get((repo, ref))
-        return digest if (repo, digest) in self._manifests else None
+        r = self.repos.get(repo)
+        if r is None:
+            return None
+        digest = ref if ref.startswith("sha256:") else r.tags.get(ref.lower())
+        return digest if digest in r.manifests else None
+
+    def tag_digests(self) -> dict[str, str]:
+        """``{"<repo>:<tag>": digest}`` of every tag (the state JSON's ``registries.gitea``)."""
+        return {f"{repo}:{tag}": d for repo, r in sorted(self.repos.items()) for tag, d in sorted(r.tags.items())}
 
     # ---- tokens -------------------------------------------------------------------------
     def _issue(self, user: GiteaUser | None, scopes: list[str]) -> str:
@@ -188,7 +224,35 @@ class Gitea:
 
     async def handle(self, req: HttpRequest) -> HttpResponse:
         """Serve one request that reached Gitea (directly or through a proxy)."""
+        resp = await self._handle(req)
+        if req.path.startswith("/v2"):
+            self.requests.append((req.method, req.path, resp.status))
+        return resp
+
+    def owner_exists(self, name: str) -> bool:
+        return name in self.users or name in self.orgs
+
+    def _api(self, req: HttpRequest) -> HttpResponse | None:
+        """``GET /api/v1/orgs/NAME`` and ``/api/v1/users/NAME`` (public owners), as a client checks an owner."""
+        m = re.match(r"^/api/v1/(orgs|users)/([^/]+)$", req.path)
+        if not m or req.method not in ("GET", "HEAD"):
+            return None
+        kind, name = m[1], m[2]
+        exists = name in self.orgs if kind == "orgs" else name in self.users
+        if not exists:
+            what = f"org does not exist [id: 0, name: {name}]" if kind == "orgs" else \
+                f"user redirect does not exist [name: {name}]"
+            return self._json(404, json.dumps({"errors": [what], "message": "The target couldn't be found.",
+                                               "url": self.root_url + "api/swagger"}).encode())
+        ident = int(hashlib.sha256(name.encode()).hexdigest()[:6], 16)
+        doc = {"id": ident, "username": name, "full_name": "", "visibility": "public"}
+        doc |= {"name": name} if kind == "orgs" else {"login": name}
+        return self._json(200, json.dumps(doc).encode())
+
+    async def _handle(self, req: HttpRequest) -> HttpResponse:
         path = req.path
+        if path.startswith("/api/v1/") and (api := self._api(req)) is not None:
+            return api
         if path != "/v2" and not path.startswith("/v2/"):
             return HttpResponse.text(200, "<!DOCTYPE html><html><head><title>Gitea</title></head>"
                                           "<body>Gitea: Git with a cup of tea</body></html>", "text/html; charset=utf-8")
@@ -206,18 +270,39 @@ class Gitea:
         if who != "user":
             scope = f"repository:{repo}:pull" + (",push" if action == "push" else "")
             return self._challenge(scope)
+        if not self.owner_exists(repo.split("/", 1)[0].lower()):
+            return self._json(404, _errors("NAME_UNKNOWN", "repository name not known to registry"))
         if not user.may(action, repo):
             return self._json(403, _errors("DENIED", "requested access to the resource is denied"))
+        if action == "push" and repo != repo.lower():
+            return self._json(400, _errors("NAME_INVALID", "invalid repository name"))
         if kind == "manifests" and rest:
-            return self._manifest(req, repo, rest)
+            return await self._manifest(req, repo, rest)
         if kind == "blobs/uploads":
-            return self._upload(req, repo, rest)
+            return self._upload(req, repo, rest, user)
         if kind == "blobs" and rest and req.method in ("GET", "HEAD"):
-            return self._blob(req, rest)
+            return self._blob(req, repo, rest)
         if kind == "tags" and rest == "list" and req.method == "GET":
-            tags = sorted(t for (r, t) in self._tags if r == repo)
-            return self._json(200, json.dumps({"name": repo, "tags": tags}).encode())
+            return self._tags(req, repo)
         return self._not_found()
+
+    def _tags(self, req: HttpRequest, repo: str) -> HttpResponse:
+        """Tags in order, paginated by ``n``/``last``; Gitea sets Link on every non-empty page."""
+        q = parse_qs(req.query)
+        r = self.repos.get(repo)
+        if r is None:
+            return self._json(404, _errors("NAME_UNKNOWN", "repository name not known to registry"))
+        tags = sorted(r.tags)
+        last = (q.get("last") or [""])[0]
+        if last:
+            tags = [t for t in tags if t > last]
+        hdrs = {}
+        n_text = (q.get("n") or [""])[0]
+        if n_text.isdigit() and int(n_text) > 0:
+            tags = tags[:int(n_text)]
+            if tags:
+                hdrs["Link"] = f'</v2/{repo}/tags/list?last={tags[-1]}&n={n_text}>; rel="next"'
+        return self._json(200, json.dumps({"name": repo, "tags": tags}).encode(), **hdrs)
 
     def _not_found(self) -> HttpResponse:
         return self._json(404, _errors("NOT_FOUND", "not found"))
@@ -237,35 +322,75 @@ class Gitea:
         scopes = [s for v in parse_qs(req.query).get("scope", []) for s in v.split(" ") if s]
         return self._json(200, json.dumps({"token": self._issue(user, scopes)}).encode())
 
-    def _manifest(self, req: HttpRequest, repo: str, ref: str) -> HttpResponse:
+    async def _manifest(self, req: HttpRequest, repo: str, ref: str) -> HttpResponse:
         if req.method == "PUT":
-            media_type = req.headers.get("Content-Type") or MANIFEST_V2
-            digest = self._store_manifest(repo, ref, media_type, req.body)
-            return self._json(201, b"", Location=f"/v2/{repo}/manifests/{digest}", Docker_Content_Digest=digest)
+            return await self._put_manifest(req, repo, ref)
         if req.method not in ("GET", "HEAD"):
             return self._not_found()
         digest = self.has_manifest(repo, ref)
         if digest is None:
             return self._json(404, _errors("MANIFEST_UNKNOWN", "manifest unknown"))
-        media_type, body = self._manifests[(repo, digest)]
+        media_type, body = self.repos[repo].manifests[digest]
         h = Headers([("Content-Type", media_type), ("Content-Length", str(len(body))),
                      ("Docker-Content-Digest", digest), _API_VERSION])
         return HttpResponse(200, h, body if req.method == "GET" else b"")
 
-    def _blob(self, req: HttpRequest, digest: str) -> HttpResponse:
-        data = self._blobs.get(digest)
+    async def _put_manifest(self, req: HttpRequest, repo: str, ref: str) -> HttpResponse:
+        media_type = (req.headers.get("Content-Type") or "").split(";")[0].strip()
+        body = req.body
+        digest = _sha256(body)
+        if ref.startswith("sha256:") and ref != digest:
+            return self._json(400, _errors("DIGEST_INVALID", "provided digest did not match uploaded content"))
+        if media_type not in oci.MANIFEST_TYPES:
+            return self._json(400, _errors("MANIFEST_INVALID", "manifest invalid"))
+        try:
+            blobs, children = oci.references(media_type, body)
+        except ValueError:
+            return self._json(400, _errors("MANIFEST_INVALID", "manifest invalid"))
+        r = self.repos.get(repo) or oci.Repo()
+        if any(mt in oci.INDEX_TYPES for _, mt in children):
+            return self._json(400, _errors("MANIFEST_INVALID", "manifest invalid"))
+        if any(d not in r.blobs for d in blobs) or any(d not in r.manifests for d, _ in children):
+            return self._json(404, _errors("MANIFEST_BLOB_UNKNOWN", "manifest blob unknown"))
+        if self.duplicate_key:
+            if repo in self._putting:
+                return self._json(500, _errors("UNKNOWN", 'pq: duplicate key value violates unique constraint '
+                                                          '"UQE_package_version_s"'))
+            self._putting.add(repo)
+            try:
+                await asyncio.sleep(self.manifest_put_seconds)
+            finally:
+                self._putting.discard(repo)
+        digest = self._store_manifest(repo, ref, media_type, body)
+        return self._json(201, b"", Location=f"/v2/{repo}/manifests/{digest}", Docker_Content_Digest=digest)
+
+    def _blob(self, req: HttpRequest, repo: str, digest: str) -> HttpResponse:
+        data = self.repos.get(repo, oci.Repo()).blobs.get(digest)
         if data is None:
             return self._json(404, _errors("BLOB_UNKNOWN", "blob unknown to registry"))
         h = Headers([("Content-Type", "application/octet-stream"), ("Content-Length", str(len(data))),
                      ("Docker-Content-Digest", digest), _API_VERSION])
         return HttpResponse(200, h, data if req.method == "GET" else b"")
 
-    def _upload(self, req: HttpRequest, repo: str, upload_id: str) -> HttpResponse:
-        digest = (parse_qs(req.query).get("digest") or [""])[0]
+    def _put_blob(self, repo: str, digest: str, data: bytes) -> HttpResponse:
+        if _sha256(data) != digest:
+            return self._json(400, _errors("DIGEST_INVALID", "provided digest did not match uploaded content"))
+        self.repos.setdefault(repo, oci.Repo()).blobs[digest] = data
+        return self._json(201, b"", Location=f"/v2/{repo}/blobs/{digest}", Docker_Content_Digest=digest)
+
+    def _upload(self, req: HttpRequest, repo: str, upload_id: str, user: GiteaUser) -> HttpResponse:
+        q = parse_qs(req.query)
+        digest = (q.get("digest") or [""])[0]
         if req.method == "POST" and not upload_id:
-            if digest:  # monolithic upload in one POST
-                self._blobs[digest] = req.body
-                return self._json(201, b"", Location=f"/v2/{repo}/blobs/{digest}", Docker_Content_Digest=digest)
+            mount, source = (q.get("mount") or [""])[0], (q.get("from") or [""])[0]
+            if mount and source:
+                data = self.repos.get(source, oci.Repo()).blobs.get(mount)
+                if data is not None and user.may("pull", source):
+                    self.repos.setdefault(repo, oci.Repo()).blobs[mount] = data
+                    return self._json(201, b"", Location=f"/v2/{repo}/blobs/{mount}", Docker_Content_Digest=mount)
+                # no access or no such blob: an ordinary upload session, as the spec allows
+            elif digest:  # monolithic upload in one POST
+                return self._put_blob(repo, digest, req.body)
             upload_id = str(uuid.uuid4())
             self._uploads[upload_id] = (repo, bytearray())
             return self._json(202, b"", Location=f"/v2/{repo}/blobs/uploads/{upload_id}",
@@ -277,14 +402,23 @@ class Gitea:
         if req.method == "DELETE":
             del self._uploads[upload_id]
             return HttpResponse(204, Headers([_API_VERSION]))
-        if req.method in ("PATCH", "PUT"):
+        if req.method == "PATCH":
+            content_range = req.headers.get("Content-Range")
+            if content_range:
+                m = re.match(r"^\s*(\d+)-(\d+)", content_range)
+                if not m:
+                    return self._json(400, _errors("BLOB_UPLOAD_INVALID", "blob upload invalid"))
+                if int(m[1]) != len(data):
+                    return self._json(416, _errors("BLOB_UPLOAD_INVALID", "blob upload invalid"))
+            elif data:
+                return self._json(400, _errors("BLOB_UPLOAD_INVALID", "Stream uploads after first write are not allowed"))
             data += req.body
         if req.method == "PUT":
             if not digest:
                 return self._json(400, _errors("DIGEST_INVALID", "provided digest did not match uploaded content"))
+            data += req.body
             del self._uploads[upload_id]
-            self._blobs[digest] = bytes(data)  # minimal: the digest is not re-checked
-            return self._json(201, b"", Location=f"/v2/{repo}/blobs/{digest}", Docker_Content_Digest=digest)
+            return self._put_blob(repo, digest, bytes(data))
         if req.method in ("PATCH", "GET"):
             return self._json(202 if req.method == "PATCH" else 204, b"",
                               Location=f"/v2/{repo}/blobs/uploads/{upload_id}", Docker_Upload_UUID=upload_id,

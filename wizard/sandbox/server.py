@@ -3,7 +3,9 @@
 ``Sandbox(dir, opts).start()`` serves the Kubernetes API on https://127.0.0.1:<port> and the
 public hosts (external registry, realm) on one loopback HTTPS port, then writes into ``dir``:
 ``kubeconfig``, ``plan.yaml``, ``token`` (0600), ``ca.crt`` (the LAN CA the operator trusts)
-and ``resolve`` (host:port:addr lines, as ``--resolve`` takes them).
+and ``resolve`` (host:port:addr lines, as ``--resolve`` takes them); for the GHCR it serves as
+``ghcr.io:PORT``: ``ghcr-token`` (0600, the GitHub PAT), ``ghcr-resolve`` and ``public-ca.crt``
+(the root its certificate chains to, the stand-in for the public web PKI).
 """
 
 from __future__ import annotations
@@ -117,7 +119,8 @@ class Sandbox:
         cl.build()
         # the public HTTPS hosts on one loopback port
         routes = {C.REGISTRY_HOST: cl.caddy.endpoint(), C.LEGACY_HOST: cl.caddy.endpoint(),
-                  C.REALM_HOST: cl.traefik.endpoint("websecure"), C.WEB_HOST: cl.traefik.endpoint("websecure")}
+                  C.REALM_HOST: cl.traefik.endpoint("websecure"), C.WEB_HOST: cl.traefik.endpoint("websecure"),
+                  C.GHCR_HOST: cl.ghcr_endpoint(), C.GHCR_STORAGE_HOST: cl.ghcr_storage_endpoint()}
         self.world = WorldServer(lambda sni: routes.get(sni, routes[C.REALM_HOST]))
         await self.world.start("127.0.0.1", opts.public_port)
         # the API, with its own CA as K3s has
@@ -132,7 +135,8 @@ class Sandbox:
         self.api = ApiServer(cl.store, token=self.api_token, ssl_context=ctx, logs=cl.get_log,
                              pod_done=cl.pod_done, bookmark_interval=self.bookmark_interval, seed=opts.seed,
                              extra_routes={"/_sandbox/state": self._state, "/_sandbox/compact": self._compact,
-                                           "/_sandbox/faults": self._faults})
+                                           "/_sandbox/faults": self._faults,
+                                           "/_sandbox/registries": self._registries})
         self.api.fault_rate = opts.api_fault_rate
         cl.api = self.api
         await self.api.start()
@@ -159,6 +163,21 @@ class Sandbox:
         return web.json_response({"api_fault_rate": self.api.fault_rate,
                                   "never_returns": sorted(n.name for n in self.cluster.nodes.values()
                                                           if n.never_returns)})
+
+    async def _registries(self, request: web.Request) -> web.Response:
+        """POST {"ghcr_throttle": N, "ghcr_retry_after": S, "ghcr_url_ttl": S, "gitea_duplicate_key": bool}."""
+        cl = self.cluster
+        if request.method == "POST":
+            body = await request.json()
+            if "ghcr_throttle" in body:
+                cl.ghcr.throttle(int(body["ghcr_throttle"]), int(body.get("ghcr_retry_after", cl.ghcr.retry_after)))
+            if "ghcr_url_ttl" in body:
+                cl.ghcr.url_ttl = float(body["ghcr_url_ttl"])
+            if "gitea_duplicate_key" in body:
+                cl.gitea.duplicate_key = bool(body["gitea_duplicate_key"])
+        return web.json_response({"ghcr_throttle": cl.ghcr.throttled, "ghcr_retry_after": cl.ghcr.retry_after,
+                                  "ghcr_url_ttl": cl.ghcr.url_ttl, "gitea_duplicate_key": cl.gitea.duplicate_key,
+                                  **cl.registries()})
 
     async def _shutdown(self) -> None:
         if self.cluster:
@@ -193,6 +212,15 @@ class Sandbox:
         self.stop()
 
     # ------------------------------------------------------------------ files for clients
+    @property
+    def ghcr_url(self) -> str:
+        """Where this machine reaches the sandbox's GHCR (all public hosts share the world's port)."""
+        return f"https://{C.GHCR_HOST}:{self.opts.public_port}"
+
+    def ghcr_resolve_entries(self) -> list[str]:
+        port = self.opts.public_port
+        return [f"{h}:{port}:127.0.0.1" for h in (C.GHCR_HOST, C.GHCR_STORAGE_HOST)]
+
     def resolve_entries(self) -> list[str]:
         port = self.opts.public_port
         return [f"{h}:{port}:127.0.0.1" for h in (C.REGISTRY_HOST, C.REALM_HOST, C.LEGACY_HOST, C.WEB_HOST)]
@@ -213,6 +241,9 @@ class Sandbox:
         _write_private(self.dir / "reader-token", cl.reader_token + "\n")
         self.ca_file.write_bytes(cl.lan_ca.cert_pem)
         (self.dir / "resolve").write_text("\n".join(self.resolve_entries()) + "\n")
+        _write_private(self.dir / "ghcr-token", cl.ghcr_token + "\n")
+        (self.dir / "ghcr-resolve").write_text("\n".join(self.ghcr_resolve_entries()) + "\n")
+        (self.dir / "public-ca.crt").write_bytes(cl.public_root.cert_pem)
         self.plan.write_text(sandbox_plan(self))
 
 
