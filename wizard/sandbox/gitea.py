@@ -273,7 +273,10 @@ class Gitea:
         if not self.owner_exists(repo.split("/", 1)[0].lower()):
             return self._json(404, _errors("NAME_UNKNOWN", "repository name not known to registry"))
         if not user.may(action, repo):
-            return self._json(403, _errors("DENIED", "requested access to the resource is denied"))
+            # as real Gitea (reqPackageAccess): 401 with a Basic challenge and a plain-text body, not 403
+            return HttpResponse(401, Headers([("Content-Type", "text/plain; charset=utf-8"),
+                                              ("Www-Authenticate", 'Basic realm="Gitea Package API"')]),
+                                b"reqPackageAccess\n")
         if action == "push" and repo != repo.lower():
             return self._json(400, _errors("NAME_INVALID", "invalid repository name"))
         if kind == "manifests" and rest:
