@@ -92,7 +92,7 @@ CATALOGUE: tuple[Diagnosis, ...] = (
               "every HTTPS hop of the probe; Verify: containerd's view", PROBE),
     Diagnosis("token-endpoint-404", "404 Not Found on the token endpoint",
               "`unexpected status from GET request to https://<realm>/v2/token: 404 Not Found`",
-              "Traefik has no HTTPS route for the realm host: the HTTP-only Ingress is ignored on websecure",
+              "Traefik has no HTTPS route for the realm host: its Ingress is on the web entrypoint only",
               "create the separate Ingress with spec.tls and the websecure entrypoint (stage HTTPS ingress)",
               r"v2/token[^\n]*404|404 Not Found[^\n]*token|bearer token: invalid status code from registry 404",
               "HTTPS ingress (the realm over HTTPS); Verify: containerd's view", TS),
@@ -175,9 +175,13 @@ CATALOGUE: tuple[Diagnosis, ...] = (
               "workflow does) and check the proxy Service has ready endpoints",
               "", "Verify: Kaniko's view", DO),
     Diagnosis("websecure-without-tls", "websecure entrypoint without spec.tls",
-              "an Ingress lists web,websecure but HTTPS answers 404",
-              "Traefik ignores websecure on an Ingress that has no spec.tls section",
-              "use a separate Ingress with spec.tls.hosts and the websecure entrypoint (stage HTTPS ingress)",
+              "an Ingress for the realm host lists web,websecure (or no entrypoints) and no spec.tls: HTTPS answers "
+              "with `TRAEFIK DEFAULT CERT` (the guide says Traefik ignores it; K3s's Traefik does not)",
+              "K3s's Traefik turns TLS on for the websecure entrypoint itself, so the Ingress is served on 443 with "
+              "Traefik's default certificate (SAN *.traefik.default, new at every Traefik restart): nodes accept it "
+              "only with insecure_skip_verify, and nothing can pin it",
+              "use a separate Ingress with spec.tls.hosts and the websecure entrypoint (stage HTTPS ingress), so the "
+              "realm presents a certificate that names it",
               "", "HTTPS ingress", DONT + "; " + DO),
     Diagnosis("realm-host-mismatch", "realm host differs from the expected host",
               "the registry's challenge names a realm on another host than the plan's ROOT_URL and than the host "

@@ -235,8 +235,10 @@ def test_websecure_on_the_http_ingress_without_tls(migrated):
     migrated.operator.delete("Ingress", p.ingress_name, p.ingress_namespace)
     migrated.operator.patch("Ingress", "gitea-k3s-alias", "gitea-system", {"metadata": {"annotations": {
         "traefik.ingress.kubernetes.io/router.entrypoints": "web,websecure"}}})
-    failing = assert_diagnosed(migrated.verify("ingress"), "websecure-without-tls", at_least=2)
-    assert names(failing) == ["TLS Ingress for the realm host", "realm answers a token over HTTPS"]
+    # K3s's Traefik serves it on 443 with its default certificate: nodes that skip verification (the guide's
+    # default) still get tokens, but the realm presents no certificate that names it
+    failing = assert_diagnosed(migrated.verify("ingress"), "websecure-without-tls", at_least=1)
+    assert names(failing) == ["TLS Ingress for the realm host"]
 
 
 def test_stale_token_in_the_push_secret_is_401_during_push(migrated):

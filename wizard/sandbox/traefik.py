@@ -1,9 +1,11 @@
 """K3s's bundled Traefik v2 as the Ingress controller: routers from Ingress objects, certificates by SNI.
 
-The rules that make the guide's Step 4 necessary live here: a router without TLS (no
-``spec.tls``, no ``router.tls`` annotation) never answers on ``websecure``, so the token
-endpoint 404s over HTTPS until a separate TLS Ingress exists; and with no certificate for
-the name, Traefik presents its own ``TRAEFIK DEFAULT CERT``.
+K3s's Traefik chart sets ``ports.websecure.tls.enabled: true`` (``--entrypoints.websecure.http.tls``):
+every router on ``websecure`` gets TLS, so an Ingress on ``web,websecure`` or with no entrypoints
+annotation IS served on 443 — with Traefik's own ``TRAEFIK DEFAULT CERT`` when no ``spec.tls`` secret
+names the host (the guide's "Traefik ignores websecure without spec.tls" is not what happens). Only an
+Ingress on ``entrypoints: web`` alone (the guide's HTTP Ingress) leaves the realm without HTTPS, so the
+token endpoint 404s over HTTPS until the separate TLS Ingress of Step 4 exists.
 """
 
 from __future__ import annotations
@@ -47,14 +49,15 @@ class Router:
     service: str
     port: int | str
     entrypoints: tuple[str, ...]  # empty = every entrypoint
-    tls: bool  # spec.tls present or router.tls annotation: served on websecure
+    tls: bool  # spec.tls present or router.tls annotation: its own certificates (else the default one)
     tls_only: bool  # router.tls annotation: not served on web
     priority: int
 
     def serves(self, entrypoint: str) -> bool:
         if self.entrypoints and entrypoint not in self.entrypoints:
             return False
-        return self.tls if entrypoint == "websecure" else not self.tls_only
+        # websecure has TLS on the entrypoint itself (K3s's chart): every router attached to it is served
+        return entrypoint == "websecure" or not self.tls_only
 
     def matches(self, host: str, path: str) -> bool:
         if self.host:

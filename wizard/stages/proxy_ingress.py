@@ -292,11 +292,17 @@ def realm_ca_pem(ctx: Context) -> str | None:
     return c.cert_pem.decode() if c is not None else None
 
 
+def _on_websecure(ingress: dict) -> bool:
+    """Served on websecure: no entrypoints annotation (every entrypoint), or one that lists websecure."""
+    eps = (ingress["metadata"].get("annotations") or {}).get(WEBSECURE)
+    return eps is None or "websecure" in [e.strip() for e in eps.split(",")]
+
+
 class HttpsIngress(ObjectStage):
     key, title, guide_step = "ingress", "HTTPS ingress", "Step 4"
-    description = ("Nodes fetch pull tokens from the realm host through Traefik over HTTPS. Traefik ignores the "
-                   "websecure entrypoint on an Ingress without spec.tls, so the existing HTTP Ingress is not enough: "
-                   "this stage adds a separate Ingress with spec.tls for the realm host.")
+    description = ("Nodes fetch pull tokens from the realm host through Traefik over HTTPS. The existing Ingress "
+                   "is on the web entrypoint only; on websecure without spec.tls K3s's Traefik would answer with "
+                   "its default certificate. This stage adds a separate Ingress with spec.tls for the realm host.")
 
     def targets(self, ctx):
         out = [("Ingress", ctx.plan.ingress_name, ctx.plan.ingress_namespace)]
@@ -333,8 +339,7 @@ class HttpsIngress(ObjectStage):
         checks = []
         ings = ctx.cluster.list("Ingress", None)
         for_host = [i for i in ings if any(r.get("host") == p.realm_hostname for r in i["spec"].get("rules") or [])]
-        traps = [i for i in for_host if "websecure" in (i["metadata"].get("annotations") or {}).get(WEBSECURE, "")
-                 and not i["spec"].get("tls")]
+        traps = [i for i in for_host if _on_websecure(i) and not i["spec"].get("tls")]
         tls = [i for i in for_host if i["spec"].get("tls")]
         if traps and not tls:
             d = BY_KEY["websecure-without-tls"]
@@ -350,8 +355,8 @@ class HttpsIngress(ObjectStage):
                                  {"ingresses": [f"{i['metadata']['namespace']}/{i['metadata']['name']}" for i in tls]}))
         flow = authflow.operator_flows(ctx, "realm")["realm"]
         ev = flow.evidence()
-        if flow.problem == "token-endpoint-404" and traps and not tls:
-            # the realm's 404 is the websecure trap found above
+        if flow.problem and traps and not tls:
+            # the realm's failure is the websecure trap found above (Traefik's default certificate)
             d = BY_KEY["websecure-without-tls"]
             checks.append(failed("realm answers a token over HTTPS", f"{flow.cause}: {d.cause}", d.fix,
                                  {**ev, "diagnosis": d.key}))
