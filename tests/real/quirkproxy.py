@@ -73,7 +73,8 @@ class Quirks:
     body_rate: float | None = None  # bytes per second for upload bodies
     page: int | None = None
     stuck_pages: bool = False
-    reject_429: list[dict] = field(default_factory=list)  # {"match": str, "count": n, "retry_after": str|None, "body": str}
+    # {"match": str, "count": n, "retry_after": str | None, "body": str, "status": 429, "headers": {}}
+    reject_429: list[dict] = field(default_factory=list)
     redirect_blobs: bool = False
     redirect_ttl: float = 30.0
     expire_next: int = 0
@@ -131,6 +132,11 @@ class QuirkProxy:
         with self.lock:
             return [e for e in self.log if (method is None or e.method == method)
                     and (pattern is None or re.search(pattern, e.path))]
+
+    def idle(self) -> bool:
+        """Every request seen has finished (a killed client's last request may still be forwarded)."""
+        with self.lock:
+            return all(e.ended for e in self.log)
 
     def uploads(self) -> list[str]:
         """Digests of blob uploads the registry completed (the closing PUT answered 201)."""
@@ -211,6 +217,8 @@ class QuirkProxy:
                 time.sleep(max(0.0, due - time.monotonic()))
             if upload and self.q.cutoff is not None and time.monotonic() - t0 > self.q.cutoff and left > 0:
                 return None
+        if left > 0:  # the client gave up mid-body: nothing is forwarded
+            return None
         return pieces
 
     def _serve(self, h: BaseHTTPRequestHandler, e: Entry) -> None:
@@ -222,12 +230,12 @@ class QuirkProxy:
             if rule["count"] > 0 and rule["match"] in h.path:
                 rule["count"] -= 1
                 self._body(h, e, upload=False)
-                headers = {"Content-Type": "application/json"}
+                headers = {"Content-Type": "application/json", **rule.get("headers", {})}
                 if rule.get("retry_after") is not None:
                     headers["Retry-After"] = rule["retry_after"]
                 body = json.dumps({"errors": [{"code": "TOOMANYREQUESTS", "message": rule.get(
                     "body", "toomanyrequests: too many requests")}]}).encode()
-                self._reply(h, e, 429, body, headers)
+                self._reply(h, e, rule.get("status", 429), body, headers)
                 return
         length = int(h.headers.get("Content-Length") or 0)
         if upload and q.max_body is not None and length > q.max_body:

@@ -551,10 +551,15 @@ class RegistryPair:
         return f"{user}:{st.tokens[user]}"
 
 
-def push_layout(st: Stack, layout: Path, tag: str, repo: str = REPO) -> SkopeoResult:
-    """``skopeo copy --all --preserve-digests oci:LAYOUT:TAG docker://…/REPO:TAG`` through the stack's nginx."""
-    res = st.skopeo("copy", "--all", "--preserve-digests", "--dest-creds", RegistryPair.creds(st),
-                    "--dest-cert-dir", "{certs}", f"oci:{layout}:{tag}", f"docker://{st.registry}/{repo}:{tag}",
+def push_layout(st: Stack, layout: Path, tag: str, repo: str = REPO, *, docker: bool = False,
+                as_tag: str | None = None) -> SkopeoResult:
+    """``skopeo copy --all --preserve-digests oci:LAYOUT:TAG docker://…/REPO:TAG`` through the stack's nginx.
+
+    ``docker``: skopeo converts a single-platform image to a Docker v2 manifest instead (an OCI layout
+    cannot hold Docker media types)."""
+    how = ["--format", "v2s2"] if docker else ["--all", "--preserve-digests"]
+    res = st.skopeo("copy", *how, "--dest-creds", RegistryPair.creds(st),
+                    "--dest-cert-dir", "{certs}", f"oci:{layout}:{tag}", f"docker://{st.registry}/{repo}:{as_tag or tag}",
                     timeout=300)
     if not res.ok:
         raise AssertionError(f"skopeo could not push {tag}: {res.stderr[-800:]}")
