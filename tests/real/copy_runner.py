@@ -13,7 +13,7 @@ import sys
 
 from wizard import netclient
 from wizard.credentials import Secret
-from wizard.images import Credentials, CopyJob, CopyOptions, Registry, copy
+from wizard.images import CopyJob, CopyOptions, Credentials, Registry, copy
 
 
 async def main(cfg: dict) -> dict:
