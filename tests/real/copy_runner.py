@@ -19,12 +19,14 @@ from wizard.images import CopyJob, CopyOptions, Credentials, Registry, copy
 async def main(cfg: dict) -> dict:
     def side(name: str, env: str):
         http = netclient.async_client(cfg["resolve"], ca_file=cfg[name]["ca_file"], timeout=60)
-        return http, Registry(cfg[name]["url"], http, credentials=Credentials(cfg[name]["user"],
-                                                                              Secret(os.environ[env])))
+        bulk = netclient.client(cfg["resolve"], ca_file=cfg[name]["ca_file"], timeout=60)
+        return http, Registry(cfg[name]["url"], http, bulk=bulk, credentials=Credentials(cfg[name]["user"],
+                                                                                         Secret(os.environ[env])))
     sh, src = side("source", "SOURCE_TOKEN")
     th, dst = side("target", "TARGET_TOKEN")
     try:
-        jobs = [CopyJob(j["source"], j["target"], tags=tuple(j.get("tags", ()))) for j in cfg["jobs"]]
+        jobs = [CopyJob(j["source"], j["target"], tags=tuple(j.get("tags", ())),
+                        mount_from=tuple(j.get("mount_from", ()))) for j in cfg["jobs"]]
         report = await copy(src, dst, jobs, CopyOptions(**cfg.get("options", {})))
         return report.to_dict()
     finally:

@@ -18,6 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from helpers import poll
 from real.ocibuild import Layout, MiB
 from real.stack import REPO, WRITER, RegistryPair, push_layout, raw_manifest
@@ -29,22 +30,30 @@ from wizard.images import CopyJob, CopyOptions, Credentials, Registry, RetryPoli
 FAST_RETRY = RetryPolicy(attempts=5, base=0.05, cap=0.5)
 
 
-def run_copy(pair: RegistryPair, jobs: list[CopyJob], *, direct_source: bool = False, password: str | None = None,
+def run_copy(pair: RegistryPair, jobs: list[CopyJob], *, bulk: bool = True, password: str | None = None,
              **options):
-    """One copy from this process through the quirk proxies; (report, source client, target client)."""
+    """One copy from this process through the quirk proxies; (report, source client, target client).
+
+    ``bulk``: blob bytes move through the sync clients' worker threads (the product's path); False: the
+    async clients alone."""
     async def go():
         sh = netclient.async_client(pair.resolve(), ca_file=str(pair.source.ca_bundle), timeout=30)
         th = netclient.async_client(pair.resolve(), ca_file=str(pair.target.ca_bundle), timeout=30)
+        sb = netclient.client(pair.resolve(), ca_file=str(pair.source.ca_bundle), timeout=30) if bulk else None
+        tb = netclient.client(pair.resolve(), ca_file=str(pair.target.ca_bundle), timeout=30) if bulk else None
         try:
-            src = Registry(f"https://{pair.source.registry}" if direct_source else pair.source_proxy.url, sh,
-                           credentials=Credentials(WRITER, Secret(pair.source.tokens[WRITER])), retry=FAST_RETRY)
-            dst = Registry(pair.target_proxy.url, th, retry=FAST_RETRY, credentials=Credentials(
+            src = Registry(pair.source_proxy.url, sh, bulk=sb, retry=FAST_RETRY,
+                           credentials=Credentials(WRITER, Secret(pair.source.tokens[WRITER])))
+            dst = Registry(pair.target_proxy.url, th, bulk=tb, retry=FAST_RETRY, credentials=Credentials(
                 WRITER, Secret(password if password is not None else pair.target.tokens[WRITER])))
             report = await copy(src, dst, jobs, CopyOptions(**options))
             return report, src, dst
         finally:
             await sh.aclose()
             await th.aclose()
+            for c in (sb, tb):
+                if c is not None:
+                    c.close()
     return asyncio.run(go())
 
 
@@ -79,8 +88,9 @@ def seed(pair: RegistryPair, build, tags: list[str], repo: str = REPO) -> Layout
     return lay
 
 
+@pytest.mark.parametrize("bulk", [True, False], ids=["threads", "async-only"])
 def test_index_with_attestations_and_shared_layer_is_copied_byte_identical_and_rerun_is_a_no_op(
-        registry_pair, tmp_path):
+        registry_pair, tmp_path, bulk):
     pair = registry_pair
     facts = {}
 
@@ -92,7 +102,8 @@ def test_index_with_attestations_and_shared_layer_is_copied_byte_identical_and_r
     lay = seed(pair, build, ["v1"])
     push_layout(pair.source, lay.dir, "single", docker=True, as_tag="docker")  # as a Docker v2 manifest
     progress = []
-    report, _, _ = run_copy(pair, [CopyJob(REPO, REPO, tags=("v1", "docker"))], progress=progress.append)
+    report, _, _ = run_copy(pair, [CopyJob(REPO, REPO, tags=("v1", "docker"))], progress=progress.append,
+                            bulk=bulk)
     assert report.ok, json.dumps(report.to_dict(), indent=1)
     by_tag = {t.tag: t for t in report.images[0].tags}
     assert by_tag["v1"].status == "copied" and by_tag["v1"].source_digest == facts["v1"]["digest"]
@@ -108,7 +119,7 @@ def test_index_with_attestations_and_shared_layer_is_copied_byte_identical_and_r
     assert_same_on_both(pair, REPO, REPO, ["v1", "docker"], tmp_path)
 
     pair.target_proxy.reset()
-    again, _, _ = run_copy(pair, [CopyJob(REPO, REPO, tags=("v1", "docker"))])
+    again, _, _ = run_copy(pair, [CopyJob(REPO, REPO, tags=("v1", "docker"))], bulk=bulk)
     assert again.ok and {t.status for t in again.images[0].tags} == {"present"}
     assert pair.target_proxy.uploads() == [] and pair.target_proxy.mutating() == [], \
         [f"{e.method} {e.plain}" for e in pair.target_proxy.mutating()]
@@ -160,7 +171,8 @@ def test_sigkill_mid_copy_then_rerun_sends_only_the_missing_blobs(registry_pair,
     assert_same_on_both(pair, REPO, REPO, ["big"], tmp_path)
 
 
-def test_corrupted_blob_fails_the_tag_and_writes_no_manifest(registry_pair):
+@pytest.mark.parametrize("bulk", [True, False], ids=["threads", "async-only"])
+def test_corrupted_blob_fails_the_tag_and_writes_no_manifest(registry_pair, bulk):
     pair = registry_pair
     facts = {}
 
@@ -170,7 +182,7 @@ def test_corrupted_blob_fails_the_tag_and_writes_no_manifest(registry_pair):
         lay.image("v1", shared=shared)
     seed(pair, build, ["v1"])
     pair.source_proxy.q.flip_blobs = {facts["shared"]}
-    report, _, _ = run_copy(pair, [CopyJob(REPO, REPO, tags=("v1",))])
+    report, _, _ = run_copy(pair, [CopyJob(REPO, REPO, tags=("v1",))], bulk=bulk)
     tag = report.images[0].tags[0]
     assert not report.ok and tag.status == "failed"
     assert "sha256" in tag.error and "no manifest written" in tag.error
@@ -179,7 +191,8 @@ def test_corrupted_blob_fails_the_tag_and_writes_no_manifest(registry_pair):
     assert raw_manifest(pair.target, REPO, "v1") is None  # skopeo finds nothing under the tag
 
 
-def test_413_and_cut_off_uploads_switch_to_chunks_with_content_range(registry_pair, tmp_path):
+@pytest.mark.parametrize("bulk", [True, False], ids=["threads", "async-only"])
+def test_413_and_cut_off_uploads_switch_to_chunks_with_content_range(registry_pair, tmp_path, bulk):
     pair = registry_pair
 
     def build(lay: Layout):
@@ -188,7 +201,7 @@ def test_413_and_cut_off_uploads_switch_to_chunks_with_content_range(registry_pa
     q = pair.target_proxy.q
     q.require_content_range = True
     q.max_body = 3 * MiB
-    report, _, _ = run_copy(pair, [CopyJob(REPO, REPO, tags=("v1",))], chunk_size=1 * MiB)
+    report, _, _ = run_copy(pair, [CopyJob(REPO, REPO, tags=("v1",))], chunk_size=1 * MiB, bulk=bulk)
     assert report.ok, json.dumps(report.to_dict(), indent=1)
     tp = pair.target_proxy
     assert [e for e in tp.entries("PUT") if e.status == 413], "the whole-blob PUT met the body limit"
@@ -201,7 +214,7 @@ def test_413_and_cut_off_uploads_switch_to_chunks_with_content_range(registry_pa
          ["v2"])
     tp.reset()
     q.max_body, q.cutoff, q.body_rate = None, 0.3, 8 * MiB
-    report, _, _ = run_copy(pair, [CopyJob(REPO, REPO, tags=("v2",))], chunk_size=1 * MiB)
+    report, _, _ = run_copy(pair, [CopyJob(REPO, REPO, tags=("v2",))], chunk_size=1 * MiB, bulk=bulk)
     assert report.ok, json.dumps(report.to_dict(), indent=1)
     assert [e for e in tp.entries("PUT") if e.note == "cut off"]
     assert len(tp.entries("PATCH")) >= 6
@@ -222,7 +235,8 @@ def test_large_blobs_go_in_chunks_from_the_start_and_416_is_recovered(registry_p
     assert_same_on_both(pair, REPO, REPO, ["v1"], tmp_path)
 
 
-def test_429_with_retry_after_and_ghcr_body_hint_are_honoured(registry_pair):
+@pytest.mark.parametrize("bulk", [True, False], ids=["threads", "async-only"])
+def test_429_with_retry_after_and_ghcr_body_hint_are_honoured(registry_pair, bulk):
     pair = registry_pair
     seed(pair, lambda lay: lay.image("v1", platforms=("linux/amd64",), attestations=False), ["v1"])
     sp = pair.source_proxy
@@ -239,13 +253,14 @@ def test_429_with_retry_after_and_ghcr_body_hint_are_honoured(registry_pair):
     assert src.stats.retries >= 2
 
 
-def test_blob_redirects_drop_authorization_and_expired_storage_urls_are_refetched(registry_pair, tmp_path):
+@pytest.mark.parametrize("bulk", [True, False], ids=["threads", "async-only"])
+def test_blob_redirects_drop_authorization_and_expired_storage_urls_are_refetched(registry_pair, tmp_path, bulk):
     pair = registry_pair
     seed(pair, lambda lay: lay.image("v1", platforms=("linux/amd64",), own_size=2 * MiB, attestations=False),
          ["v1"])
     sp = pair.source_proxy
     sp.q.redirect_blobs, sp.q.expire_next = True, 1
-    report, _, _ = run_copy(pair, [CopyJob(REPO, REPO, tags=("v1",))])
+    report, _, _ = run_copy(pair, [CopyJob(REPO, REPO, tags=("v1",))], bulk=bulk)
     assert report.ok, json.dumps(report.to_dict(), indent=1)
     storage = sp.storage_log
     assert storage and all(e.note != "authorization" for e in storage), "Authorization went to the storage host"

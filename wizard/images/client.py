@@ -32,10 +32,11 @@ from urllib.parse import urlencode, urljoin, urlsplit, urlunsplit
 
 import httpx
 
-from ..authflow import MANIFEST_TYPES, bearer_challenge, parse_challenges
+from ..challenge import MANIFEST_TYPES, bearer_challenge, parse_challenges
 from ..credentials import Secret
 from ..netclient import error_text
 
+BULK_MIN = 256 * 1024  # request bodies from this size go out through the ``bulk`` client's thread
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 TRANSIENT = (httpx.TransportError,)  # resets, refused, timeouts, a cut-off body
 _HINT = re.compile(r"retry-after:\s*([0-9.]+)\s*(ns|µs|us|ms|s|m)?", re.IGNORECASE)
@@ -146,14 +147,16 @@ class Registry:
     """One registry endpoint (``base``: ``https://host[:port]``) with its credentials and token cache.
 
     ``http`` is an ``httpx.AsyncClient`` made by ``netclient.async_client`` (``--resolve``, CA file);
-    the caller owns and closes it. ``read_only`` makes every mutating request raise before it is
+    the caller owns and closes it, and ``bulk`` (optional) the same settings' ``netclient.client``. ``read_only`` makes every mutating request raise before it is
     sent: a dry run can prove it sent only GET and HEAD.
     """
 
     def __init__(self, base: str, http: httpx.AsyncClient, *, credentials: Credentials | None = None,
-                 retry: RetryPolicy | None = None, read_only: bool = False, name: str | None = None):
+                 retry: RetryPolicy | None = None, read_only: bool = False, name: str | None = None,
+                 bulk: httpx.Client | None = None):
         self.base = base.rstrip("/")
         self.http = http
+        self.bulk = bulk  # a sync twin of ``http`` (netclient.client): blob bytes are read in a thread with it
         self.credentials = credentials
         self.retry = retry or RetryPolicy()
         self.read_only = read_only
@@ -251,6 +254,10 @@ class Registry:
             raise RegistryError(f"dry run: {method} {clean_url(url)} refused before it was sent")
         self.stats.count(method)
         extra = {"timeout": timeout} if timeout is not None else {}
+        if self.bulk is not None and isinstance(content, bytes) and len(content) >= BULK_MIN:
+            # a chunk: sent from a worker thread, where ssl encrypts in C with the GIL released
+            req = self.bulk.build_request(method, url, headers=headers, content=content, **extra)
+            return await asyncio.to_thread(self.bulk.send, req)
         req = self.http.build_request(method, url, headers=headers, content=content, **extra)
         return await self.http.send(req, stream=stream)
 
@@ -385,6 +392,61 @@ class Registry:
         return await self.request("GET", f"/v2/{repo}/blobs/{digest}", scopes=(scope_of(repo, "pull"),),
                                   headers=headers, ok=(200, 206), stream=True, follow=True)
 
+    async def blob_pieces(self, repo: str, digest: str, *, piece: int = 1024 * 1024) -> AsyncIterator[bytes]:
+        """A blob's bytes in pieces of about ``piece`` bytes.
+
+        With a ``bulk`` client the reading runs in a worker thread: there Python's ssl decrypts in C with
+        the GIL released, while the event loop sends the previous piece — over TLS the async client
+        alone spends most of a copy handing over records of a few KiB (measured: 64 MiB read in 0.55 s
+        async, 0.33 s in a thread). Anything but a plain 200 (a token to refresh, a 429, an expired
+        storage URL) is left to the async path, which knows how to handle it.
+        """
+        opened = await self._open_bulk(repo, digest) if self.bulk is not None else None
+        if opened is not None:
+            it = opened.iter_raw(piece)
+            try:
+                while True:
+                    data = await asyncio.to_thread(next, it, None)
+                    if data is None:
+                        return
+                    yield data
+            finally:
+                await asyncio.to_thread(opened.close)
+        resp = await self.blob_stream(repo, digest)
+        try:
+            async for data in resp.aiter_raw():
+                yield data
+        finally:
+            await resp.aclose()
+
+    async def _open_bulk(self, repo: str, digest: str) -> httpx.Response | None:
+        auth = await self._auth((scope_of(repo, "pull"),))
+        url = self.url(f"/v2/{repo}/blobs/{digest}")
+
+        def open_() -> tuple[httpx.Response | None, httpx.Response | None, bytes]:
+            target = url
+            for _ in range(5):
+                headers = auth if _origin(target) == _origin(url) else {}  # never to the storage host
+                resp = self.bulk.send(self.bulk.build_request("GET", target, headers=headers), stream=True)
+                if resp.status_code in (301, 302, 303, 307, 308) and resp.headers.get("location"):
+                    resp.close()
+                    target = urljoin(target, resp.headers["location"])
+                    continue
+                if resp.status_code == 200:
+                    return resp, None, b""
+                body = resp.read()[:4096]
+                resp.close()
+                return None, resp, body
+            return None, None, b""
+        self.stats.count("GET")
+        try:
+            opened, refused, body = await asyncio.to_thread(open_)
+        except httpx.TransportError:
+            return None
+        if refused is not None and refused.status_code in RETRY_STATUS:
+            await self._wait(self._delay(refused, body, 0))  # the async path takes over after the wait asked for
+        return opened
+
     async def referrers(self, repo: str, digest: str) -> bytes | None:
         """The OCI referrers index of ``digest``, or None where the API is missing (404: GHCR, registry 2.8, Gitea)."""
         resp = await self.request("GET", f"/v2/{repo}/referrers/{digest}", scopes=(scope_of(repo, "pull"),),
@@ -429,7 +491,21 @@ class Registry:
         auth = await self._auth(scopes)
         url = with_digest(self.url(location), digest)
         headers = {**auth, "Content-Type": "application/octet-stream", "Content-Length": str(size)}
-        resp = await self._send("PUT", url, headers, body, timeout=httpx.Timeout(60.0, write=600.0))
+        timeout = httpx.Timeout(60.0, write=600.0)
+        if self.bulk is not None and not self.read_only:
+            # sent from a worker thread; each piece is asked of the event loop, which reads the source
+            loop = asyncio.get_running_loop()
+
+            def pieces():
+                while True:
+                    try:
+                        yield asyncio.run_coroutine_threadsafe(body.__anext__(), loop).result()
+                    except StopAsyncIteration:
+                        return
+            self.stats.count("PUT")
+            req = self.bulk.build_request("PUT", url, headers=headers, content=pieces(), timeout=timeout)
+            return await asyncio.to_thread(self.bulk.send, req)
+        resp = await self._send("PUT", url, headers, body, timeout=timeout)
         await resp.aread()
         return resp
 
@@ -467,30 +543,36 @@ def next_link(resp: httpx.Response, url: str) -> str | None:
     return None
 
 
-async def aiter_verified(stream: AsyncIterator[bytes], digest: str, size: int, what: str) -> AsyncIterator[bytes]:
-    """The bytes of ``stream``, sha256 checked on the way: the last piece is released only once the
-    whole blob matched, so a corrupted blob never completes an upload."""
+async def aiter_verified(stream: AsyncIterator[bytes], digest: str, size: int, what: str, *,
+                         piece: int = 1024 * 1024) -> AsyncIterator[bytes]:
+    """The bytes of ``stream`` in pieces of ``piece`` bytes, sha256 checked on the way: the last piece is
+    released only once the whole blob matched, so a corrupted blob never completes an upload.
+
+    TLS hands over a few KiB at a time; gathering them into large pieces makes each upload write one
+    large TLS send instead of thousands of small ones (twice the throughput here)."""
     import hashlib
     h = hashlib.sha256()
-    held: bytes | None = None
+    buf = bytearray()
     n = 0
-    async for piece in stream:
-        if not piece:
+    async for data in stream:
+        if not data:
             continue
-        n += len(piece)
+        n += len(data)
         if n > size:
             raise DigestMismatch(f"{what}: more than the {size} bytes the manifest says")
-        h.update(piece)
-        if held is not None:
-            yield held
-        held = piece
+        h.update(data)
+        buf += data
+        if len(buf) >= 2 * piece:  # keep at least one piece back until the end
+            out = bytes(buf[:len(buf) - piece])
+            del buf[:len(out)]
+            yield out
     if n != size:
         raise DigestMismatch(f"{what}: {n} bytes arrived, the manifest says {size}")
     got = "sha256:" + h.hexdigest()
     if got != digest:
         raise DigestMismatch(f"{what}: the bytes arrived with sha256 {got[:19]}…, not {digest[:19]}…")
-    if held is not None:
-        yield held
+    if buf:
+        yield bytes(buf)
 
 
 __all__ = ["Registry", "RegistryError", "TransientError", "DigestMismatch", "Credentials", "RetryPolicy", "retry_after",

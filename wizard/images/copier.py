@@ -475,11 +475,11 @@ class Copier:
         dst, scopes = img.job.target, self._scopes(img.job.target)
         loc = await self._open(dst, scopes)
         counted = 0
-        src = await self.source.blob_stream(img.job.source, d.digest)
+        src = self.source.blob_pieces(img.job.source, d.digest)
 
         async def body():
             nonlocal counted
-            async for piece in aiter_verified(src.aiter_raw(), d.digest, d.size, self._what(img, d)):
+            async for piece in aiter_verified(src, d.digest, d.size, self._what(img, d)):
                 counted += len(piece)
                 img.add_bytes(len(piece))
                 yield piece
@@ -513,13 +513,13 @@ class Copier:
         loc = await self._open(dst, scopes)
         queue: asyncio.Queue = asyncio.Queue(maxsize=1)
         size = self._chunk
-        src = await self.source.blob_stream(img.job.source, d.digest)
+        src = self.source.blob_pieces(img.job.source, d.digest)
 
         async def reader():
             # reads the next chunk while the current one is sent: the download and the upload overlap
             try:
                 buf = bytearray()
-                async for piece in aiter_verified(src.aiter_raw(), d.digest, d.size, self._what(img, d)):
+                async for piece in aiter_verified(src, d.digest, d.size, self._what(img, d)):
                     buf += piece
                     while len(buf) >= size:
                         await queue.put(bytes(buf[:size]))
