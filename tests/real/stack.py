@@ -182,6 +182,10 @@ class TokenIssuer:
 
             def do_GET(self) -> None:  # noqa: N802
                 parts = urlsplit(self.path)
+                if parts.path.startswith("/api/v1/"):  # Gitea's API, as far as "does the owner exist" goes
+                    found = parts.path == f"/api/v1/orgs/{ORG}"
+                    self._json(200 if found else 404, {"username": ORG} if found else {"message": "not found"})
+                    return
                 if parts.path != "/v2/token":
                     self._json(404, {"errors": [{"code": "NOT_FOUND", "message": "not found"}]})
                     return
