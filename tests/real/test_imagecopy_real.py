@@ -114,6 +114,14 @@ def test_index_with_attestations_and_shared_layer_is_copied_byte_identical_and_r
     assert uploads.count(facts["shared"]) == 1, "the layer both tags and all platforms share went up once"
     assert len(uploads) == len(set(uploads))
     assert not [e for e in pair.target_proxy.entries("POST") if "digest=" in e.path], "no single-POST upload"
+    puts = sorted(pair.target_proxy.entries("PUT", "/manifests/"), key=lambda e: e.started)
+    assert len(puts) == 4 + 2  # four index entries (children before their index), then the two tags
+    assert all(b.started >= a.ended for a, b in zip(puts, puts[1:])), "manifest PUTs overlapped in one repository"
+    order = [e.plain.rsplit("/", 1)[-1] for e in puts]
+    assert all(order.index(d) < order.index("v1") for d in facts["v1"]["manifests"].values())
+    sending = [e for e in pair.target_proxy.entries() if e.method in ("PUT", "PATCH") and "/blobs/" in e.path]
+    most = max(sum(1 for o in sending if o.started <= e.started < o.ended) for e in sending)
+    assert most <= 2, f"{most} uploads at once (concurrency 2)"
     assert progress[-1].bytes_done == progress[-1].bytes_total > 6 * MiB
     assert progress[-1].blobs_done == progress[-1].blobs_total == len(uploads)
     assert_same_on_both(pair, REPO, REPO, ["v1", "docker"], tmp_path)
@@ -287,6 +295,14 @@ def test_second_repository_gets_the_blobs_by_mount(registry_pair, tmp_path):
     a, b = report.images
     assert {a.blobs_mounted, b.blobs_mounted} == {0, a.blobs_uploaded + b.blobs_uploaded}
     assert facts["shared"] in tp.mounts()
+    # a mount from a repository that lacks the blob opens an upload instead: cancelled, then a real upload
+    tp.reset()
+    report, _, _ = run_copy(pair, [CopyJob(REPO, "acme/app4", tags=("v1",), mount_from=("acme/empty",))])
+    assert report.ok and report.images[0].blobs_mounted == 0
+    tried = [e for e in tp.entries("POST", "mount=") if "from=acme%2Fempty" in e.path or "from=acme/empty" in e.path]
+    assert tried and all(e.status == 202 for e in tried)
+    assert len(tp.entries("DELETE", "/blobs/uploads/")) >= len(tried)
+    assert tp.uploads().count(facts["shared"]) == 1
     # a later run into a third repository: told where the blobs are, it mounts everything
     tp.reset()
     report, _, _ = run_copy(pair, [CopyJob(REPO, "acme/app3", tags=("v1",), mount_from=(REPO,))])
