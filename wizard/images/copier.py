@@ -475,7 +475,7 @@ class Copier:
         dst, scopes = img.job.target, self._scopes(img.job.target)
         loc = await self._open(dst, scopes)
         counted = 0
-        src = self.source.blob_pieces(img.job.source, d.digest)
+        src = _prefetch(self.source.blob_pieces(img.job.source, d.digest))
 
         async def body():
             nonlocal counted
@@ -518,14 +518,16 @@ class Copier:
         async def reader():
             # reads the next chunk while the current one is sent: the download and the upload overlap
             try:
-                buf = bytearray()
+                parts: list[bytes] = []
+                have = 0
                 async for piece in aiter_verified(src, d.digest, d.size, self._what(img, d)):
-                    buf += piece
-                    while len(buf) >= size:
-                        await queue.put(bytes(buf[:size]))
-                        del buf[:size]
-                if buf:
-                    await queue.put(bytes(buf))
+                    parts.append(piece)
+                    have += len(piece)
+                    if have >= size:
+                        await queue.put(b"".join(parts))  # about ``size``: whole pieces, one copy
+                        parts, have = [], 0
+                if parts:
+                    await queue.put(b"".join(parts))
                 await queue.put(None)
             except Exception as e:  # noqa: BLE001 - handed to the uploader, which raises it
                 await queue.put(e)
@@ -592,6 +594,34 @@ class Copier:
             offset, pos = have, pos + moved
             img.add_bytes(moved)
         raise RegistryError(f"{self.target.name}: the upload to {dst} made no progress")
+
+
+async def _prefetch(pieces, depth: int = 4):
+    """``pieces`` read ahead by up to ``depth`` items in a task of their own, so the next piece is being
+    read while the current one is sent."""
+    queue: asyncio.Queue = asyncio.Queue(maxsize=depth)
+    done = object()
+
+    async def fill():
+        try:
+            async for piece in pieces:
+                await queue.put(piece)
+            await queue.put(done)
+        except Exception as e:  # noqa: BLE001 - raised where the pieces are consumed
+            await queue.put(e)
+    task = asyncio.ensure_future(fill())
+    try:
+        while True:
+            item = await queue.get()
+            if item is done:
+                return
+            if isinstance(item, Exception):
+                raise item
+            yield item
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await pieces.aclose()
 
 
 def _range_end(value: str | None) -> int:
