@@ -497,11 +497,20 @@ class Registry:
             loop = asyncio.get_running_loop()
 
             def pieces():
+                import concurrent.futures
                 while True:
-                    try:
-                        yield asyncio.run_coroutine_threadsafe(body.__anext__(), loop).result()
-                    except StopAsyncIteration:
-                        return
+                    fut = asyncio.run_coroutine_threadsafe(body.__anext__(), loop)
+                    while True:  # never wait on a loop that has stopped (Ctrl-C): the process would hang
+                        try:
+                            piece = fut.result(timeout=1.0)
+                            break
+                        except concurrent.futures.TimeoutError:
+                            if loop.is_closed() or not loop.is_running():
+                                fut.cancel()
+                                raise RegistryError("the copy was stopped") from None
+                        except StopAsyncIteration:
+                            return
+                    yield piece
             self.stats.count("PUT")
             req = self.bulk.build_request("PUT", url, headers=headers, content=pieces(), timeout=timeout)
             return await asyncio.to_thread(self.bulk.send, req)

@@ -19,7 +19,8 @@ import re
 import sys
 import time
 
-EXIT = "0 every tag copied or already there (or would be, with --dry-run), 1 a tag or image failed, 2 error"
+EXIT = ("0 every tag copied or already there (or would be, with --dry-run), 1 a tag or image failed, 2 error, "
+        "130 interrupted")
 
 
 def _regex(text: str) -> str:
@@ -100,9 +101,11 @@ def run(args) -> int:
              "from one registry")
         return 2
     import asyncio
-    report = asyncio.run(_copy(args, plan, token, source_secret, sources.pop()))
-    if report is None:
-        return 2
+    try:
+        report = asyncio.run(_copy(args, plan, token, source_secret, sources.pop()))
+    except KeyboardInterrupt:
+        _err("interrupted: nothing half-written is tagged; run the same command again to send what is missing")
+        return 130
     if args.format == "json":
         print(json.dumps({**report.to_dict(), "digests": report.digests()}, indent=2))
     else:

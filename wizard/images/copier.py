@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 
 import httpx
 
+from ..netclient import error_text
 from . import manifest as mf
 from .client import (
     DigestMismatch,
@@ -234,6 +235,8 @@ class Copier:
             await self._image_inner(img)
         except (RegistryError, mf.ManifestError) as e:
             img.result.errors.append(str(e))
+        except httpx.HTTPError as e:  # a transport failure outside the retried requests: one line, no traceback
+            img.result.errors.append(f"{img.result.source}: {error_text(e)}")
 
     async def _image_inner(self, img: _Image) -> None:
         job, res = img.job, img.result
@@ -336,6 +339,8 @@ class Copier:
             r.status = "pending"
         except (RegistryError, mf.ManifestError) as e:
             r.status, r.error = "failed", str(e)
+        except httpx.HTTPError as e:
+            r.status, r.error = "failed", f"{img.result.source}:{r.tag}: {error_text(e)}"
 
     async def _child(self, repo: str, d: mf.Descriptor) -> mf.Manifest:
         async with self._meta:
