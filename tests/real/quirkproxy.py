@@ -15,7 +15,8 @@ what a client sent (uploads, mounts, manifest PUTs) without trusting the client'
   with GHCR's hint in the body only;
 - ``redirect_blobs``: blob GETs answer 307 to a storage host on another port that refuses HEAD
   and an Authorization header, and whose URLs expire (``expire_next`` makes the next N expired);
-- ``flip_blobs``: one byte of each served blob (or of the digests listed) flipped.
+- ``flip_blobs``: one byte of each served blob (or of the digests listed) flipped;
+- ``referrers``: the OCI referrers API (registry 2.8 has none), answering from a given table.
 
 Every request is forwarded to the registry with its Host header kept, so the upload Locations the
 registry writes point back at the proxy. Loopback only; ``stop()`` ends both servers.
@@ -79,6 +80,7 @@ class Quirks:
     redirect_ttl: float = 30.0
     expire_next: int = 0
     flip_blobs: bool | set[str] = False
+    referrers: dict[str, list[dict]] | None = None  # subject digest → descriptors: the OCI referrers API
 
 
 class QuirkProxy:
@@ -267,6 +269,12 @@ class QuirkProxy:
             loc = f"http://127.0.0.1:{self.storage_port}/blob/{ticket}?" + urlencode(
                 {"X-Amz-Expires": int(q.redirect_ttl), "X-Amz-Signature": secrets.token_hex(16)})
             self._reply(h, e, 307, b"", {"Location": loc})
+            return
+        m = re.fullmatch(r"/v2/.+/referrers/(sha256:[a-f0-9]{64})", path)
+        if h.command == "GET" and q.referrers is not None and m:
+            body = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                               "manifests": q.referrers.get(m.group(1), [])}).encode()
+            self._reply(h, e, 200, body, {"Content-Type": "application/vnd.oci.image.index.v1+json"})
             return
         if h.command == "GET" and q.page and re.fullmatch(r"/v2/.+/tags/list", path):
             self._tags(h, e, parts)

@@ -381,6 +381,27 @@ def test_referrers_missing_so_fallback_signature_tags_are_copied(registry_pair, 
     assert_same_on_both(pair, REPO, REPO, [facts["sig"]], tmp_path)
 
 
+def test_referrers_api_where_the_source_has_it_copies_each_referrer_by_digest(registry_pair, tmp_path):
+    pair = registry_pair
+    facts = {}
+
+    def build(lay: Layout):
+        facts["v1"] = lay.image("v1", platforms=("linux/amd64",), attestations=False)
+        facts["sbom"] = lay.small("sbom-holder", "an sbom that refers to v1")
+    lay = seed(pair, build, ["v1", "sbom-holder"])
+    size = lay.sizes[facts["sbom"]]
+    pair.source_proxy.q.referrers = {facts["v1"]["digest"]: [
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": facts["sbom"], "size": size,
+         "artifactType": "application/spdx+json"}]}
+    report, _, _ = run_copy(pair, [CopyJob(REPO, REPO, tags=("v1",))])
+    assert report.ok, json.dumps(report.to_dict(), indent=1)
+    by_tag = {t.tag: t for t in report.images[0].tags}
+    assert by_tag[facts["sbom"]].kind == "referrer" and by_tag[facts["sbom"]].status == "copied"
+    assert f"/v2/{REPO}/manifests/{facts['sbom']}" in pair.target_proxy.manifest_puts()
+    a, b = raw_manifest(pair.source, REPO, facts["sbom"]), raw_manifest(pair.target, REPO, facts["sbom"])
+    assert a is not None and a == b
+
+
 def test_token_refreshed_on_401_and_secrets_stay_out_of_the_report(registry_pair):
     pair = registry_pair
     seed(pair, lambda lay: lay.image("v1", platforms=("linux/amd64",), attestations=False), ["v1"])
