@@ -9,7 +9,9 @@ buildx-style attestation entry per platform and a large layer both platforms sha
   repository (by mount) — each a fresh process;
 - ``ghcr2gitea images`` (a fresh process, like skopeo's) A → B, the no-op rerun, and a plan with a
   second repository next to the first (its blobs are mounted from the first);
-- ``crane copy`` when /var/cache/ghcr2gitea/bin/crane is there (otherwise the row says skipped).
+- ``crane copy`` when /var/cache/ghcr2gitea/bin/crane is there (otherwise the row says skipped);
+- ``ghcr2gitea images`` on a 512 MiB image (``BENCH_KILL_MIB``; four layers) SIGKILLed once a first
+  layer is in, then run again: the rerun must upload only the blobs that were missing.
 
 Uploads of the shared layer are counted in the target's nginx access log (closing PUTs that
 answered 201), not taken from either tool. Targets: throughput ≥ 1.0× skopeo's; the shared layer
@@ -74,10 +76,7 @@ def _skopeo(pair, src_repo: str, dst_repo: str, *, within_target: bool = False):
     return wall
 
 
-def _ours(pair, targets: list[str], tmp: Path):
-    """``ghcr2gitea images --plan P --format json`` — the product command, a fresh process like skopeo's."""
-    import subprocess
-
+def _ours_argv(pair, targets: list[str], tmp: Path, tag: str = "v1") -> tuple[list[str], dict]:
     import yaml
     a, b = pair.source, pair.target
     plan = {"gitea": {"root_url": b.root_url, "org": "acme", "username": "registry-user"},
@@ -88,14 +87,57 @@ def _ours(pair, targets: list[str], tmp: Path):
     path.write_text(yaml.safe_dump(plan))
     env = {k: v for k, v in os.environ.items() if k not in ("GITEA_TOKEN", "GHCR_TOKEN")}
     env.update(GITEA_TOKEN=b.tokens["registry-user"], GHCR_TOKEN=a.tokens["registry-user"], GHCR_USER="registry-user")
+    return [*cli(), "images", "--plan", str(path), "--tags", tag, "--format", "json", "--source-url",
+            f"https://{a.registry}", "--source-ca-file", str(a.ca_bundle)], env
+
+
+def _ours(pair, targets: list[str], tmp: Path, tag: str = "v1"):
+    """``ghcr2gitea images --plan P --format json`` — the product command, a fresh process like skopeo's."""
+    import subprocess
+    argv, env = _ours_argv(pair, targets, tmp, tag)
     t0 = time.perf_counter()
-    p = subprocess.run([*cli(), "images", "--plan", str(path), "--tags", "v1", "--format", "json", "--source-url",
-                        f"https://{a.registry}", "--source-ca-file", str(a.ca_bundle)], env=env, capture_output=True,
-                       text=True, timeout=600, stdin=subprocess.DEVNULL)
+    p = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
     wall = time.perf_counter() - t0
     if p.returncode != 0:
         raise RuntimeError(f"ghcr2gitea images exited {p.returncode}: {p.stderr[-1500:]} {p.stdout[-1500:]}")
     return wall, json.loads(p.stdout)
+
+
+def _uploaded(st, repo: str) -> list[str]:
+    """Digests of the blob uploads into ``repo`` that the target's nginx logged as completed (201)."""
+    log = st.dir / "nginx" / "logs" / "access.log"
+    text = log.read_text(errors="replace") if log.exists() else ""
+    return ["sha256:" + m for m in re.findall(rf'"PUT /v2/{re.escape(repo)}/blobs/uploads/\S*digest=sha256(?::|%3A)'
+                                              r'([a-f0-9]{64})\S* HTTP/1\.1" 201', text)]
+
+
+def _kill_and_resume(pair, tmp: Path, layers: set[str]) -> dict:
+    """``ghcr2gitea images`` SIGKILLed once a first large layer is in, then run again: what the rerun sends."""
+    import signal
+    import subprocess
+    argv, env = _ours_argv(pair, ["acme/killed"], tmp, "big")
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not set(_uploaded(pair.target, "acme/killed")) & layers:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the copy ended before it could be killed mid-way")
+            time.sleep(0.02)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    first = _uploaded(pair.target, "acme/killed")
+    wall, report = _ours(pair, ["acme/killed"], tmp, "big")
+    both = _uploaded(pair.target, "acme/killed")
+    second = both[len(first):]
+    return {"first": first, "second": second, "wall": wall, "report": report,
+            # the rerun's own count must match what nginx logged: a late log line cannot pass unnoticed
+            "ok": (not set(first) & set(second) and layers <= set(both) and report["ok"]
+                   and report["totals"]["blobs_uploaded"] == len(second))}
 
 
 def _crane(pair, dst_repo: str):
@@ -146,6 +188,11 @@ def run() -> list[Row]:
         shared = lay.random_blob(size_mib * MiB)
         info = lay.image("v1", shared=shared, own_size=4 * MiB)
         push_layout(pair.source, lay.dir, "v1")
+        kill_mib = int(os.environ.get("BENCH_KILL_MIB", "512"))
+        big = Layout(pair.dir / "layout-big")
+        big.image("big", platforms=("linux/amd64",), own_size=kill_mib // 4 * MiB, layers=4, attestations=False)
+        push_layout(pair.source, big.dir, "big")
+        big_layers = {d for d, n in big.sizes.items() if n == kill_mib // 4 * MiB}
         total = sum(lay.sizes[d] for d in lay.sizes)  # every blob of the image (and its manifests)
         tmp = pair.dir
         sk = _skopeo(pair, "acme/app", "acme/sk")
@@ -157,6 +204,7 @@ def run() -> list[Row]:
         ours_mount, both = _ours(pair, ["acme/ours", "acme/ours2"], tmp)
         rep_mount = {"totals": {k: both["images"][1]["blobs"][v] for k, v in (
             ("blobs_mounted", "mounted"), ("blobs_uploaded", "uploaded"), ("blobs_present", "present"))}}
+        killed = _kill_and_resume(pair, tmp, big_layers)
         crane = None
         if CRANE.exists():
             crane = _crane(pair, "acme/crane")
@@ -187,12 +235,18 @@ def run() -> list[Row]:
           f"0 uploaded, 2nd repo {rep_mount['totals']['blobs_mounted']} mounted / "
           f"{rep_mount['totals']['blobs_uploaded']} uploaded (nginx saw {mounted} mount of the shared layer, "
           f"{up_ours2} upload)")
+    print(f"  SIGKILL during a {kill_mib} MiB copy ({len(big_layers) + 1} blobs: 4 layers and the config): {len(killed['first'])} blob(s) were in "
+          f"before the kill; the rerun ({killed['wall']:.2f} s) uploaded {len(killed['second'])}, none of them "
+          f"again: {'yes' if killed['ok'] else 'NO'} (counted in the target nginx's access log)")
     ratio = sk / ours
     return [Row(NAME, "throughput vs skopeo", f"{ratio:.2f}×", "≥ 1.0×", verdict(ratio >= 1.0)),
             Row(NAME, "no-op rerun: ours / skopeo", f"{ours_again:.2f} / {sk_again:.2f} s"),
             Row(NAME, "uploads of the shared layer", str(up_ours), "1", verdict(up_ours == 1)),
             Row(NAME, "2nd repo by mount: uploads", f"{rep_mount['totals']['blobs_uploaded']} ({ours_mount:.2f} s)",
                 "0", verdict(rep_mount["totals"]["blobs_uploaded"] == 0 and up_ours2 == 0 and mounted == 1)),
+            Row(NAME, f"SIGKILL mid-copy ({kill_mib} MiB), rerun uploads",
+                f"{len(killed['second'])} (before the kill: {len(killed['first'])})", "only the missing ones",
+                verdict(killed["ok"])),
             Row(NAME, "crane copy", f"{crane:.2f} s" if crane is not None else "skipped (not built)")]
 
 
