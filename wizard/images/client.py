@@ -168,6 +168,10 @@ class Registry:
         self._ping_lock = asyncio.Lock()
         self._token_locks: dict[tuple[str, ...], asyncio.Lock] = {}
 
+    def tokens(self) -> list[str]:
+        """The bearer tokens held now (only so that reports can be masked against them)."""
+        return list(self._tokens.values())
+
     # ------------------------------------------------------------------ auth
     async def _ping(self) -> None:
         async with self._ping_lock:

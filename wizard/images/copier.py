@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 
 import httpx
 
+from ..credentials import mask
 from ..netclient import error_text
 from . import manifest as mf
 from .client import (
@@ -223,7 +224,18 @@ class Copier:
         report.images = [i.result for i in images]
         await asyncio.gather(*(self._image(i) for i in images))
         report.seconds = time.monotonic() - t0
+        for res in report.images:  # a second belt: no credential or token text in any reason, whatever said it
+            res.errors = [self._mask(e) for e in res.errors]
+            for t in res.tags:
+                t.error = self._mask(t.error)
         return report
+
+    def _mask(self, text: str) -> str:
+        if not text:
+            return text
+        secrets = [r.credentials.secret for r in (self.source, self.target) if r.credentials is not None]
+        secrets += [tok for r in (self.source, self.target) for tok in r.tokens()]
+        return mask(text, *secrets)
 
     def _scopes(self, repo: str, *extra: str) -> tuple[str, ...]:
         # push first: some registries read only the first scope of a token request
