@@ -57,8 +57,10 @@ def run_copy(pair: RegistryPair, jobs: list[CopyJob], *, bulk: bool = True, pass
     return asyncio.run(go())
 
 
-def assert_same_on_both(pair: RegistryPair, repo_src: str, repo_dst: str, tags, tmp: Path) -> None:
-    """skopeo's view: byte-identical manifests, and the target's image pulls whole with every platform."""
+def assert_same_on_both(pair: RegistryPair, repo_src: str, repo_dst: str, tags, tmp: Path, *,
+                        into: str = "oci") -> None:
+    """skopeo's view: byte-identical manifests, and the target's image pulls whole with every platform
+    (``into``: ``oci`` layout, or ``dir`` for Docker media types, which an OCI layout cannot hold as they are)."""
     for tag in tags:
         a, b = raw_manifest(pair.source, repo_src, tag), raw_manifest(pair.target, repo_dst, tag)
         assert a is not None and b is not None, f"skopeo cannot read {tag} on {'target' if a else 'source'}"
@@ -66,17 +68,16 @@ def assert_same_on_both(pair: RegistryPair, repo_src: str, repo_dst: str, tags, 
         out = tmp / f"out-{tag}"
         res = pair.target.skopeo("copy", "--all", "--preserve-digests", "--src-creds", pair.creds(pair.target),
                                  "--src-cert-dir", "{certs}", f"docker://{pair.target.registry}/{repo_dst}:{tag}",
-                                 f"oci:{out}:{tag}", timeout=300)
+                                 f"oci:{out}:{tag}" if into == "oci" else f"dir:{out}", timeout=300)
         assert res.ok, f"skopeo copy out of the target failed for {tag}: {res.stderr[-600:]}"
 
 
-def put_raw(st, tag: str, body: bytes) -> None:
-    """A manifest PUT straight to the registry (skopeo refuses to write a nested index)."""
+def put_raw(st, tag: str, body: bytes, media: str = "application/vnd.oci.image.index.v1+json") -> None:
+    """A manifest PUT straight to the registry (skopeo writes neither a nested index nor a Docker list)."""
     async def go():
         async with netclient.async_client(st.resolve(), ca_file=str(st.ca_bundle)) as http:
             reg = Registry(f"https://{st.registry}", http, credentials=Credentials(WRITER, Secret(st.tokens[WRITER])))
-            await reg.put_manifest(REPO, tag, body, "application/vnd.oci.image.index.v1+json",
-                                   scopes=(f"repository:{REPO}:push,pull",))
+            await reg.put_manifest(REPO, tag, body, media, scopes=(f"repository:{REPO}:push,pull",))
     asyncio.run(go())
 
 
@@ -131,6 +132,36 @@ def test_index_with_attestations_and_shared_layer_is_copied_byte_identical_and_r
     assert again.ok and {t.status for t in again.images[0].tags} == {"present"}
     assert pair.target_proxy.uploads() == [] and pair.target_proxy.mutating() == [], \
         [f"{e.method} {e.plain}" for e in pair.target_proxy.mutating()]
+
+
+def test_docker_manifest_list_is_copied_as_the_same_bytes(registry_pair, tmp_path):
+    """The fourth media type: skopeo converts two single-platform images to Docker v2 manifests; the list
+    over them is written straight to the source registry."""
+    pair = registry_pair
+    lay = Layout(tmp_path / "layout")
+    for plat in ("linux/amd64", "linux/arm64"):
+        lay.image(plat.replace("/", "-"), platforms=(plat,), attestations=False)
+    entries = []
+    for plat in ("linux/amd64", "linux/arm64"):
+        tag = plat.replace("/", "-")
+        res = pair.source.skopeo("copy", "--format", "v2s2", "--override-arch", plat.split("/")[1],
+                                 "--dest-creds", pair.creds(pair.source), "--dest-cert-dir", "{certs}",
+                                 f"oci:{lay.dir}:{tag}", f"docker://{pair.source.registry}/{REPO}:{tag}")
+        assert res.ok, res.stderr
+        body = raw_manifest(pair.source, REPO, tag)
+        assert json.loads(body)["mediaType"] == "application/vnd.docker.distribution.manifest.v2+json"
+        entries.append({"mediaType": "application/vnd.docker.distribution.manifest.v2+json", "size": len(body),
+                        "digest": "sha256:" + hashlib.sha256(body).hexdigest(),
+                        "platform": {"architecture": plat.split("/")[1], "os": "linux"}})
+    media = "application/vnd.docker.distribution.manifest.list.v2+json"
+    listing = json.dumps({"schemaVersion": 2, "mediaType": media, "manifests": entries}, indent=7).encode()
+    put_raw(pair.source, "list", listing, media)
+    report, _, _ = run_copy(pair, [CopyJob(REPO, REPO, tags=("list",))])
+    assert report.ok, json.dumps(report.to_dict(), indent=1)
+    t = report.images[0].tags[0]
+    assert t.media_type == media and t.target_digest == "sha256:" + hashlib.sha256(listing).hexdigest()
+    assert t.platforms == ("linux/amd64", "linux/arm64")
+    assert_same_on_both(pair, REPO, REPO, ["list"], tmp_path, into="dir")
 
 
 def test_sigkill_mid_copy_then_rerun_sends_only_the_missing_blobs(registry_pair, tmp_path):
