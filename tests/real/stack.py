@@ -1,4 +1,4 @@
-"""A Gitea-like registry stack from real parts, on loopback only, for the auth-flow tests.
+"""A Gitea-like registry stack from real parts, on loopback only, for the auth-flow and image-copy tests.
 
 - Debian's ``docker-registry`` (CNCF distribution 2.8) with token auth, plain HTTP on 127.0.0.1;
 - a small token issuer written here that behaves like Gitea's ``/v2/token`` (Basic user:token →
@@ -10,7 +10,9 @@
 - real skopeo as the client of the whole flow, run in ``unshare -m`` with a private hosts file and
   a loopback-only resolv.conf, so no test hostname ever reaches the machine's resolver.
 
-Every process is started here and stopped by its PID in ``Stack.stop``. The facts these parts
+``RegistryPair`` is two such stacks (the image copy's source and target) with a quirk proxy
+(``quirkproxy.py``) before each registry. Every process is started here and stopped by its PID in
+``Stack.stop``. The facts these parts
 need (JWT rules distribution enforces, nginx flags) are in /work/shared/test-environment.md.
 """
 

@@ -559,9 +559,8 @@ class Copier:
                 if isinstance(item, BaseException):
                     raise item
                 loc, offset = await self._patch(img, dst, loc, item, offset, scopes)
-            resp = await self.target.request("PUT", with_digest(self.target.url(loc), d.digest), scopes=scopes,
-                                             headers={"Content-Length": "0"}, content=b"", ok=(201, 204))
-            del resp
+            await self.target.request("PUT", with_digest(self.target.url(loc), d.digest), scopes=scopes,
+                                      headers={"Content-Length": "0"}, content=b"", ok=(201, 204))
             return offset
         except BaseException:
             await self.target.cancel_upload(loc, scopes=scopes)
