@@ -32,6 +32,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import httpx
 
 from . import tlsinfo
+from .challenge import MANIFEST_TYPES, bearer_challenge, parse_challenges
 from .credentials import Secret
 from .diagnose import BY_KEY, Diagnosis, classify
 from .netclient import async_client, error_text, is_tls_error, mapping_of, tls_error_text
@@ -41,10 +42,6 @@ from .script import Script
 SERVICE = "container_registry"
 KEEP_HEADERS = ("www-authenticate", "location", "docker-distribution-api-version", "content-type", "server",
                 "docker-upload-uuid", "docker-content-digest", "content-length")
-MANIFEST_TYPES = ", ".join([
-    "application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.docker.distribution.manifest.v2+json"])
 
 
 # ------------------------------------------------------------------------------------ values
@@ -129,33 +126,6 @@ class Flow:
         if self.problem:
             ev["diagnosis"] = self.problem
         return ev
-
-
-_PARAM = re.compile(r'([A-Za-z0-9_-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))')
-
-
-def parse_challenges(values: list[str]) -> list[tuple[str, dict[str, str]]]:
-    """Every challenge of every Www-Authenticate header: [("Bearer", {realm, service, scope}), ("Basic", {...})]."""
-    out: list[tuple[str, dict[str, str]]] = []
-    for value in values:
-        # one header may carry several challenges: a new one starts at "<scheme> " after a comma
-        for part in re.split(r",\s*(?=[A-Za-z][A-Za-z0-9_-]*\s+[A-Za-z0-9_-]+\s*=)", value.strip()):
-            part = part.strip()
-            if not part:
-                continue
-            scheme, _, rest = part.partition(" ")
-            params = {}
-            for m in _PARAM.finditer(rest):
-                params[m.group(1).lower()] = m.group(2).replace('\\"', '"') if m.group(2) is not None else m.group(3)
-            out.append((scheme, params))
-    return out
-
-
-def bearer_challenge(resp: httpx.Response) -> dict[str, str] | None:
-    for scheme, params in parse_challenges(resp.headers.get_list("www-authenticate")):
-        if scheme.lower() == "bearer":
-            return params
-    return None
 
 
 def token_claims(token: str) -> dict | None:

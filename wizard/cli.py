@@ -211,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="open the wizard on an embedded sandbox")
     add_sandbox_options(p)
     p.add_argument("--dir", help="sandbox folder (default: a temporary one)")
+    from wizard.images.command import add_parser as add_images_parser
+    add_images_parser(sub)
     for name, sub_parser in sub.choices.items():
         helps = {a.dest: a.help for a in sub._choices_actions}
         sub_parser.description = (helps.get(name) or "").rstrip(".") + "." if helps.get(name) else None
@@ -244,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "export":
         from wizard.commands import run_export
         return run_export(args)
+    if args.command == "images":
+        return args.run(args)
     if args.command == "demo":
         from screens.demo import run_demo
         return run_demo(args.dir, sandbox_options(args))

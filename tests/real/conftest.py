@@ -54,3 +54,15 @@ def real_stack(real_binaries):
     for st in started:
         for name, proc in st.procs.items():
             assert proc.poll() is not None, f"{name} (pid {proc.pid}) still running after stop"
+
+
+@pytest.fixture
+def registry_pair(real_binaries):
+    """A started ``RegistryPair`` (source and target registries, a quirk proxy before each); stopped after."""
+    from real.stack import RegistryPair
+    pair = RegistryPair(real_binaries).start()
+    yield pair
+    pair.stop()
+    for st in (pair.source, pair.target):
+        for name, proc in st.procs.items():
+            assert proc.poll() is not None, f"{name} (pid {proc.pid}) still running after stop"

@@ -1,4 +1,4 @@
-"""A Gitea-like registry stack from real parts, on loopback only, for the auth-flow tests.
+"""A Gitea-like registry stack from real parts, on loopback only, for the auth-flow and image-copy tests.
 
 - Debian's ``docker-registry`` (CNCF distribution 2.8) with token auth, plain HTTP on 127.0.0.1;
 - a small token issuer written here that behaves like Gitea's ``/v2/token`` (Basic user:token →
@@ -10,7 +10,9 @@
 - real skopeo as the client of the whole flow, run in ``unshare -m`` with a private hosts file and
   a loopback-only resolv.conf, so no test hostname ever reaches the machine's resolver.
 
-Every process is started here and stopped by its PID in ``Stack.stop``. The facts these parts
+``RegistryPair`` is two such stacks (the image copy's source and target) with a quirk proxy
+(``quirkproxy.py``) before each registry. Every process is started here and stopped by its PID in
+``Stack.stop``. The facts these parts
 need (JWT rules distribution enforces, nginx flags) are in /work/shared/test-environment.md.
 """
 
@@ -183,6 +185,10 @@ class TokenIssuer:
 
             def do_GET(self) -> None:  # noqa: N802
                 parts = urlsplit(self.path)
+                if parts.path.startswith("/api/v1/"):  # Gitea's API, as far as "does the owner exist" goes
+                    found = parts.path == f"/api/v1/orgs/{ORG}"
+                    self._json(200 if found else 404, {"username": ORG} if found else {"message": "not found"})
+                    return
                 if parts.path != "/v2/token":
                     self._json(404, {"errors": [{"code": "NOT_FOUND", "message": "not found"}]})
                     return
@@ -524,3 +530,73 @@ http {{
             oci_layout(layout)
         return self.skopeo("copy", "--dest-creds", f"{user}:{password}", "--dest-cert-dir", "{certs}",
                            f"oci:{layout}:latest", f"docker://{self.registry}/{REPO}:{tag}", trust=trust)
+
+
+# ---------------------------------------------------------------------------------- a registry pair
+class RegistryPair:
+    """Two stacks — a source registry and a target registry, each with its own token issuer, nginx and
+    certificates — and a quirk proxy (``tests/real/quirkproxy.py``) in front of each registry's plain
+    port for the behaviours docker-registry lacks. ``stop()`` ends every process and thread."""
+
+    def __init__(self, bins: Binaries):
+        from real.quirkproxy import QuirkProxy  # noqa: F401 - imported here: stack.py stays usable alone
+        self.source = Stack(bins)
+        self.target = Stack(bins)
+        self.source_proxy: QuirkProxy | None = None
+        self.target_proxy: QuirkProxy | None = None
+        self.dir = Path(tempfile.mkdtemp(prefix="ghcr2gitea-pair-"))
+
+    def start(self) -> RegistryPair:
+        from real.quirkproxy import QuirkProxy
+        try:
+            self.source.start()
+            self.target.start()
+            self.source_proxy = QuirkProxy(self.source.registry_port).start()
+            self.target_proxy = QuirkProxy(self.target.registry_port).start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for p in (self.source_proxy, self.target_proxy):
+            if p is not None:
+                with contextlib.suppress(Exception):
+                    p.stop()
+        self.source.stop()
+        self.target.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def resolve(self) -> list[str]:
+        return self.source.resolve() + self.target.resolve()
+
+    # each side keeps its own CA bundle: both stacks name their hosts alike, with different certificates
+
+    @staticmethod
+    def creds(st: Stack, user: str = WRITER) -> str:
+        return f"{user}:{st.tokens[user]}"
+
+
+def push_layout(st: Stack, layout: Path, tag: str, repo: str = REPO, *, docker: bool = False,
+                as_tag: str | None = None) -> SkopeoResult:
+    """``skopeo copy --all --preserve-digests oci:LAYOUT:TAG docker://…/REPO:TAG`` through the stack's nginx.
+
+    ``docker``: skopeo converts a single-platform image to a Docker v2 manifest instead (an OCI layout
+    cannot hold Docker media types)."""
+    how = ["--format", "v2s2"] if docker else ["--all", "--preserve-digests"]
+    res = st.skopeo("copy", *how, "--dest-creds", RegistryPair.creds(st),
+                    "--dest-cert-dir", "{certs}", f"oci:{layout}:{tag}", f"docker://{st.registry}/{repo}:{as_tag or tag}",
+                    timeout=300)
+    if not res.ok:
+        raise AssertionError(f"skopeo could not push {tag}: {res.stderr[-800:]}")
+    return res
+
+
+def raw_manifest(st: Stack, repo: str, ref: str) -> bytes | None:
+    """The manifest bytes skopeo reads (``inspect --raw``), or None when skopeo cannot read it."""
+    sep = "@" if ref.startswith("sha256:") else ":"
+    res = st.skopeo("inspect", "--raw", "--creds", RegistryPair.creds(st), "--cert-dir", "{certs}",
+                    f"docker://{st.registry}/{repo}{sep}{ref}")
+    if not res.ok:
+        return None
+    return res.stdout.encode("utf-8", "surrogateescape")
