@@ -416,15 +416,21 @@ async def _token(probe: Probe, flow: Flow, bearer: dict[str, str], *, base, repo
     if not realm:
         flow.fail("unexpected", "the Bearer challenge names no realm")
         return None
-    if expect_realm:
-        problem = realm_problem(realm, base, expect_realm)
-        if problem is not None:
-            flow.fail(*problem)
-    elif parts.scheme != "https":
-        flow.fail("realm-plain-http", f"the registry's challenge names the realm {realm}")
+    realm_bad = realm_problem(realm, base, expect_realm) if expect_realm else \
+        ("realm-plain-http", f"the registry's challenge names the realm {realm}") if parts.scheme != "https" else None
+    if realm_bad is not None:
+        flow.fail(*realm_bad)
     params = [("scope", flow.scope)] + ([("service", flow.service)] if flow.service else [])
     if secret is not None:
         params = [("account", user), *params]
+    if realm_bad is not None and realm_bad[0] == "realm-plain-http" and secret is not None and \
+            urlsplit(base).scheme == "https":
+        # never send the credentials in clear: ask the registry host's own /v2/token over HTTPS, or stop
+        flow.notes.append(f"the credentials were not sent to {realm}: it is plain HTTP")
+        if token_fallback:
+            return await _fallback_token(probe, flow, base=base, params=params, user=user, secret=secret,
+                                         why=realm_bad[1], rejected_key=rejected_key)
+        return None
     url = _with_query(realm, params)
     headers = {"Authorization": _basic(user, secret)} if secret is not None else {}
     verify = verify_realm and parts.scheme == "https"
@@ -553,7 +559,7 @@ async def credentials_flow(probe: Probe, plan: Plan, token: Secret) -> Flow:
     """Does Gitea accept the token, and may it push? (Stage Credentials; works before the TLS Ingress.)"""
     return await walk(probe, "credentials", registry=plan.registry_host, repo=first_repo(plan), user=plan.username,
                       secret=token, actions=("pull", "push"), verify_realm=plan.node_tls == "ca",
-                      token_fallback=True)
+                      token_fallback=True, expect_realm=plan.realm)
 
 
 async def challenge_flow(probe: Probe, plan: Plan) -> Flow:

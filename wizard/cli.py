@@ -51,6 +51,15 @@ def _count(name: str, low: int):
     return parse
 
 
+def _gitea_version(text: str) -> str:
+    from wizard.sandbox.gitea import parse_version
+    try:
+        parse_version(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--gitea-version {text!r}: expected a version like 1.22.1") from None
+    return text.strip()
+
+
 def add_sandbox_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--servers", type=_count("--servers", 1), default=3, help="K3s server nodes (default 3)")
     p.add_argument("--agents", type=_count("--agents", 0), default=2, help="K3s agent nodes (default 2)")
@@ -70,6 +79,9 @@ def add_sandbox_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--existing-registries", metavar="FILE",
                    help="a registries.yaml pre-installed (and loaded) on every node")
     p.add_argument("--seed", type=int, default=1, help="random seed for the simulation")
+    p.add_argument("--gitea-version", type=_gitea_version, default=None, metavar="V",
+                   help="the Gitea version the model behaves as: up to 1.22.0 the realm is ROOT_URL; from 1.22.1 "
+                   "it follows the request's Host and X-Forwarded-Proto, from 1.26 always (default 1.22.0)")
     p.add_argument("--gitea-preloaded", action=argparse.BooleanOptionalAction, default=None,
                    help="Gitea starts with the plan's images, copied from the sandbox's GHCR (default: yes, for now)")
 
@@ -92,7 +104,8 @@ def sandbox_options(args: argparse.Namespace):
                    node_timezone=args.node_timezone,
                    never_returns=set(args.never_returns), api_fault_rate=args.api_fault_rate,
                    existing_registries=existing, seed=args.seed,
-                   **({} if args.gitea_preloaded is None else {"gitea_preloaded": args.gitea_preloaded}))
+                   **({} if args.gitea_preloaded is None else {"gitea_preloaded": args.gitea_preloaded}),
+                   **({} if args.gitea_version is None else {"gitea_version": args.gitea_version}))
 
 
 def add_cluster_options(p: argparse.ArgumentParser, *, plan_required: bool = True) -> None:

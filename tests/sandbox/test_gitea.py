@@ -224,3 +224,33 @@ async def test_other_paths(gitea):
     assert ui.status == 200 and b"Gitea" in ui.body
     resp = await call(gitea, "GET", "/v2/_catalog", basic("reader", "tok-read"))
     assert resp.status == 404 and errors(resp)[0]["code"] == "NOT_FOUND"
+
+
+@pytest.mark.parametrize("version,headers,realm", [
+    # up to 1.22.0: ROOT_URL, whatever the request says (the guide's world)
+    ("1.22.0", {"X-Forwarded-Proto": "http", "Host": "registry.bto.bar"}, f"{ROOT}v2/token"),
+    # 1.22.1-1.25: the request's Host when X-Forwarded-Proto is there, else ROOT_URL
+    ("1.22.1", {"X-Forwarded-Proto": "https", "Host": "registry.bto.bar"}, "https://registry.bto.bar/v2/token"),
+    ("1.25.5", {"X-Forwarded-Proto": "http", "Host": "registry.bto.bar"}, "http://registry.bto.bar/v2/token"),
+    ("1.25.5", {"Host": "gitea-http.gitea-system.svc.cluster.local:3000"}, f"{ROOT}v2/token"),
+    # 1.26+: the Host always (what a real Gitea 1.26.0 answered in tests/real/test_gitea_real.py)
+    ("1.26.0", {"Host": "gitea-http.gitea-system.svc.cluster.local:3000"},
+     "http://gitea-http.gitea-system.svc.cluster.local:3000/v2/token"),
+    ("1.26.0", {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "elsewhere.test", "Host": "registry.bto.bar"},
+     "https://registry.bto.bar/v2/token"),
+])
+async def test_the_realm_follows_the_gitea_version(clock, version, headers, realm):
+    g = Gitea(ROOT, [GiteaUser("registry-user", "tok-push", can_push={"jaybrto"})], clock=clock, version=version)
+    internal = "svc.cluster.local" in headers["Host"]  # a pod straight to the Service: plain HTTP
+    resp = await call(g, "GET", "/v2/", host=f"http://{headers['Host']}" if internal else REG,
+                      **{k.replace("-", "_"): v for k, v in headers.items()})
+    assert resp.status == 401
+    assert resp.headers.get("Www-Authenticate").startswith(f'Bearer realm="{realm}",')
+
+
+def test_a_gitea_version_must_look_like_one():
+    from wizard.sandbox.gitea import parse_version
+    assert parse_version("v1.22.1") == (1, 22, 1) and parse_version("1.26.0+rc1") == (1, 26, 0)
+    for bad in ("1.22", "latest", "1.22.1; rm -rf /", ""):
+        with pytest.raises(ValueError):
+            parse_version(bad)

@@ -25,6 +25,7 @@ from .caddy import Caddy
 from .ghcr import HOST as GHCR_HOST
 from .ghcr import STORAGE_HOST as GHCR_STORAGE_HOST
 from .ghcr import Ghcr, GhcrUser
+from .gitea import DEFAULT_VERSION as GITEA_VERSION
 from .gitea import Gitea, GiteaUser
 from .http import HttpRequest, HttpResponse, TLSConfig
 from .kinds import BY_KIND, Kind
@@ -91,6 +92,7 @@ class Options:
     public_port: int = 0
     gitea_token: str | None = None  # registry-user's token (random when not given; tests use a canary)
     gitea_preloaded: bool = GITEA_PRELOADED  # Gitea starts with the plan's images (as copied from GHCR)
+    gitea_version: str = GITEA_VERSION  # which Gitea the model behaves as (the realm's derivation)
     ghcr_token: str | None = None  # the GitHub PAT in ghcr-secret and ./ghcr-token (random when not given)
     ghcr_layer_size: int = 256 * 1024  # bytes of the base layer every image shares (large for benchmarks)
     ghcr_url_ttl: float = 300.0  # seconds a storage redirect from ghcr.io stays valid
@@ -242,7 +244,7 @@ class Cluster(NodeHooks):
         self.gitea = Gitea(self.root_url, [
             GiteaUser(USERNAME, self.token, can_push={ORG}),
             GiteaUser(READER, self.reader_token, can_push=set(), can_pull={ORG}),
-        ])
+        ], version=opts.gitea_version)
         self.ghcr = Ghcr([GhcrUser(ORG, self.ghcr_token, can_read={ORG})],
                          public={f"{ORG}/{name}" for name in GUIDE_IMAGES if name not in GHCR_PRIVATE},
                          url_ttl=opts.ghcr_url_ttl)

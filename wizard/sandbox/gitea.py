@@ -1,7 +1,11 @@
 """Gitea's container registry as a Docker client sees it: the /v2 API and the /v2/token realm.
 
-Modelled on Gitea's ``routers/api/packages/container``: the realm is fixed by ROOT_URL
-(guide, "Understanding the Docker v2 Auth Flow"), Basic auth is accepted on the registry
+Modelled on Gitea's ``routers/api/packages/container``. The realm depends on the version
+(research/upstream-behaviour.md; the 1.26 rule is what a real Gitea 1.26.0 does in
+tests/real/test_gitea_real.py): up to 1.22.0 it is ROOT_URL + ``v2/token`` (the guide's
+"Understanding the Docker v2 Auth Flow"); from 1.22.1 the request's ``Host`` with the scheme of
+``X-Forwarded-Proto`` when that header is present (else ROOT_URL without its sub-path); from 1.26
+(``PUBLIC_URL_DETECTION=auto``) the request's ``Host`` always. Basic auth is accepted on the registry
 API itself, and anonymous callers get a ghost token unless sign-in is required
 (test-environment.md, item 4) — a 200 from the realm proves nothing about credentials.
 
@@ -29,12 +33,24 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from . import oci
 from .http import Headers, HttpRequest, HttpResponse
 
 SERVICE = "container_registry"
+# The Gitea version the model behaves as. The guide's era (the realm is ROOT_URL): with 1.22.1+ the guide's
+# Caddy → Traefik web path makes the realm plain HTTP (Traefik sets X-Forwarded-Proto: http), which the wizard
+# reports; `ghcr2gitea sandbox --gitea-version 1.26.0` shows it.
+DEFAULT_VERSION = "1.22.0"
+
+
+def parse_version(text: str) -> tuple[int, int, int]:
+    """``1.22.1`` (or ``v1.22.1``, ``1.26.0+rc1``) → (1, 22, 1); ValueError for anything else."""
+    m = re.fullmatch(r"v?(\d{1,3})\.(\d{1,3})\.(\d{1,3})(?:[-+][0-9A-Za-z.-]{1,40})?", text.strip())
+    if not m:
+        raise ValueError(f"{text!r} is not a Gitea version like 1.22.1")
+    return int(m[1]), int(m[2]), int(m[3])
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 _API_VERSION = ("Docker-Distribution-Api-Version", "registry/2.0")
 _ROUTE = re.compile(r"^/v2/(?P<name>.+?)/(?P<kind>manifests|blobs/uploads|blobs|tags)(?:/(?P<rest>.*))?$")
@@ -82,8 +98,10 @@ class Gitea:
         require_signin: bool = False,
         clock: Callable[[], float] = time.time,
         orgs: set[str] | None = None,
+        version: str = DEFAULT_VERSION,
     ):
         self.root_url = root_url if root_url.endswith("/") else root_url + "/"
+        self.version = parse_version(version)
         self.users = {u.name: u for u in users}
         # organisations that exist (default: every org a user may push to or pull from)
         self.orgs = set(orgs) if orgs is not None else {o for u in users for o in u.can_push | u.can_pull}
@@ -100,7 +118,21 @@ class Gitea:
 
     @property
     def realm(self) -> str:
+        """ROOT_URL's realm: what every version names when no request tells it otherwise."""
         return self.root_url + "v2/token"
+
+    def realm_for(self, req: HttpRequest) -> str:
+        """The realm this Gitea version names in the challenge it sends for ``req``."""
+        if self.version <= (1, 22, 0):
+            return self.realm
+        host = req.headers.get("Host") or ""
+        proto = (req.headers.get("X-Forwarded-Proto") or "").split(",")[0].strip().lower()
+        if proto in ("http", "https") and host:
+            return f"{proto}://{host}/v2/token"  # X-Forwarded-Host is ignored
+        if self.version >= (1, 26, 0) and host:
+            return f"{req.parts.scheme or 'http'}://{host}/v2/token"
+        root = urlsplit(self.root_url)
+        return f"{root.scheme}://{root.netloc}/v2/token"  # ROOT_URL without its sub-path (#31293)
 
     # ---- images -------------------------------------------------------------------------
     def add_image(self, repo: str, tag: str, *, size: int = 1234) -> str:
@@ -207,10 +239,10 @@ class Gitea:
             return "bad", None
         return "none", None
 
-    def _challenge(self, scope: str, message: str = "authentication required") -> HttpResponse:
+    def _challenge(self, req: HttpRequest, scope: str, message: str = "authentication required") -> HttpResponse:
         h = Headers([
             ("Content-Type", "application/json"),
-            ("Www-Authenticate", f'Bearer realm="{self.realm}",service="{SERVICE}",scope="{scope}"'),
+            ("Www-Authenticate", f'Bearer realm="{self.realm_for(req)}",service="{SERVICE}",scope="{scope}"'),
             _API_VERSION,
         ])
         return HttpResponse(401, h, _errors("UNAUTHORIZED", message, detail=None))
@@ -269,7 +301,7 @@ class Gitea:
         who, user = self._who(req)
         if who != "user":
             scope = f"repository:{repo}:pull" + (",push" if action == "push" else "")
-            return self._challenge(scope)
+            return self._challenge(req, scope)
         if not self.owner_exists(repo.split("/", 1)[0].lower()):
             return self._json(404, _errors("NAME_UNKNOWN", "repository name not known to registry"))
         if not user.may(action, repo):
@@ -314,14 +346,14 @@ class Gitea:
         who, _ = self._who(req)
         if who == "user" or (who == "ghost" and not self.require_signin):
             return self._json(200, b"{}")
-        return self._challenge("*")
+        return self._challenge(req, "*")
 
     def _token(self, req: HttpRequest) -> HttpResponse:
         who, user = self._who(req)
         if who == "bad":
             return self._json(401, _errors("UNAUTHORIZED", "invalid username or password"))
         if who in ("none", "ghost") and self.require_signin:
-            return self._challenge("*")
+            return self._challenge(req, "*")
         scopes = [s for v in parse_qs(req.query).get("scope", []) for s in v.split(" ") if s]
         return self._json(200, json.dumps({"token": self._issue(user, scopes)}).encode())
 

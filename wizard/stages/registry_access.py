@@ -35,6 +35,9 @@ class Credentials(Stage):
             checks.append(passed("token may push", ev, "an upload was started and cancelled"))
         else:
             checks.append(failed("token may push", cause, fix, ev))
+        if flow.problem in ("realm-plain-http", "realm-host-mismatch"):
+            # the token works, but every client would be sent to this realm: over HTTP, or to another host
+            checks.append(failed("the realm Gitea names is usable", cause, fix, ev))
         return checks
 
 
