@@ -237,7 +237,7 @@ class WizardApp(App):
 
     def _switch_to(self, i: int) -> str | None:
         st = self.session.states[i]
-        if st.busy == "applying" and st.key == "restart":
+        if st.busy == "applying" and st.view == "rollout":
             return "tab-rollout"
         if st.busy == "verifying":
             return "tab-checks"
@@ -403,7 +403,7 @@ class WizardApp(App):
         if action == "why_not":
             return True
         if action in ("pause", "abort"):
-            return st.busy == "applying" and (action == "abort" or st.key == "restart") and not s.audit
+            return st.busy == "applying" and (action == "abort" or st.view == "rollout") and not s.audit
         if action == "recheck":
             return None if st.busy else True
         if action == "auth_flow":
@@ -443,7 +443,7 @@ class WizardApp(App):
             gate = "Next is open" if s.can_advance(i) else s.next_reason(i)
             self.notify(self.shown(f"{what} — {gate}"), severity="warning")
             return
-        if s.states[i].key == "restart":
+        if s.states[i].view == "rollout":
             self.query_one(RolloutView).reset()
             self.query_one("#tabs").active = "tab-rollout"
         self._log(f"{s.states[i].title}: applying {len(s.states[i].changes)} change(s)")
@@ -553,7 +553,7 @@ class WizardApp(App):
     def _finishes_first(self, st) -> str:
         """What the wizard lets finish before it leaves, in the operator's words."""
         s = self.session
-        if st.key == "restart":
+        if st.view == "rollout":
             moving = [n for n, p in s.node_phases.items() if p.phase in ("restarting", "waiting")]
             if moving:
                 names = ", ".join(moving)

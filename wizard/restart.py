@@ -112,17 +112,34 @@ def written_after(text: str | None, bound: float) -> bool:
     return ts >= (math.floor(bound) if whole else bound)
 
 
+def _rollout_connection(cluster):
+    """The rollout's own connection (same API client, same lock fence): it retries often — a restarting API
+    server comes back within seconds — and says why the API is away, without changing the run's shared
+    connection while other threads (the journal, the lock's renewer) use it."""
+    if not hasattr(cluster, "sibling"):
+        return cluster
+    own = cluster.sibling(patience=cluster.patience, request_timeout=cluster.request_timeout,
+                          on_retry=lambda m: cluster.on_retry(m))
+    own.adopted = cluster.adopted
+    own.max_delay = 0.2
+    return own
+
+
 class RollingRestart:
     def __init__(self, ctx, *, poll: float = 0.05):
         from .stages.preflight import discover_nodes
         self.ctx = ctx
-        self.cluster = ctx.cluster
+        self.cluster = _rollout_connection(ctx.cluster)
         self.plan = ctx.plan
         self.nodes = discover_nodes(ctx)
-        self.exec = NodeExec(ctx.cluster, namespace=ctx.plan.wizard_namespace, image=ctx.plan.helper_image)
+        self.exec = NodeExec(self.cluster, namespace=ctx.plan.wizard_namespace, image=ctx.plan.helper_image)
         self.poll = poll
         self.runs: dict[str, NodeRun] = {}
-        self.stop_requested = False  # Pause: finish the current node(s), then stop
+        self.stop = ctx.stop  # Pause: finish the current node(s), then stop; Abort: at the next progress event
+
+    @property
+    def stop_requested(self) -> bool:
+        return self.stop.stopping
 
     # ------------------------------------------------------------------ reporting
     def _emit(self, run: NodeRun, message: str) -> None:
@@ -155,24 +172,19 @@ class RollingRestart:
             unit = (f.unit if f and f.unit else None) or ("k3s" if n.role == "server" else "k3s-agent")
             self.runs[n.name] = NodeRun(n.name, n.role, unit, reason=(f.restart_reason(self.plan) if f else "") or "")
             self._emit(self.runs[n.name], f"{n.name}: queued ({self.runs[n.name].reason})")
-        old_cap = getattr(self.cluster, "max_delay", None)
-        self.cluster.max_delay = 0.2  # a restarting API server comes back within seconds: retry often
-        try:
-            servers = [n for n in order if n.role == "server"]
-            agents = [n for n in order if n.role != "server"]
-            for n in servers:
-                if not self._restart_one(n, is_server=True) or self.stop_requested:
-                    return self._finish(order)
-            batch = max(1, self.ctx.max_unavailable)
-            for i in range(0, len(agents), batch):
-                group = agents[i:i + batch]
-                with ThreadPoolExecutor(max_workers=len(group)) as pool:
-                    results = list(pool.map(lambda n: self._restart_one(n, is_server=False), group))
-                if not all(results) or self.stop_requested:
-                    return self._finish(order)
-            return self._finish(order)
-        finally:
-            self.cluster.max_delay = old_cap
+        servers = [n for n in order if n.role == "server"]
+        agents = [n for n in order if n.role != "server"]
+        for n in servers:
+            if not self._restart_one(n, is_server=True) or self.stop_requested:
+                return self._finish(order)
+        batch = max(1, self.ctx.max_unavailable)
+        for i in range(0, len(agents), batch):
+            group = agents[i:i + batch]
+            with ThreadPoolExecutor(max_workers=len(group)) as pool:
+                results = list(pool.map(lambda n: self._restart_one(n, is_server=False), group))
+            if not all(results) or self.stop_requested:
+                return self._finish(order)
+        return self._finish(order)
 
     def _finish(self, order: list[NodeInfo]) -> RolloutReport:
         for n in order:

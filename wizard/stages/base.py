@@ -79,6 +79,57 @@ class Progress:
     elapsed: float | None = None
 
 
+class Aborted(Exception):
+    """The operator aborted: raised from the progress hook (or ``StopToken.check``), so the stage unwinds
+    through its ``finally``s (probe and restart pods removed) before the run stops."""
+
+
+class Paused(Exception):
+    """apply() stopped between units of work because Pause was asked for; nothing failed. ``left``: what was
+    not done yet (for the rolling restart: the nodes not restarted)."""
+
+    def __init__(self, left: list[str]):
+        super().__init__(", ".join(left))
+        self.left = list(left)
+
+
+class StopToken:
+    """Pause and Abort, as the stage sees them (``ctx.stop``): Pause lets the unit of work under way finish
+    (a node restarting), then the stage stops and raises ``Paused``; Abort stops at the next progress event."""
+
+    def __init__(self) -> None:
+        import threading
+        self._pause = threading.Event()
+        self._abort = threading.Event()
+
+    def pause(self) -> None:
+        self._pause.set()
+
+    def abort(self) -> None:
+        self._abort.set()
+
+    def clear(self) -> None:
+        """A new apply: neither asked for."""
+        self._pause.clear()
+        self._abort.clear()
+
+    @property
+    def paused(self) -> bool:
+        return self._pause.is_set()
+
+    @property
+    def aborted(self) -> bool:
+        return self._abort.is_set()
+
+    @property
+    def stopping(self) -> bool:
+        return self.paused or self.aborted
+
+    def check(self) -> None:
+        if self.aborted:
+            raise Aborted("aborted by the operator")
+
+
 class StageFailed(Exception):
     """apply() could not finish: the check that says why."""
 
@@ -101,6 +152,7 @@ class Context:
     max_unavailable: int = 1
     dry_run: bool = False
     cache: dict = field(default_factory=dict)  # facts shared between stages in one run (nodes, IPs)
+    stop: StopToken = field(default_factory=StopToken)  # Pause / Abort, from the UI (never set headless)
 
     def say(self, stage: str, message: str, **kw) -> None:
         import time
@@ -112,10 +164,30 @@ class Context:
 
 
 class Stage:
+    """One step of the migration. The verbs, in the order a run calls them:
+
+    - ``inspect(ctx) -> dict``: what is there now (reads only); ``StageFailed`` when it cannot tell.
+    - ``plan(ctx, observed) -> list[Change]``: what would change ([] = nothing); ``StageFailed`` on bad input.
+    - ``conflicts(ctx) -> list[Check]`` and ``precheck(ctx) -> list[Check]``: before the run's first write.
+    - ``apply(ctx, changes) -> None``: make the changes; ``StageFailed`` (why), ``Paused`` (``ctx.stop``
+      asked for a pause between units of work), ``Aborted`` (``ctx.stop`` asked for an abort).
+    - ``verify(ctx) -> list[Check]``: the gating checks, now.
+
+    Class attributes say how the faces show it: ``view`` names a special view ("rollout": the per-node
+    rollout table), ``node_probes`` says inspect needs probe pods (an audit skips it without
+    --node-probes). Nothing outside the stage tests its ``key``.
+    """
+
     key: str = ""
     title: str = ""
     guide_step: str = ""
     description: str = ""
+    view: str = ""  # "" (the stage view only) | "rollout"
+    node_probes: bool = False  # inspect() starts probe pods
+
+    def dry_run(self, ctx: Context, changes: list[Change]) -> list[str]:
+        """Extra lines for ``apply --dry-run`` (how the changes would be carried out)."""
+        return []
 
     def inspect(self, ctx: Context) -> dict:
         return {}
