@@ -300,7 +300,7 @@ class Session:
             self.node_phases[p.node] = p
             if p.phase == "done":
                 self.last_proven = p.node
-        if p.stage == "registries" and p.node and "written and read back" in p.message:
+        if p.node and p.wrote == R.PATH:
             self.written.add(p.node)
         self.on_progress(p)
 

@@ -515,3 +515,14 @@ async def test_the_live_panel_follows_the_watch_and_coalesces_a_burst(wizard, se
         table = panel.query_one("#nodes", DataTable)
         assert table.row_count == 1005
         assert panel.coalescer.flushes - flushes < 20, "1000 events must not cost 1000 redraws"
+
+
+async def test_the_cluster_panel_says_written_for_node_files_this_run_wrote(wizard, settle):
+    """Between Node registries and the restart: each node's file is "written" (by this run), not just
+    "needs restart" — the stage says so on the progress stream (Progress.wrote), not in a message to parse."""
+    app, sb = wizard()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await drive(pilot, settle, until="restart")
+        s = app.session
+        assert s.written == set(sandbox_state(sb)["nodes"])
+        assert set(s.registries_states().values()) == {"written"}, s.registries_states()

@@ -77,6 +77,7 @@ class Progress:
     proofs: dict | None = None
     time: float = 0.0
     elapsed: float | None = None
+    wrote: str = ""  # a node file this event says was written and read back (its path on ``node``)
 
 
 class Aborted(Exception):

@@ -254,14 +254,14 @@ class NodeRegistries(Stage):
             if got != np.new_masked or not all(same.get(np.node, {}).get(line) for line, _ in np.new_checks):
                 raise StageFailed(failed("registries.yaml read back", f"{np.node}: the file on the node differs from "
                                          "what was written", "re-run the stage; check nothing else manages the file"))
-            ctx.say(self.key, f"{np.node}: registries.yaml written and read back", node=np.node)
+            ctx.say(self.key, f"{np.node}: registries.yaml written and read back", node=np.node, wrote=R.PATH)
         for n, ca in cas.items():
             f = facts[n]
             if not (f.ca_present and f.ca_sha == ca.sha and f.ca_mode == R.CA_MODE):
                 raise StageFailed(failed("CA bundle read back", f"{n}: {R.CA_PATH} on the node differs from what was "
                                          f"written (sha256 {f.ca_sha or 'none'}, mode {f.ca_mode or 'none'})",
                                          "re-run the stage; check nothing else manages the file"))
-            ctx.say(self.key, f"{n}: {R.CA_PATH} written and read back", node=n)
+            ctx.say(self.key, f"{n}: {R.CA_PATH} written and read back", node=n, wrote=R.CA_PATH)
 
     def verify(self, ctx: Context) -> list[Check]:
         checks = []
