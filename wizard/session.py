@@ -196,6 +196,12 @@ class Session:
     def mask(self, text: str) -> str:
         return mask(text, *self.ctx.secrets)
 
+    def problem(self, e):
+        """A failure's cause and fix (wizard/problem.py: the same as the headless commands give), masked."""
+        import dataclasses
+        p = e.problem
+        return dataclasses.replace(p, cause=self.mask(p.cause))
+
     @property
     def stage_count(self) -> int:
         return len(self.states)
@@ -375,8 +381,7 @@ class Session:
             except StageFailed as e:
                 st.checks = [e.check]
             except ClusterUnreachable as e:
-                st.checks = [Check("cluster reachable", FAIL, self.mask(str(e)),
-                                   "check the network and the kubeconfig, then press Re-check")]
+                st.checks = [Check.of("cluster reachable", self.problem(e))]
             except Exception as e:  # noqa: BLE001 - one stage that cannot be checked must not hide the others
                 st.checks = [Check("stage could be checked", FAIL, self.mask(f"{type(e).__name__}: {e}"),
                                    "press Re-check; if it persists, report it with the log")]
@@ -420,8 +425,7 @@ class Session:
                 try:
                     self.run.begin()
                 except LockHeld as e:
-                    raise StageFailed(Check("cluster lock", FAIL, str(e), "wait for the other run to finish, or "
-                                            "stop it; then press Apply again")) from None
+                    raise StageFailed(Check.of("cluster lock", self.problem(e))) from None
                 if st.changes is None or st.observed is None:
                     st.observed = st.stage.inspect(self.ctx)
                     st.changes = st.stage.plan(self.ctx, st.observed)
@@ -444,7 +448,7 @@ class Session:
                 st.error = Check("cluster lock still held", FAIL, str(e), "see what the other run did (audit), "
                                  "then quit and open the wizard again")
             except ClusterUnreachable as e:
-                st.error = Check("cluster reachable", FAIL, self.mask(str(e)), "check the network, then Apply again")
+                st.error = Check.of("cluster reachable", self.problem(e))
             except Exception as e:  # noqa: BLE001 - never a traceback on screen (it could carry a secret)
                 st.error = Check("apply finished", FAIL, self.mask(f"{type(e).__name__}: {e}"),
                                  "press Apply again: it continues from where the cluster is")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import yaml
@@ -15,8 +16,19 @@ import yaml
 from .. import masking as M
 from ..credentials import Secret, mask
 from ..plan import Plan
+from ..problem import Problem
 
-PASS, FAIL, WARN, SKIP = "pass", "fail", "warn", "skip"
+
+class Status(StrEnum):
+    """A check's outcome. A ``str`` (``Status.PASS == "pass"``): JSON, text and the screens show its value."""
+
+    PASS = "pass"
+    FAIL = "fail"
+    WARN = "warn"
+    SKIP = "skip"
+
+
+PASS, FAIL, WARN, SKIP = Status.PASS, Status.FAIL, Status.WARN, Status.SKIP
 
 
 @dataclass(frozen=True)
@@ -24,11 +36,14 @@ class Check:
     """One gating check: pass/fail/warn/skip, with the cause and the fix on one line each."""
 
     name: str
-    status: str
+    status: Status
     cause: str = ""
     fix: str = ""
     evidence: dict | str = ""
     gating: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", Status(self.status))  # "fail" → Status.FAIL; a typo raises here
 
     @property
     def ok(self) -> bool:
@@ -37,6 +52,15 @@ class Check:
     def to_dict(self) -> dict:
         return {"name": self.name, "status": self.status, "cause": self.cause, "fix": self.fix,
                 "evidence": self.evidence}
+
+    @property
+    def problem(self) -> Problem:
+        return Problem(self.cause, self.fix, self.evidence)
+
+    @classmethod
+    def of(cls, name: str, problem: Problem, status: Status = Status.FAIL) -> Check:
+        """The check named ``name`` that failed with ``problem`` (a Failure's, a StageFailed's)."""
+        return cls(name, status, problem.cause, problem.fix, problem.evidence)
 
 
 def passed(name: str, evidence: dict | str = "", cause: str = "") -> Check:
@@ -137,6 +161,10 @@ class StageFailed(Exception):
     def __init__(self, check: Check):
         super().__init__(f"{check.name}: {check.cause}")
         self.check = check
+
+    @property
+    def problem(self) -> Problem:
+        return self.check.problem
 
 
 @dataclass
