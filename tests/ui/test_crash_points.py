@@ -17,9 +17,8 @@ import pytest
 from helpers import run_cli, sandbox_state
 
 from screens.demo import demo_app
-from screens.modals.resume import ResumeScreen
 
-from .test_wizard import drive, restarts
+from .test_wizard import drive, restarts, wait_resume_offer
 
 DRIVER = Path(__file__).with_name("kill_driver.py")
 
@@ -56,12 +55,7 @@ async def test_a_wizard_run_killed_at_a_crash_point_resumes_in_the_wizard(make_s
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-800:]
     app = demo_app(sb, node_timeout=30, blink=False, export_dir=tmp_path / "export")
     async with app.run_test(size=(120, 36)) as pilot:
-        for _ in range(1500):
-            await pilot.pause(0.02)
-            if isinstance(app.screen, ResumeScreen):
-                break
-        else:
-            raise AssertionError("the wizard offered no resume after the killed run")
+        await wait_resume_offer(pilot, "the wizard offered no resume after the killed run")
         await pilot.press("r")
         await settle(pilot, pods=False)
         s = app.session

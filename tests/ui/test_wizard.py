@@ -49,6 +49,15 @@ async def wait_restarting(pilot, node: str | None = None) -> None:
     raise AssertionError(f"{node or 'no node'} never started restarting")
 
 
+async def wait_resume_offer(pilot, what: str = "no resume offer") -> None:
+    """Until the wizard offers to resume an unfinished migration (its ResumeScreen is up)."""
+    for _ in range(1500):
+        await pilot.pause(0.02)
+        if isinstance(pilot.app.screen, ResumeScreen):
+            return
+    raise AssertionError(what)
+
+
 def restarts(sb) -> dict[str, int]:
     return {n: len(v["restarts"]) for n, v in sandbox_state(sb)["nodes"].items()}
 
@@ -403,12 +412,7 @@ async def test_resume_after_the_app_is_closed_mid_restart(wizard, settle, screen
     from screens.demo import demo_app
     app2 = demo_app(sb, node_timeout=30, blink=False)
     async with app2.run_test(size=(120, 36)) as pilot:
-        for _ in range(1500):
-            await pilot.pause(0.02)
-            if isinstance(app2.screen, ResumeScreen):
-                break
-        else:
-            raise AssertionError("no resume offer")
+        await wait_resume_offer(pilot)
         await pilot.pause(0.3)
         offer = screen_text(app2)
         assert "Unfinished migration" in offer and "stopped in: Rolling restart" in offer
