@@ -635,8 +635,22 @@ class Session:
                 lines += [f"| {o.stage} | {o.check} | {o.cause} | {o.typed} | {o.by} |" for o in self.overrides]
             else:
                 lines.append("None: every gating check passed.")
+            lines += self.rollout_lines()
             text += "\n".join(lines) + "\n"
         return self.mask(text)
+
+    def rollout_lines(self) -> list[str]:
+        """The Markdown report's rolling restart: the guards, and each node's proofs by name ([] before it ran)."""
+        if self.audit or not self.node_phases:
+            return []
+        from .proofs import GUARDS
+        from .restart import PROOFS
+        lines = ["", "## Rolling restart", "", f"Guards before each node: {', '.join(g.name for g in GUARDS)}.", "",
+                 "| Node | Phase | " + " | ".join(PROOFS) + " |", "|---|---|" + "---|" * len(PROOFS)]
+        for node, p in self.node_phases.items():
+            got = p.proofs or {}
+            lines.append(f"| {node} | {p.phase} | " + " | ".join("✓" if got.get(k) else "✗" for k in PROOFS) + " |")
+        return lines
 
 
 def confirms(typed: str, key: str, title: str) -> bool:

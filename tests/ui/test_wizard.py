@@ -94,6 +94,12 @@ async def test_demo_runs_every_stage_to_a_finished_migration(wizard, settle, scr
     exported = sorted((tmp_path / "export").glob("ghcr2gitea-report-*"))
     assert [p.suffix for p in exported] == [".json", ".md"]
     assert json.loads(exported[0].read_text())["stages"][9]["status"] == "pass"
+    # the Markdown report lists the rollout's guards and, per node, each proof by name
+    md = exported[1].read_text()
+    assert "Guards before each node: node exists, quorum." in md, md
+    assert "| Node | Phase | restart started | unit restarted | heartbeat | kubelet Starting event | Ready | " \
+           "containerd config |" in md, md
+    assert all(f"| {n} | done | " + " | ".join(["✓"] * 6) + " |" in md for n in state["nodes"]), md
     for text in [*screens, log, *(p.read_text() for p in exported), journals[0].read_text()]:
         assert token not in text
 
