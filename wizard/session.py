@@ -11,6 +11,7 @@ the screens call these methods from worker threads and render what they return.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from .kube import ClusterUnreachable, NodeInfo
 from .lock import LockHeld, LockLost
 from .run import NotStarted, Run
 from .stages import STAGES
-from .stages.base import (  # noqa: F401 - Aborted: the screens catch it by this name
+from .stages.base import (
     FAIL,
     PASS,
     SKIP,
@@ -160,7 +161,6 @@ class Session:
         self.written: set[str] = set()  # nodes whose registries.yaml this run wrote
         self.node_phases: dict[str, Progress] = {}  # the last per-node event of the rollout
         self.last_proven = ""  # the node the rollout proved last (for "paused after …")
-        import threading
         self._busy = threading.Lock()
         self._closed = False
         self.run.subscribe(self._progress)
