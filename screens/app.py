@@ -237,7 +237,7 @@ class WizardApp(App):
 
     def _switch_to(self, i: int) -> str | None:
         st = self.session.states[i]
-        if st.busy == "applying" and st.key == "restart":
+        if st.busy == "applying" and st.view == "rollout":
             return "tab-rollout"
         if st.busy == "verifying":
             return "tab-checks"
@@ -403,7 +403,7 @@ class WizardApp(App):
         if action == "why_not":
             return True
         if action in ("pause", "abort"):
-            return st.busy == "applying" and (action == "abort" or st.key == "restart") and not s.audit
+            return st.busy == "applying" and (action == "abort" or st.view == "rollout") and not s.audit
         if action == "recheck":
             return None if st.busy else True
         if action == "auth_flow":
@@ -443,7 +443,7 @@ class WizardApp(App):
             gate = "Next is open" if s.can_advance(i) else s.next_reason(i)
             self.notify(self.shown(f"{what} — {gate}"), severity="warning")
             return
-        if s.states[i].key == "restart":
+        if s.states[i].view == "rollout":
             self.query_one(RolloutView).reset()
             self.query_one("#tabs").active = "tab-rollout"
         self._log(f"{s.states[i].title}: applying {len(s.states[i].changes)} change(s)")
@@ -553,7 +553,7 @@ class WizardApp(App):
     def _finishes_first(self, st) -> str:
         """What the wizard lets finish before it leaves, in the operator's words."""
         s = self.session
-        if st.key == "restart":
+        if st.view == "rollout":
             moving = [n for n, p in s.node_phases.items() if p.phase in ("restarting", "waiting")]
             if moving:
                 names = ", ".join(moving)
@@ -680,53 +680,11 @@ class WizardApp(App):
             yield SystemCommand(title, help_text, lambda a=action: self.run_action(a))
 
 
-# ---------------------------------------------------------------------- entry points for the CLI
-def _api_factory(kubeconfig: str | None, context: str | None):
-    from wizard.kube import api_client
-    return lambda: api_client(kubeconfig, context)
-
-
-def run_wizard(args, *, audit: bool = False) -> int:
-    """``ghcr2gitea`` (no subcommand) and ``ghcr2gitea audit`` on a terminal: the wizard on a real cluster."""
-    import sys
-
-    from wizard import plan as plan_mod
-    from wizard.credentials import CredentialError, load_token
-    from wizard.kube import ClusterUnreachable
-    plan_path = getattr(args, "plan", None)
-    kubeconfig, context = getattr(args, "kubeconfig", None), getattr(args, "context", None)
-    session = None
-    if plan_path:
-        token = None
-        try:
-            token = load_token(getattr(args, "token_file", None))  # asks on a terminal, before the screen opens
-        except CredentialError as e:
-            if not audit or getattr(args, "token_file", None):
-                print(f"ghcr2gitea: {e}", file=sys.stderr)
-                return 2
-        try:
-            session = Session.connect(plan_path, kubeconfig=kubeconfig, context=context, token=token, audit=audit,
-                                      node_probes=bool(getattr(args, "node_probes", False)),
-                                      node_timeout=float(getattr(args, "node_timeout", 180) or 180),
-                                      patience=float(getattr(args, "api_patience", 120) or 120),
-                                      resolve=tuple(getattr(args, "resolve", None) or ()))
-        except plan_mod.PlanError as e:
-            for line in e.problems:
-                print(f"ghcr2gitea: {line}", file=sys.stderr)
-            return 2
-        except ClusterUnreachable as e:
-            print(f"ghcr2gitea: {e}", file=sys.stderr)
-            return 2
-        context = context or session.ctx.plan.context
-    try:
-        factory = _api_factory(kubeconfig, context)
-        factory().close()
-    except ClusterUnreachable as e:
-        print(f"ghcr2gitea: {e}", file=sys.stderr)
-        return 2
-    where = context or "current context"
-    app = WizardApp(session, api_factory=factory, subtitle=f"{'audit of' if audit else 'migrating'} {where}",
-                    problem="" if plan_path else NO_PLAN, resume_command=_command_line())
+# ---------------------------------------------------------------------- entry point for the CLI
+def run_app(start) -> int:
+    """The wizard on a real cluster, from what ``wizard.boot.wizard_start`` built (the CLI composes them)."""
+    app = WizardApp(start.session, api_factory=start.api_factory, subtitle=start.subtitle,
+                    problem="" if start.session is not None else NO_PLAN, resume_command=start.resume_command)
     app.run()
     return finish(app)
 
@@ -737,13 +695,6 @@ def finish(app: WizardApp) -> int:
     if app.exit_note:
         print(app.exit_note, file=sys.stderr)
     return app.return_code or 0
-
-
-def _command_line() -> str:
-    """The command as typed, to run again (no secret is ever an argument: the token comes from a file or env)."""
-    import shlex
-    import sys
-    return " ".join(["ghcr2gitea", *map(shlex.quote, sys.argv[1:])])
 
 
 def _conflict(st):

@@ -6,10 +6,11 @@ import os
 import tempfile
 from pathlib import Path
 
+from wizard.boot import api_factory, command_line
 from wizard.credentials import Secret
 from wizard.session import Session
 
-from .app import WizardApp, _api_factory, _command_line, finish
+from .app import WizardApp, finish
 
 __all__ = ["WizardApp", "demo_app", "run_demo"]
 
@@ -26,7 +27,7 @@ def demo_app(sb, *, audit: bool = False, node_timeout: float = 180.0, **kw) -> W
     nodes = len(sb.cluster.nodes)
     kw.setdefault("subtitle", f"{'audit' if audit else 'demo'} on the sandbox ({nodes} nodes)")
     kw.setdefault("export_dir", sb.dir)
-    return WizardApp(session, api_factory=_api_factory(str(sb.kubeconfig), "sandbox"), **kw)
+    return WizardApp(session, api_factory=api_factory(str(sb.kubeconfig), "sandbox"), **kw)
 
 
 def run_demo(directory: str | None, opts) -> int:
@@ -40,7 +41,7 @@ def run_demo(directory: str | None, opts) -> int:
     os.environ["XDG_STATE_HOME"] = str(Path(directory) / "state")
     sb = Sandbox(Path(directory), opts).start()
     try:
-        app = demo_app(sb, resume_command="" if tmp else _command_line())
+        app = demo_app(sb, resume_command="" if tmp else command_line())
         app.run()
     finally:
         sb.stop()

@@ -236,6 +236,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _wizard(args, *, audit: bool = False) -> int:
+    """The composition root of the wizard: the engine's side builds the session (wizard.boot), the UI gets it.
+    The only place under wizard/ that imports the screens (tests/test_layout.py)."""
+    from wizard.boot import wizard_start
+    start = wizard_start(args, audit=audit)
+    if isinstance(start, int):
+        return start
+    from screens.app import run_app
+    return run_app(start)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -243,8 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         from wizard.sandbox.server import serve
         return serve(args.dir, sandbox_options(args))
     if args.command == "audit" and (args.tui or (args.format is None and sys.stdout.isatty())):
-        from screens.app import run_wizard
-        return run_wizard(args, audit=True)
+        return _wizard(args, audit=True)
     if args.command == "audit" and args.format is None:
         args.format = "text"
     if args.command in ("plan", "apply", "audit"):
@@ -265,9 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         from screens.demo import run_demo
         return run_demo(args.dir, sandbox_options(args))
     if args.command is None:
-        from screens.app import run_wizard
-        return run_wizard(argparse.Namespace(plan=args.tui_plan, kubeconfig=args.tui_kubeconfig,
-                                             context=args.tui_context, token_file=args.tui_token_file))
+        return _wizard(argparse.Namespace(plan=args.tui_plan, kubeconfig=args.tui_kubeconfig,
+                                      context=args.tui_context, token_file=args.tui_token_file))
     parser.print_help()
     return 2
 

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 
 from . import plan as plan_mod
-from .cluster import Cluster, ClusterReader, ProbingReader
+from .cluster import ClusterReader
 from .credentials import CredentialError, load_token, mask
 from .engine import Runner, audit_exit_code, render_audit
 from .kube import ClusterUnreachable
-from .lock import ClusterLock, LockHeld, LockLost
+from .lock import LockHeld, LockLost
+from .run import Run, connect, load_plan
 from .stages.base import Context
 
 _ERRORS: list[str] = []  # what _err said during this command (an audit report carries them when it cannot check)
@@ -48,21 +48,11 @@ def render_audit_error(message: str, fmt: str) -> str:
 
 def _run_command(args) -> int:
     try:
-        plan = plan_mod.load(args.plan)
+        plan = load_plan(args.plan, tuple(args.resolve or ()))
     except plan_mod.PlanError as e:
         for line in e.problems:
             _err(line)
         return 2
-    if args.resolve:
-        try:
-            plan = dataclasses.replace(plan, resolve=tuple(plan.resolve) + tuple(args.resolve))
-            problems = plan_mod.validate(plan)
-        except ValueError as e:
-            problems = [str(e)]
-        if problems:
-            for line in problems:
-                _err(line.replace("network.resolve", "--resolve"))
-            return 2
     token = None
     try:
         token = load_token(args.token_file, prompt=None)
@@ -70,13 +60,10 @@ def _run_command(args) -> int:
         if args.command != "audit" or args.token_file:
             _err(str(e))
             return 2
-    context = args.context or plan.context
-    cls = Cluster
-    if args.command == "audit":
-        cls = ProbingReader if getattr(args, "node_probes", False) else ClusterReader
     try:
-        cluster = cls.connect(args.kubeconfig, context, on_retry=lambda m: None, patience=args.api_patience,
-                              request_timeout=args.api_timeout)
+        cluster = connect(plan, kubeconfig=args.kubeconfig, context=args.context, audit=args.command == "audit",
+                          node_probes=getattr(args, "node_probes", False), on_retry=lambda m: None,
+                          patience=args.api_patience, request_timeout=args.api_timeout)
     except ClusterUnreachable as e:
         _err(str(e))
         return 2
@@ -97,9 +84,8 @@ def _run_command(args) -> int:
             return 2
         if args.command == "audit":
             return _audit(ctx, args, token)
-        runner = Runner(ctx, _say)
         if args.command == "plan":
-            code, results = runner.plan()
+            code, results = Runner(ctx, _say).plan()
             return 2 if any(r.error for r in results) else code
         if not args.yes and not args.dry_run:
             if not sys.stdin.isatty():
@@ -108,38 +94,18 @@ def _run_command(args) -> int:
             if input("Apply the migration to this cluster? [y/N] ").strip().lower() not in ("y", "yes"):
                 return 2
         if args.dry_run:
-            return runner.apply(dry_run=True)
+            return Runner(ctx, _say).apply(dry_run=True)
+        run = Run(ctx, take_over_stale=args.take_over_stale_lock)
+        runner = Runner(ctx, _say, run=run)
         try:
-            lock = ClusterLock(cluster, take_over_stale=args.take_over_stale_lock)
-            lock.acquire()
-        except LockHeld as e:
-            _err(str(e))
-            return 2
-        try:
-            from .journal import Journal, cluster_id
-            from .nodeexec import NodeExec
-            cid = cluster_id(cluster)
-            previous = Journal.load(cid, cluster)
-            if previous is not None and previous.unfinished():
-                _say(f"resuming an unfinished migration ({previous.summary()}); re-inspecting the cluster first — "
-                     "where it differs from the journal, the cluster wins")
-            runner.journal = Journal.start(cid, server=cluster.server, holder=lock.me, secrets=(token,),
-                                           mirror=cluster.sibling(patience=3), resume=previous)
-            for ref in sorted(cluster.adopted):  # the operator's explicit word, kept with the run
-                runner.record({"type": "adopted", **ref.to_dict(), "by": lock.me})
-            swept = NodeExec(cluster, namespace=plan.wizard_namespace, image=plan.helper_image).sweep()
-            left = list(swept.removed)
-            from .stages.nodes import SECRET_NAME, remove_node_secret
-            if remove_node_secret(cluster, plan.wizard_namespace) == "removed":  # carried the token; never kept
-                left.append(f"Secret {plan.wizard_namespace}/{SECRET_NAME}")
-            if left:
-                _say(f"removed wizard pods an earlier run left behind: {', '.join(left)}")
-                runner.record({"type": "swept_pods", "pods": left})
-            if swept.left_alone:
-                _say(f"left alone: looks like the wizard's but is not: {'; '.join(swept.left_alone)}")
+            try:
+                run.begin(resume_unfinished=True)
+            except LockHeld as e:
+                _err(str(e))
+                return 2
             return runner.apply()
         finally:
-            lock.release()
+            run.close()
     except ClusterUnreachable as e:
         _err(mask(str(e), token))
         return 2

@@ -13,9 +13,13 @@ import stat
 import sys
 from pathlib import Path
 
+from .problem import Failure
 
-class CredentialError(Exception):
+
+class CredentialError(Failure):
     """A one-line reason the token cannot be used, naming the input and the fix."""
+
+    fix = "give the Gitea token with --token-file FILE (mode 600) or GITEA_TOKEN"
 
 
 class Secret:

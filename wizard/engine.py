@@ -16,6 +16,7 @@ from .cluster import ApiError
 from .credentials import mask
 from .kube import ClusterUnreachable
 from .ownership import NotOwned
+from .run import NotStarted, Run
 from .stages import STAGES
 from .stages.base import FAIL, PASS, SKIP, WARN, Change, Check, Context, Progress, Stage, StageFailed
 
@@ -52,26 +53,24 @@ def _failing(checks: list[Check]) -> list[Check]:
 
 
 class Runner:
-    def __init__(self, ctx: Context, out: Out, stages: tuple[Stage, ...] = STAGES, journal=None):
+    """The headless face: a loop over a ``Run`` (wizard/run.py) that prints. Without a Run it makes one
+    that keeps no journal and takes no lock (plan, audit, and tests that drive the stages directly)."""
+
+    def __init__(self, ctx: Context, out: Out, stages: tuple[Stage, ...] = STAGES, run: Run | None = None):
         self.ctx = ctx
-        self.stages = stages
+        self.run = run if run is not None else Run(ctx, stages, journal=False)
+        self.stages = self.run.stages
         self._out = out
         self._last_phase: dict[str, str] = {}
-        self.journal = journal
-        ctx.progress = self._progress
+        self.run.subscribe(self._progress)
 
     def record(self, event: dict) -> None:
-        if self.journal is not None:
-            self.journal.record(event)
+        self.run.record(event)
 
     def out(self, text: str) -> None:
         self._out(mask(text, self.ctx.token))
 
     def _progress(self, p: Progress) -> None:
-        if p.node and p.phase in ("done", "failed") and self._last_phase.get(p.node) != p.phase:
-            self.record({"type": "node_proven" if p.phase == "done" else "node_failed", "stage": p.stage,
-                         "node": p.node, "proofs": p.proofs, "elapsed": round(p.elapsed or 0, 2),
-                         "message": p.message})
         if p.node and p.phase:
             # per-node lines only when the phase changes (the UI gets every event)
             if self._last_phase.get(p.node) == p.phase and p.phase not in ("done", "failed"):
@@ -79,6 +78,8 @@ class Runner:
             self._last_phase[p.node] = p.phase
             elapsed = f" [{p.elapsed:.1f}s]" if p.elapsed else ""
             self.out(f"      {p.message}{elapsed}")
+        elif p.stage == "lock":  # the run's own lines (the sweep): said as the run's, not a stage's
+            self.out(p.message)
         elif p.message:
             self.out(f"      {p.message}")
 
@@ -113,10 +114,9 @@ class Runner:
 
     # ------------------------------------------------------------------ apply
     def apply(self, *, dry_run: bool = False) -> int:
-        from .faults import crash_point
+        run = self.run
         n = len(self.stages)
-        done_before = set(self.journal.done) if self.journal is not None else set()
-        prechecked = False
+        done_before = set(run.journal.done) if run.journal is not None else set()  # a resumed run's
         conflicts_seen = 0
         for i, st in enumerate(self.stages, 1):
             head = f"[{i}/{n}] {st.title}"
@@ -129,37 +129,26 @@ class Runner:
                     self.out(f"{head}: {len(changes)} change(s) pending" if changes else f"{head}: nothing to change")
                     for ch in changes:
                         self.out(f"  {ch.action} {ch.target}" + (f": {ch.note}" if ch.note else ""))
-                    if st.key == "restart" and changes:
-                        from .restart import RollingRestart
-                        for line in RollingRestart(self.ctx).dry_run([c.payload for c in changes]):
-                            self.out("  " + line)
+                    for line in st.dry_run(self.ctx, changes):
+                        self.out("  " + line)
                     continue
-                self.record({"type": "stage_started", "stage": st.key, "changes": [c.target for c in changes]})
                 if changes and st.key in done_before:
                     # the cluster wins over the journal: say so, then converge
                     self.out(f"{head}: the journal says this stage was done, but the cluster differs "
                              f"({len(changes)} change(s)); redoing")
                     self.record({"type": "journal_disagrees", "stage": st.key,
                                  "changes": [c.target for c in changes]})
-                crash_point(f"before:{st.key}")
-                if changes and not prechecked:
-                    prechecked = True
-                    # ownership first: reads only, and every conflict of every later stage at once
-                    conflicts = [(later, c) for later in self.stages[i - 1:] for c in _failing(later.conflicts(self.ctx))]
-                    if conflicts:
-                        return self._conflicts(conflicts)
-                    for later in self.stages[i - 1:]:
-                        bad = _failing(later.precheck(self.ctx))
-                        if bad:
-                            return self._stop(f"[{self.stages.index(later) + 1}/{n}] {later.title}", bad[0],
-                                              stage=later.key, nothing_written=True)
                 if changes:
-                    if self.journal is not None:
-                        self.journal.activate()
+                    run.precheck(i - 1)  # before the announcement: a run that cannot start says only that
                     self.out(f"{head}: applying {len(changes)} change(s)")
-                    st.apply(self.ctx, changes)
-                crash_point(f"after:{st.key}")
+                run.apply_stage(i - 1, changes)
                 checks = st.verify(self.ctx)
+            except NotStarted as e:
+                if e.conflicts:
+                    return self._conflicts(e.found)
+                later, check = e.found[0]
+                return self._stop(f"[{self.stages.index(later) + 1}/{n}] {later.title}", check, stage=later.key,
+                                  nothing_written=True)
             except StageFailed as e:
                 return self._stop(head, e.check, stage=st.key)
             except NotOwned as e:  # the write layer's refusal (a stage without a conflicts() precheck)
@@ -177,11 +166,10 @@ class Runner:
             took = time.monotonic() - t0
             summary = ", ".join(f"{sum(c.status == s for c in checks)} {s}" for s in (PASS, WARN, SKIP)
                                 if any(c.status == s for c in checks))
-            self.record({"type": "stage_finished", "stage": st.key, "checks": {c.name: c.status for c in checks},
-                         "seconds": round(took, 2)})
+            run.stage_finished(st, checks, seconds=round(took, 2))
             self.out(f"{head}: ok ({summary or 'no checks'}) in {took:.1f}s")
-        if self.journal is not None and not dry_run:
-            self.journal.finish()
+        if not dry_run:
+            run.finish()
         if dry_run and conflicts_seen:
             self.out(f"{conflicts_seen} conflict(s): apply stops before any write until each is renamed in the plan "
                      "or adopted with --adopt")
@@ -190,7 +178,7 @@ class Runner:
     def _conflicts(self, found: list[tuple[Stage, Check]]) -> int:
         n = len(self.stages)
         for st, c in found:
-            self.record({"type": "stage_failed", "stage": st.key, "check": c.name, "cause": c.cause, "fix": c.fix})
+            self.run.stage_failed(st.key, c)
         self.out(f"cannot start — {len(found)} object(s) exist that ghcr2gitea does not own (checked before "
                  "anything was written):")
         for st, c in found:
@@ -199,8 +187,7 @@ class Runner:
         return 1
 
     def _stop(self, head: str, check: Check, more: int = 0, stage: str = "", nothing_written: bool = False) -> int:
-        self.record({"type": "stage_failed", "stage": stage, "check": check.name, "cause": check.cause,
-                     "fix": check.fix})
+        self.run.stage_failed(stage, check)
         if nothing_written:
             self.out(f"{head}: cannot start — {check.name} (checked before anything was written)")
             self.out(f"  cause: {check.cause}")

@@ -12,9 +12,13 @@ from pathlib import Path
 
 from kubernetes import client, config
 
+from .problem import Failure
 
-class ClusterUnreachable(Exception):
+
+class ClusterUnreachable(Failure):
     """The kubeconfig or context cannot be used; the message names it and the fix."""
+
+    fix = "check the network and the kubeconfig (kubectl get nodes), then try again"
 
 
 class ClusterUnauthorized(ClusterUnreachable):

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from .cluster import ApiError, Cluster, label
+from .problem import Failure
 
 LEASE_NAME = "ghcr2gitea"
 LEASE_NAMESPACE = "kube-system"
@@ -38,8 +39,10 @@ TTL = _ttl()
 RENEW_EVERY = max(1.0, TTL / 4)
 
 
-class LockHeld(Exception):
+class LockHeld(Failure):
     """Another run holds the cluster; the message says who and since when."""
+
+    fix = "wait for the other run to finish, or stop it; then try again"
 
 
 class LockLost(BaseException):

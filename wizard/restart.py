@@ -1,15 +1,15 @@
 """The rolling restart of K3s, node by node, each restart PROVEN — never a fixed sleep.
 
-Shaped like kured's loop, as a sequence of named guards: order (servers, then agents) →
-quorum guard (every other server Ready and /readyz ok) → snapshot → restart through an
-nsenter pod (``systemctl --no-block restart UNIT``) → proof:
+Shaped like kured's loop, composed of named objects (wizard/proofs.py): order (servers, then
+agents) → the guards (``node exists``; ``quorum``: every other server Ready and /readyz ok) →
+snapshot → restart through an nsenter pod (``systemctl --no-block restart UNIT``) → the proofs:
 
-1. the unit's start timestamp changed (systemd's ``ActiveEnterTimestampMonotonic``, read on the node);
-2. the kubelet renewed its Lease after the new process started (a heartbeat from the new kubelet);
-3. the kubelet posted a ``Starting`` event for the node after the new process started;
-4. the node is Ready;
-5. containerd's regenerated config has a hosts.toml for every plan host (registries.yaml
-   was loaded — the only proof that matters for the migration).
+1. ``unit restarted``: the unit's start timestamp changed (systemd's ``ActiveEnterTimestampMonotonic``);
+2. ``heartbeat``: the kubelet renewed its Lease after the new process started;
+3. ``kubelet Starting event``: the kubelet posted a ``Starting`` event after the new process started;
+4. ``Ready``: the node is Ready;
+5. ``containerd config``: containerd's regenerated config has a hosts.toml for every plan host
+   (registries.yaml was loaded — the only proof that matters for the migration).
 
 "After the new process started" is systemd's ``InactiveExitTimestamp`` (else ``ExecMainStartTimestamp``),
 not ``ActiveEnterTimestamp``: k3s starts its kubelet BEFORE it signals READY (a server waits for etcd
@@ -24,19 +24,20 @@ the rollout; nothing after it is touched.
 
 from __future__ import annotations
 
-import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
 
+from . import proofs as P
 from . import registries as R
 from .faults import crash_point
 from .kube import NodeInfo
 from .nodeexec import NodeExec
+from .proofs import written_after  # noqa: F401 - where the stamps are compared; kept importable here
 from .script import Script
 
-PROOFS = ("restart started", "unit restarted", "heartbeat", "kubelet Starting event", "Ready", "containerd config")
+# the rollout view's, the journal's and the report's names, in order: the restart pod started, then each proof
+PROOFS = ("restart started", *(p.name for p in P.PROOFS))
 
 
 @dataclass
@@ -92,37 +93,36 @@ def restart_script(unit: str) -> str:
     return Script().add("systemctl --no-block restart {unit}", unit=unit).text()
 
 
-def _ts(text: str | None) -> float | None:
-    if not text:
-        return None
-    text = text.replace("Z", "+00:00")
-    try:
-        return datetime.fromisoformat(text).timestamp()
-    except ValueError:
-        return None
-
-
-def written_after(text: str | None, bound: float) -> bool:
-    """The API timestamp ``text`` is not before ``bound`` (epoch seconds). A whole-second stamp (an
-    Event's ``lastTimestamp``) is truncated, so it is compared with the bound's second."""
-    ts = _ts(text)
-    if ts is None:
-        return False
-    whole = "." not in (text or "").partition("T")[2]
-    return ts >= (math.floor(bound) if whole else bound)
+def _rollout_connection(cluster):
+    """The rollout's own connection (same API client, same lock fence): it retries often — a restarting API
+    server comes back within seconds — and says why the API is away, without changing the run's shared
+    connection while other threads (the journal, the lock's renewer) use it."""
+    if not hasattr(cluster, "sibling"):
+        return cluster
+    own = cluster.sibling(patience=cluster.patience, request_timeout=cluster.request_timeout,
+                          on_retry=lambda m: cluster.on_retry(m))
+    own.adopted = cluster.adopted
+    own.max_delay = 0.2
+    return own
 
 
 class RollingRestart:
     def __init__(self, ctx, *, poll: float = 0.05):
         from .stages.preflight import discover_nodes
         self.ctx = ctx
-        self.cluster = ctx.cluster
+        self.cluster = _rollout_connection(ctx.cluster)
         self.plan = ctx.plan
         self.nodes = discover_nodes(ctx)
-        self.exec = NodeExec(ctx.cluster, namespace=ctx.plan.wizard_namespace, image=ctx.plan.helper_image)
+        self.exec = NodeExec(self.cluster, namespace=ctx.plan.wizard_namespace, image=ctx.plan.helper_image)
         self.poll = poll
         self.runs: dict[str, NodeRun] = {}
-        self.stop_requested = False  # Pause: finish the current node(s), then stop
+        self.stop = ctx.stop  # Pause: finish the current node(s), then stop; Abort: at the next progress event
+        self.guards = P.guards(self.cluster)
+        self.proofs = P.proofs(self.cluster)
+
+    @property
+    def stop_requested(self) -> bool:
+        return self.stop.stopping
 
     # ------------------------------------------------------------------ reporting
     def _emit(self, run: NodeRun, message: str) -> None:
@@ -141,9 +141,10 @@ class RollingRestart:
         skipped = [n.name for n in self.nodes if n.name not in set(names)]
         if skipped:
             lines.append(f"  skipped (already loaded): {', '.join(skipped)}")
-        lines += ["guards: before each server, every other server Ready and /readyz ok (etcd quorum);",
-                  f"        each node proven (unit start changed, heartbeat, Starting event, Ready, containerd "
-                  f"config) within {self.ctx.node_timeout:.0f} s, else the rollout stops there"]
+        lines += [f"guards: {', '.join(g.name for g in self.guards)} — before each server, every other server Ready "
+                  "and /readyz ok (etcd quorum);",
+                  f"proofs: {', '.join(p.name for p in self.proofs)} — each node proven within "
+                  f"{self.ctx.node_timeout:.0f} s, else the rollout stops there"]
         return lines
 
     # ------------------------------------------------------------------ the loop
@@ -155,24 +156,19 @@ class RollingRestart:
             unit = (f.unit if f and f.unit else None) or ("k3s" if n.role == "server" else "k3s-agent")
             self.runs[n.name] = NodeRun(n.name, n.role, unit, reason=(f.restart_reason(self.plan) if f else "") or "")
             self._emit(self.runs[n.name], f"{n.name}: queued ({self.runs[n.name].reason})")
-        old_cap = getattr(self.cluster, "max_delay", None)
-        self.cluster.max_delay = 0.2  # a restarting API server comes back within seconds: retry often
-        try:
-            servers = [n for n in order if n.role == "server"]
-            agents = [n for n in order if n.role != "server"]
-            for n in servers:
-                if not self._restart_one(n, is_server=True) or self.stop_requested:
-                    return self._finish(order)
-            batch = max(1, self.ctx.max_unavailable)
-            for i in range(0, len(agents), batch):
-                group = agents[i:i + batch]
-                with ThreadPoolExecutor(max_workers=len(group)) as pool:
-                    results = list(pool.map(lambda n: self._restart_one(n, is_server=False), group))
-                if not all(results) or self.stop_requested:
-                    return self._finish(order)
-            return self._finish(order)
-        finally:
-            self.cluster.max_delay = old_cap
+        servers = [n for n in order if n.role == "server"]
+        agents = [n for n in order if n.role != "server"]
+        for n in servers:
+            if not self._restart_one(n, is_server=True) or self.stop_requested:
+                return self._finish(order)
+        batch = max(1, self.ctx.max_unavailable)
+        for i in range(0, len(agents), batch):
+            group = agents[i:i + batch]
+            with ThreadPoolExecutor(max_workers=len(group)) as pool:
+                results = list(pool.map(lambda n: self._restart_one(n, is_server=False), group))
+            if not all(results) or self.stop_requested:
+                return self._finish(order)
+        return self._finish(order)
 
     def _finish(self, order: list[NodeInfo]) -> RolloutReport:
         for n in order:
@@ -182,25 +178,25 @@ class RollingRestart:
                 self._emit(run, f"{n.name}: not touched (the rollout stopped before it)")
         return RolloutReport([self.runs[n.name] for n in order])
 
-    def _quorum_guard(self, run: NodeRun, deadline: float) -> bool:
-        """Never take a server down while another server is not Ready or the API is not ready."""
+    def _guarded(self, run: NodeRun, deadline: float) -> bool:
+        """Every guard lets the node go down now; a guard that says no is waited out (unless waiting cannot
+        change its answer) until the node's deadline."""
+        subject = P.Candidate(run.node, run.role)
         while True:
-            others = [n for n in self.cluster.list("Node") if n["metadata"]["name"] != run.node
-                      and "node-role.kubernetes.io/control-plane" in (n["metadata"].get("labels") or {})]
-            down = [n["metadata"]["name"] for n in others if NodeInfo.from_node(n).ready != "True"]
-            if not down and self.cluster.readyz():
+            refusal = next(((g, why) for g in self.guards for ok, why in [g.check(subject)] if not ok), None)
+            if refusal is None:
                 return True
-            if time.time() > deadline:
-                run.error = (f"quorum guard: {', '.join(down) or 'the API'} not ready, so {run.node} was not "
-                             "restarted")
+            g, why = refusal
+            if not g.wait or time.time() > deadline:
+                run.error = f"{g.name} guard: {why}, so {run.node} was not restarted"
                 return False
-            self._emit(run, f"{run.node}: waiting: {', '.join(down) or '/readyz'} not ready (quorum guard)")
+            self._emit(run, f"{run.node}: waiting: {why} ({g.name} guard)")
             time.sleep(0.2)
 
     def _restart_one(self, n: NodeInfo, *, is_server: bool) -> bool:
         run = self.runs[n.name]
         deadline = time.time() + self.ctx.node_timeout
-        if is_server and not self._quorum_guard(run, deadline):
+        if not self._guarded(run, deadline):
             run.phase = "failed"
             self._emit(run, f"{n.name}: {run.error}")
             return False
@@ -229,44 +225,36 @@ class RollingRestart:
         return ok
 
     def _prove(self, run: NodeRun, before_mono: int | None, deadline: float) -> bool:
-        facts = None
+        unit = self.proofs[0]  # unit restarted: read by a probe pod, which runs only once the kubelet is back
+        subject = P.Restarted(run.node, run.unit, before_mono)
         while time.time() < deadline:
-            # A probe pod runs only once the kubelet is back: its result is the node's own word.
             res = self.exec.run_many({run.node: R.facts_script(self.plan)}, stage="restart", purpose="proof",
                                      timeout=max(1.0, deadline - time.time()))[run.node]
             if res.ok:
-                f = R.parse_facts(run.node, res.output, self.plan)
-                if f.active and f.active_enter_mono is not None and f.active_enter_mono != before_mono:
-                    facts = f
+                subject = P.Restarted(run.node, run.unit, before_mono, R.parse_facts(run.node, res.output, self.plan))
+                if unit.check(subject)[0]:
                     break
                 self._emit(run, f"{run.node}: unit not restarted yet")
             elif res.exit_code is not None:
                 self._emit(run, f"{run.node}: probe failed (exit {res.exit_code})")
             time.sleep(self.poll)
-        if facts is None:
+        else:
             return False
-        run.proofs["unit restarted"] = True
-        if facts.started_after is None:
+        run.proofs[unit.name] = True
+        if subject.started is None:
             run.error = (f"{run.node} restarted but the probe could not tell when k3s started (systemctl show "
                          f"{run.unit} -p InactiveExitTimestampMonotonic, cat /proc/uptime, date +%s.%N on the node)")
             return False
-        started = facts.started_after  # the new process's start, at its earliest: the new kubelet wrote after it
         self._emit(run, f"{run.node}: unit restarted")
+        rest = self.proofs[1:]
         while True:
-            node = self.cluster.get("Node", run.node) or {}
-            run.proofs["Ready"] = NodeInfo.from_node(node).ready == "True" if node else False
-            lease = self.cluster.get("Lease", run.node, "kube-node-lease") or {}
-            run.proofs["heartbeat"] = written_after((lease.get("spec") or {}).get("renewTime"), started)
-            events = self.cluster.list("Event", None, fields=f"involvedObject.name={run.node},reason=Starting")
-            run.proofs["kubelet Starting event"] = any(
-                written_after(e.get("lastTimestamp") or e.get("eventTime"), started) for e in events)
-            run.proofs["containerd config"] = facts.hosts_loaded
+            verdicts = {p.name: p.check(subject) for p in rest}
+            run.proofs.update({name: ok for name, (ok, _) in verdicts.items()})
             if all(run.proofs.values()):
                 return True
-            if not facts.hosts_loaded:
-                missing = [h for h, t in facts.loaded_hosts.items() if not t]
-                run.error = (f"{run.node} restarted but containerd has no config for {', '.join(missing)}: "
-                             "registries.yaml was not loaded")
+            final = next((p for p in rest if p.final and not verdicts[p.name][0]), None)
+            if final is not None:  # read once from the probe: waiting does not change it
+                run.error = f"{run.node} restarted but {verdicts[final.name][1]}: registries.yaml was not loaded"
                 return False
             if time.time() > deadline:
                 return False

@@ -2,8 +2,9 @@
 
 The headless ``Runner`` runs every stage in one go; the wizard needs the same engine one verb
 at a time — inspect, plan, apply, verify — with the results kept per stage, a gate (Next opens
-only when every gating check passes or was overridden with a typed confirmation), Pause and
-Abort for the rolling restart, the cluster lock, the journal and a final report. No UI here:
+only when every gating check passes or was overridden with a typed confirmation) and a final
+report. The lock, sweep, journal, prechecks, crash points, progress stream and the stop token
+(Pause, Abort) are the ``Run``'s (wizard/run.py), the same the headless apply uses. No UI here:
 the screens call these methods from worker threads and render what they return.
 """
 
@@ -20,19 +21,29 @@ from . import registries as R
 from .credentials import mask
 from .engine import StageResult, render_audit
 from .kube import ClusterUnreachable, NodeInfo
-from .lock import LockLost
+from .lock import LockHeld, LockLost
+from .run import NotStarted, Run
 from .stages import STAGES
-from .stages.base import FAIL, PASS, SKIP, WARN, Change, Check, Context, Progress, Stage, StageFailed
+from .stages.base import (
+    FAIL,
+    PASS,
+    SKIP,
+    WARN,
+    Aborted,
+    Change,
+    Check,
+    Context,
+    Paused,
+    Progress,
+    Stage,
+    StageFailed,
+)
 
 # what the stage list shows for each stage
 DONE, CURRENT, FAILED, PENDING, LOCKED = "done", "current", "failed", "pending", "locked"
 OVERRIDDEN = "overridden"  # done, with a failed check passed over by the operator: never shown as ✓
 PAUSED = "paused"  # the rollout stopped between nodes when asked; Apply resumes it
 SKIPPED = "skipped"  # audit: every check of the stage was skipped (it needs probe pods)
-
-
-class Aborted(Exception):
-    """The operator aborted: raised from the progress hook, so the engine unwinds through its ``finally``s."""
 
 
 class ReadOnly(Exception):
@@ -74,6 +85,11 @@ class StageState:
     @property
     def key(self) -> str:
         return self.stage.key
+
+    @property
+    def view(self) -> str:
+        """The stage's special view ("rollout"), or ""."""
+        return self.stage.view
 
     @property
     def title(self) -> str:
@@ -125,14 +141,6 @@ class ResumeOffer:
         return lines
 
 
-def _journal_module():
-    try:
-        from . import journal
-    except ImportError:  # resume is an extra: without a journal the wizard still runs
-        return None
-    return journal if hasattr(journal, "Journal") else None
-
-
 class Session:
     """The stages of one migration (or audit), driven one verb at a time."""
 
@@ -146,23 +154,29 @@ class Session:
         self.overrides: list[Override] = []
         self.on_progress = on_progress or (lambda p: None)
         self.on_stage = on_stage or (lambda i: None)
-        self.use_journal = journal and not ctx.audit
-        self.journal = None
-        self.lock = None
+        self.run = Run(ctx, stages, journal=journal)
+        self.stop = self.run.stop
         self.started = time.time()
         self.finished: float | None = None
         self.written: set[str] = set()  # nodes whose registries.yaml this run wrote
-        self.rollout = None  # the RollingRestart running now
         self.node_phases: dict[str, Progress] = {}  # the last per-node event of the rollout
         self.last_proven = ""  # the node the rollout proved last (for "paused after …")
-        self._abort = threading.Event()
-        self._pause = False
         self._busy = threading.Lock()
         self._closed = False
-        self._prechecked = False
-        self._journal_tried = False
-        self._resume_from = None  # the journal of the run being resumed
-        ctx.progress = self._progress
+        self.run.subscribe(self._progress)
+
+    @property
+    def journal(self):
+        return self.run.journal
+
+    @property
+    def lock(self):
+        return self.run.lock
+
+    @property
+    def pausing(self) -> bool:
+        """Pause was asked for and the apply under way has not stopped yet."""
+        return self.stop.paused
 
     @classmethod
     def connect(cls, plan_path: str, *, kubeconfig: str | None = None, context: str | None = None,
@@ -170,21 +184,10 @@ class Session:
                 max_unavailable: int = 1, patience: float = 120.0, resolve: tuple[str, ...] = (),
                 **kw) -> Session:
         """A session on the plan's cluster, as the headless commands build it (PlanError, ClusterUnreachable)."""
-        import dataclasses
-
-        from . import cluster as cluster_mod
-        from . import plan as plan_mod
-        plan = plan_mod.load(plan_path)
-        if resolve:
-            plan = dataclasses.replace(plan, resolve=tuple(plan.resolve) + tuple(resolve))
-            problems = plan_mod.validate(plan)
-            if problems:
-                raise plan_mod.PlanError([p.replace("network.resolve", "--resolve") for p in problems])
-        cls_ = cluster_mod.Cluster
-        if audit:  # read-only by construction; probe pods only when asked for (as the headless audit)
-            cls_ = getattr(cluster_mod, "ProbingReader", cluster_mod.ClusterReader) if node_probes \
-                else cluster_mod.ClusterReader
-        cluster = cls_.connect(kubeconfig, context or plan.context, patience=patience)
+        from .run import connect, load_plan
+        plan = load_plan(plan_path, tuple(resolve))
+        cluster = connect(plan, kubeconfig=kubeconfig, context=context, audit=audit, node_probes=node_probes,
+                          patience=patience)
         ctx = Context(plan=plan, cluster=cluster, token=token, audit=audit, node_probes=audit and node_probes,
                       node_timeout=node_timeout, max_unavailable=max_unavailable)
         return cls(ctx, **kw)
@@ -192,6 +195,12 @@ class Session:
     # ------------------------------------------------------------------ helpers
     def mask(self, text: str) -> str:
         return mask(text, *self.ctx.secrets)
+
+    def problem(self, e):
+        """A failure's cause and fix (wizard/problem.py: the same as the headless commands give), masked."""
+        import dataclasses
+        p = e.problem
+        return dataclasses.replace(p, cause=self.mask(p.cause))
 
     @property
     def stage_count(self) -> int:
@@ -292,29 +301,17 @@ class Session:
 
     # ------------------------------------------------------------------ progress
     def _progress(self, p: Progress) -> None:
-        if self._abort.is_set():
-            raise Aborted("aborted by the operator")
+        """The Run's progress stream (masked, journalled there): what the screens need per node."""
         if p.node and p.phase:
-            before = self.node_phases.get(p.node)
             self.node_phases[p.node] = p
-            if p.phase in ("done", "failed") and (before is None or before.phase != p.phase):
-                if p.phase == "done":
-                    self.last_proven = p.node
-                self.record({"type": "node_proven" if p.phase == "done" else "node_failed", "stage": p.stage,
-                             "node": p.node, "proofs": p.proofs, "elapsed": round(p.elapsed or 0, 2),
-                             "message": self.mask(p.message)})
-        if p.stage == "registries" and p.node and "written and read back" in p.message:
+            if p.phase == "done":
+                self.last_proven = p.node
+        if p.node and p.wrote == R.PATH:
             self.written.add(p.node)
-        self.on_progress(Progress(p.stage, self.mask(p.message), p.node, p.phase, p.proofs, p.time, p.elapsed))
+        self.on_progress(p)
 
     def record(self, event: dict) -> None:
-        if self.journal is None:
-            self._start_journal()
-        if self.journal is not None:
-            try:
-                self.journal.record(event)
-            except Exception:  # noqa: BLE001 - the journal is advice; a full disk must not stop the migration
-                pass
+        self.run.record(event)
 
     def _changed(self, i: int) -> None:
         self.on_stage(i)
@@ -341,7 +338,7 @@ class Session:
         """What is there now, as lines (masked); an audit never starts the probe pods some stages need."""
         def run(st: StageState):
             try:
-                if self.audit and st.key in ("registries", "restart") and not self.ctx.node_probes:
+                if self.audit and st.stage.node_probes and not self.ctx.node_probes:
                     st.found = ["node files are read through probe pods; audit is read-only (the CLI's "
                                 "--node-probes allows them)"]
                     st.observed = None
@@ -384,8 +381,7 @@ class Session:
             except StageFailed as e:
                 st.checks = [e.check]
             except ClusterUnreachable as e:
-                st.checks = [Check("cluster reachable", FAIL, self.mask(str(e)),
-                                   "check the network and the kubeconfig, then press Re-check")]
+                st.checks = [Check.of("cluster reachable", self.problem(e))]
             except Exception as e:  # noqa: BLE001 - one stage that cannot be checked must not hide the others
                 st.checks = [Check("stage could be checked", FAIL, self.mask(f"{type(e).__name__}: {e}"),
                                    "press Re-check; if it persists, report it with the log")]
@@ -424,46 +420,40 @@ class Session:
 
         def run(st: StageState):
             st.error, st.paused, st.paused_left = None, False, []
-            self._abort.clear()
-            self._pause = False
+            self.stop.clear()
             try:
-                self._take_lock()
+                try:
+                    self.run.begin()
+                except LockHeld as e:
+                    raise StageFailed(Check.of("cluster lock", self.problem(e))) from None
                 if st.changes is None or st.observed is None:
                     st.observed = st.stage.inspect(self.ctx)
                     st.changes = st.stage.plan(self.ctx, st.observed)
-                changes = st.changes
-                self.record({"type": "stage_started", "stage": st.key, "changes": [c.target for c in changes]})
-                if changes:
-                    self._precheck(i)
-                    if self.journal is not None and hasattr(self.journal, "activate"):
-                        self.journal.activate()  # from the first write on, the journal is kept
-                    if st.key == "restart":
-                        self._rolling_restart(changes)
-                    else:
-                        st.stage.apply(self.ctx, changes)
+                # the operator typed the stage's name for these (a failed precheck shows as this stage's error)
+                passed_over = {o.check for o in self.overridden(i)}
+                self.run.apply_stage(i, st.changes, passed_over=passed_over)
                 st.applied = True
+            except NotStarted as e:
+                st.error = _not_started(e)
             except StageFailed as e:
                 st.error = e.check
-            except _Paused as e:
-                st.paused, st.paused_left = True, list(e.nodes)  # its own state: nothing failed
+            except Paused as e:
+                st.paused, st.paused_left = True, list(e.left)  # its own state: nothing failed
                 st.applied = False
-                self.record({"type": "stage_paused", "stage": st.key, "left": list(e.nodes)})
+                self.run.stage_paused(st.stage, e.left)
             except Aborted:
                 st.error = Check("apply finished", FAIL, "aborted by the operator",
                                  "press Apply to continue: finished work is not repeated")
-            except _LockError as e:
-                st.error = e.check
             except LockLost as e:
                 st.error = Check("cluster lock still held", FAIL, str(e), "see what the other run did (audit), "
                                  "then quit and open the wizard again")
             except ClusterUnreachable as e:
-                st.error = Check("cluster reachable", FAIL, self.mask(str(e)), "check the network, then Apply again")
+                st.error = Check.of("cluster reachable", self.problem(e))
             except Exception as e:  # noqa: BLE001 - never a traceback on screen (it could carry a secret)
                 st.error = Check("apply finished", FAIL, self.mask(f"{type(e).__name__}: {e}"),
                                  "press Apply again: it continues from where the cluster is")
             if st.error is not None:
-                self.record({"type": "stage_failed", "stage": st.key, "check": st.error.name,
-                             "cause": self.mask(st.error.cause), "fix": st.error.fix})
+                self.run.stage_failed(st.key, st.error)
             return st.error is None
         ok = self._step(i, "applying", run)
         if st.paused:  # the nodes are fine: show what is left to restart
@@ -482,58 +472,13 @@ class Session:
                 self._changed(i)
         return ok and not self.blocking(i)
 
-    def _precheck(self, i: int) -> None:
-        """Before the run's first write: every later stage's prechecks (bad input stops it with nothing half-done)."""
-        if self._prechecked:
-            return
-        for later in self.states[i:]:  # ownership first: reads only (the other prechecks may start probe pods)
-            bad = [c for c in later.stage.conflicts(self.ctx) if c.status == FAIL and c.gating]
-            if bad:
-                c = bad[0]
-                more = f" ({len(bad) - 1} more in this stage)" if len(bad) > 1 else ""
-                raise StageFailed(Check(f"{later.title}: {c.name}", FAIL, c.cause + more, c.fix + " (here: press t to adopt "
-                                        "it, typing its name)", c.evidence))
-        passed_over = {o.check for o in self.overridden(i)}  # the operator typed the stage's name for these
-        for later in self.states[i:]:
-            bad = [c for c in later.stage.precheck(self.ctx) if c.status == FAIL and c.gating
-                   and f"{later.title}: {c.name}" not in passed_over]
-            if bad:
-                c = bad[0]
-                raise StageFailed(Check(f"{later.title}: {c.name}", FAIL, c.cause, c.fix, c.evidence))
-        self._prechecked = True
-
-    def _rolling_restart(self, changes: list[Change]) -> None:
-        # The stage's own apply() does the same; here the RollingRestart object is kept so Pause can
-        # reach its stop_requested ("finish the current node, then stop").
-        from .restart import RollingRestart
-        from .stages.base import failed
-        rr = RollingRestart(self.ctx)
-        rr.stop_requested = self._pause
-        self.rollout = rr
-        try:
-            report = rr.run([c.payload for c in changes])
-        finally:
-            self.rollout = None
-            self.ctx.cache.pop("node_facts", None)
-        if not report.ok:
-            f = report.failed
-            raise StageFailed(failed(f"{f.node} came back", f.summary(), f.next_step(),
-                                     {"proofs": f.proofs, "elapsed": round(f.elapsed, 1)}))
-        left = [r.node for r in report.runs if r.phase == "skipped"]
-        if left:
-            raise _Paused(left)
-
     def pause(self) -> None:
-        """Finish the node(s) restarting now, then stop."""
-        self._pause = True
-        if self.rollout is not None:
-            self.rollout.stop_requested = True
+        """Finish the unit of work under way (the node(s) restarting now), then stop: through ``ctx.stop``."""
+        self.stop.pause()
 
     def abort(self) -> None:
-        """Stop at the next progress event; the engine cleans up its pods on the way out."""
-        self._abort.set()
-        if self.rollout is not None:
-            self.rollout.stop_requested = True
+        """Stop at the next progress event; the stage cleans up its pods on the way out."""
+        self.stop.abort()
 
     def override(self, check: Check | str, typed_confirmation: str, i: int | None = None) -> Override:
         """Pass over a failed gating check: the operator types the stage's key (or its title) to confirm.
@@ -564,10 +509,9 @@ class Session:
         ref = parse_ref("/".join(p for p in (kind, namespace, name) if p))
         if typed.strip() != ref.name:
             raise ValueError(f"type the object's name {ref.name!r} to adopt {ref}")
-        from .lock import identity
         self.ctx.cluster.adopted.add(ref)
-        self.record({"type": "adopted", **ref.to_dict(), "by": identity(), "typed": typed.strip()})
-        self._prechecked = False
+        self.run.record_adopted(ref, typed=typed.strip())
+        self.run.prechecked = False
         for j, st in enumerate(self.states):
             if not st.done and st.changes and any(c.target == str(ref) for c in st.changes):
                 st.changes, st.error = None, None  # planned as a conflict: plan it again as an update
@@ -583,9 +527,7 @@ class Session:
             raise ValueError(self.next_reason(i))
         st = self.states[i]
         st.done = True
-        self.record({"type": "stage_finished", "stage": st.key,
-                     "checks": {c.name: c.status for c in st.checks or []},
-                     "overridden": [o.check for o in self.overridden(i)]})
+        self.run.stage_finished(st.stage, list(st.checks or []), overridden=[o.check for o in self.overridden(i)])
         if i + 1 < len(self.states):
             self.current = i + 1
         else:
@@ -600,73 +542,21 @@ class Session:
 
     def finish(self) -> None:
         self.finished = time.time()
-        if self.journal is not None:
-            try:
-                self.journal.finish()
-            except Exception:  # noqa: BLE001 - see record()
-                pass
+        self.run.finish()
 
     # ------------------------------------------------------------------ audit
     def audit_all(self) -> None:
         """Audit: verify every stage (inspect where it reads only), in order."""
         for i in range(len(self.states)):
-            if self._abort.is_set():
+            if self.stop.aborted:
                 return
             self.open_stage(i)
 
-    # ------------------------------------------------------------------ lock and journal
-    def _take_lock(self) -> None:
-        if self.lock is not None:
-            return
-        from .lock import ClusterLock, LockHeld
-        lock = ClusterLock(self.ctx.cluster)
-        try:
-            lock.acquire()
-        except LockHeld as e:
-            raise _LockError(Check("cluster lock", FAIL, str(e), "wait for the other run to finish, or stop it; "
-                                   "then press Apply again")) from None
-        self.lock = lock
-        from .nodeexec import NodeExec
-        p = self.ctx.plan
-        swept = NodeExec(self.ctx.cluster, namespace=p.wizard_namespace, image=p.helper_image).sweep()
-        left = swept.removed
-        if left:
-            self.on_progress(Progress("lock", f"removed wizard pods an earlier run left behind: {', '.join(left)}",
-                                      time=time.time()))
-            self.record({"type": "swept_pods", "pods": left})
-        if swept.left_alone:
-            self.on_progress(Progress("lock", "left alone: looks like the wizard's but is not: "
-                                      + "; ".join(swept.left_alone), time=time.time()))
-
-    def _start_journal(self) -> None:
-        J = _journal_module() if self.use_journal else None
-        if J is None or self.journal is not None or self._closed or self._journal_tried:
-            return
-        self._journal_tried = True
-        try:
-            from .cluster import Cluster
-            from .lock import identity
-            cid = J.cluster_id(self.ctx.cluster)
-            previous = self._resume_from  # None: a new run (also when the operator chose to start over)
-            # the journal is mirrored to the cluster whenever this session may write to it, so a wizard run
-            # can be resumed from another machine (headless or UI) like a headless one
-            mirror = self.ctx.cluster.sibling(patience=3) if isinstance(self.ctx.cluster, Cluster) else None
-            holder = self.lock.me if self.lock else identity()
-            self.journal = J.Journal.start(cid, server=self.ctx.cluster.server, holder=holder,
-                                           secrets=self.ctx.secrets, mirror=mirror, resume=previous)
-        except Exception:  # noqa: BLE001 - the journal is advice; without it there is just no resume
-            self.journal = None
-
+    # ------------------------------------------------------------------ resume
     def find_unfinished(self) -> ResumeOffer | None:
         """An unfinished run of this cluster in the journal, or None (also when there is no journal)."""
-        J = _journal_module() if self.use_journal else None
-        if J is None:
-            return None
-        try:
-            previous = J.Journal.load(J.cluster_id(self.ctx.cluster), self.ctx.cluster)
-        except Exception:  # noqa: BLE001 - an unreadable journal means no resume, not no wizard
-            return None
-        if previous is None or not previous.unfinished():
+        previous = self.run.find_unfinished()
+        if previous is None:
             return None
         return ResumeOffer(previous.started, getattr(previous, "holder", ""), previous.stage, list(previous.done),
                            list(getattr(previous, "nodes_proven", [])), journal=previous)
@@ -688,7 +578,7 @@ class Session:
 
     def resume(self, offer: ResumeOffer) -> int:
         """Continue the journal's run: the re-inspected done stages are done; the next one is current."""
-        self._resume_from = offer.journal
+        self.run.resume_from = offer.journal
         n = 0
         for i, st in enumerate(self.states):
             if st.key in offer.still_done and i == n:
@@ -700,7 +590,7 @@ class Session:
         return self.current
 
     def start_over(self) -> None:
-        self._resume_from = None
+        self.run.resume_from = None
         for st in self.states:
             st.done = False
         self.current = 0
@@ -711,9 +601,7 @@ class Session:
         self.abort()
         if self._busy.acquire(timeout=wait):
             self._busy.release()
-        if self.lock is not None:
-            self.lock.release()
-            self.lock = None
+        self.run.close()
 
     # ------------------------------------------------------------------ report
     def results(self) -> list[StageResult]:
@@ -747,8 +635,22 @@ class Session:
                 lines += [f"| {o.stage} | {o.check} | {o.cause} | {o.typed} | {o.by} |" for o in self.overrides]
             else:
                 lines.append("None: every gating check passed.")
+            lines += self.rollout_lines()
             text += "\n".join(lines) + "\n"
         return self.mask(text)
+
+    def rollout_lines(self) -> list[str]:
+        """The Markdown report's rolling restart: the guards, and each node's proofs by name ([] before it ran)."""
+        if self.audit or not self.node_phases:
+            return []
+        from .proofs import GUARDS
+        from .restart import PROOFS
+        lines = ["", "## Rolling restart", "", f"Guards before each node: {', '.join(g.name for g in GUARDS)}.", "",
+                 "| Node | Phase | " + " | ".join(PROOFS) + " |", "|---|---|" + "---|" * len(PROOFS)]
+        for node, p in self.node_phases.items():
+            got = p.proofs or {}
+            lines.append(f"| {node} | {p.phase} | " + " | ".join("✓" if got.get(k) else "✗" for k in PROOFS) + " |")
+        return lines
 
 
 def confirms(typed: str, key: str, title: str) -> bool:
@@ -757,16 +659,15 @@ def confirms(typed: str, key: str, title: str) -> bool:
     return bool(words) and words in (key.lower(), " ".join(title.split()).lower())
 
 
-class _Paused(Exception):
-    def __init__(self, nodes: list[str]):
-        super().__init__(", ".join(nodes))
-        self.nodes = nodes
-
-
-class _LockError(Exception):
-    def __init__(self, check: Check):
-        super().__init__(check.cause)
-        self.check = check
+def _not_started(e: NotStarted) -> Check:
+    """The prechecks' refusal as the current stage's error: the first finding, named by its stage."""
+    st, c = e.found[0]
+    if e.conflicts:
+        same = sum(1 for other, _ in e.found if other is st)
+        more = f" ({same - 1} more in this stage)" if same > 1 else ""
+        return Check(f"{st.title}: {c.name}", FAIL, c.cause + more,
+                     c.fix + " (here: press t to adopt it, typing its name)", c.evidence)
+    return Check(f"{st.title}: {c.name}", FAIL, c.cause, c.fix, c.evidence)
 
 
 # ---------------------------------------------------------------------- what inspect found, as lines

@@ -16,13 +16,13 @@ from textual.containers import Vertical, VerticalScroll
 from textual.widgets import DataTable, Static
 
 from wizard.kube import NodeInfo
+from wizard.proofs import PROOFS as RESTART_PROOFS
 from wizard.restart import PROOFS
 from wizard.stages.base import Progress
 
 from .cluster_panel import servers_up
 
-SHORT = {"restart started": "start", "unit restarted": "unit", "heartbeat": "beat",
-         "kubelet Starting event": "event", "Ready": "Ready", "containerd config": "ctrd"}
+SHORT = {"restart started": "start", **{p.name: p.short for p in RESTART_PROOFS}}  # the proofs' own ticks
 PHASE_STYLE = {"queued": "dim", "restarting": "bold cyan", "waiting": "cyan", "done": "bold green",
                "failed": "bold red", "skipped": "yellow"}
 BAR = 10

@@ -140,7 +140,7 @@ class StageView(Vertical):
         self.query_one("#changes", Static).update(changes)
 
         tabs = self.query_one(TabbedContent)
-        if st.key == "restart":
+        if st.view == "rollout":
             tabs.show_tab("tab-rollout")
         else:
             tabs.hide_tab("tab-rollout")
@@ -163,7 +163,7 @@ class StageView(Vertical):
         self._seen[i] = now
         if switch:
             tabs.active = switch
-        elif (now[1] and not before[1]) or (now[2] is not None and now[2] != before[2] and st.key != "restart"):
+        elif (now[1] and not before[1]) or (now[2] is not None and now[2] != before[2] and st.view != "rollout"):
             tabs.active = "tab-checks"  # verified, or an apply failed: what passed, what did not, and why
         elif now[0] and not before[0] and st.changes:
             tabs.active = "tab-changes"
@@ -181,7 +181,7 @@ class StageView(Vertical):
             self.query_one("#recheck", Button).disabled = bool(st.busy)
             gate.update(Text("audit: read-only — nothing is applied", "bold yellow"))
             return
-        restart = st.key == "restart" and applying
+        restart = st.view == "rollout" and applying
         for bid, show in (("#apply", current and not restart and (bool(st.changes) or applying)),
                           ("#pause", restart), ("#abort", applying),
                           ("#override", current and not applying), ("#next", current and not applying)):
@@ -189,7 +189,7 @@ class StageView(Vertical):
         self.query_one("#apply", Button).disabled = bool(st.busy) or not st.changes
         self.query_one("#recheck", Button).disabled = bool(st.busy)
         self.query_one("#override", Button).disabled = bool(st.busy) or not session.blocking(i)
-        self.query_one("#pause", Button).disabled = session._pause
+        self.query_one("#pause", Button).disabled = session.pausing
         ok = session.can_advance(i)
         nxt = self.query_one("#next", Button)
         nxt.disabled = not ok

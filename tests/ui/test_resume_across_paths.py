@@ -13,9 +13,7 @@ from pathlib import Path
 
 from helpers import poll, run_cli, sandbox_state
 
-from screens.modals.resume import ResumeScreen
-
-from .test_wizard import drive, restarts, wait_restarting
+from .test_wizard import drive, restarts, wait_restarting, wait_resume_offer
 
 
 async def test_a_wizard_run_resumes_headless_from_another_machine(wizard, settle, tmp_path, journal_home):
@@ -47,12 +45,7 @@ async def test_a_headless_run_resumes_in_the_wizard_from_another_machine(wizard,
     poll(lambda: any(r["end"] is not None for r in sandbox_state(sb)["nodes"]["dellmini3"]["restarts"]),
          timeout=30, what="dellmini3's restart to finish")
     async with app.run_test(size=(120, 36)) as pilot:
-        for _ in range(1500):
-            await pilot.pause(0.02)
-            if isinstance(app.screen, ResumeScreen):
-                break
-        else:
-            raise AssertionError("the wizard on another machine offered no resume")
+        await wait_resume_offer(pilot, "the wizard on another machine offered no resume")
         await pilot.pause(0.3)
         offer = screen_text(app)
         assert "Unfinished migration" in offer and "stopped in: Rolling restart" in offer, offer

@@ -49,6 +49,15 @@ async def wait_restarting(pilot, node: str | None = None) -> None:
     raise AssertionError(f"{node or 'no node'} never started restarting")
 
 
+async def wait_resume_offer(pilot, what: str = "no resume offer") -> None:
+    """Until the wizard offers to resume an unfinished migration (its ResumeScreen is up)."""
+    for _ in range(1500):
+        await pilot.pause(0.02)
+        if isinstance(pilot.app.screen, ResumeScreen):
+            return
+    raise AssertionError(what)
+
+
 def restarts(sb) -> dict[str, int]:
     return {n: len(v["restarts"]) for n, v in sandbox_state(sb)["nodes"].items()}
 
@@ -85,6 +94,12 @@ async def test_demo_runs_every_stage_to_a_finished_migration(wizard, settle, scr
     exported = sorted((tmp_path / "export").glob("ghcr2gitea-report-*"))
     assert [p.suffix for p in exported] == [".json", ".md"]
     assert json.loads(exported[0].read_text())["stages"][9]["status"] == "pass"
+    # the Markdown report lists the rollout's guards and, per node, each proof by name
+    md = exported[1].read_text()
+    assert "Guards before each node: node exists, quorum." in md, md
+    assert "| Node | Phase | restart started | unit restarted | heartbeat | kubelet Starting event | Ready | " \
+           "containerd config |" in md, md
+    assert all(f"| {n} | done | " + " | ".join(["✓"] * 6) + " |" in md for n in state["nodes"]), md
     for text in [*screens, log, *(p.read_text() for p in exported), journals[0].read_text()]:
         assert token not in text
 
@@ -403,12 +418,7 @@ async def test_resume_after_the_app_is_closed_mid_restart(wizard, settle, screen
     from screens.demo import demo_app
     app2 = demo_app(sb, node_timeout=30, blink=False)
     async with app2.run_test(size=(120, 36)) as pilot:
-        for _ in range(1500):
-            await pilot.pause(0.02)
-            if isinstance(app2.screen, ResumeScreen):
-                break
-        else:
-            raise AssertionError("no resume offer")
+        await wait_resume_offer(pilot)
         await pilot.pause(0.3)
         offer = screen_text(app2)
         assert "Unfinished migration" in offer and "stopped in: Rolling restart" in offer
@@ -515,3 +525,14 @@ async def test_the_live_panel_follows_the_watch_and_coalesces_a_burst(wizard, se
         table = panel.query_one("#nodes", DataTable)
         assert table.row_count == 1005
         assert panel.coalescer.flushes - flushes < 20, "1000 events must not cost 1000 redraws"
+
+
+async def test_the_cluster_panel_says_written_for_node_files_this_run_wrote(wizard, settle):
+    """Between Node registries and the restart: each node's file is "written" (by this run), not just
+    "needs restart" — the stage says so on the progress stream (Progress.wrote), not in a message to parse."""
+    app, sb = wizard()
+    async with app.run_test(size=(120, 36)) as pilot:
+        await drive(pilot, settle, until="restart")
+        s = app.session
+        assert s.written == set(sandbox_state(sb)["nodes"])
+        assert set(s.registries_states().values()) == {"written"}, s.registries_states()

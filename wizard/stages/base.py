@@ -8,6 +8,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import yaml
@@ -15,8 +16,19 @@ import yaml
 from .. import masking as M
 from ..credentials import Secret, mask
 from ..plan import Plan
+from ..problem import Problem
 
-PASS, FAIL, WARN, SKIP = "pass", "fail", "warn", "skip"
+
+class Status(StrEnum):
+    """A check's outcome. A ``str`` (``Status.PASS == "pass"``): JSON, text and the screens show its value."""
+
+    PASS = "pass"
+    FAIL = "fail"
+    WARN = "warn"
+    SKIP = "skip"
+
+
+PASS, FAIL, WARN, SKIP = Status.PASS, Status.FAIL, Status.WARN, Status.SKIP
 
 
 @dataclass(frozen=True)
@@ -24,11 +36,14 @@ class Check:
     """One gating check: pass/fail/warn/skip, with the cause and the fix on one line each."""
 
     name: str
-    status: str
+    status: Status
     cause: str = ""
     fix: str = ""
     evidence: dict | str = ""
     gating: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", Status(self.status))  # "fail" → Status.FAIL; a typo raises here
 
     @property
     def ok(self) -> bool:
@@ -37,6 +52,15 @@ class Check:
     def to_dict(self) -> dict:
         return {"name": self.name, "status": self.status, "cause": self.cause, "fix": self.fix,
                 "evidence": self.evidence}
+
+    @property
+    def problem(self) -> Problem:
+        return Problem(self.cause, self.fix, self.evidence)
+
+    @classmethod
+    def of(cls, name: str, problem: Problem, status: Status = Status.FAIL) -> Check:
+        """The check named ``name`` that failed with ``problem`` (a Failure's, a StageFailed's)."""
+        return cls(name, status, problem.cause, problem.fix, problem.evidence)
 
 
 def passed(name: str, evidence: dict | str = "", cause: str = "") -> Check:
@@ -77,6 +101,58 @@ class Progress:
     proofs: dict | None = None
     time: float = 0.0
     elapsed: float | None = None
+    wrote: str = ""  # a node file this event says was written and read back (its path on ``node``)
+
+
+class Aborted(Exception):
+    """The operator aborted: raised from the progress hook (or ``StopToken.check``), so the stage unwinds
+    through its ``finally``s (probe and restart pods removed) before the run stops."""
+
+
+class Paused(Exception):
+    """apply() stopped between units of work because Pause was asked for; nothing failed. ``left``: what was
+    not done yet (for the rolling restart: the nodes not restarted)."""
+
+    def __init__(self, left: list[str]):
+        super().__init__(", ".join(left))
+        self.left = list(left)
+
+
+class StopToken:
+    """Pause and Abort, as the stage sees them (``ctx.stop``): Pause lets the unit of work under way finish
+    (a node restarting), then the stage stops and raises ``Paused``; Abort stops at the next progress event."""
+
+    def __init__(self) -> None:
+        import threading
+        self._pause = threading.Event()
+        self._abort = threading.Event()
+
+    def pause(self) -> None:
+        self._pause.set()
+
+    def abort(self) -> None:
+        self._abort.set()
+
+    def clear(self) -> None:
+        """A new apply: neither asked for."""
+        self._pause.clear()
+        self._abort.clear()
+
+    @property
+    def paused(self) -> bool:
+        return self._pause.is_set()
+
+    @property
+    def aborted(self) -> bool:
+        return self._abort.is_set()
+
+    @property
+    def stopping(self) -> bool:
+        return self.paused or self.aborted
+
+    def check(self) -> None:
+        if self.aborted:
+            raise Aborted("aborted by the operator")
 
 
 class StageFailed(Exception):
@@ -85,6 +161,10 @@ class StageFailed(Exception):
     def __init__(self, check: Check):
         super().__init__(f"{check.name}: {check.cause}")
         self.check = check
+
+    @property
+    def problem(self) -> Problem:
+        return self.check.problem
 
 
 @dataclass
@@ -101,6 +181,7 @@ class Context:
     max_unavailable: int = 1
     dry_run: bool = False
     cache: dict = field(default_factory=dict)  # facts shared between stages in one run (nodes, IPs)
+    stop: StopToken = field(default_factory=StopToken)  # Pause / Abort, from the UI (never set headless)
 
     def say(self, stage: str, message: str, **kw) -> None:
         import time
@@ -112,10 +193,30 @@ class Context:
 
 
 class Stage:
+    """One step of the migration. The verbs, in the order a run calls them:
+
+    - ``inspect(ctx) -> dict``: what is there now (reads only); ``StageFailed`` when it cannot tell.
+    - ``plan(ctx, observed) -> list[Change]``: what would change ([] = nothing); ``StageFailed`` on bad input.
+    - ``conflicts(ctx) -> list[Check]`` and ``precheck(ctx) -> list[Check]``: before the run's first write.
+    - ``apply(ctx, changes) -> None``: make the changes; ``StageFailed`` (why), ``Paused`` (``ctx.stop``
+      asked for a pause between units of work), ``Aborted`` (``ctx.stop`` asked for an abort).
+    - ``verify(ctx) -> list[Check]``: the gating checks, now.
+
+    Class attributes say how the faces show it: ``view`` names a special view ("rollout": the per-node
+    rollout table), ``node_probes`` says inspect needs probe pods (an audit skips it without
+    --node-probes). Nothing outside the stage tests its ``key``.
+    """
+
     key: str = ""
     title: str = ""
     guide_step: str = ""
     description: str = ""
+    view: str = ""  # "" (the stage view only) | "rollout"
+    node_probes: bool = False  # inspect() starts probe pods
+
+    def dry_run(self, ctx: Context, changes: list[Change]) -> list[str]:
+        """Extra lines for ``apply --dry-run`` (how the changes would be carried out)."""
+        return []
 
     def inspect(self, ctx: Context) -> dict:
         return {}

@@ -11,7 +11,7 @@ from .. import registries as R
 from ..diagnose import BY_KEY
 from ..nodeexec import NodeExec
 from ..restart import RollingRestart
-from .base import WARN, Change, Check, Context, Stage, StageFailed, failed, passed, skipped, text_diff
+from .base import WARN, Change, Check, Context, Paused, Stage, StageFailed, failed, passed, skipped, text_diff
 from .preflight import discover_nodes
 
 SECRET_NAME = "ghcr2gitea-node-registries"
@@ -110,6 +110,7 @@ NODE_TLS_FIX = ("set registry.node_tls: ca in the plan: every node then gets a C
 
 class NodeRegistries(Stage):
     key, title, guide_step = "registries", "Node registries", "Step 5"
+    node_probes = True
     description = ("containerd runs on each node, outside the cluster, and pulls through K3s's registries.yaml. "
                    "This stage MERGES the registry host, legacy hosts and realm host (TLS trust and credentials) "
                    "into every node's existing file — the guide overwrites it — keeps a timestamped backup, writes "
@@ -253,14 +254,14 @@ class NodeRegistries(Stage):
             if got != np.new_masked or not all(same.get(np.node, {}).get(line) for line, _ in np.new_checks):
                 raise StageFailed(failed("registries.yaml read back", f"{np.node}: the file on the node differs from "
                                          "what was written", "re-run the stage; check nothing else manages the file"))
-            ctx.say(self.key, f"{np.node}: registries.yaml written and read back", node=np.node)
+            ctx.say(self.key, f"{np.node}: registries.yaml written and read back", node=np.node, wrote=R.PATH)
         for n, ca in cas.items():
             f = facts[n]
             if not (f.ca_present and f.ca_sha == ca.sha and f.ca_mode == R.CA_MODE):
                 raise StageFailed(failed("CA bundle read back", f"{n}: {R.CA_PATH} on the node differs from what was "
                                          f"written (sha256 {f.ca_sha or 'none'}, mode {f.ca_mode or 'none'})",
                                          "re-run the stage; check nothing else manages the file"))
-            ctx.say(self.key, f"{n}: {R.CA_PATH} written and read back", node=n)
+            ctx.say(self.key, f"{n}: {R.CA_PATH} written and read back", node=n, wrote=R.CA_PATH)
 
     def verify(self, ctx: Context) -> list[Check]:
         checks = []
@@ -329,6 +330,8 @@ class NodeRegistries(Stage):
 
 class RollingRestartStage(Stage):
     key, title, guide_step = "restart", "Rolling restart", "Step 5"
+    view = "rollout"
+    node_probes = True
     description = ("K3s reads registries.yaml only at start. Servers (unit k3s) restart one at a time, never while "
                    "another server is down or the API is not ready, then agents (k3s-agent). Each restart is PROVEN: "
                    "the unit's start time changed, the kubelet posted a fresh heartbeat and a 'Starting kubelet' "
@@ -352,13 +355,21 @@ class RollingRestartStage(Stage):
     def apply(self, ctx: Context, changes: list[Change]) -> None:
         if not changes:
             return
-        rr = RollingRestart(ctx)
-        report = rr.run([c.payload for c in changes])
-        ctx.cache.pop("node_facts", None)
+        try:
+            report = RollingRestart(ctx).run([c.payload for c in changes])
+        finally:
+            ctx.cache.pop("node_facts", None)
         if not report.ok:
             f = report.failed
             raise StageFailed(failed(f"{f.node} came back", f.summary(), f.next_step(),
                                      {"proofs": f.proofs, "elapsed": round(f.elapsed, 1)}))
+        left = [r.node for r in report.runs if r.phase == "skipped"]
+        ctx.stop.check()  # an abort, not a pause, stopped it
+        if left:  # ctx.stop asked for a pause: the nodes restarted so far are proven, these are not touched
+            raise Paused(left)
+
+    def dry_run(self, ctx: Context, changes: list[Change]) -> list[str]:
+        return RollingRestart(ctx).dry_run([c.payload for c in changes]) if changes else []
 
     def verify(self, ctx: Context) -> list[Check]:
         if ctx.audit and not ctx.node_probes:

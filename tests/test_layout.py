@@ -1,0 +1,60 @@
+"""Which package may import which: the engine (wizard/) never imports the UI, the UI reaches the simulator only
+through the demo entry. Read from the source (every import statement, also those inside functions)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPOSITION_ROOT = "wizard/cli.py"  # builds the session (wizard.boot) and hands it to the app: it opens the UI
+
+
+def imports(path: Path, root: Path = ROOT) -> set[str]:
+    """Every module a file imports (relative imports resolved against its package)."""
+    rel = path.relative_to(root).with_suffix("")
+    package = list(rel.parts[:-1])
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = package[:len(package) - node.level + 1] if node.level else []
+            mod = ".".join([*base, node.module] if node.module else base)
+            found.add(mod)
+            found |= {f"{mod}.{a.name}" for a in node.names}
+    return found
+
+
+def offenders(folder: str, banned: tuple[str, ...], allowed: tuple[str, ...] = (),
+              root: Path = ROOT) -> dict[str, list[str]]:
+    out = {}
+    for path in sorted((root / folder).rglob("*.py")):
+        name = str(path.relative_to(root))
+        if name in allowed:
+            continue
+        bad = sorted(m for m in imports(path, root) if any(m == b or m.startswith(b + ".") for b in banned))
+        if bad:
+            out[name] = bad
+    return out
+
+
+def test_the_engine_never_imports_textual():
+    assert offenders("wizard", ("textual", "rich")) == {}
+
+
+def test_the_engine_never_imports_the_screens_but_from_its_composition_root():
+    assert offenders("wizard", ("screens",), allowed=(COMPOSITION_ROOT,)) == {}
+
+
+def test_the_screens_reach_the_simulator_only_through_the_demo_entry():
+    assert offenders("screens", ("wizard.sandbox",), allowed=("screens/demo.py",)) == {}
+
+
+def test_the_checker_sees_an_import_inside_a_function(tmp_path):
+    """The tests above cannot pass by missing imports: a lazy, relative import is found."""
+    (tmp_path / "wizard" / "stages").mkdir(parents=True)
+    probe = tmp_path / "wizard" / "stages" / "probe.py"
+    probe.write_text("def f():\n    from ..sandbox import server\n    import textual.app\n")
+    assert imports(probe, tmp_path) >= {"wizard.sandbox", "wizard.sandbox.server", "textual.app"}
+    assert offenders("wizard", ("textual",), root=tmp_path) == {"wizard/stages/probe.py": ["textual.app"]}
