@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import pytest
 from helpers import require_binary
+from real import test_gitea_real
 from real.containerd import Containerd, CtrResult, as_containerd_16, k3s_credentials, model_pull
 from real.stack import NOREALM_HOST, REALM_HOST, REGISTRY_HOST, REPO, WRITER, Stack
 from real.test_authflow_real import probe
@@ -27,9 +28,9 @@ from wizard.credentials import Secret
 from wizard.diagnose import classify
 from wizard.plan import Plan
 from wizard.sandbox import containerd as C
-from wizard.sandbox import realapi, realgitea
 
 NODE = "node-1"
+gitea_stack = test_gitea_real.gitea_stack  # the module-scoped real Gitea 1.26 behind nginx, seeded
 REGISTRY_CRT = "/etc/rancher/k3s/registry-only.crt"  # a CA file holding the registry host's certificate alone
 
 
@@ -223,26 +224,6 @@ def test_credentials_are_looked_up_under_the_registry_host(real_stack, node):
 
 
 # ---------------------------------------------------------------------------------- real Gitea
-@pytest.fixture(scope="module")
-def gitea_stack(real_binaries):
-    from helpers import IN_CI
-    try:
-        realapi.binary("gitea")
-        realgitea.assets()
-    except realapi.ComponentMissing as e:
-        if IN_CI:
-            pytest.fail(f"{e} (CI must build it: make test runs scripts/build-real)")
-        pytest.skip(str(e))
-    st = Stack(real_binaries, gitea=True)
-    try:
-        st.start()
-        seeded = st.skopeo_copy(WRITER, st.tokens[WRITER])
-        assert seeded.ok, f"pushing the seed image to real Gitea failed: {seeded.stderr}"
-        yield st
-    finally:
-        st.stop()
-
-
 @pytest.mark.parametrize("token,verdict", [(None, "ok"), ("not-the-token", "wrong-token")], ids=["good", "wrong"])
 def test_real_gitea_node_pull(gitea_stack, node, token, verdict):
     """Gitea 1.26 names the registry host itself as the realm (nginx passes Host and X-Forwarded-Proto)."""
