@@ -222,6 +222,10 @@ FATA = 'FATA[0000] pulling image: rpc error: code = Unknown desc = failed to pul
     ("failed to authorize: failed to fetch oauth token: unexpected status: 401 Unauthorized", "wrong-token"),
     ("failed to authorize: failed to fetch anonymous token: unexpected status: 401 Unauthorized", "wrong-token"),
     (f"failed to authorize: failed to fetch oauth token: unexpected status from GET request to https://{B}/v2/token"
+     "?scope=repository%3Ao%2Fr%3Apull&service=container_registry: 401 Unauthorized", "wrong-token"),
+    # containerd 1.6 names no URL for the missing token route (a real 1.6 pull, tests/real/test_containerd_real.py)
+    ("failed to authorize: failed to fetch oauth token: unexpected status: 404 Not Found", "token-endpoint-404"),
+    (f"failed to authorize: failed to fetch oauth token: unexpected status from GET request to https://{B}/v2/token"
      "?scope=repository%3Ao%2Fr%3Apull&service=container_registry: 404 Not Found", "token-endpoint-404"),
     ('failed to do request: Head "http://gitea-http.gitea-system.svc.cluster.local:3000/v2/o/r/manifests/latest": '
      "dial tcp: lookup gitea-http.gitea-system.svc.cluster.local: no such host", "cluster-dns-on-node"),

@@ -94,7 +94,8 @@ CATALOGUE: tuple[Diagnosis, ...] = (
               "`unexpected status from GET request to https://<realm>/v2/token: 404 Not Found`",
               "Traefik has no HTTPS route for the realm host: its Ingress is on the web entrypoint only",
               "create the separate Ingress with spec.tls and the websecure entrypoint (stage HTTPS ingress)",
-              r"v2/token[^\n]*404|404 Not Found[^\n]*token|bearer token: invalid status code from registry 404",
+              r"v2/token[^\n]*404|404 Not Found[^\n]*token|bearer token: invalid status code from registry 404"
+              r"|(oauth|anonymous) token: unexpected status: 404",  # containerd 1.6 names no URL
               "HTTPS ingress (the realm over HTTPS); Verify: containerd's view", TS),
     Diagnosis("push-401", "401 Unauthorized during push",
               "Kaniko: `error checking push permissions: 401 Unauthorized`",
@@ -128,7 +129,8 @@ CATALOGUE: tuple[Diagnosis, ...] = (
               r"|(writing|uploading) (manifest|blob)[^\n]*unauthorized: authentication required",
               "Credentials (an upload started and cancelled); Verify: the push secret's token may push", PROBE),
     Diagnosis("wrong-token", "401 Unauthorized from the token endpoint",
-              "`failed to fetch oauth token: unexpected status: 401 Unauthorized` / `invalid username/password`",
+              "`failed to fetch oauth token: unexpected status from GET request to https://<realm>/v2/token?…: 401 "
+              "Unauthorized` (containerd 1.6: `unexpected status: 401 Unauthorized`) / `invalid username/password`",
               "Gitea rejected the username/token pair (wrong, revoked or expired token)",
               "create a new access token in Gitea (Settings → Applications) and run the wizard with it "
               "(GITEA_TOKEN or --token-file)",
@@ -199,7 +201,7 @@ CATALOGUE: tuple[Diagnosis, ...] = (
               "Traefik web): the credentials would go to the token endpoint in clear",
               "set Gitea's ROOT_URL to https://…; send the TLS proxy (Caddy) straight to Gitea, or list its address "
               "in Traefik's forwardedHeaders.trustedIPs; on Gitea 1.26+ PUBLIC_URL_DETECTION=never pins ROOT_URL",
-              r"Client sent an HTTP request to an HTTPS server|oauth token: unexpected status: 400",
+              r"Client sent an HTTP request to an HTTPS server|oauth token: unexpected status[^\n]*: 400",
               "Verify: this machine's and Kaniko's view of the challenge", PROBE),
     Diagnosis("registry-unreachable", "registry host not reachable from this machine",
               "`pinging container registry …: dial tcp …: connection refused` / `no such host`",

@@ -170,7 +170,9 @@ async def test_wrong_password(net):
     )
     assert (
         res.error
-        == PREFIX + "failed to authorize: failed to fetch oauth token: unexpected status: 401 Unauthorized"
+        == PREFIX + "failed to authorize: failed to fetch oauth token: unexpected status from GET request to "
+        f"https://{B}/v2/token?scope=repository%3Ajaybrto%2Fgwa-webhook%3Apull&service=container_registry: "
+        "401 Unauthorized"
     )
 
 
@@ -190,7 +192,9 @@ async def test_no_credentials_with_signin_required(net, gitea):
     assert (
         res.error
         == PREFIX
-        + "failed to authorize: failed to fetch anonymous token: unexpected status: 401 Unauthorized"
+        + "failed to authorize: failed to fetch anonymous token: unexpected status from GET request to "
+        f"https://{B}/v2/token?scope=repository%3Ajaybrto%2Fgwa-webhook%3Apull&service=container_registry: "
+        "401 Unauthorized"
     )
 
 

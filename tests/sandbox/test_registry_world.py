@@ -263,7 +263,8 @@ def test_wrong_password_in_pull_secret_is_401(world):
     w.write_registries(registries({w.registry: SKIP}), ["dellmini3"])
     w.restart("dellmini3")
     msg = w.pull_failure(w.app_pod("dellmini3"))
-    assert "failed to fetch oauth token: unexpected status: 401 Unauthorized" in msg
+    assert f"failed to fetch oauth token: unexpected status from GET request to https://{w.realm}/v2/token?" in msg
+    assert "&service=container_registry: 401 Unauthorized" in msg
     # the right token in the same secret: the next attempt pulls
     w.pull_secret()
     name = w.app_pod("dellmini3")
