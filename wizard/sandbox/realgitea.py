@@ -211,10 +211,9 @@ class RealGitea:
             if self.proc is not None and self.proc.poll() is not None:
                 tail = (self.dir / "gitea.log").read_text(errors="replace")[-600:]
                 raise RuntimeError(f"gitea exited with {self.proc.returncode}: {tail}")
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"{self.url}/api/healthz", timeout=2) as r:
-                    if r.status == 200:
-                        return
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"{self.url}/api/healthz", timeout=2) as r:
+                if r.status == 200:
+                    return
             if time.monotonic() > deadline:
                 raise RuntimeError(f"gitea not ready within {timeout:.0f} s (see {self.dir}/gitea.log)")
             time.sleep(0.1)
