@@ -82,6 +82,9 @@ def add_sandbox_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gitea-version", type=_gitea_version, default=None, metavar="V",
                    help="the Gitea version the model behaves as: up to 1.22.0 the realm is ROOT_URL; from 1.22.1 "
                    "it follows the request's Host and X-Forwarded-Proto, from 1.26 always (default 1.22.0)")
+    p.add_argument("--gitea", choices=("model", "real"), default="model",
+                   help="the world's Gitea: our model, or a real Gitea process built by scripts/build-real gitea "
+                   "(its realm pinned to ROOT_URL with PUBLIC_URL_DETECTION=never; default model)")
     p.add_argument("--gitea-preloaded", action=argparse.BooleanOptionalAction, default=None,
                    help="Gitea starts with the plan's images, copied from the sandbox's GHCR (default: yes, for now)")
 
@@ -105,7 +108,8 @@ def sandbox_options(args: argparse.Namespace):
                    never_returns=set(args.never_returns), api_fault_rate=args.api_fault_rate,
                    existing_registries=existing, seed=args.seed,
                    **({} if args.gitea_preloaded is None else {"gitea_preloaded": args.gitea_preloaded}),
-                   **({} if args.gitea_version is None else {"gitea_version": args.gitea_version}))
+                   **({} if args.gitea_version is None else {"gitea_version": args.gitea_version}),
+                   gitea_real=args.gitea == "real")
 
 
 def add_cluster_options(p: argparse.ArgumentParser, *, plan_required: bool = True) -> None:

@@ -19,6 +19,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from . import containerd, defaults, oci
 from .caddy import Caddy
@@ -93,6 +94,7 @@ class Options:
     gitea_token: str | None = None  # registry-user's token (random when not given; tests use a canary)
     gitea_preloaded: bool = GITEA_PRELOADED  # Gitea starts with the plan's images (as copied from GHCR)
     gitea_version: str = GITEA_VERSION  # which Gitea the model behaves as (the realm's derivation)
+    gitea_real: bool = False  # the gitea pods forward to a real Gitea process (scripts/build-real gitea)
     ghcr_token: str | None = None  # the GitHub PAT in ghcr-secret and ./ghcr-token (random when not given)
     ghcr_layer_size: int = 256 * 1024  # bytes of the base layer every image shares (large for benchmarks)
     ghcr_url_ttl: float = 300.0  # seconds a storage redirect from ghcr.io stays valid
@@ -241,10 +243,13 @@ class Cluster(NodeHooks):
         """Create the nodes, the network and the guide's starting objects."""
         opts = self.opts
         self.caddy_cert = make_cert(REGISTRY_HOST, [REGISTRY_HOST, LEGACY_HOST], issuer=self.lan_ca)
-        self.gitea = Gitea(self.root_url, [
-            GiteaUser(USERNAME, self.token, can_push={ORG}),
-            GiteaUser(READER, self.reader_token, can_push=set(), can_pull={ORG}),
-        ], version=opts.gitea_version)
+        if opts.gitea_real:
+            self.gitea = self._real_gitea()
+        else:
+            self.gitea = Gitea(self.root_url, [
+                GiteaUser(USERNAME, self.token, can_push={ORG}),
+                GiteaUser(READER, self.reader_token, can_push=set(), can_pull={ORG}),
+            ], version=opts.gitea_version)
         self.ghcr = Ghcr([GhcrUser(ORG, self.ghcr_token, can_read={ORG})],
                          public={f"{ORG}/{name}" for name in GUIDE_IMAGES if name not in GHCR_PRIVATE},
                          url_ttl=opts.ghcr_url_ttl)
@@ -445,7 +450,28 @@ class Cluster(NodeHooks):
             for obj in list(self.store.kinds[kind].objects.values()):
                 self._queue_reconcile(kind, obj)
 
+    def _real_gitea(self):
+        """Start a real Gitea with the world's ROOT_URL, org and users; its tokens become the sandbox's."""
+        import tempfile
+
+        from .realgitea import RealGitea, RealGiteaBackend
+        # PUBLIC_URL_DETECTION=never: the realm is ROOT_URL, as the guide's setup needs behind Caddy → Traefik web
+        # (with 1.26's default "auto" it would be http://<registry host>/v2/token there: see --gitea-version)
+        real = RealGitea(Path(tempfile.mkdtemp(prefix="ghcr2gitea-gitea-")), root_url=self.root_url, org=ORG,
+                         writer=USERNAME, reader=READER, public_url_detection="never")
+        try:
+            real.start()
+        except BaseException:
+            real.wipe()
+            raise
+        self.token, self.reader_token = real.users[USERNAME].token, real.users[READER].token
+        return RealGiteaBackend(real, [f"{ORG}/{name}" for name in GUIDE_IMAGES])
+
     async def stop(self) -> None:
+        close = getattr(self.gitea, "close", None)
+        if close is not None:  # the real Gitea: its HTTP session, then the process, by PID
+            await close()
+            self.gitea.real.wipe()
         for t in self._tasks:
             t.cancel()
         for run in list(self.kubelet.runs.values()):

@@ -13,6 +13,7 @@ organisation and a read-only team through the API with the admin's token. Tokens
 
 from __future__ import annotations
 
+import base64
 import configparser
 import contextlib
 import getpass
@@ -64,6 +65,9 @@ class RealGitea:
     writer: str = "registry-user"
     reader: str = "ci-reader"
     org_visibility: str = "private"  # public owners' packages may be pulled anonymously
+    # "auto" is 1.26's default (the realm follows the request's Host); "never" pins it to ROOT_URL, the fix
+    # an operator applies when a proxy path rewrites X-Forwarded-Proto (docs/sandbox.md)
+    public_url_detection: str = "auto"
     port: int = 0
     proc: subprocess.Popen | None = None
     users: dict[str, GiteaUser] = field(default_factory=dict)
@@ -134,7 +138,7 @@ class RealGitea:
                        "ROOT_URL": self.root_url, "DISABLE_SSH": "true", "START_SSH_SERVER": "false",
                        "OFFLINE_MODE": "true", "LFS_START_SERVER": "false", "APP_DATA_PATH": str(d / "data"),
                        # built without bindata: locales and templates are read from the files build-real keeps
-                       "STATIC_ROOT_PATH": str(assets())},
+                       "STATIC_ROOT_PATH": str(assets()), "PUBLIC_URL_DETECTION": self.public_url_detection},
             "database": {"DB_TYPE": "sqlite3", "PATH": str(d / "data" / "gitea.db"), "SQLITE_JOURNAL_MODE": "WAL"},
             "security": {"INSTALL_LOCK": "true", "SECRET_KEY": secrets.token_hex(32),
                          "INTERNAL_TOKEN": secrets.token_hex(32), "PASSWORD_HASH_ALGO": "pbkdf2_hi"},
@@ -217,3 +221,94 @@ class RealGitea:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"gitea not ready within {timeout:.0f} s (see {self.dir}/gitea.log)")
             time.sleep(0.1)
+
+
+class RealGiteaBackend:
+    """A real Gitea where the sandbox's Gitea model would be: the ``gitea`` pods' port 3000 forwards to it.
+
+    Requests arrive as the simulated Traefik (or a pod) sends them — ``Host`` and ``X-Forwarded-*`` kept —
+    and are passed to the real process over loopback HTTP, so the realm, the errors and the upload rules
+    are this Gitea version's own. ``tag_digests`` reads the registry back for the state JSON.
+    """
+
+    def __init__(self, real: RealGitea, repos: list[str]):
+        self.real = real
+        self.repos = list(repos)  # the images the state JSON reports (Gitea has no /v2/_catalog)
+        self.duplicate_key = False  # the model's switch; real Gitea races on its own
+        self.requests: list = []
+        self._session = None
+
+    @property
+    def root_url(self) -> str:
+        return self.real.root_url
+
+    async def handle(self, req):
+        import aiohttp
+
+        from .http import Headers, HttpResponse
+        if self._session is None:
+            self._session = aiohttp.ClientSession(auto_decompress=False)
+        parts = req.parts
+        url = f"{self.real.url}{parts.path or '/'}" + (f"?{parts.query}" if parts.query else "")
+        headers = [(k, v) for k, v in req.headers.items if k.lower() not in ("content-length", "transfer-encoding")]
+        if not any(k.lower() == "host" for k, _ in headers):
+            headers.append(("Host", parts.netloc))
+        async with self._session.request(req.method, url, headers=headers, data=req.body or None,
+                                         allow_redirects=False, skip_auto_headers=("User-Agent",)) as r:
+            body = await r.read()
+            out = Headers([(k, v) for k, v in r.headers.items()
+                           if k.lower() not in ("content-length", "transfer-encoding", "connection")])
+            return HttpResponse(r.status, out, body)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def store(self, repo: str, tag: str, content) -> str:
+        """Push ``content`` (an image with its children and blobs) as the org's writer, over the registry API."""
+        from . import oci
+        auth = "Basic " + base64.b64encode(f"{self.real.writer}:{self.real.users[self.real.writer].token}"
+                                           .encode()).decode()
+
+        def call(method: str, path: str, body: bytes = b"", **hdrs: str) -> tuple[int, dict]:
+            req = urllib.request.Request(self.real.url + path, method=method, data=body or None,
+                                         headers={"Authorization": auth, **hdrs})
+            try:
+                with urllib.request.urlopen(req, timeout=60) as r:
+                    r.read()
+                    return r.status, dict(r.headers)
+            except urllib.error.HTTPError as e:
+                raise RuntimeError(f"pushing {repo}: {method} {path.split('?')[0]} answered {e.code}") from None
+
+        for digest, data in content.blobs.items():
+            _, h = call("POST", f"/v2/{repo}/blobs/uploads/")
+            loc = h["Location"]
+            loc = loc if loc.startswith("/") else "/" + loc.split("/", 3)[3]
+            call("PUT", f"{loc}{'&' if '?' in loc else '?'}digest={digest}", data,
+                 **{"Content-Type": "application/octet-stream"})
+        top = oci.top(content)
+        for digest, (media_type, body) in sorted(content.manifests.items(), key=lambda m: m[0] == top):
+            call("PUT", f"/v2/{repo}/manifests/{tag if digest == top else digest}", body,
+                 **{"Content-Type": media_type})
+        return top
+
+    def tag_digests(self) -> dict[str, str]:
+        """``{"<repo>:<tag>": digest}`` for the plan's images, read from the real registry."""
+        from .oci import MANIFEST_TYPES
+        auth = "Basic " + base64.b64encode(f"{self.real.writer}:{self.real.users[self.real.writer].token}"
+                                           .encode()).decode()
+        out = {}
+        for repo in self.repos:
+            try:
+                with urllib.request.urlopen(urllib.request.Request(
+                        f"{self.real.url}/v2/{repo}/tags/list", headers={"Authorization": auth}), timeout=10) as r:
+                    tags = json.loads(r.read()).get("tags") or []
+            except (urllib.error.HTTPError, OSError, ValueError):
+                continue
+            for tag in sorted(tags):
+                req = urllib.request.Request(f"{self.real.url}/v2/{repo}/manifests/{tag}", method="HEAD",
+                                             headers={"Authorization": auth, "Accept": ", ".join(MANIFEST_TYPES)})
+                with contextlib.suppress(urllib.error.HTTPError, OSError), urllib.request.urlopen(req, timeout=10) as r:
+                    out[f"{repo}:{tag}"] = r.headers["Docker-Content-Digest"]
+        return out
