@@ -174,6 +174,8 @@ EXIT_CODES = {
     "init": "0 written, 2 error",
     "rewrite": "0 nothing to change (or --write wrote it), 3 changes pending, 2 error",
     "export": "0 written, 2 error",
+    "rotate-token": "0 rotated and proven (the old token may be revoked), 1 a stage failed (the old token is still "
+                    "needed), 2 could not start, 130 interrupted",
     "demo": "0 quit, 130 quit while something was applied (the line printed says how to resume), "
             "non-zero for a bad option",
 }
@@ -208,6 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="agents restarted at once (servers are always one at a time)")
     p.add_argument("--take-over-stale-lock", action="store_true",
                    help="take the cluster lock from a run that stopped renewing it")
+    p = sub.add_parser("rotate-token", help="put a new Gitea token in every Secret and on every node, proven")
+    add_cluster_options(p)
+    p.add_argument("--new-token-file", required=True, metavar="FILE",
+                   help="file holding the new Gitea token (mode 600); the old one is read from the push secret")
+    p.add_argument("--yes", action="store_true", help="confirm: every node's registries.yaml changes, k3s restarts")
+    p.add_argument("--node-timeout", type=_count("--node-timeout", 1), default=180, metavar="SECONDS",
+                   help="how long a restarting node may take to be proven back (default 180)")
     p = sub.add_parser("audit", help="inspect and verify every stage without changing anything")
     add_cluster_options(p, plan_required=False, fleet=True)
     p.add_argument("--all-contexts", action="store_true",
@@ -294,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
         return run_export(args)
     if args.command == "images":
         return args.run(args)
+    if args.command == "rotate-token":
+        from wizard.rotate import run_rotate
+        return run_rotate(args)
     if args.command == "demo":
         from screens.demo import run_demo
         return run_demo(args.dir, sandbox_options(args))
