@@ -85,3 +85,17 @@ def poll(fn, timeout: float = 10.0, interval: float = 0.05, what: str = "conditi
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not reached within {timeout} s")
         time.sleep(interval)
+
+
+def require_components(*names: str) -> None:
+    """The real components a test needs (scripts/build-real): skip locally when one is missing, fail in CI."""
+    from wizard.sandbox import realapi, realgitea
+    try:
+        for name in names:
+            realapi.binary(name)
+        if "gitea" in names:
+            realgitea.assets()
+    except realapi.ComponentMissing as e:
+        if IN_CI:
+            pytest.fail(f"{e} (CI must build it: make test runs scripts/build-real)")
+        pytest.skip(str(e))

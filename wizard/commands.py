@@ -47,11 +47,8 @@ def render_audit_error(message: str, fmt: str) -> str:
 
 
 def _run_command(args) -> int:
-    try:
-        plan = load_plan(args.plan, tuple(args.resolve or ()))
-    except plan_mod.PlanError as e:
-        for line in e.problems:
-            _err(line)
+    plan = plan_or_report(args.plan, args.resolve)
+    if plan is None:
         return 2
     token = None
     try:
@@ -165,9 +162,10 @@ def run_init(args) -> int:
     return 0
 
 
-def _load_plan(path: str):
+def plan_or_report(path: str, resolve=()) -> plan_mod.Plan | None:
+    """The plan (with ``--resolve`` entries), or None after saying each problem on stderr in one line."""
     try:
-        return plan_mod.load(path)
+        return load_plan(path, tuple(resolve or ()))
     except plan_mod.PlanError as e:
         for line in e.problems:
             _err(line)
@@ -177,7 +175,7 @@ def _load_plan(path: str):
 def run_rewrite(args) -> int:
     """Diffs on stdout (a pipe gets only the diffs); notes and the summary on stderr. 0 none, 3 pending, 2 error."""
     from . import manifests as M
-    plan = _load_plan(args.plan)
+    plan = plan_or_report(args.plan)
     if plan is None:
         return 2
     scan = M.scan(args.paths, plan)
@@ -235,7 +233,7 @@ def run_export(args) -> int:
     from .credentials import Secret
     from .stages.base import StageFailed
     from .stages.preflight import discover_nodes
-    plan = _load_plan(args.plan)
+    plan = plan_or_report(args.plan)
     if plan is None:
         return 2
     out = Path(args.dir)

@@ -18,7 +18,7 @@ from .engine import Runner
 from .kube import ClusterUnreachable
 from .lock import LockHeld, LockLost
 from .registries import PATH
-from .run import Run, connect, load_plan
+from .run import Run, connect
 from .script import Script
 from .stages import BY_KEY
 from .stages.base import Context
@@ -40,12 +40,9 @@ def remove_backups_script(backup: str) -> Script:
 
 
 def run_rotate(args) -> int:
-    from . import plan as plan_mod
-    try:
-        plan = load_plan(args.plan, tuple(args.resolve or ()))
-    except plan_mod.PlanError as e:
-        for line in e.problems:
-            _err(line)
+    from .commands import plan_or_report
+    plan = plan_or_report(args.plan, args.resolve)
+    if plan is None:
         return 2
     try:
         new = load_token(args.new_token_file, prompt=False)

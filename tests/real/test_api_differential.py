@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import IN_CI
+from helpers import require_components
 
 from wizard.cluster import ApiError, Cluster
 from wizard.sandbox import realapi
@@ -16,13 +16,7 @@ from wizard.sandbox import realapi
 
 @pytest.fixture(scope="module")
 def real_plane(tmp_path_factory):
-    try:
-        for name in ("etcd", "kube-apiserver"):
-            realapi.binary(name)
-    except realapi.ComponentMissing as e:
-        if IN_CI:
-            pytest.fail(f"{e} (CI must build it: make test runs scripts/build-real)")
-        pytest.skip(str(e))
+    require_components("etcd", "kube-apiserver")
     cp = realapi.RealControlPlane(tmp_path_factory.mktemp("real-api"), controller_manager=False).start(timeout=120)
     yield cp
     cp.stop()

@@ -14,25 +14,18 @@ import urllib.error
 import urllib.request
 
 import pytest
-from helpers import IN_CI
+from helpers import require_components
 from real.stack import READER, REGISTRY_HOST, REPO, WRITER, Stack
 from real.test_authflow_real import probe
 
 from wizard.diagnose import classify
-from wizard.sandbox import realapi, realgitea
 
 GITEA_VERSION = "1.26.0"  # scripts/build-real's GITEA_VERSION
 
 
 @pytest.fixture(scope="module")
 def gitea_stack(real_binaries):
-    try:
-        realapi.binary("gitea")
-        realgitea.assets()
-    except realapi.ComponentMissing as e:
-        if IN_CI:
-            pytest.fail(f"{e} (CI must build it: make test runs scripts/build-real)")
-        pytest.skip(str(e))
+    require_components("gitea")
     st = Stack(real_binaries, gitea=True)
     try:
         st.start()

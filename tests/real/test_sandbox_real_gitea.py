@@ -9,22 +9,15 @@ import socket
 import ssl
 
 import pytest
-from helpers import IN_CI, run_cli, sandbox_state
+from helpers import require_components, run_cli, sandbox_state
 
 from wizard.sandbox import cluster as C
-from wizard.sandbox import realapi, realgitea
 from wizard.sandbox.gitea import parse_version
 
 
 @pytest.fixture
 def real_gitea_sandbox(make_sandbox):
-    try:
-        realapi.binary("gitea")
-        realgitea.assets()
-    except realapi.ComponentMissing as e:
-        if IN_CI:
-            pytest.fail(f"{e} (CI must build it: make test runs scripts/build-real)")
-        pytest.skip(str(e))
+    require_components("gitea")
     sb = make_sandbox(servers=1, agents=1, gitea_real=True)
     yield sb
     proc = sb.cluster.gitea.real.proc
