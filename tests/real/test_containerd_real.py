@@ -30,6 +30,7 @@ from wizard.plan import Plan
 from wizard.sandbox import containerd as C
 
 NODE = "node-1"
+K3S_CONTAINERD1 = "v1.30.6+k3s1"  # a release with certs.d and containerd 1.x: the config format 1.6 reads
 gitea_stack = test_gitea_real.gitea_stack  # the module-scoped real Gitea 1.26 behind nginx, seeded
 REGISTRY_CRT = "/etc/rancher/k3s/registry-only.crt"  # a CA file holding the registry host's certificate alone
 
@@ -107,7 +108,7 @@ def pull_both(st: Stack, node, loaded: str | None, *, node_files: dict[str, byte
 
     Also returns the token requests (method, path, user) the issuer saw during the REAL pull."""
     image = f"{st.registry}/{REPO}:latest"
-    ctrd = node(C.render(loaded), node_files=node_files, trusted_by_os=trusted_by_os)
+    ctrd = node(C.render(loaded, K3S_CONTAINERD1), node_files=node_files, trusted_by_os=trusted_by_os)
     assert ctrd.cri_loaded(), "the CRI plugin did not load the model's config.toml:\n" + ctrd.log_text()[-2000:]
     before = len(st.issuer.requests)
     real = ctrd.pull(image, k3s_credentials(loaded, st.registry) if loaded else None)

@@ -53,6 +53,7 @@ class SimNode:
     inactive_exit: float = 0.0  # wall clock when systemd last started the unit's process (0: at boot)
     timezone: str = "UTC"  # the node's local time zone (systemctl, date and stat print local time in it)
     systemd_version: int = 252
+    k3s_version: str = containerd.KV.CURRENT  # what k3s generates from registries.yaml depends on it
 
     @property
     def is_server(self) -> bool:
@@ -100,9 +101,9 @@ def load_registries(node: SimNode) -> None:
     """What k3s does at start: read registries.yaml and write containerd's config from it."""
     text = node.fs.read(containerd.REGISTRIES_PATH).decode() if node.fs.isfile(containerd.REGISTRIES_PATH) else None
     try:
-        files = containerd.render(text)
+        files = containerd.render(text, node.k3s_version)
     except containerd.RegistriesError:
-        files = containerd.render(None)
+        files = containerd.render(None, node.k3s_version)
     certs = containerd.CONTAINERD_DIR + "/certs.d"
     if node.fs.isdir(certs):
         node.fs.remove(certs, recursive=True)
