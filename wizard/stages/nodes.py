@@ -41,7 +41,9 @@ def node_facts(ctx: Context, *, fresh: bool = False) -> dict[str, R.NodeFacts]:
     """registries.yaml, k3s unit and loaded containerd config of every node (one probe pod each)."""
     if "node_facts" in ctx.cache and not fresh:
         return ctx.cache["node_facts"]
-    nodes = [n.name for n in discover_nodes(ctx)]
+    found = discover_nodes(ctx)
+    nodes = [n.name for n in found]
+    versions = {n.name: n.kubelet for n in found}  # what k3s generates from registries.yaml depends on it
     script = R.facts_script(ctx.plan)
     results = node_exec(ctx).run_many({n: script for n in nodes}, stage="registries", purpose="facts",
                                       timeout=ctx.node_timeout)
@@ -53,7 +55,7 @@ def node_facts(ctx: Context, *, fresh: bool = False) -> dict[str, R.NodeFacts]:
                                      f"{res.output.strip()[-200:] or 'no output'}",
                                      f"check that privileged pods can run on {n} in namespace "
                                      f"{ctx.plan.wizard_namespace}"))
-        facts[n] = R.parse_facts(n, res.output, ctx.plan)
+        facts[n] = R.parse_facts(n, res.output, ctx.plan, versions.get(n, ""))
     ctx.cache["node_facts"] = facts
     return facts
 
@@ -328,6 +330,17 @@ class NodeRegistries(Stage):
         return checks
 
 
+def _broken_check(facts: dict[str, R.NodeFacts]) -> Check | None:
+    """A failing check for the first node whose k3s generated a config containerd ignores, or None."""
+    node, f = next(((n, f) for n, f in facts.items() if f.broken), (None, None))
+    if f is None:
+        return None
+    d = BY_KEY["k3s-hosts-toml-no-host-table"]
+    release = f"k3s {f.k3s_version}" if f.k3s_version else "this k3s release"
+    return failed(f"{node}: registries.yaml loaded", f"{'; '.join(f.broken.values())} ({release})", d.fix,
+                  {"diagnosis": d.key, "k3s_version": f.k3s_version, "hosts": sorted(f.broken)})
+
+
 class RollingRestartStage(Stage):
     key, title, guide_step = "restart", "Rolling restart", "Step 5"
     view = "rollout"
@@ -343,6 +356,9 @@ class RollingRestartStage(Stage):
         return {"facts": facts, "nodes": discover_nodes(ctx)}
 
     def plan(self, ctx: Context, observed: dict) -> list[Change]:
+        broken = _broken_check(observed["facts"])
+        if broken is not None:  # restarting more nodes of that release breaks their pulls too
+            raise StageFailed(broken)
         changes = []
         for n in observed["nodes"]:
             f = observed["facts"].get(n.name)
@@ -362,7 +378,8 @@ class RollingRestartStage(Stage):
         if not report.ok:
             f = report.failed
             raise StageFailed(failed(f"{f.node} came back", f.summary(), f.next_step(),
-                                     {"proofs": f.proofs, "elapsed": round(f.elapsed, 1)}))
+                                     {"proofs": f.proofs, "elapsed": round(f.elapsed, 1),
+                                      **({"diagnosis": f.diagnosis} if f.diagnosis else {})}))
         left = [r.node for r in report.runs if r.phase == "skipped"]
         ctx.stop.check()  # an abort, not a pause, stopped it
         if left:  # ctx.stop asked for a pause: the nodes restarted so far are proven, these are not touched
@@ -379,7 +396,9 @@ class RollingRestartStage(Stage):
         checks = []
         for node, f in facts.items():
             reason = f.restart_reason(ctx.plan)
-            if reason:
+            if f.broken:
+                checks.append(_broken_check({node: f}))
+            elif reason:
                 d = BY_KEY["not-restarted"]
                 checks.append(failed(f"{node}: registries.yaml loaded", reason, d.fix))
             else:
