@@ -318,11 +318,12 @@ class NodeFacts:
 
     def restart_reason(self, plan: Plan) -> str | None:
         """Why this node needs a k3s restart to load registries.yaml, or None."""
-        missing = self.not_loaded
-        if missing and not self.generated:
-            return f"containerd has no config for {', '.join(missing)} (k3s has not loaded them)"
-        if missing:
-            return "; ".join(missing.values())
+        absent = [h for h, (state, _) in self.generated.items() if state == MISSING] if self.generated else \
+            list(self.not_loaded)
+        stale = [why for state, why in self.generated.values() if state == STALE]
+        if absent or stale:
+            head = [f"containerd has no config for {', '.join(absent)} (k3s has not loaded them)"] if absent else []
+            return "; ".join(head + stale)
         # k3s reads the file once its process starts: a change after that start may not be loaded
         began = self.started_by if self.started_by is not None else self.active_enter
         if self.mtime is not None and began is not None and self.mtime > began:

@@ -8,8 +8,11 @@ snapshot → restart through an nsenter pod (``systemctl --no-block restart UNIT
 2. ``heartbeat``: the kubelet renewed its Lease after the new process started;
 3. ``kubelet Starting event``: the kubelet posted a ``Starting`` event after the new process started;
 4. ``Ready``: the node is Ready;
-5. ``containerd config``: containerd's regenerated config has a hosts.toml for every plan host
-   (registries.yaml was loaded — the only proof that matters for the migration).
+5. ``containerd config``: containerd's regenerated config holds what registries.yaml asks for every plan
+   host, read where the node's k3s release (its kubeletVersion) writes it and checked by content
+   (wizard/k3sversions.py; the only proof that matters for the migration). On the k3s releases whose
+   hosts.toml containerd ignores, the rollout stops at that node with diagnosis
+   ``k3s-hosts-toml-no-host-table``, and a re-run refuses to restart another node of that release.
 
 "After the new process started" is systemd's ``InactiveExitTimestamp`` (else ``ExecMainStartTimestamp``),
 not ``ActiveEnterTimestamp``: k3s starts its kubelet BEFORE it signals READY (a server waits for etcd
