@@ -84,6 +84,9 @@ def add_sandbox_options(p: argparse.ArgumentParser) -> None:
                    help="the nodes' k3s release; what it generates from registries.yaml follows it: before "
                    "v1.26.13/1.27.10/1.28.6/1.29.1 no certs.d, TLS in config.toml; v1.26.15/1.27.12/1.28.8/1.29.3 a "
                    "hosts.toml containerd ignores (default v1.33.5+k3s1)")
+    p.add_argument("--agent-unit-type", choices=("notify", "exec"), default="notify",
+                   help="the agents' k3s-agent unit Type: notify (install.sh today: active at READY) or exec (older "
+                   "installs: active as soon as the process runs; default notify)")
     p.add_argument("--never-returns", action="append", default=[], metavar="NODE",
                    help="a node whose k3s never comes back after a restart (repeatable)")
     p.add_argument("--api-fault-rate", type=_rate, default=0.0, metavar="R",
@@ -118,6 +121,7 @@ def sandbox_options(args: argparse.Namespace):
                    server_restart_seconds=args.server_restart_seconds, systemd_version=args.systemd_version,
                    node_timezone=args.node_timezone,
                    **({} if args.k3s_version is None else {"k3s_version": args.k3s_version}),
+                   agent_unit_type=args.agent_unit_type,
                    never_returns=set(args.never_returns), api_fault_rate=args.api_fault_rate,
                    existing_registries=existing, seed=args.seed,
                    **({} if args.gitea_preloaded is None else {"gitea_preloaded": args.gitea_preloaded}),

@@ -85,6 +85,7 @@ class Options:
     systemd_version: int = 252  # below 247 `systemctl --timestamp=` is refused, as the real one does
     node_timezone: str = "UTC"  # the nodes' local time zone (systemctl, date and stat print it)
     k3s_version: str = K3S_VERSION  # every node's k3s release: what it generates from registries.yaml
+    agent_unit_type: str = "notify"  # the agents' k3s-agent unit: notify (install.sh today) or exec (older installs)
     never_returns: set[str] = field(default_factory=set)
     api_fault_rate: float = 0.0
     existing_registries: str | None = None
@@ -293,7 +294,8 @@ class Cluster(NodeHooks):
             node = SimNode(name=name, role=role, internal_ip=_node_ip(i), fs=fs, boot_time=boot,
                            unit="k3s" if role == "server" else "k3s-agent",
                            never_returns=name in opts.never_returns, timezone=opts.node_timezone,
-                           systemd_version=opts.systemd_version, k3s_version=opts.k3s_version)
+                           systemd_version=opts.systemd_version, k3s_version=opts.k3s_version,
+                           unit_type=opts.agent_unit_type if role == "agent" else "notify")
             node.active_enter = boot + 30 + self.rng.random() * 60
             node.kubelet_started = node.active_enter
             fs.mkdir("/etc/rancher/k3s", parents=True)
