@@ -203,8 +203,9 @@ class ContainerdConfig(Proof):
             release = f" (k3s {f.k3s_version})" if f.k3s_version else ""
             if f.hosts_loaded:
                 return True, "; ".join(why for _, why in f.generated.values()) + release
-            bad = {**f.not_loaded, **f.broken}
-            return False, "; ".join(bad.values()) + release
+            if f.broken:
+                return False, f.broken_summary()
+            return False, "; ".join(f.not_loaded.values()) + release
         missing = [h for h, loaded in f.loaded_hosts.items() if not loaded]
         if f.hosts_loaded:
             return True, f"hosts.toml for {', '.join(sorted(f.loaded_hosts)) or 'every plan host'}"

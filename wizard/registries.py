@@ -296,6 +296,18 @@ class NodeFacts:
         """Plan hosts whose generated config containerd ignores (a restart does not change it): host → why."""
         return {h: why for h, (state, why) in self.generated.items() if state == BROKEN}
 
+    def broken_summary(self) -> str:
+        """One line for every broken host at once (they share the cause), naming this node's k3s release."""
+        hosts = sorted(self.broken)
+        if not hosts:
+            return ""
+        v = KV.parse(self.k3s_version)
+        release = f"k3s {self.k3s_version}" + (f", fixed in {v.fixed_in}" if v and v.fixed_in else "") \
+            if self.k3s_version else "this k3s release"
+        shapes = {why.replace(h, "HOST") for h, why in self.broken.items()}
+        why = shapes.pop() if len(shapes) == 1 else "; ".join(self.broken[h] for h in hosts)
+        return f"{why} — for {', '.join(hosts)} ({release})"
+
     @property
     def not_loaded(self) -> dict[str, str]:
         """Plan hosts whose entry this node's k3s has not (yet) generated as planned: host → why."""

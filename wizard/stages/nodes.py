@@ -336,8 +336,7 @@ def _broken_check(facts: dict[str, R.NodeFacts]) -> Check | None:
     if f is None:
         return None
     d = BY_KEY["k3s-hosts-toml-no-host-table"]
-    release = f"k3s {f.k3s_version}" if f.k3s_version else "this k3s release"
-    return failed(f"{node}: registries.yaml loaded", f"{'; '.join(f.broken.values())} ({release})", d.fix,
+    return failed(f"{node}: registries.yaml loaded", f.broken_summary(), d.fix,
                   {"diagnosis": d.key, "k3s_version": f.k3s_version, "hosts": sorted(f.broken)})
 
 
