@@ -89,6 +89,8 @@ def add_sandbox_options(p: argparse.ArgumentParser) -> None:
                    "installs: active as soon as the process runs; default notify)")
     p.add_argument("--never-returns", action="append", default=[], metavar="NODE",
                    help="a node whose k3s never comes back after a restart (repeatable)")
+    p.add_argument("--openrc", action="append", default=[], metavar="NODE",
+                   help="a node that runs OpenRC instead of systemd: no systemctl (repeatable)")
     p.add_argument("--api-fault-rate", type=_rate, default=0.0, metavar="R",
                    help="fraction of API requests answered with 500/503 or a timeout")
     p.add_argument("--existing-registries", metavar="FILE",
@@ -107,10 +109,11 @@ def add_sandbox_options(p: argparse.ArgumentParser) -> None:
 def sandbox_options(args: argparse.Namespace):
     from wizard.sandbox.cluster import Options, node_names
     names = {n for n, _ in node_names(args.servers, args.agents)}
-    for n in args.never_returns:
-        if n not in names:
-            raise SystemExit(f"ghcr2gitea: --never-returns {n!r}: no such node in this topology "
-                             f"(nodes: {', '.join(sorted(names)[:6])}{', …' if len(names) > 6 else ''})")
+    for flag, chosen in (("--never-returns", args.never_returns), ("--openrc", args.openrc)):
+        for n in chosen:
+            if n not in names:
+                raise SystemExit(f"ghcr2gitea: {flag} {n!r}: no such node in this topology "
+                                 f"(nodes: {', '.join(sorted(names)[:6])}{', …' if len(names) > 6 else ''})")
     existing = None
     if args.existing_registries:
         try:
@@ -122,6 +125,7 @@ def sandbox_options(args: argparse.Namespace):
                    node_timezone=args.node_timezone,
                    **({} if args.k3s_version is None else {"k3s_version": args.k3s_version}),
                    agent_unit_type=args.agent_unit_type,
+                   openrc=set(args.openrc),
                    never_returns=set(args.never_returns), api_fault_rate=args.api_fault_rate,
                    existing_registries=existing, seed=args.seed,
                    **({} if args.gitea_preloaded is None else {"gitea_preloaded": args.gitea_preloaded}),

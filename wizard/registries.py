@@ -166,6 +166,8 @@ def facts_script(plan: Plan) -> str:
                  'echo "clock_uptime=$(cat /proc/uptime 2>/dev/null)"',
                  'echo "clock_real1=$(date +%s.%N)"'):
         s.add(line)
+    # OpenRC (no systemd): the k3s installer's init scripts
+    s.add('[ -f /etc/init.d/k3s ] || [ -f /etc/init.d/k3s-agent ] && echo "openrc=1" || echo "openrc=0"')
     s.add('[ -f "$F" ] && echo "present=1" || echo "present=0"')
     unsafe = dict(loose=M.LOOSE_RE, safe=f"^[0-9]+:({M.SAFE_CRED_BODY}|{M.AUTH_OPEN_BODY})",
                   num="s/^([0-9]+):.*$/unsafe_line=\\1/p")
@@ -284,6 +286,7 @@ class NodeFacts:
     k3s_version: str = ""  # the Node's kubeletVersion (what k3s generates from registries.yaml depends on it)
     # plan host -> (state, why) of what k3s generated for it (generated_state); empty: judged by loaded_hosts
     generated: dict[str, tuple[str, str]] = field(default_factory=dict)
+    openrc: bool = False  # no systemd unit, but the installer's OpenRC init script (/etc/init.d/k3s*)
 
     @property
     def hosts_loaded(self) -> bool:
@@ -383,7 +386,8 @@ def parse_facts(node: str, output: str, plan: Plan, k3s_version: str = "") -> No
                      loaded_hosts=hosts, present=present, unsafe=tuple(unsafe), odd=tuple(odd), tools_ok=tools_ok,
                      started_after=at(began, 0), started_by=at(began, 1),
                      ca_present=kv.get("ca_present") == "1", ca_sha=_sha_field(kv.get("ca_sha", "")),
-                     ca_mode=kv.get("ca_mode") or None, k3s_version=k3s_version, generated=generated)
+                     ca_mode=kv.get("ca_mode") or None, k3s_version=k3s_version, generated=generated,
+                     openrc=unit is None and kv.get("openrc") == "1")
 
 
 def _sha_field(text: str) -> str | None:

@@ -206,6 +206,8 @@ def test_sigint_exits_zero(running):
     (["--systemd-version", "new"], "--systemd-version"),
     (["--node-timezone", "Mars/Olympus_Mons"], "--node-timezone"),
     (["--k3s-version", "1.29.3"], "--k3s-version"),
+    (["--openrc", "nosuchnode"], "--openrc"),
+    (["--agent-unit-type", "simple"], "--agent-unit-type"),
     (["--k3s-version", "v1.29.3+k3s1; rm -rf /"], "--k3s-version"),
     (["--k3s-version", "v2.29.3+k3s1"], "--k3s-version"),
 ])

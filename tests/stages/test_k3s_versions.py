@@ -173,3 +173,14 @@ def test_on_a_broken_release_the_rollout_stops_at_the_first_node_with_the_diagno
     assert {n: len(v["restarts"]) for n, v in sandbox_state(sb)["nodes"].items()} == counts
     audit = run_cli(sb, "audit", "--plan", str(sb.plan), "--node-probes", "--format", "json")
     assert audit.returncode != 0 and "k3s-hosts-toml-no-host-table" in audit.stdout
+
+
+def test_a_node_running_openrc_stops_the_run_before_anything_is_written(make_sandbox):
+    sb = make_sandbox(servers=1, agents=2, openrc={"agent2"}, restart_seconds=(0.3, 0.5))
+    res = run_cli(sb, "apply", "--plan", str(sb.plan), "--yes", "--node-timeout", "20")
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "agent2 runs OpenRC (/etc/init.d/k3s*, no systemctl)" in res.stdout
+    assert "cannot restart such a node" in res.stdout and "Traceback" not in res.stdout + res.stderr
+    nodes = sandbox_state(sb)["nodes"]
+    assert {n: len(v["restarts"]) for n, v in nodes.items()} == dict.fromkeys(nodes, 0)
+    assert [n for n, v in nodes.items() if R.PATH in v["files"]] == []  # no registries.yaml written anywhere

@@ -87,6 +87,7 @@ class Options:
     k3s_version: str = K3S_VERSION  # every node's k3s release: what it generates from registries.yaml
     agent_unit_type: str = "notify"  # the agents' k3s-agent unit: notify (install.sh today) or exec (older installs)
     never_returns: set[str] = field(default_factory=set)
+    openrc: set[str] = field(default_factory=set)  # nodes that run OpenRC: no systemctl, k3s in /etc/init.d
     api_fault_rate: float = 0.0
     existing_registries: str | None = None
     seed: int = 1
@@ -295,11 +296,15 @@ class Cluster(NodeHooks):
                            unit="k3s" if role == "server" else "k3s-agent",
                            never_returns=name in opts.never_returns, timezone=opts.node_timezone,
                            systemd_version=opts.systemd_version, k3s_version=opts.k3s_version,
-                           unit_type=opts.agent_unit_type if role == "agent" else "notify")
+                           unit_type=opts.agent_unit_type if role == "agent" else "notify",
+                           init="openrc" if name in opts.openrc else "systemd")
             node.active_enter = boot + 30 + self.rng.random() * 60
             node.kubelet_started = node.active_enter
             fs.mkdir("/etc/rancher/k3s", parents=True)
             fs.write("/etc/hostname", (name + "\n").encode())
+            if name in opts.openrc:  # the init script the k3s installer writes on OpenRC
+                fs.mkdir("/etc/init.d", parents=True)
+                fs.write("/etc/init.d/" + node.unit, b"#!/sbin/openrc-run\n", mode=0o755)
             fs.write("/etc/timezone", (opts.node_timezone + "\n").encode())
             fs.mkdir("/etc/ssl/certs", parents=True)
             fs.write("/etc/ssl/certs/ca-certificates.crt", self.network.system_roots_pem())

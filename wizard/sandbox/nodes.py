@@ -55,6 +55,7 @@ class SimNode:
     systemd_version: int = 252
     k3s_version: str = containerd.KV.CURRENT  # what k3s generates from registries.yaml depends on it
     unit_type: str = "notify"  # notify: active at READY=1; exec (older agent installs): active once exec'd
+    init: str = "systemd"  # systemd | openrc (Alpine-style: no systemctl; k3s runs from /etc/init.d)
 
     @property
     def is_server(self) -> bool:

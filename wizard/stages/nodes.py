@@ -159,6 +159,8 @@ class NodeRegistries(Stage):
     def plan(self, ctx: Context, observed: dict) -> list[Change]:
         if ctx.token is None:
             return []
+        if (no_systemd := _unrestartable(observed["facts"])) is not None:  # before anything is written
+            raise StageFailed(no_systemd)
         layouts, problems, unmaskable = {}, [], {}
         for node, f in observed["facts"].items():
             if f.unmaskable:
@@ -330,6 +332,22 @@ class NodeRegistries(Stage):
         return checks
 
 
+def _unrestartable(facts: dict[str, R.NodeFacts]) -> Check | None:
+    """A failing check naming the nodes without a systemd k3s unit (OpenRC, or none found), or None."""
+    bad = {n: f for n, f in facts.items() if f.unit is None}
+    if not bad:
+        return None
+    openrc = [n for n, f in bad.items() if f.openrc]
+    why = ("runs OpenRC (/etc/init.d/k3s*, no systemctl)" if len(openrc) == len(bad) else
+           "has no systemd unit k3s or k3s-agent" + (f" ({', '.join(openrc)}: OpenRC)" if openrc else ""))
+    return failed("k3s restartable on every node",
+                  f"{', '.join(sorted(bad))} {why}: the wizard restarts k3s only with systemctl and proves the "
+                  "restart from systemd's timestamps, so it cannot restart such a node; nothing was written to any node",
+                  "run the wizard on a cluster whose nodes run k3s under systemd, or write registries.yaml and "
+                  "restart k3s on that node by hand (rc-service k3s restart, or k3s-agent on an agent)",
+                  {"nodes": sorted(bad), "openrc": openrc})
+
+
 def _broken_check(facts: dict[str, R.NodeFacts]) -> Check | None:
     """A failing check for the first node whose k3s generated a config containerd ignores, or None."""
     node, f = next(((n, f) for n, f in facts.items() if f.broken), (None, None))
@@ -358,6 +376,8 @@ class RollingRestartStage(Stage):
         broken = _broken_check(observed["facts"])
         if broken is not None:  # restarting more nodes of that release breaks their pulls too
             raise StageFailed(broken)
+        if (no_systemd := _unrestartable(observed["facts"])) is not None:
+            raise StageFailed(no_systemd)
         changes = []
         for n in observed["nodes"]:
             f = observed["facts"].get(n.name)
