@@ -16,7 +16,7 @@ import subprocess
 import types
 
 import pytest
-from helpers import run_cli, sandbox_state
+from helpers import mutating_requests, run_cli, sandbox_state
 
 from wizard import proofs as P
 from wizard import registries as R
@@ -179,7 +179,10 @@ def test_a_node_running_openrc_stops_the_run_before_anything_is_written(make_san
     sb = make_sandbox(servers=1, agents=2, openrc={"agent2"}, restart_seconds=(0.3, 0.5))
     res = run_cli(sb, "apply", "--plan", str(sb.plan), "--yes", "--node-timeout", "20")
     assert res.returncode == 1, res.stdout + res.stderr
+    assert "cannot start" in res.stdout  # a precheck: the run stops before its first write
     assert "agent2 runs OpenRC (/etc/init.d/k3s*, no systemctl)" in res.stdout
+    writes = [m for m in mutating_requests(sb) if "/leases" not in m and "/pods" not in m]
+    assert writes == []
     assert "cannot restart such a node" in res.stdout and "Traceback" not in res.stdout + res.stderr
     nodes = sandbox_state(sb)["nodes"]
     assert {n: len(v["restarts"]) for n, v in nodes.items()} == dict.fromkeys(nodes, 0)

@@ -133,7 +133,8 @@ class NodeRegistries(Stage):
     def precheck(self, ctx: Context) -> list[Check]:
         """Every node's existing registries.yaml must parse and be maskable, or the wizard cannot merge into it."""
         bad, unmaskable = [], {}
-        for node, f in node_facts(ctx).items():
+        facts = node_facts(ctx)
+        for node, f in facts.items():
             if f.unmaskable:
                 unmaskable[node] = f.unmaskable
                 continue
@@ -154,6 +155,8 @@ class NodeRegistries(Stage):
             checks.append(failed("existing registries.yaml readable", "; ".join(bad),
                                  "fix or remove the file on that node by hand (k3s would not start with it either); "
                                  "nothing was written to the cluster"))
+        if (no_systemd := _unrestartable(facts)) is not None:
+            checks.append(no_systemd)
         return checks
 
     def plan(self, ctx: Context, observed: dict) -> list[Change]:
