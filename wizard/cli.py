@@ -60,6 +60,14 @@ def _gitea_version(text: str) -> str:
     return text.strip()
 
 
+def _k3s_version(text: str) -> str:
+    from wizard import k3sversions
+    if k3sversions.parse(text) is None:
+        raise argparse.ArgumentTypeError(f"--k3s-version {text!r}: expected a k3s release like v1.29.3+k3s1 "
+                                         "(v1.MINOR.PATCH+k3sN)")
+    return text.strip()
+
+
 def add_sandbox_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--servers", type=_count("--servers", 1), default=3, help="K3s server nodes (default 3)")
     p.add_argument("--agents", type=_count("--agents", 0), default=2, help="K3s agent nodes (default 2)")
@@ -72,8 +80,17 @@ def add_sandbox_options(p: argparse.ArgumentParser) -> None:
                    help="the nodes' systemd version; below 247 `systemctl --timestamp=` is refused (default 252)")
     p.add_argument("--node-timezone", type=_timezone, default="UTC", metavar="TZ",
                    help="the nodes' local time zone, as systemctl, date and stat print it (default UTC)")
+    p.add_argument("--k3s-version", type=_k3s_version, default=None, metavar="V",
+                   help="the nodes' k3s release; what it generates from registries.yaml follows it: before "
+                   "v1.26.13/1.27.10/1.28.6/1.29.1 no certs.d, TLS in config.toml; v1.26.15/1.27.12/1.28.8/1.29.3 a "
+                   "hosts.toml containerd ignores (default v1.33.5+k3s1)")
+    p.add_argument("--agent-unit-type", choices=("notify", "exec"), default="notify",
+                   help="the agents' k3s-agent unit Type: notify (install.sh today: active at READY) or exec (older "
+                   "installs: active as soon as the process runs; default notify)")
     p.add_argument("--never-returns", action="append", default=[], metavar="NODE",
                    help="a node whose k3s never comes back after a restart (repeatable)")
+    p.add_argument("--openrc", action="append", default=[], metavar="NODE",
+                   help="a node that runs OpenRC instead of systemd: no systemctl (repeatable)")
     p.add_argument("--api-fault-rate", type=_rate, default=0.0, metavar="R",
                    help="fraction of API requests answered with 500/503 or a timeout")
     p.add_argument("--existing-registries", metavar="FILE",
@@ -92,10 +109,11 @@ def add_sandbox_options(p: argparse.ArgumentParser) -> None:
 def sandbox_options(args: argparse.Namespace):
     from wizard.sandbox.cluster import Options, node_names
     names = {n for n, _ in node_names(args.servers, args.agents)}
-    for n in args.never_returns:
-        if n not in names:
-            raise SystemExit(f"ghcr2gitea: --never-returns {n!r}: no such node in this topology "
-                             f"(nodes: {', '.join(sorted(names)[:6])}{', …' if len(names) > 6 else ''})")
+    for flag, chosen in (("--never-returns", args.never_returns), ("--openrc", args.openrc)):
+        for n in chosen:
+            if n not in names:
+                raise SystemExit(f"ghcr2gitea: {flag} {n!r}: no such node in this topology "
+                                 f"(nodes: {', '.join(sorted(names)[:6])}{', …' if len(names) > 6 else ''})")
     existing = None
     if args.existing_registries:
         try:
@@ -105,6 +123,9 @@ def sandbox_options(args: argparse.Namespace):
     return Options(servers=args.servers, agents=args.agents, restart_seconds=args.restart_seconds,
                    server_restart_seconds=args.server_restart_seconds, systemd_version=args.systemd_version,
                    node_timezone=args.node_timezone,
+                   **({} if args.k3s_version is None else {"k3s_version": args.k3s_version}),
+                   agent_unit_type=args.agent_unit_type,
+                   openrc=set(args.openrc),
                    never_returns=set(args.never_returns), api_fault_rate=args.api_fault_rate,
                    existing_registries=existing, seed=args.seed,
                    **({} if args.gitea_preloaded is None else {"gitea_preloaded": args.gitea_preloaded}),

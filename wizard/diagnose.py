@@ -162,6 +162,20 @@ CATALOGUE: tuple[Diagnosis, ...] = (
               "K3s reads registries.yaml only when it starts; containerd's config is still the old one",
               "restart k3s (servers) or k3s-agent (agents) on the node, one at a time (stage Rolling restart)",
               "", "Rolling restart (containerd's generated config against registries.yaml)", TS),
+    Diagnosis("k3s-hosts-toml-no-host-table", "k3s wrote a hosts.toml containerd ignores (k3s v1.26.15, v1.27.12, "
+              "v1.28.8, v1.29.3)",
+              "after the restart the node's pulls from the registry fail with `x509: certificate signed by unknown "
+              "authority` although registries.yaml sets insecure_skip_verify or ca_file; containerd logs `invalid "
+              "host tree`; the Rolling restart stops at the first node",
+              "these k3s releases write certs.d/<host>/hosts.toml for a registries.yaml `configs` entry without a "
+              "[host] table; containerd ignores such a file, so the host's TLS settings are lost (the auth, in "
+              "config.toml, stays) — k3s#9839, fixed by k3s#9853",
+              "upgrade k3s to v1.27.13, v1.28.9, v1.29.4 or later (1.26 has no fixed release: v1.27.13+); on the "
+              "broken release, add a mirrors entry for the registry host pointing at itself (`mirrors: {<host>: "
+              "{endpoint: [\"https://<host>\"]}}`) to registries.yaml, which gets a [host] table, then restart k3s; "
+              "the wizard restarted only this node and touched no other",
+              r"invalid host tree", "Rolling restart (the containerd config proof, by the node's k3s release)",
+              "issue 15 (k3s#9839)"),
     Diagnosis("kaniko-flags", "--insecure-registry / --skip-tls-verify-registry expected to cover the realm",
               "Kaniko fails on the token endpoint's certificate despite --insecure-registry or "
               "--skip-tls-verify-registry",

@@ -187,8 +187,11 @@ class Ready(_ClusterProof):
 
 
 class ContainerdConfig(Proof):
-    """containerd's regenerated config has a hosts.toml for every plan host: registries.yaml was loaded —
-    the only proof that matters for the migration."""
+    """containerd's regenerated config holds, for every plan host, what registries.yaml asks — read where THIS
+    node's k3s release writes it (its kubeletVersion: config.toml before Feb 2024, else certs.d/<host>/hosts.toml
+    plus the auth in config.toml's CRI section) and checked by content: the host's TLS mode, a [host] table
+    (the broken releases write none, and containerd ignores the file), the auth entry. The only proof that
+    matters for the migration."""
 
     name, short, final = "containerd config", "ctrd", True
 
@@ -196,6 +199,13 @@ class ContainerdConfig(Proof):
         f = subject.facts
         if f is None:
             return False, "no probe of the node answered yet"
+        if f.generated:
+            release = f" (k3s {f.k3s_version})" if f.k3s_version else ""
+            if f.hosts_loaded:
+                return True, "; ".join(why for _, why in f.generated.values()) + release
+            if f.broken:
+                return False, f.broken_summary()
+            return False, "; ".join(f.not_loaded.values()) + release
         missing = [h for h, loaded in f.loaded_hosts.items() if not loaded]
         if f.hosts_loaded:
             return True, f"hosts.toml for {', '.join(sorted(f.loaded_hosts)) or 'every plan host'}"

@@ -12,11 +12,13 @@ import base64
 import copy
 import hashlib
 import re
+import tomllib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import yaml
 
+from . import k3sversions as KV
 from . import masking as M
 from .credentials import Secret
 from .plan import Plan, is_cluster_dns
@@ -164,6 +166,8 @@ def facts_script(plan: Plan) -> str:
                  'echo "clock_uptime=$(cat /proc/uptime 2>/dev/null)"',
                  'echo "clock_real1=$(date +%s.%N)"'):
         s.add(line)
+    # OpenRC (no systemd): the k3s installer's init scripts
+    s.add('[ -f /etc/init.d/k3s ] || [ -f /etc/init.d/k3s-agent ] && echo "openrc=1" || echo "openrc=0"')
     s.add('[ -f "$F" ] && echo "present=1" || echo "present=0"')
     unsafe = dict(loose=M.LOOSE_RE, safe=f"^[0-9]+:({M.SAFE_CRED_BODY}|{M.AUTH_OPEN_BODY})",
                   num="s/^([0-9]+):.*$/unsafe_line=\\1/p")
@@ -187,11 +191,75 @@ def facts_script(plan: Plan) -> str:
     s.add('echo "now=$(date +%s)"')
     for i, host in enumerate(plan.node_hosts):
         s.add('echo "hosts_"{i}"=$(base64 -w0 "$C"/{rest} 2>/dev/null)"', i=i, rest=f"certs.d/{host}/hosts.toml")
+    # containerd's config.toml holds the registries' credentials: only its table headers and one-line
+    # `key = value` lines leave the node, every credential key's value replaced by the marker ON the node
+    s.add('echo "config=$(grep -a -E {keep} "$C"/config.toml 2>/dev/null | sed -E {mask} | base64 -w0)"',
+          keep=CONFIG_KEEP_RE, mask=f"s/{CONFIG_MASK_RE}/\\1 \"{M.MARKER}\"/")
     # the CA bundle (node_tls: ca): presence, sha256 and mode only (certificates are public, but not needed here)
     s.add('[ -f {ca} ] && echo "ca_present=1" || echo "ca_present=0"', ca=CA_PATH)
     s.add('[ -f {ca} ] && echo "ca_sha=$(sha256sum < {ca})" || true', ca=CA_PATH)
     s.add('[ -f {ca} ] && echo "ca_mode=$(stat -c %a {ca})" || true', ca=CA_PATH)
     return s.text()
+
+
+# config.toml lines the probe prints (a table header, or a key with its value on the same line) and the
+# credential keys whose values it masks (TOML: username/password/auth/identitytoken; any *token, *secret)
+CONFIG_KEEP_RE = "^[ \t]*(\\[.*\\]|[A-Za-z0-9_.-]+[ \t]*=.*)[ \t]*$"
+CONFIG_MASK_RE = f"^([ \t]*[\"']?{M.CRED}[\"']?[ \t]*=).*$"
+# what k3s generated for one plan host, as the containerd-config proof judges it
+OK, MISSING, STALE, BROKEN = "ok", "missing", "stale", "broken"
+
+
+def _toml(text: str | None) -> dict | None:
+    try:
+        return tomllib.loads(text) if text else None
+    except tomllib.TOMLDecodeError:
+        return None
+
+
+def _get(doc, *keys):
+    for k in keys:
+        doc = doc.get(k) if isinstance(doc, dict) else None
+    return doc
+
+
+def generated_state(host: str, plan: Plan, version: KV.K3sVersion | None, hosts_toml: str,
+                    config: dict | None) -> tuple[str, str]:
+    """(state, why) of what this node's k3s generated for ``host``: OK, MISSING/STALE (registries.yaml as the
+    wizard wrote it is not loaded: a restart is needed), BROKEN (loaded, but containerd ignores it). Read
+    where THIS release writes it (wizard/k3sversions.py): config.toml before Feb 2024, else certs.d."""
+    sections = [version.cri_section] if version else [KV.CRI_V1, KV.CRI_V2]
+    registry = next((r for c in sections if isinstance(r := _get(config, "plugins", c, "registry"), dict)), {})
+    entry = _get(registry, "configs", host) or {}
+    auth = entry.get("auth") if isinstance(entry, dict) else None
+    auth_ok = isinstance(auth, dict) and bool(auth.get("username")) and bool(auth.get("password"))
+    skip = plan.node_tls != "ca"
+    want = "skip verification" if skip else f"trust {CA_PATH}"
+    certs_d = version.certs_d if version else bool(hosts_toml) or "config_path" in registry
+    if not certs_d:
+        where = f'config.toml registry.configs."{host}"'
+        if not entry:
+            return MISSING, f"{where} is absent (k3s has not loaded registries.yaml)"
+        tls = entry.get("tls") or {}
+        if not (tls.get("insecure_skip_verify") is True if skip else tls.get("ca_file") == CA_PATH):
+            return STALE, f"{where}.tls does not {want}"
+        if not auth_ok:
+            return STALE, f"{where}.auth has no username and password"
+        return OK, f"{where}: tls ({'insecure_skip_verify' if skip else 'ca_file'}) and auth"
+    where = f"certs.d/{host}/hosts.toml"
+    if not hosts_toml:
+        return MISSING, f"{where} is absent (k3s has not loaded registries.yaml)"
+    doc = _toml(hosts_toml)
+    if doc is None:
+        return BROKEN, f"{where} is not valid TOML: containerd ignores it"
+    if not isinstance(doc.get("host"), dict):
+        return BROKEN, (f"{where} has no [host] table: containerd ignores it (\"invalid host tree\") and with it "
+                        "the host's TLS settings")
+    if not (doc.get("skip_verify") is True if skip else CA_PATH in (doc.get("ca") or [])):
+        return STALE, f"{where} does not {want}"
+    if not auth_ok:
+        return STALE, f'config.toml {sections[0] if version else "CRI"} registry.configs."{host}".auth is absent'
+    return OK, f"{where} ({'skip_verify' if skip else 'ca'}, [host]) and the auth in config.toml"
 
 
 @dataclass(frozen=True)
@@ -215,10 +283,40 @@ class NodeFacts:
     # clock, as bounds: the truth lies in [started_after, started_by] (the clock pair is read in two steps)
     started_after: float | None = None
     started_by: float | None = None
+    k3s_version: str = ""  # the Node's kubeletVersion (what k3s generates from registries.yaml depends on it)
+    # plan host -> (state, why) of what k3s generated for it (generated_state); empty: judged by loaded_hosts
+    generated: dict[str, tuple[str, str]] = field(default_factory=dict)
+    openrc: bool = False  # no systemd unit, but the installer's OpenRC init script (/etc/init.d/k3s*)
 
     @property
     def hosts_loaded(self) -> bool:
+        if self.generated:
+            return all(state == OK for state, _ in self.generated.values())
         return all(self.loaded_hosts.values())
+
+    @property
+    def broken(self) -> dict[str, str]:
+        """Plan hosts whose generated config containerd ignores (a restart does not change it): host → why."""
+        return {h: why for h, (state, why) in self.generated.items() if state == BROKEN}
+
+    def broken_summary(self) -> str:
+        """One line for every broken host at once (they share the cause), naming this node's k3s release."""
+        hosts = sorted(self.broken)
+        if not hosts:
+            return ""
+        v = KV.parse(self.k3s_version)
+        release = f"k3s {self.k3s_version}" + (f", fixed in {v.fixed_in}" if v and v.fixed_in else "") \
+            if self.k3s_version else "this k3s release"
+        shapes = {why.replace(h, "HOST") for h, why in self.broken.items()}
+        why = shapes.pop() if len(shapes) == 1 else "; ".join(self.broken[h] for h in hosts)
+        return f"{why} — for {', '.join(hosts)} ({release})"
+
+    @property
+    def not_loaded(self) -> dict[str, str]:
+        """Plan hosts whose entry this node's k3s has not (yet) generated as planned: host → why."""
+        if self.generated:
+            return {h: why for h, (state, why) in self.generated.items() if state in (MISSING, STALE)}
+        return {h: "no config" for h, t in self.loaded_hosts.items() if not t}
 
     @property
     def unmaskable(self) -> str | None:
@@ -235,9 +333,12 @@ class NodeFacts:
 
     def restart_reason(self, plan: Plan) -> str | None:
         """Why this node needs a k3s restart to load registries.yaml, or None."""
-        missing = [h for h, t in self.loaded_hosts.items() if not t]
-        if missing:
-            return f"containerd has no config for {', '.join(missing)} (k3s has not loaded them)"
+        absent = [h for h, (state, _) in self.generated.items() if state == MISSING] if self.generated else \
+            list(self.not_loaded)
+        stale = [why for state, why in self.generated.values() if state == STALE]
+        if absent or stale:
+            head = [f"containerd has no config for {', '.join(absent)} (k3s has not loaded them)"] if absent else []
+            return "; ".join(head + stale)
         # k3s reads the file once its process starts: a change after that start may not be loaded
         began = self.started_by if self.started_by is not None else self.active_enter
         if self.mtime is not None and began is not None and self.mtime > began:
@@ -245,7 +346,8 @@ class NodeFacts:
         return None
 
 
-def parse_facts(node: str, output: str, plan: Plan) -> NodeFacts:
+def parse_facts(node: str, output: str, plan: Plan, k3s_version: str = "") -> NodeFacts:
+    """The probe's output; ``k3s_version`` is the Node's kubeletVersion (an unknown one: the layout on disk)."""
     kv, unsafe, odd = {}, [], []
     for line in output.splitlines():
         k, sep, v = line.partition("=")
@@ -268,6 +370,9 @@ def parse_facts(node: str, output: str, plan: Plan) -> NodeFacts:
     for i, host in enumerate(plan.node_hosts):
         raw = kv.get(f"hosts_{i}", "")
         hosts[host] = base64.b64decode(raw).decode(errors="replace") if raw else ""
+    config = _toml(base64.b64decode(kv.get("config", "")).decode(errors="replace")) if kv.get("config") else None
+    version = KV.parse(k3s_version)
+    generated = {h: generated_state(h, plan, version, t, config) for h, t in hosts.items()}
     mono = _int(kv.get(f"{prefix}_mono", ""))
     began = _int(kv.get(f"{prefix}_start_mono", "")) or _int(kv.get(f"{prefix}_exec_mono", "")) or mono
     offset = clock_offset(kv.get("clock_real0", ""), kv.get("clock_uptime", ""), kv.get("clock_real1", ""))
@@ -281,7 +386,8 @@ def parse_facts(node: str, output: str, plan: Plan) -> NodeFacts:
                      loaded_hosts=hosts, present=present, unsafe=tuple(unsafe), odd=tuple(odd), tools_ok=tools_ok,
                      started_after=at(began, 0), started_by=at(began, 1),
                      ca_present=kv.get("ca_present") == "1", ca_sha=_sha_field(kv.get("ca_sha", "")),
-                     ca_mode=kv.get("ca_mode") or None)
+                     ca_mode=kv.get("ca_mode") or None, k3s_version=k3s_version, generated=generated,
+                     openrc=unit is None and kv.get("openrc") == "1")
 
 
 def _sha_field(text: str) -> str | None:

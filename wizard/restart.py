@@ -8,8 +8,11 @@ snapshot → restart through an nsenter pod (``systemctl --no-block restart UNIT
 2. ``heartbeat``: the kubelet renewed its Lease after the new process started;
 3. ``kubelet Starting event``: the kubelet posted a ``Starting`` event after the new process started;
 4. ``Ready``: the node is Ready;
-5. ``containerd config``: containerd's regenerated config has a hosts.toml for every plan host
-   (registries.yaml was loaded — the only proof that matters for the migration).
+5. ``containerd config``: containerd's regenerated config holds what registries.yaml asks for every plan
+   host, read where the node's k3s release (its kubeletVersion) writes it and checked by content
+   (wizard/k3sversions.py; the only proof that matters for the migration). On the k3s releases whose
+   hosts.toml containerd ignores, the rollout stops at that node with diagnosis
+   ``k3s-hosts-toml-no-host-table``, and a re-run refuses to restart another node of that release.
 
 "After the new process started" is systemd's ``InactiveExitTimestamp`` (else ``ExecMainStartTimestamp``),
 not ``ActiveEnterTimestamp``: k3s starts its kubelet BEFORE it signals READY (a server waits for etcd
@@ -36,6 +39,7 @@ from .nodeexec import NodeExec
 from .proofs import written_after  # noqa: F401 - where the stamps are compared; kept importable here
 from .script import Script
 
+BROKEN_HOSTS_TOML = "k3s-hosts-toml-no-host-table"  # wizard/diagnose.py
 # the rollout view's, the journal's and the report's names, in order: the restart pod started, then each proof
 PROOFS = ("restart started", *(p.name for p in P.PROOFS))
 
@@ -51,6 +55,7 @@ class NodeRun:
     ended: float = 0.0
     proofs: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(PROOFS, False))
     error: str = ""
+    diagnosis: str = ""  # a wizard/diagnose.py key when the failure has a known cause and fix
 
     @property
     def elapsed(self) -> float:
@@ -63,6 +68,9 @@ class NodeRun:
         return f"{head}; proven: {', '.join(got) or 'nothing'}; not proven: {', '.join(missing) or 'nothing'}"
 
     def next_step(self) -> str:
+        if self.diagnosis:
+            from .diagnose import BY_KEY
+            return BY_KEY[self.diagnosis].fix
         return (f"look at the node: `systemctl status {self.unit}` and `journalctl -u {self.unit} -n 100` on "
                 f"{self.node} (or kubectl describe node {self.node}); once it is back, run the same command again — "
                 "finished nodes are not restarted twice")
@@ -224,6 +232,11 @@ class RollingRestart:
             self._emit(run, f"{n.name}: {run.summary()}")
         return ok
 
+    def _kubelet(self, node: str) -> str:
+        """The Node's kubeletVersion now (after the restart it is the release that generated the config)."""
+        live = self.cluster.get("Node", node)
+        return NodeInfo.from_node(live).kubelet if live else next((n.kubelet for n in self.nodes if n.name == node), "")
+
     def _prove(self, run: NodeRun, before_mono: int | None, deadline: float) -> bool:
         unit = self.proofs[0]  # unit restarted: read by a probe pod, which runs only once the kubelet is back
         subject = P.Restarted(run.node, run.unit, before_mono)
@@ -231,7 +244,8 @@ class RollingRestart:
             res = self.exec.run_many({run.node: R.facts_script(self.plan)}, stage="restart", purpose="proof",
                                      timeout=max(1.0, deadline - time.time()))[run.node]
             if res.ok:
-                subject = P.Restarted(run.node, run.unit, before_mono, R.parse_facts(run.node, res.output, self.plan))
+                subject = P.Restarted(run.node, run.unit, before_mono,
+                                      R.parse_facts(run.node, res.output, self.plan, self._kubelet(run.node)))
                 if unit.check(subject)[0]:
                     break
                 self._emit(run, f"{run.node}: unit not restarted yet")
@@ -254,7 +268,10 @@ class RollingRestart:
                 return True
             final = next((p for p in rest if p.final and not verdicts[p.name][0]), None)
             if final is not None:  # read once from the probe: waiting does not change it
-                run.error = f"{run.node} restarted but {verdicts[final.name][1]}: registries.yaml was not loaded"
+                broken = subject.facts.broken if subject.facts is not None else {}
+                run.error = (f"{run.node} restarted but {verdicts[final.name][1]}" if broken else
+                             f"{run.node} restarted but {verdicts[final.name][1]}: registries.yaml was not loaded")
+                run.diagnosis = BROKEN_HOSTS_TOML if broken else ""
                 return False
             if time.time() > deadline:
                 return False

@@ -270,12 +270,12 @@ def _real_fetch(addr: str, system_roots: list[x509.Certificate]):
 
 
 def model_pull(image: str, registries_text: str | None, *, node_files: dict[str, bytes] | None = None,
-               trusted_by_os: list[bytes] = ()) -> C.PullResult:
-    """The node model's pull of ``image`` with this registries.yaml loaded, against the real stack."""
+               trusted_by_os: list[bytes] = (), k3s_version: str | None = None) -> C.PullResult:
+    """The node model's pull of ``image`` with this registries.yaml loaded (by ``k3s_version``), on the real stack."""
     roots = [c for pem in trusted_by_os for c in pki.load_pems(pem)]
     files = node_files or {}
     return asyncio.run(C.pull(image, registries_text, _real_fetch("127.0.0.1", roots),
-                              read_file=lambda p: files.get(p)))
+                              read_file=lambda p: files.get(p), k3s_version=k3s_version))
 
 
 def as_containerd_16(model_error: str) -> str:

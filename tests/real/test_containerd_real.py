@@ -30,6 +30,7 @@ from wizard.plan import Plan
 from wizard.sandbox import containerd as C
 
 NODE = "node-1"
+K3S_CONTAINERD1 = "v1.30.6+k3s1"  # a release with certs.d and containerd 1.x: the config format 1.6 reads
 gitea_stack = test_gitea_real.gitea_stack  # the module-scoped real Gitea 1.26 behind nginx, seeded
 REGISTRY_CRT = "/etc/rancher/k3s/registry-only.crt"  # a CA file holding the registry host's certificate alone
 
@@ -102,17 +103,18 @@ def real_verdict(res: CtrResult) -> str:
 
 
 def pull_both(st: Stack, node, loaded: str | None, *, node_files: dict[str, bytes] | None = None,
-              trusted_by_os: list[bytes] = ()) -> tuple[CtrResult, C.PullResult, Containerd, list]:
+              trusted_by_os: list[bytes] = (), k3s_version: str = K3S_CONTAINERD1,
+              ) -> tuple[CtrResult, C.PullResult, Containerd, list]:
     """Real containerd with K3s's files for ``loaded`` (None: registries.yaml never loaded), and the model.
 
     Also returns the token requests (method, path, user) the issuer saw during the REAL pull."""
     image = f"{st.registry}/{REPO}:latest"
-    ctrd = node(C.render(loaded), node_files=node_files, trusted_by_os=trusted_by_os)
+    ctrd = node(C.render(loaded, k3s_version), node_files=node_files, trusted_by_os=trusted_by_os)
     assert ctrd.cri_loaded(), "the CRI plugin did not load the model's config.toml:\n" + ctrd.log_text()[-2000:]
     before = len(st.issuer.requests)
     real = ctrd.pull(image, k3s_credentials(loaded, st.registry) if loaded else None)
     seen = st.issuer.requests[before:]
-    model = model_pull(image, loaded, node_files=node_files, trusted_by_os=trusted_by_os)
+    model = model_pull(image, loaded, node_files=node_files, trusted_by_os=trusted_by_os, k3s_version=k3s_version)
     return real, model, ctrd, seen
 
 
@@ -181,6 +183,20 @@ def test_wrong_token_is_401(real_stack, node):
     assert_agree(real, model)
     flow = probe(st, WRITER, "not-the-token")
     assert real_verdict(real) == node_verdict(model) == flow.problem == "wrong-token", real.error
+
+
+@pytest.mark.parametrize("node_tls", ["skip_verify", "ca"])
+def test_the_broken_k3s_releases_hosts_toml_is_ignored_and_the_pull_fails_x509(real_stack, node, node_tls):
+    """k3s v1.29.3's hosts.toml (no [host] table), as the model writes it: real containerd ignores the file, so
+    the registry host's TLS settings are lost and the pull fails x509 — the model's pull says the same."""
+    st = real_stack()
+    text, files = wizard_registries(st, st.tokens[WRITER], node_tls)
+    real, model, _, _ = pull_both(st, node, text, node_files=files, k3s_version="v1.29.3+k3s1")
+    assert_agree(real, model)
+    assert not real.ok and "x509: certificate signed by unknown authority" in real.error, real.error
+    # the same file with the [host] table (the fixed release) pulls
+    fixed, _, _, _ = pull_both(st, node, text, node_files=files, k3s_version="v1.29.4+k3s1")
+    assert fixed.ok, fixed.stderr[-1500:]
 
 
 # ---------------------------------------------------------------------------------- the design rule

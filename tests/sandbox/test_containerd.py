@@ -356,7 +356,8 @@ def test_render_guide_registries():
             f"https://{host}/v2": {"capabilities": ["pull", "resolve"], "skip_verify": True}
         }
     config = files[f"{CONTAINERD_DIR}/config.toml"]
-    registry = tomllib.loads(config)["plugins"]["io.containerd.grpc.v1.cri"]["registry"]
+    # the current k3s bundles containerd 2.x: the registry lives under the CRI images plugin
+    registry = tomllib.loads(config)["plugins"]["io.containerd.cri.v1.images"]["registry"]
     assert registry["config_path"] == f"{CONTAINERD_DIR}/certs.d"
     assert registry["configs"] == {
         h: {"auth": {"username": "registry-user", "password": "<GITEA_TOKEN>"}} for h in GUIDE_HOSTS
@@ -387,7 +388,7 @@ def test_render_tls_files_and_mirrors():
     assert f"{CONTAINERD_DIR}/certs.d/mirror.example.test:5000/hosts.toml" in files
     assert (
         "registry"
-        in tomllib.loads(files[f"{CONTAINERD_DIR}/config.toml"])["plugins"]["io.containerd.grpc.v1.cri"]
+        in tomllib.loads(files[f"{CONTAINERD_DIR}/config.toml"])["plugins"]["io.containerd.cri.v1.images"]
     )
 
 
@@ -418,3 +419,50 @@ def test_invalid_registries(text, message):
         parse_registries(text)
     with pytest.raises(RegistriesError):
         render(text)
+
+
+# ---- what each k3s release generates (wizard/k3sversions.py) -----------------------------------
+PRE_2024, BROKEN, FIXED, CURRENT = "v1.25.16+k3s4", "v1.29.3+k3s1", "v1.29.4+k3s1", "v1.33.5+k3s1"
+SKIP_AUTH = {"tls": {"insecure_skip_verify": True}, "auth": AUTH}
+
+
+def test_before_feb_2024_tls_and_auth_are_in_config_toml_and_there_is_no_certs_d():
+    files = render(registries(a=SKIP_AUTH), PRE_2024)
+    assert list(files) == [f"{CONTAINERD_DIR}/config.toml"]
+    registry = tomllib.loads(files[f"{CONTAINERD_DIR}/config.toml"])["plugins"]["io.containerd.grpc.v1.cri"]["registry"]
+    assert "config_path" not in registry
+    assert registry["configs"][A] == {"auth": AUTH, "tls": {"insecure_skip_verify": True}}
+
+
+@pytest.mark.parametrize("version", [BROKEN, "v1.26.15+k3s1", "v1.27.12+k3s1", "v1.28.8+k3s1"])
+def test_the_broken_releases_write_a_hosts_toml_without_a_host_table(version):
+    files = render(registries(a=SKIP_AUTH), version)
+    doc = tomllib.loads(files[f"{CONTAINERD_DIR}/certs.d/{A}/hosts.toml"])
+    assert doc["skip_verify"] is True and "host" not in doc
+    registry = tomllib.loads(files[f"{CONTAINERD_DIR}/config.toml"])["plugins"]["io.containerd.grpc.v1.cri"]["registry"]
+    assert registry["configs"][A] == {"auth": AUTH}  # the auth stays in config.toml
+
+
+@pytest.mark.parametrize(("version", "cri"), [(FIXED, "io.containerd.grpc.v1.cri"),
+                                              ("v1.26.13+k3s1", "io.containerd.grpc.v1.cri"),
+                                              ("v1.31.6+k3s1", "io.containerd.cri.v1.images"),
+                                              (CURRENT, "io.containerd.cri.v1.images")])
+def test_fixed_and_current_releases_write_a_host_table_and_auth_in_the_cri_section(version, cri):
+    files = render(registries(a=SKIP_AUTH), version)
+    doc = tomllib.loads(files[f"{CONTAINERD_DIR}/certs.d/{A}/hosts.toml"])
+    assert doc["skip_verify"] is True and doc["host"]
+    registry = tomllib.loads(files[f"{CONTAINERD_DIR}/config.toml"])["plugins"][cri]["registry"]
+    assert registry["config_path"] == f"{CONTAINERD_DIR}/certs.d" and registry["configs"][A] == {"auth": AUTH}
+
+
+async def test_on_a_broken_release_the_tls_settings_are_lost_and_the_pull_fails_x509(net):
+    res = await do_pull(net, registries(a=SKIP_AUTH), k3s_version=BROKEN)
+    assert not res.ok and "x509: certificate signed by unknown authority" in res.error
+    assert (await do_pull(net, registries(a=SKIP_AUTH), k3s_version=FIXED)).ok
+    assert (await do_pull(net, registries(a=SKIP_AUTH), k3s_version=PRE_2024)).ok
+
+
+async def test_on_a_broken_release_a_mirror_entry_for_the_host_is_the_workaround(net):
+    text = yaml.safe_dump({"mirrors": {A: {"endpoint": [f"https://{A}"]}}, "configs": {A: SKIP_AUTH}})
+    assert tomllib.loads(render(text, BROKEN)[f"{CONTAINERD_DIR}/certs.d/{A}/hosts.toml"])["host"]
+    assert (await do_pull(net, text, k3s_version=BROKEN)).ok

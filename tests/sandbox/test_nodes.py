@@ -384,3 +384,59 @@ def test_existing_registries_are_loaded_on_every_node(make_sandbox):
         assert now - mtime > 60
     finally:
         api.close()
+
+
+def test_an_invalid_registries_yaml_keeps_k3s_waiting_at_start_for_ever():
+    """As the real k3s: it retries loading its agent configuration for ever, the kubelet never starts."""
+    import asyncio
+
+    from wizard.sandbox.memfs import MemFS
+    from wizard.sandbox.nodes import NodeHooks, SimNode, Systemd
+
+    async def go():
+        fs = MemFS()
+        fs.mkdir("/etc/rancher/k3s", parents=True)
+        node = SimNode(name="n1", role="agent", internal_ip="10.0.0.9", fs=fs, boot_time=time.time() - 5000,
+                       unit="k3s-agent")
+        systemd = Systemd(NodeHooks(), lambda n: 0.1)
+        fs.write(REGISTRIES, b"configs:\n  registry.example.test:\n    tls: [unclosed\n")
+        task = systemd.restart(node)
+        await asyncio.sleep(0.5)  # five times the restart's duration
+        stuck = (task.done(), node.state, node.kubelet_up, node.restarts[-1]["kubelet"])
+        task.cancel()
+        fs.write(REGISTRIES, b"configs: {}\n")  # fixed: the next start loads it
+        node.restart_task = None
+        await systemd.restart(node)
+        return stuck, (node.state, node.kubelet_up)
+
+    stuck, fixed = asyncio.run(go())
+    assert stuck == (False, "activating", False, None)
+    assert fixed == ("active", True)
+
+
+@pytest.mark.parametrize(("unit_type", "active_before_kubelet"), [("exec", True), ("notify", False)])
+def test_a_type_exec_unit_is_active_before_its_kubelet_starts(unit_type, active_before_kubelet):
+    """Older installs gave agents Type=exec: systemd calls the unit active once k3s runs, not at READY=1."""
+    import asyncio
+
+    from wizard.sandbox.memfs import MemFS
+    from wizard.sandbox.nodes import NodeHooks, SimNode, Systemd
+
+    seen = {}
+
+    class Hooks(NodeHooks):
+        async def kubelet_started(self, node):
+            seen["state"], seen["enter"] = node.state, node.active_enter
+
+    async def go():
+        fs = MemFS()
+        fs.mkdir("/etc/rancher/k3s", parents=True)
+        node = SimNode(name="n1", role="agent", internal_ip="10.0.0.9", fs=fs, boot_time=time.time() - 5000,
+                       unit="k3s-agent", unit_type=unit_type)
+        await Systemd(Hooks(), lambda n: 0.2, kubelet_lead=lambda n, total: 0.1).restart(node)
+        return node
+
+    node = asyncio.run(go())
+    assert (seen["state"] == "active") is active_before_kubelet
+    assert (node.active_enter == node.inactive_exit) is active_before_kubelet
+    assert node.state == "active" and node.n_restarts == 1

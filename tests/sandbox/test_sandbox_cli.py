@@ -159,6 +159,18 @@ def test_systemd_version_time_zone_and_server_start_up_are_applied(running):
     assert stop(proc, signal.SIGTERM)[0] == 0
 
 
+def test_k3s_version_is_what_the_nodes_report_and_generate(running):
+    proc, _, d = running("--k3s-version", "v1.25.16+k3s4", "--servers", "1", "--agents", "1")
+    api = api_client(str(d / "kubeconfig"))
+    try:
+        nodes = client.CoreV1Api(api).list_node().items
+    finally:
+        api.close()
+    assert {n.status.node_info.kubelet_version for n in nodes} == {"v1.25.16+k3s4"}
+    assert {n.status.node_info.container_runtime_version for n in nodes} == {"containerd://1.7.7-k3s1"}
+    assert stop(proc, signal.SIGTERM)[0] == 0
+
+
 @pytest.mark.parametrize("flag, preloaded", [((), True), (("--gitea-preloaded",), True),
                                              (("--no-gitea-preloaded",), False)])
 def test_gitea_preloaded_flag_decides_what_gitea_holds(running, flag, preloaded):
@@ -195,6 +207,11 @@ def test_sigint_exits_zero(running):
     (["--server-restart-seconds", "9:1"], "--server-restart-seconds"),
     (["--systemd-version", "new"], "--systemd-version"),
     (["--node-timezone", "Mars/Olympus_Mons"], "--node-timezone"),
+    (["--k3s-version", "1.29.3"], "--k3s-version"),
+    (["--openrc", "nosuchnode"], "--openrc"),
+    (["--agent-unit-type", "simple"], "--agent-unit-type"),
+    (["--k3s-version", "v1.29.3+k3s1; rm -rf /"], "--k3s-version"),
+    (["--k3s-version", "v2.29.3+k3s1"], "--k3s-version"),
 ])
 def test_bad_flags_are_refused_before_anything_is_written(tmp_path, args, flag):
     d = tmp_path / "sb"

@@ -32,6 +32,9 @@ PROFILES = [
     # the realistic start-up order: a server's kubelet starts seconds before READY (etcd, the API server)
     pytest.param(dict(systemd_version=252, node_timezone="America/Phoenix", servers=1, agents=1,
                       server_restart_seconds=(4.0, 4.0)), id="server-ready-4s-after-kubelet"),
+    # older installs gave agents Type=exec: the unit is active as soon as k3s runs, before its kubelet
+    pytest.param(dict(systemd_version=245, node_timezone="Asia/Tokyo", agent_unit_type="exec",
+                      restart_seconds=(1.0, 1.5)), id="agents-Type=exec"),
 ]
 
 

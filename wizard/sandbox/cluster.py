@@ -45,7 +45,7 @@ NAMESPACE, SECRET, INGRESS = (BY_KIND[("v1", "Namespace")], BY_KIND[("v1", "Secr
                               BY_KIND[("networking.k8s.io/v1", "Ingress")])
 DEPLOYMENT, STATEFULSET = BY_KIND[("apps/v1", "Deployment")], BY_KIND[("apps/v1", "StatefulSet")]
 
-K3S_VERSION = "v1.33.5+k3s1"
+K3S_VERSION = containerd.KV.CURRENT  # the default; Options.k3s_version picks another release
 REGISTRY_HOST = "registry.example.test"
 REALM_HOST = "gitea.k3s.example.test"
 LEGACY_HOST = "registry.k3s.example.test"
@@ -84,7 +84,10 @@ class Options:
     server_restart_seconds: tuple[float, float] | None = None
     systemd_version: int = 252  # below 247 `systemctl --timestamp=` is refused, as the real one does
     node_timezone: str = "UTC"  # the nodes' local time zone (systemctl, date and stat print it)
+    k3s_version: str = K3S_VERSION  # every node's k3s release: what it generates from registries.yaml
+    agent_unit_type: str = "notify"  # the agents' k3s-agent unit: notify (install.sh today) or exec (older installs)
     never_returns: set[str] = field(default_factory=set)
+    openrc: set[str] = field(default_factory=set)  # nodes that run OpenRC: no systemctl, k3s in /etc/init.d
     api_fault_rate: float = 0.0
     existing_registries: str | None = None
     seed: int = 1
@@ -292,11 +295,16 @@ class Cluster(NodeHooks):
             node = SimNode(name=name, role=role, internal_ip=_node_ip(i), fs=fs, boot_time=boot,
                            unit="k3s" if role == "server" else "k3s-agent",
                            never_returns=name in opts.never_returns, timezone=opts.node_timezone,
-                           systemd_version=opts.systemd_version)
+                           systemd_version=opts.systemd_version, k3s_version=opts.k3s_version,
+                           unit_type=opts.agent_unit_type if role == "agent" else "notify",
+                           init="openrc" if name in opts.openrc else "systemd")
             node.active_enter = boot + 30 + self.rng.random() * 60
             node.kubelet_started = node.active_enter
             fs.mkdir("/etc/rancher/k3s", parents=True)
             fs.write("/etc/hostname", (name + "\n").encode())
+            if name in opts.openrc:  # the init script the k3s installer writes on OpenRC
+                fs.mkdir("/etc/init.d", parents=True)
+                fs.write("/etc/init.d/" + node.unit, b"#!/sbin/openrc-run\n", mode=0o755)
             fs.write("/etc/timezone", (opts.node_timezone + "\n").encode())
             fs.mkdir("/etc/ssl/certs", parents=True)
             fs.write("/etc/ssl/certs/ca-certificates.crt", self.network.system_roots_pem())
@@ -435,8 +443,9 @@ class Cluster(NodeHooks):
                         cond("Ready", "True", "KubeletReady", "kubelet is posting ready status")],
                     "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
                     "nodeInfo": {"architecture": "amd64", "bootID": hashlib.md5(node.name.encode()).hexdigest(),
-                                 "containerRuntimeVersion": "containerd://2.1.4-k3s1", "kernelVersion": "6.8.0-51-generic",
-                                 "kubeProxyVersion": K3S_VERSION, "kubeletVersion": K3S_VERSION,
+                                 "containerRuntimeVersion": "containerd://" + containerd.version_of(node.k3s_version).containerd,
+                                 "kernelVersion": "6.8.0-51-generic",
+                                 "kubeProxyVersion": node.k3s_version, "kubeletVersion": node.k3s_version,
                                  "machineID": hashlib.sha1(node.name.encode()).hexdigest()[:32],
                                  "operatingSystem": "linux", "osImage": "Ubuntu 24.04.1 LTS",
                                  "systemUUID": hashlib.md5(node.name.encode()).hexdigest()}}}
@@ -596,7 +605,7 @@ class Cluster(NodeHooks):
             return node.fs.read(path) if node.fs.isfile(path) else None
         try:
             return await containerd.pull(image, node.loaded_registries, fetch, read_file=read_file,
-                                         pull_secret_auths=secrets_ or None)
+                                         pull_secret_auths=secrets_ or None, k3s_version=node.k3s_version)
         except containerd.RegistriesError as e:
             return containerd.PullResult(False, image, error=str(e))
 

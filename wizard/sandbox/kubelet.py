@@ -522,6 +522,8 @@ class Kubelet:
         c = self.c
 
         async def systemctl(argv, stdin, ctx):
+            if node.init != "systemd":  # no systemctl on an OpenRC node: what sh says, and the script goes on
+                return 127, b"", b"sh: systemctl: not found\n"
             return await c.systemd.command(node, argv)
 
         async def crictl_cmd(argv, stdin, ctx):

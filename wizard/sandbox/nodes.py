@@ -53,6 +53,9 @@ class SimNode:
     inactive_exit: float = 0.0  # wall clock when systemd last started the unit's process (0: at boot)
     timezone: str = "UTC"  # the node's local time zone (systemctl, date and stat print local time in it)
     systemd_version: int = 252
+    k3s_version: str = containerd.KV.CURRENT  # what k3s generates from registries.yaml depends on it
+    unit_type: str = "notify"  # notify: active at READY=1; exec (older agent installs): active once exec'd
+    init: str = "systemd"  # systemd | openrc (Alpine-style: no systemctl; k3s runs from /etc/init.d)
 
     @property
     def is_server(self) -> bool:
@@ -96,13 +99,24 @@ class NodeHooks:
         """k3s sent READY=1 (the unit is active; a server's API answers)."""
 
 
+def registries_invalid(node: SimNode) -> str | None:
+    """What k3s logs about the node's registries.yaml when it cannot load it (None: it can)."""
+    if not node.fs.isfile(containerd.REGISTRIES_PATH):
+        return None
+    try:
+        containerd.parse_registries(node.fs.read(containerd.REGISTRIES_PATH).decode(errors="replace"))
+    except containerd.RegistriesError as e:
+        return str(e)
+    return None
+
+
 def load_registries(node: SimNode) -> None:
     """What k3s does at start: read registries.yaml and write containerd's config from it."""
     text = node.fs.read(containerd.REGISTRIES_PATH).decode() if node.fs.isfile(containerd.REGISTRIES_PATH) else None
     try:
-        files = containerd.render(text)
+        files = containerd.render(text, node.k3s_version)
     except containerd.RegistriesError:
-        files = containerd.render(None)
+        files = containerd.render(None, node.k3s_version)
     certs = containerd.CONTAINERD_DIR + "/certs.d"
     if node.fs.isdir(certs):
         node.fs.remove(certs, recursive=True)
@@ -140,21 +154,29 @@ class Systemd:
         await self.hooks.k3s_stopped(node)
         node.inactive_exit = self.clock()  # the old process is gone; systemd starts the new one
         node.main_pid += 137
+        if node.unit_type == "exec":  # Type=exec: active as soon as the binary runs, long before the kubelet
+            node.n_restarts += 1
+            node.active_enter = node.inactive_exit
+            node.state = "active"
         if node.never_returns:
             await asyncio.Event().wait()  # k3s hangs in "activating" forever
         total = self.duration(node)
         lead = min(max(self.kubelet_lead(node, total), 0.0), total)
         await asyncio.sleep(total - lead)
+        if registries_invalid(node) is not None:
+            # k3s retries forever at start ("Waiting to retrieve agent configuration"): the kubelet never starts
+            await asyncio.Event().wait()
         load_registries(node)
         node.kubelet_up = True
         node.kubelet_started = self.clock()
         record["kubelet"] = node.kubelet_started
         await self.hooks.kubelet_started(node)
         await asyncio.sleep(lead)
-        node.n_restarts += 1
-        node.active_enter = self.clock()
-        node.state = "active"
-        record["end"] = node.active_enter
+        if node.unit_type != "exec":
+            node.n_restarts += 1
+            node.active_enter = self.clock()
+            node.state = "active"
+        record["end"] = self.clock()
         await self.hooks.k3s_started(node)
 
     async def command(self, node: SimNode, argv: list[str]) -> tuple[int, bytes, bytes]:

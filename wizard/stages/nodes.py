@@ -41,7 +41,9 @@ def node_facts(ctx: Context, *, fresh: bool = False) -> dict[str, R.NodeFacts]:
     """registries.yaml, k3s unit and loaded containerd config of every node (one probe pod each)."""
     if "node_facts" in ctx.cache and not fresh:
         return ctx.cache["node_facts"]
-    nodes = [n.name for n in discover_nodes(ctx)]
+    found = discover_nodes(ctx)
+    nodes = [n.name for n in found]
+    versions = {n.name: n.kubelet for n in found}  # what k3s generates from registries.yaml depends on it
     script = R.facts_script(ctx.plan)
     results = node_exec(ctx).run_many({n: script for n in nodes}, stage="registries", purpose="facts",
                                       timeout=ctx.node_timeout)
@@ -53,7 +55,7 @@ def node_facts(ctx: Context, *, fresh: bool = False) -> dict[str, R.NodeFacts]:
                                      f"{res.output.strip()[-200:] or 'no output'}",
                                      f"check that privileged pods can run on {n} in namespace "
                                      f"{ctx.plan.wizard_namespace}"))
-        facts[n] = R.parse_facts(n, res.output, ctx.plan)
+        facts[n] = R.parse_facts(n, res.output, ctx.plan, versions.get(n, ""))
     ctx.cache["node_facts"] = facts
     return facts
 
@@ -131,7 +133,8 @@ class NodeRegistries(Stage):
     def precheck(self, ctx: Context) -> list[Check]:
         """Every node's existing registries.yaml must parse and be maskable, or the wizard cannot merge into it."""
         bad, unmaskable = [], {}
-        for node, f in node_facts(ctx).items():
+        facts = node_facts(ctx)
+        for node, f in facts.items():
             if f.unmaskable:
                 unmaskable[node] = f.unmaskable
                 continue
@@ -152,11 +155,15 @@ class NodeRegistries(Stage):
             checks.append(failed("existing registries.yaml readable", "; ".join(bad),
                                  "fix or remove the file on that node by hand (k3s would not start with it either); "
                                  "nothing was written to the cluster"))
+        if (no_systemd := _unrestartable(facts)) is not None:
+            checks.append(no_systemd)
         return checks
 
     def plan(self, ctx: Context, observed: dict) -> list[Change]:
         if ctx.token is None:
             return []
+        if (no_systemd := _unrestartable(observed["facts"])) is not None:  # before anything is written
+            raise StageFailed(no_systemd)
         layouts, problems, unmaskable = {}, [], {}
         for node, f in observed["facts"].items():
             if f.unmaskable:
@@ -329,6 +336,32 @@ class NodeRegistries(Stage):
         return checks
 
 
+def _unrestartable(facts: dict[str, R.NodeFacts]) -> Check | None:
+    """A failing check naming the nodes without a systemd k3s unit (OpenRC, or none found), or None."""
+    bad = {n: f for n, f in facts.items() if f.unit is None}
+    if not bad:
+        return None
+    openrc = [n for n, f in bad.items() if f.openrc]
+    why = ("runs OpenRC (/etc/init.d/k3s*, no systemctl)" if len(openrc) == len(bad) else
+           "has no systemd unit k3s or k3s-agent" + (f" ({', '.join(openrc)}: OpenRC)" if openrc else ""))
+    return failed("k3s restartable on every node",
+                  f"{', '.join(sorted(bad))} {why}: the wizard restarts k3s only with systemctl and proves the "
+                  "restart from systemd's timestamps, so it cannot restart such a node; nothing was written to any node",
+                  "run the wizard on a cluster whose nodes run k3s under systemd, or write registries.yaml and "
+                  "restart k3s on that node by hand (rc-service k3s restart, or k3s-agent on an agent)",
+                  {"nodes": sorted(bad), "openrc": openrc})
+
+
+def _broken_check(facts: dict[str, R.NodeFacts]) -> Check | None:
+    """A failing check for the first node whose k3s generated a config containerd ignores, or None."""
+    node, f = next(((n, f) for n, f in facts.items() if f.broken), (None, None))
+    if f is None:
+        return None
+    d = BY_KEY["k3s-hosts-toml-no-host-table"]
+    return failed(f"{node}: registries.yaml loaded", f.broken_summary(), d.fix,
+                  {"diagnosis": d.key, "k3s_version": f.k3s_version, "hosts": sorted(f.broken)})
+
+
 class RollingRestartStage(Stage):
     key, title, guide_step = "restart", "Rolling restart", "Step 5"
     view = "rollout"
@@ -344,6 +377,11 @@ class RollingRestartStage(Stage):
         return {"facts": facts, "nodes": discover_nodes(ctx)}
 
     def plan(self, ctx: Context, observed: dict) -> list[Change]:
+        broken = _broken_check(observed["facts"])
+        if broken is not None:  # restarting more nodes of that release breaks their pulls too
+            raise StageFailed(broken)
+        if (no_systemd := _unrestartable(observed["facts"])) is not None:
+            raise StageFailed(no_systemd)
         changes = []
         for n in observed["nodes"]:
             f = observed["facts"].get(n.name)
@@ -363,7 +401,8 @@ class RollingRestartStage(Stage):
         if not report.ok:
             f = report.failed
             raise StageFailed(failed(f"{f.node} came back", f.summary(), f.next_step(),
-                                     {"proofs": f.proofs, "elapsed": round(f.elapsed, 1)}))
+                                     {"proofs": f.proofs, "elapsed": round(f.elapsed, 1),
+                                      **({"diagnosis": f.diagnosis} if f.diagnosis else {})}))
         left = [r.node for r in report.runs if r.phase == "skipped"]
         ctx.stop.check()  # an abort, not a pause, stopped it
         if left:  # ctx.stop asked for a pause: the nodes restarted so far are proven, these are not touched
@@ -380,7 +419,9 @@ class RollingRestartStage(Stage):
         checks = []
         for node, f in facts.items():
             reason = f.restart_reason(ctx.plan)
-            if reason:
+            if f.broken:
+                checks.append(_broken_check({node: f}))
+            elif reason:
                 d = BY_KEY["not-restarted"]
                 checks.append(failed(f"{node}: registries.yaml loaded", reason, d.fix))
             else:
