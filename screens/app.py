@@ -35,6 +35,7 @@ from .modals.report import ReportScreen
 from .modals.resume import ResumeScreen
 from .widgets.checks import ChecksView
 from .widgets.cluster_panel import ClusterPanel
+from .widgets.keys import KeyLog
 from .widgets.rollout import RolloutView
 from .widgets.stage_list import StageList
 from .widgets.stage_view import StageView
@@ -155,7 +156,7 @@ class WizardApp(App):
                 else:
                     yield Static(self.problem or NO_PLAN, id="no-plan")
                 yield ClusterPanel(id="cluster")
-        yield RichLog(id="log", max_lines=5000, wrap=True, markup=False)
+        yield KeyLog(id="log", max_lines=5000, wrap=True, markup=False)
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
@@ -596,7 +597,10 @@ class WizardApp(App):
                       ("Ctrl+P", "Command palette", "Every action by name, with what it does"),
                       ("Esc", "Close", "Close this help, and any dialog"),
                       ("Tab", "Focus", "Move between the stage list, the tabs, the tables and the buttons"),
-                      ("↑ ↓ PgUp PgDn", "Scroll", "Move in lists and tables; scroll text")]
+                      ("↑ ↓ j k", "Move, scroll", "Move in lists and tables; scroll the focused text (diffs, "
+                       "check details, the log, the auth flow)"),
+                      ("PgUp PgDn", "Page", "A page up or down"),
+                      ("Home End", "Top, bottom", "To the first or last line")]
         if screen is not self.screen_stack[0]:
             rows = []
             for b in screen.BINDINGS:

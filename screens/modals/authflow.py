@@ -11,12 +11,13 @@ from __future__ import annotations
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical, VerticalScroll
+from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from wizard.stages.base import Check
 
+from ..widgets.keys import KeyScroll
 from .help import HELP_KEYS
 
 
@@ -99,11 +100,14 @@ class AuthFlowScreen(ModalScreen[None]):
         with Vertical(id="flow-box") as box:
             box.border_title = f"Auth flow — {self.stage_title}"
             box.border_subtitle = "esc to close"
-            with VerticalScroll(id="flow-scroll"):
+            with KeyScroll(id="flow-scroll"):
                 if not self.checks:
                     yield Static("This stage's checks do not walk the token flow.", classes="flow")
                 for c in self.checks:
                     yield Static(render_flow(c, self.shown), classes="flow -fail" if c.status == "fail" else "flow")
+
+    def on_mount(self) -> None:
+        self.query_one("#flow-scroll").focus()  # the keys scroll at once (arrows, PageUp/PageDown, Home/End, j/k)
 
     def action_close(self) -> None:
         self.dismiss(None)

@@ -9,11 +9,13 @@ import yaml
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
-from textual.containers import Vertical, VerticalScroll
+from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
 from wizard.stages.base import Check
+
+from .keys import KeyScroll, KeyTable
 
 STATUS = {"pass": Text("✓ pass", "bold green"), "fail": Text("✗ FAIL", "bold red"),
           "warn": Text("! warn", "bold yellow"), "skip": Text("- skip", "dim"),
@@ -52,8 +54,8 @@ class ChecksView(Vertical):
         self.overridden: set[str] = set()
 
     def compose(self) -> ComposeResult:
-        yield DataTable(id="checks", cursor_type="row")
-        with VerticalScroll(id="check-detail-scroll"):
+        yield KeyTable(id="checks", cursor_type="row")
+        with KeyScroll(id="check-detail-scroll"):
             yield Static("", id="check-detail")
 
     def _columns(self, table: DataTable) -> None:

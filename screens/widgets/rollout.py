@@ -12,7 +12,7 @@ import time
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
-from textual.containers import Vertical, VerticalScroll
+from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
 from wizard.kube import NodeInfo
@@ -21,6 +21,7 @@ from wizard.restart import PROOFS
 from wizard.stages.base import Progress
 
 from .cluster_panel import servers_up
+from .keys import KeyScroll, KeyTable
 
 SHORT = {"restart started": "start", **{p.name: p.short for p in RESTART_PROOFS}}  # the proofs' own ticks
 PHASE_STYLE = {"queued": "dim", "restarting": "bold cyan", "waiting": "cyan", "done": "bold green",
@@ -81,8 +82,8 @@ class RolloutView(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Static("", id="guards")
-        yield DataTable(id="rollout", cursor_type="row")
-        with VerticalScroll(id="rollout-detail-scroll"):
+        yield KeyTable(id="rollout", cursor_type="row")
+        with KeyScroll(id="rollout-detail-scroll"):
             yield Static("Apply starts the rollout: servers one at a time, then agents.", id="rollout-detail")
 
     def on_mount(self) -> None:

@@ -7,12 +7,13 @@ from collections.abc import Callable
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Label, Static, TabbedContent, TabPane
 
 from wizard.session import Session
 
 from .checks import ChecksView
+from .keys import KeyScroll
 from .rollout import RolloutView
 
 
@@ -50,10 +51,10 @@ class StageView(Vertical):
     def compose(self) -> ComposeResult:
         yield Static("", id="stage-head")
         with TabbedContent(id="tabs", initial="tab-overview"):
-            with TabPane("Overview", id="tab-overview"), VerticalScroll():
+            with TabPane("Overview", id="tab-overview"), KeyScroll(id="overview-scroll"):
                 yield Static("", id="about")
                 yield Static("", id="found")
-            with TabPane("Changes", id="tab-changes"), VerticalScroll():
+            with TabPane("Changes", id="tab-changes"), KeyScroll(id="changes-scroll"):
                 yield Static("", id="changes")
             with TabPane("Rollout", id="tab-rollout"):
                 yield RolloutView(id="rollout-view")
@@ -138,6 +139,10 @@ class StageView(Vertical):
                     changes.append(diff_text(self.shown(ch.diff)))
                 changes.append("\n")
         self.query_one("#changes", Static).update(changes)
+        if entering or self._seen.get(i, (False,))[0] != (st.changes is not None):
+            # another stage, or a new plan: its diff from the top, not the last one's scroll offset
+            for pane in ("#changes-scroll", "#overview-scroll"):
+                self.query_one(pane, KeyScroll).scroll_home(animate=False, immediate=True)
 
         tabs = self.query_one(TabbedContent)
         if st.view == "rollout":
