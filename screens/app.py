@@ -74,13 +74,14 @@ class WizardApp(App):
         Binding("p", "pause", "Pause"),
         Binding("x", "abort", "Abort"),
         Binding("f", "auth_flow", "Auth flow"),
+        # Help and Quit before the pane toggles: at 80 columns the footer cuts its end, and ? leads to the rest
+        Binding("question_mark", "help", "Help"),
+        Binding("f1", "help", "Help", show=False),
+        Binding("q", "quit", "Quit"),
         Binding("l", "toggle_log", "Log"),
         Binding("e", "export", "Export"),
         Binding("c", "toggle_cluster", "Cluster", show=False),
         Binding("d", "toggle_dark", "Dark/light", show=False),
-        Binding("question_mark", "help", "Help"),
-        Binding("f1", "help", "Help", show=False),
-        Binding("q", "quit", "Quit"),
         # a binding that is shown disabled does not run: these, tried next for the same key, say why
         *(Binding(k, f"why_not('{action}')", show=False) for k, action in
           (("a", "apply"), ("n", "next"), ("o", "override"), ("t", "adopt"), ("p", "pause"), ("x", "abort"))),
@@ -181,6 +182,14 @@ class WizardApp(App):
                 self._audit_all()
             else:
                 self._startup()
+
+    def on_resize(self, event) -> None:
+        # below 110 columns the footer has no room for "^p palette": Help lists Ctrl+P instead
+        want = event.size.width >= 110
+        for footer in self.screen_stack[0].query(Footer):
+            if footer.show_command_palette != want:
+                footer.show_command_palette = want
+                footer.refresh(recompose=True)  # not a recomposing reactive in Textual's Footer
 
     def _start_watches(self) -> None:
         if self.api_factory is None:

@@ -104,3 +104,50 @@ async def test_the_auth_flow_scrolls_from_the_keyboard(wizard, settle):
         await pilot.press("escape")
         await pilot.pause(0.1)
         assert not isinstance(app.screen, AuthFlowScreen)
+
+
+async def test_at_80x24_help_and_quit_stay_in_the_footer_and_every_action_is_reachable(wizard, settle,
+                                                                                       screen_text):
+    app, sb = wizard()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        footer = screen_text(app).rstrip("\n").splitlines()[-1]
+        assert "? Help" in footer and "q Quit" in footer and "palette" not in footer, footer
+        # the buttons that do not fit (Re-check, Override) keep their keys, in the footer and in the help
+        assert "v Re-check" in footer and "o Override" in footer
+        await pilot.press("question_mark")
+        await pilot.pause(0.2)
+        listed = {name for _, rows in app.screen.groups for _, name, _ in rows}  # what the help pane scrolls
+        assert all(name in listed for name, _ in app.ACTIONS_HELP.values())
+        assert "Help — keys of the wizard" in screen_text(app)
+        assert ("Ctrl+P", "Command palette") in {r[:2] for _, rows in app.screen.groups for r in rows}
+        await pilot.press("escape")
+        await pilot.resize_terminal(120, 36)
+        await pilot.pause(0.3)
+        assert "palette" in screen_text(app).rstrip("\n").splitlines()[-1]
+
+
+async def test_proof_names_show_at_120_columns_and_letters_with_a_legend_at_80(screen_text):
+    from textual.app import App
+
+    from screens.widgets.rollout import RolloutView
+    from wizard.restart import PROOFS
+    from wizard.stages.base import Progress
+
+    class One(App):
+        def compose(self):
+            yield RolloutView(id="rollout-view")
+
+    got = {k: i < 2 for i, k in enumerate(PROOFS)}
+    for size, shows, hides in (((120, 20), ["Proofs", "✓start ✓unit ·beat ·event ·Ready ·ctrd"], ["subeRc"]),
+                               ((80, 20), ["subeRc", "✓✓····", "subeRc = start unit beat event Ready ctrd"],
+                                ["✓start"])):
+        app = One()
+        async with app.run_test(size=size) as pilot:
+            await pilot.pause(0.1)
+            view = app.query_one(RolloutView)
+            view.update_runs({"dellmini1": Progress("restart", "dellmini1: waiting for heartbeat", "dellmini1",
+                                                    "waiting", got, 0.0, 1.0)})
+            await pilot.pause(0.3)
+            text = screen_text(app)
+            assert all(s in text for s in shows) and not any(h in text for h in hides), (size, text)
