@@ -151,3 +151,13 @@ async def test_proof_names_show_at_120_columns_and_letters_with_a_legend_at_80(s
             await pilot.pause(0.3)
             text = screen_text(app)
             assert all(s in text for s in shows) and not any(h in text for h in hides), (size, text)
+
+
+async def test_an_advisory_warning_is_said_on_the_stage_and_names_the_safer_option(wizard, settle, screen_text):
+    app, sb = wizard(audit=True)  # the demo plan keeps the guide's registry.node_tls: skip_verify
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        await _view(pilot, "registries")
+        text = screen_text(app)
+        assert "! warning: nodes verify the registry's certificate — safer: registry.node_tls: ca" in text
+        assert "!1" in text  # counted on the Checks tab, beside ✓ and ✗
