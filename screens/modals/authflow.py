@@ -20,6 +20,10 @@ from wizard.stages.base import Check
 from ..widgets.keys import KeyScroll
 from .help import HELP_KEYS
 
+# the Verify stage's two pulls per node (wizard/stages/workloads.py): a pod's, through the kubelet with the pull
+# secret, and containerd's own (k3s crictl pull) with the registries.yaml the node loaded
+POD_PULL, NODE_PULL = ": pull-test pod pulls ", ": containerd on the node pulls "
+
 
 def vantage(check: Check) -> str:
     ev = check.evidence if isinstance(check.evidence, dict) else {}
@@ -27,7 +31,9 @@ def vantage(check: Check) -> str:
         return "this machine"
     if check.name.startswith("Kaniko"):
         return "a pod, as Kaniko sees it"
-    if ": pull " in check.name:
+    if POD_PULL in check.name:
+        return f"a pull-test pod on node {check.name.split(':', 1)[0]}"
+    if NODE_PULL in check.name:
         return f"node {check.name.split(':', 1)[0]} (containerd)"
     return "the cluster"
 
@@ -37,7 +43,7 @@ def flow_checks(checks: list[Check]) -> list[Check]:
     out = []
     for c in checks:
         ev = c.evidence if isinstance(c.evidence, dict) else {}
-        if ev.get("hops") or c.name.startswith("Kaniko") or ": pull " in c.name or "request" in ev:
+        if ev.get("hops") or c.name.startswith("Kaniko") or POD_PULL in c.name or "request" in ev:
             out.append(c)
     return out
 
