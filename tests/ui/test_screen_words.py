@@ -13,7 +13,7 @@ async def test_no_stage_overview_shows_an_internal_name(wizard, settle, screen_t
     async with app.run_test(size=(120, 36)) as pilot:
         await settle(pilot)
         s = app.session
-        for i, st in enumerate(s.states):
+        for st in s.states:
             for line in st.found or []:
                 assert not re.search(r"\b(Scan|WorkflowFile|NoneType|dict|list|tuple)\b", line), (st.title, line)
         workloads = next(st for st in s.states if st.key == "workloads")
