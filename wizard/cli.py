@@ -112,10 +112,15 @@ def sandbox_options(args: argparse.Namespace):
                    gitea_real=args.gitea == "real")
 
 
-def add_cluster_options(p: argparse.ArgumentParser, *, plan_required: bool = True) -> None:
+def add_cluster_options(p: argparse.ArgumentParser, *, plan_required: bool = True, fleet: bool = False) -> None:
     p.add_argument("--plan", required=plan_required, metavar="FILE", help="the migration plan (YAML)")
     p.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig (default: KUBECONFIG, then ~/.kube/config)")
-    p.add_argument("--context", help="kubeconfig context (default: the plan's cluster.context, else current)")
+    if fleet:  # audit: several contexts are a fleet audit (wizard/fleet.py)
+        p.add_argument("--context", action="append", default=[], metavar="NAME",
+                       help="kubeconfig context (default: the plan's cluster.context, else current); repeat it to "
+                       "audit several clusters at once into one report")
+    else:
+        p.add_argument("--context", help="kubeconfig context (default: the plan's cluster.context, else current)")
     p.add_argument("--token-file", metavar="FILE", help="file holding the Gitea token (mode 600); else GITEA_TOKEN")
     p.add_argument("--resolve", action="append", default=[], metavar="HOST:PORT:ADDR",
                    help="connect to ADDR for HOST:PORT, like curl --resolve (repeatable)")
@@ -169,6 +174,8 @@ EXIT_CODES = {
     "init": "0 written, 2 error",
     "rewrite": "0 nothing to change (or --write wrote it), 3 changes pending, 2 error",
     "export": "0 written, 2 error",
+    "rotate-token": "0 rotated and proven (the old token may be revoked), 1 a stage failed (the old token is still "
+                    "needed), 2 could not start, 130 interrupted",
     "demo": "0 quit, 130 quit while something was applied (the line printed says how to resume), "
             "non-zero for a bad option",
 }
@@ -203,8 +210,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="agents restarted at once (servers are always one at a time)")
     p.add_argument("--take-over-stale-lock", action="store_true",
                    help="take the cluster lock from a run that stopped renewing it")
-    p = sub.add_parser("audit", help="inspect and verify every stage without changing anything")
+    p = sub.add_parser("rotate-token", help="put a new Gitea token in every Secret and on every node, proven")
     add_cluster_options(p)
+    p.add_argument("--new-token-file", required=True, metavar="FILE",
+                   help="file holding the new Gitea token (mode 600); the old one is read from the push secret")
+    p.add_argument("--yes", action="store_true", help="confirm: every node's registries.yaml changes, k3s restarts")
+    p.add_argument("--node-timeout", type=_count("--node-timeout", 1), default=180, metavar="SECONDS",
+                   help="how long a restarting node may take to be proven back (default 180)")
+    p = sub.add_parser("audit", help="inspect and verify every stage without changing anything")
+    add_cluster_options(p, plan_required=False, fleet=True)
+    p.add_argument("--all-contexts", action="store_true",
+                   help="audit every context of the kubeconfig at once (a fleet audit)")
+    p.add_argument("--plan-dir", metavar="DIR", help="a fleet audit's plans: DIR/<context>.yaml for each context")
     p.add_argument("--format", choices=("text", "json", "markdown"), default=None,
                    help="headless report (default: the wizard in audit mode on a terminal, else text)")
     p.add_argument("--tui", action="store_true", help="open the wizard in audit mode (read-only)")
@@ -257,6 +274,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "sandbox":
         from wizard.sandbox.server import serve
         return serve(args.dir, sandbox_options(args))
+    if args.command == "audit":
+        fleet = args.all_contexts or len(args.context) > 1 or bool(args.plan_dir)
+        if fleet:
+            if args.tui:
+                parser.error("--tui audits one cluster: give one --context (a fleet audit is headless)")
+            from wizard.fleet import run_fleet
+            args.format = args.format or "text"
+            return run_fleet(args)
+        if not args.plan:
+            parser.error("audit: the following arguments are required: --plan (or --plan-dir for a fleet audit)")
+        args.context = args.context[0] if args.context else None
     if args.command == "audit" and (args.tui or (args.format is None and sys.stdout.isatty())):
         return _wizard(args, audit=True)
     if args.command == "audit" and args.format is None:
@@ -275,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
         return run_export(args)
     if args.command == "images":
         return args.run(args)
+    if args.command == "rotate-token":
+        from wizard.rotate import run_rotate
+        return run_rotate(args)
     if args.command == "demo":
         from screens.demo import run_demo
         return run_demo(args.dir, sandbox_options(args))

@@ -68,7 +68,7 @@ class Runner:
         self.run.record(event)
 
     def out(self, text: str) -> None:
-        self._out(mask(text, self.ctx.token))
+        self._out(mask(text, *self.ctx.secrets))
 
     def _progress(self, p: Progress) -> None:
         if p.node and p.phase:
@@ -156,7 +156,7 @@ class Runner:
             except ApiError as e:
                 if e.status != 422:
                     raise
-                return self._stop(head, Check("the API accepted the change", FAIL, mask(str(e), self.ctx.token),
+                return self._stop(head, Check("the API accepted the change", FAIL, mask(str(e), *self.ctx.secrets),
                                               f"the field cannot be changed in place: rename {e.target or 'the object'} "
                                               "in the plan, or delete it if it is the wizard's, then run again"),
                                   stage=st.key)
@@ -215,7 +215,7 @@ class Runner:
                 raise
             except Exception as e:  # noqa: BLE001 - one stage that cannot be checked must not hide the others
                 r.error = f"could not check: {type(e).__name__}: {e}"
-                r.checks = [Check("stage could be checked", FAIL, mask(r.error, self.ctx.token),
+                r.checks = [Check("stage could be checked", FAIL, mask(r.error, *self.ctx.secrets),
                                   "report this as a bug, with the audit output")]
                 self.could_not_check = True
             results.append(r)

@@ -164,7 +164,9 @@ def test_systemd_version_time_zone_and_server_start_up_are_applied(running):
 def test_gitea_preloaded_flag_decides_what_gitea_holds(running, flag, preloaded):
     proc, _, d = running(*flag)
     server = yaml.safe_load((d / "kubeconfig").read_text())["clusters"][0]["cluster"]["server"]
-    registries = httpx.get(f"{server}/_sandbox/state", verify=False, timeout=5).json()["registries"]
+    state_url = (d / "state-url").read_text().strip()  # the state's address, as every API mode writes it
+    assert state_url == f"{server}/_sandbox/state"
+    registries = httpx.get(state_url, verify=False, timeout=5).json()["registries"]
     names = ("github-workflow-agents", "gwa-orchestrator", "gwa-webhook")
     assert all(f"jaybrto/{n}:latest" in registries["ghcr"] for n in names)
     if preloaded:  # the same bytes as on GHCR: the same digests

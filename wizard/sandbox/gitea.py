@@ -63,6 +63,10 @@ class GiteaUser:
     can_push: set[str]  # org names the user may push to (and so pull from)
     can_pull: set[str] = field(default_factory=set)  # further orgs it may only pull from
     revoked: bool = False  # revoked/expired access token: Basic and issued JWTs → 401
+    more_tokens: set[str] = field(default_factory=set)  # further access tokens of the user (Gitea allows many)
+
+    def has_token(self, secret: str) -> bool:
+        return any(hmac.compare_digest(t, secret) for t in (self.token, *sorted(self.more_tokens)))
 
     def may(self, action: str, repo: str) -> bool:
         org = repo.split("/", 1)[0]
@@ -234,7 +238,7 @@ class Gitea:
             except ValueError:
                 return "bad", None
             user = self.users.get(name)
-            if user and not user.revoked and hmac.compare_digest(user.token, secret):
+            if user and not user.revoked and user.has_token(secret):
                 return "user", user
             return "bad", None
         return "none", None

@@ -244,6 +244,8 @@ class Sandbox:
         _write_private(self.dir / "ghcr-token", cl.ghcr_token + "\n")
         (self.dir / "ghcr-resolve").write_text("\n".join(self.ghcr_resolve_entries()) + "\n")
         (self.dir / "public-ca.crt").write_bytes(cl.public_root.cert_pem)
+        # where the state JSON is served: the contract both API modes keep (the embedded API serves it itself)
+        (self.dir / "state-url").write_text(f"{self.api_url}/_sandbox/state\n")
         self.plan.write_text(sandbox_plan(self))
 
 

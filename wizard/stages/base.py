@@ -181,6 +181,8 @@ class Context:
     dry_run: bool = False
     cache: dict = field(default_factory=dict)  # facts shared between stages in one run (nodes, IPs)
     stop: StopToken = field(default_factory=StopToken)  # Pause / Abort, from the UI (never set headless)
+    retired_secrets: tuple = ()  # secrets this run replaces (rotate-token's old token): masked like the token
+    node_backups: dict = field(default_factory=dict)  # node → the registries.yaml backup this run wrote there
 
     def say(self, stage: str, message: str, **kw) -> None:
         import time
@@ -188,7 +190,7 @@ class Context:
 
     @property
     def secrets(self) -> tuple:
-        return (self.token,)
+        return (self.token, *self.retired_secrets)
 
 
 class Stage:

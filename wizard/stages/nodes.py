@@ -191,11 +191,11 @@ class NodeRegistries(Stage):
             if bundle is not None and (ca := R.plan_ca(node, observed["facts"][node], bundle)) is not None:
                 changes.append(Change(f"node {node}:{R.CA_PATH}", "write",
                                       text_diff(ca.before if ca.had_file else None, ca.after,
-                                                f"{node}{R.CA_PATH}", ctx.token), ca))
+                                                f"{node}{R.CA_PATH}", *ctx.secrets), ca))
             if np is not None:
                 changes.append(Change(f"node {node}:{R.PATH}", "write",
                                       text_diff(np.before if np.had_file else None, np.after, f"{node}{R.PATH}",
-                                                ctx.token), np))
+                                                *ctx.secrets), np))
         if changes and (live := self._conflict(ctx)) is not None:  # the files travel in that Secret
             from .objects import conflict_change
             changes.insert(0, conflict_change(ctx, secret_ref(ctx), live))
@@ -221,6 +221,7 @@ class NodeRegistries(Stage):
         try:
             backup, ca_backup = R.backup_path(), R.ca_backup_path()
             by_node = {np.node: np for np in plans}
+            ctx.node_backups.update({n: backup for n, np in by_node.items() if np.had_file})
             built = {n: R.write_script(by_node.get(n), backup if n in by_node and by_node[n].had_file else None,
                                        secret=SECRET_NAME, ca=cas.get(n),
                                        ca_backup=ca_backup if n in cas and cas[n].had_file else None)

@@ -96,10 +96,10 @@ class ObjectStage(Stage):
             if O.conflict(have, ref, adopted(ctx)):
                 changes += self.additive(ctx, have, want) if key in skip else [conflict_change(ctx, ref, have)]
             elif have is None:
-                changes.append(Change(key, "create", object_diff(None, want, key, ctx.token), want))
+                changes.append(Change(key, "create", object_diff(None, want, key, *ctx.secrets), want))
             elif comparable(have, want) != want:
                 note = f"adopting it: {O.why(have)}" if not O.owned(have) else ""
-                changes.append(Change(key, "update", object_diff(comparable(have, want), want, key, ctx.token),
+                changes.append(Change(key, "update", object_diff(comparable(have, want), want, key, *ctx.secrets),
                                       want, note=note))
         return changes
 

@@ -1,0 +1,77 @@
+"""``ghcr2gitea rotate-token`` (issue 18 §2): the new token everywhere the migration put the old one, proven.
+
+On a migrated sandbox, with a second access token made for registry-user in Gitea: afterwards the old token
+is in no Secret and no node file (the rotation's own backups, which held it, are gone), every node restarted
+once more and proven, pulls verified — and neither token appears in any output.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+
+from helpers import run_cli, sandbox_state
+
+from wizard.cluster import Cluster
+from wizard.sandbox import cluster as C
+
+OLD = "old-canary-7d1e0c5b9a8f4e3d2c1b0a9f8e7d6c5b4a3f2e1d"
+NEW = "new-canary-1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b"
+
+
+def everything(sb) -> str:
+    """Every Secret's decoded data and every node file, as one text to scan."""
+    state = sandbox_state(sb)
+    texts = [body for node in state["nodes"].values() for body in node["files"].values() if isinstance(body, str)]
+    api = Cluster.connect(str(sb.kubeconfig))
+    try:
+        for s in api.list("Secret", None):
+            for v in (s.get("data") or {}).values():
+                texts.append(base64.b64decode(v).decode(errors="replace"))
+    finally:
+        api.close()
+    return "\n".join(texts)
+
+
+def test_rotate_token_replaces_the_old_one_everywhere_and_proves_it(make_sandbox, tmp_path):
+    sb = make_sandbox(servers=1, agents=1, gitea_token=OLD)
+    res = run_cli(sb, "apply", "--plan", str(sb.plan), "--yes", "--node-timeout", "20")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert OLD in everything(sb)
+    restarts = {n: len(v["restarts"]) for n, v in sandbox_state(sb)["nodes"].items()}
+    sb.cluster.gitea.users[C.USERNAME].more_tokens.add(NEW)  # made in Gitea (Settings → Applications)
+    new_file = tmp_path / "new-token"
+    new_file.write_text(NEW + "\n")
+    os.chmod(new_file, 0o600)
+    out = run_cli(sb, "rotate-token", "--plan", str(sb.plan), "--new-token-file", str(new_file), "--yes",
+                  "--node-timeout", "20")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "the old token can now be revoked" in out.stdout
+    for stream in (out.stdout, out.stderr, res.stdout, res.stderr):
+        assert OLD not in stream and NEW not in stream
+    world = everything(sb)
+    assert OLD not in world, "the old token is still in a Secret or a node file"
+    assert NEW in world
+    after = {n: len(v["restarts"]) for n, v in sandbox_state(sb)["nodes"].items()}
+    assert after == {n: k + 1 for n, k in restarts.items()}, (restarts, after)  # each once more, proven
+    for name in after:
+        assert f"{name}: restarted and proven" in out.stdout
+    # the old token may now go: the cluster works on the new one alone
+    sb.cluster.gitea.users[C.USERNAME].token = NEW
+    sb.cluster.gitea.users[C.USERNAME].more_tokens.clear()
+    audit = run_cli(sb, "audit", "--plan", str(sb.plan), "--format", "json", token=NEW)
+    assert audit.returncode == 0, json.dumps([s for s in json.loads(audit.stdout)["stages"] if s["status"] == "fail"])
+
+
+def test_rotate_token_refuses_the_token_in_use_and_a_readable_file(make_sandbox, tmp_path):
+    sb = make_sandbox(servers=1, agents=1, gitea_token=OLD)
+    assert run_cli(sb, "apply", "--plan", str(sb.plan), "--yes", "--node-timeout", "20").returncode == 0
+    same = tmp_path / "same"
+    same.write_text(OLD + "\n")
+    os.chmod(same, 0o600)
+    out = run_cli(sb, "rotate-token", "--plan", str(sb.plan), "--new-token-file", str(same), "--yes")
+    assert out.returncode == 2 and "already in use" in out.stderr and OLD not in out.stderr + out.stdout
+    os.chmod(same, 0o644)
+    out = run_cli(sb, "rotate-token", "--plan", str(sb.plan), "--new-token-file", str(same), "--yes")
+    assert out.returncode == 2 and "--new-token-file" in out.stderr and "chmod 600" in out.stderr

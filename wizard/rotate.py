@@ -1,0 +1,103 @@
+"""``ghcr2gitea rotate-token``: put a new Gitea token everywhere the migration put the old one, proven.
+
+The same stages as the migration, with the new token and nothing else: Credentials (the new token is
+accepted, may push and pull), Registry secrets (both Secrets), Node registries (every node's
+registries.yaml: merge, backup, read-back), Rolling restart (proven, node by node), Verify (pulls on
+every node with the new token). Only when all of that passed are the backups this rotation wrote on the
+nodes — the only files that still hold the old token — removed, and the operator told the old token can
+be revoked in Gitea. Neither token is ever printed: both are masked on every output.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from .authflow import secret_credentials
+from .credentials import CredentialError, Secret, load_token, mask
+from .engine import Runner
+from .kube import ClusterUnreachable
+from .lock import LockHeld, LockLost
+from .registries import PATH
+from .run import Run, connect, load_plan
+from .script import Script
+from .stages import BY_KEY
+from .stages.base import Context
+from .stages.nodes import node_exec
+
+STAGES = tuple(BY_KEY[k] for k in ("credentials", "secrets", "registries", "restart", "verify"))
+
+
+def _err(msg: str) -> int:
+    print(f"ghcr2gitea: {msg}", file=sys.stderr, flush=True)
+    return 2
+
+
+def remove_backups_script(backup: str) -> Script:
+    """Remove the backup this rotation wrote (it holds the old token), and nothing else."""
+    if not backup.startswith(PATH + ".bak-"):
+        raise ValueError(f"not a registries.yaml backup: {backup}")
+    return Script(strict=True).add("rm -f {bak}", bak=backup).add("echo removed")
+
+
+def run_rotate(args) -> int:
+    from . import plan as plan_mod
+    try:
+        plan = load_plan(args.plan, tuple(args.resolve or ()))
+    except plan_mod.PlanError as e:
+        for line in e.problems:
+            _err(line)
+        return 2
+    try:
+        new = load_token(args.new_token_file, prompt=False)
+    except CredentialError as e:
+        return _err(str(e).replace("--token-file", "--new-token-file", 1))
+    try:
+        cluster = connect(plan, kubeconfig=args.kubeconfig, context=args.context, on_retry=lambda m: None,
+                          patience=args.api_patience, request_timeout=args.api_timeout)
+    except ClusterUnreachable as e:
+        return _err(str(e))
+    old: Secret | None = None
+    try:
+        held = secret_credentials(cluster, plan).get("push-secret")
+        old = held[1] if held else None
+        if old is None:
+            return _err(f"the push secret {plan.secrets_namespace}/{plan.push_secret} holds no token for "
+                        f"{plan.internal_service}: migrate first (ghcr2gitea apply), then rotate")
+        if old == new:
+            return _err("--new-token-file holds the token already in use: create a new token in Gitea "
+                        "(Settings → Applications) and pass that one")
+        if not args.yes:
+            return _err("rotate-token changes every node and restarts k3s on each: pass --yes to confirm")
+        ctx = Context(plan=plan, cluster=cluster, token=new, retired_secrets=(old,),
+                      node_timeout=float(args.node_timeout))
+        run = Run(ctx, STAGES)
+        runner = Runner(ctx, lambda text: print(text, flush=True), STAGES, run=run)
+        try:
+            try:
+                run.begin()
+            except LockHeld as e:
+                return _err(str(e))
+            code = runner.apply()
+            if code != 0:
+                return code
+            if ctx.node_backups:
+                results = node_exec(ctx).run_many({n: remove_backups_script(b) for n, b in ctx.node_backups.items()},
+                                                  stage="registries", purpose="exec", timeout=ctx.node_timeout)
+                left = sorted(n for n, r in results.items() if "removed" not in (r.output or ""))
+                if left:
+                    return _err(f"the backups on {', '.join(left)} ({sorted(set(ctx.node_backups.values()))[0]}) "
+                                "still hold the old token: remove them by hand before revoking it")
+            print("the new token is in every Secret and on every node, and pulls with it are proven: the old token "
+                  "can now be revoked in Gitea (Settings → Applications)", flush=True)
+            return 0
+        finally:
+            run.close()
+    except (ClusterUnreachable, LockLost) as e:
+        return _err(mask(str(e), new, old))
+    except KeyboardInterrupt:
+        _err("interrupted; run the same command again to finish the rotation")
+        return 130
+    except Exception as e:  # noqa: BLE001 - never a traceback (it could carry a token)
+        return _err(mask(f"internal error: {type(e).__name__}: {e}; run the same command again", new, old))
+    finally:
+        cluster.close()
