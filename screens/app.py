@@ -35,6 +35,7 @@ from .modals.report import ReportScreen
 from .modals.resume import ResumeScreen
 from .widgets.checks import ChecksView
 from .widgets.cluster_panel import ClusterPanel
+from .widgets.keys import KeyLog
 from .widgets.rollout import RolloutView
 from .widgets.stage_list import StageList
 from .widgets.stage_view import StageView
@@ -73,13 +74,14 @@ class WizardApp(App):
         Binding("p", "pause", "Pause"),
         Binding("x", "abort", "Abort"),
         Binding("f", "auth_flow", "Auth flow"),
+        # Help and Quit before the pane toggles: at 80 columns the footer cuts its end, and ? leads to the rest
+        Binding("question_mark", "help", "Help"),
+        Binding("f1", "help", "Help", show=False),
+        Binding("q", "quit", "Quit"),
         Binding("l", "toggle_log", "Log"),
         Binding("e", "export", "Export"),
         Binding("c", "toggle_cluster", "Cluster", show=False),
         Binding("d", "toggle_dark", "Dark/light", show=False),
-        Binding("question_mark", "help", "Help"),
-        Binding("f1", "help", "Help", show=False),
-        Binding("q", "quit", "Quit"),
         # a binding that is shown disabled does not run: these, tried next for the same key, say why
         *(Binding(k, f"why_not('{action}')", show=False) for k, action in
           (("a", "apply"), ("n", "next"), ("o", "override"), ("t", "adopt"), ("p", "pause"), ("x", "abort"))),
@@ -155,7 +157,7 @@ class WizardApp(App):
                 else:
                     yield Static(self.problem or NO_PLAN, id="no-plan")
                 yield ClusterPanel(id="cluster")
-        yield RichLog(id="log", max_lines=5000, wrap=True, markup=False)
+        yield KeyLog(id="log", max_lines=5000, wrap=True, markup=False)
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
@@ -180,6 +182,14 @@ class WizardApp(App):
                 self._audit_all()
             else:
                 self._startup()
+
+    def on_resize(self, event) -> None:
+        # below 110 columns the footer has no room for "^p palette": Help lists Ctrl+P instead
+        want = event.size.width >= 110
+        for footer in self.screen_stack[0].query(Footer):
+            if footer.show_command_palette != want:
+                footer.show_command_palette = want
+                footer.refresh(recompose=True)  # not a recomposing reactive in Textual's Footer
 
     def _start_watches(self) -> None:
         if self.api_factory is None:
@@ -596,7 +606,10 @@ class WizardApp(App):
                       ("Ctrl+P", "Command palette", "Every action by name, with what it does"),
                       ("Esc", "Close", "Close this help, and any dialog"),
                       ("Tab", "Focus", "Move between the stage list, the tabs, the tables and the buttons"),
-                      ("↑ ↓ PgUp PgDn", "Scroll", "Move in lists and tables; scroll text")]
+                      ("↑ ↓ j k", "Move, scroll", "Move in lists and tables; scroll the focused text (diffs, "
+                       "check details, the log, the auth flow)"),
+                      ("PgUp PgDn", "Page", "A page up or down"),
+                      ("Home End", "Top, bottom", "To the first or last line")]
         if screen is not self.screen_stack[0]:
             rows = []
             for b in screen.BINDINGS:

@@ -41,11 +41,26 @@ def api_client(kubeconfig: str | None = None, context: str | None = None) -> cli
     try:
         return config.new_client_from_config(config_file=path, context=context, persist_config=False)
     except config.ConfigException as e:
+        names = _context_names(path)
+        if context and names is not None and context not in names:
+            have = f"its contexts: {', '.join(names)}" if names else "it has no contexts"
+            raise ClusterUnreachable(f"context {context!r} is not in kubeconfig {path} ({have}); pass --context "
+                                     "with one of them") from None
         where = f"context {context!r}" if context else f"kubeconfig {path}"
         raise ClusterUnreachable(f"{where}: {e}; check `kubectl config get-contexts`") from None
     except (ValueError, TypeError, KeyError, AttributeError, OSError) as e:  # malformed entries deep inside
         raise ClusterUnreachable(f"kubeconfig {path}: not a usable kubeconfig ({type(e).__name__}: "
                                  f"{str(e)[:120]}); check it with `kubectl config view`") from None
+
+
+def _context_names(path: str) -> list[str] | None:
+    """The names of the kubeconfig's contexts (to say which there are), or None when it cannot tell."""
+    import yaml
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+        return [str(c["name"]) for c in data.get("contexts") or [] if isinstance(c, dict) and "name" in c]
+    except Exception:  # noqa: BLE001 - only a better message depends on it; the loader said what is wrong
+        return None
 
 
 def _readable_kubeconfig(path: str) -> None:

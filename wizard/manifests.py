@@ -93,8 +93,9 @@ class Rewrite:
         """Unified diff of the file (line endings shown as lines, whatever they are)."""
         name = label or self.path
         before, after = mask_yaml_text(self.before), mask_yaml_text(self.after)  # a repo's Secret manifests too
-        return "\n".join(difflib.unified_diff(before.splitlines(), after.splitlines(),
-                                              f"a/{name}", f"b/{name}", lineterm=""))
+        # git's a/ b/ prefixes are for paths relative to a tree; an absolute path reads as itself (no 'a//tmp')
+        old, new = (name, name) if name.startswith("/") else (f"a/{name}", f"b/{name}")
+        return "\n".join(difflib.unified_diff(before.splitlines(), after.splitlines(), old, new, lineterm=""))
 
     def notes_text(self, label: str | None = None) -> list[str]:
         name = label or self.path

@@ -179,19 +179,44 @@ def _docker_config(raw: str) -> dict | None:
     return {"auths": shown}
 
 
+_PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----\r?\n[A-Za-z0-9+/=\r\n]*?-----END \1-----")
+
+
+def public_certificates(raw: str) -> list[dict] | None:
+    """The certificates of a text that holds PEM certificates and nothing else, each as subject, SANs, issuer,
+    expiry and fingerprint (tlsinfo.CertInfo) — or None (anything else in it, a key above all, is not public)."""
+    blocks = list(_PEM_BLOCK.finditer(raw))
+    if not blocks or any(b.group(1) != "CERTIFICATE" for b in blocks) or _PEM_BLOCK.sub("", raw).strip():
+        return None
+    # imported here: masking is imported by everything, tlsinfo brings the network stack
+    from .tlsinfo import cert_info
+    try:
+        return [cert_info(b.group(0).encode()).to_dict() for b in blocks]
+    except ValueError:
+        return None
+
+
 def mask_secret_value(key: str, value, *, encoded: bool):
-    """A Secret's data/stringData value for display."""
+    """A Secret's data/stringData value for display: a public certificate (``tls.crt``, ``ca.crt``) as what it
+    says (subject, SANs, expiry, fingerprint), a docker config as its hosts, anything else fingerprinted."""
+    if isinstance(value, str) and key.lower().endswith((".crt", ".pem", ".cert")):
+        raw = _decoded(value) if encoded else value
+        certs = public_certificates(raw) if raw is not None else None
+        if certs is not None:
+            return {"certificate": certs[0]} if len(certs) == 1 else {"certificates": certs}
     if key in _DOCKER_KEYS and isinstance(value, str):
-        raw = value
-        if encoded:
-            try:
-                raw = base64.b64decode(value, validate=True).decode()
-            except (binascii.Error, ValueError):
-                raw = None
+        raw = _decoded(value) if encoded else value
         shown = _docker_config(raw) if raw is not None else None
         if shown is not None:
             return shown
     return fingerprint(value)
+
+
+def _decoded(value: str) -> str | None:
+    try:
+        return base64.b64decode(value, validate=True).decode()
+    except (binascii.Error, ValueError):
+        return None
 
 
 def mask_tree(value, key: str = ""):

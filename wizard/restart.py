@@ -163,7 +163,9 @@ class RollingRestart:
             f = facts.get(n.name)
             unit = (f.unit if f and f.unit else None) or ("k3s" if n.role == "server" else "k3s-agent")
             self.runs[n.name] = NodeRun(n.name, n.role, unit, reason=(f.restart_reason(self.plan) if f else "") or "")
-            self._emit(self.runs[n.name], f"{n.name}: queued ({self.runs[n.name].reason})")
+            # the reason has its own parentheses ("… (k3s has not loaded them)"): after a colon, not inside more
+            reason = self.runs[n.name].reason
+            self._emit(self.runs[n.name], f"{n.name}: queued" + (f": {reason}" if reason else ""))
         servers = [n for n in order if n.role == "server"]
         agents = [n for n in order if n.role != "server"]
         for n in servers:

@@ -717,6 +717,18 @@ def describe_observed(observed: dict, ctx: Context) -> list[str]:
                 lines.append("no workloads in the plan's namespace")
         elif key.endswith("_name"):
             continue
+        elif key == "manifests" and hasattr(value, "rewrites"):  # a manifests.Scan: said in files, not its type
+            if not value.rewrites and not value.errors:
+                lines.append("manifest files: none in the plan (manifests.paths)")
+            else:
+                lines.append(f"manifest files: {len(value.rewrites)} read, {len(value.changed)} to rewrite"
+                             + (f", {len(value.errors)} unreadable" if value.errors else ""))
+        elif key == "workflow" and hasattr(value, "existing"):  # a workloads.WorkflowFile
+            lines.append(f"CI workflow {value.path}: " + ("absent, to be written" if value.existing is None else
+                                                          "present" + (", to be updated" if value.existing !=
+                                                                       value.text else ", up to date")))
+        elif key == "workflow" and value is None:
+            lines.append("CI workflow: no ci.repo_dir in the plan, so none is written")
         elif isinstance(value, dict) and "metadata" in value:
             md = value["metadata"]
             label = observed.get(f"{key}_name") or f"{md.get('namespace', '')}/{md.get('name', '')}".strip("/")
@@ -728,6 +740,6 @@ def describe_observed(observed: dict, ctx: Context) -> list[str]:
             lines.append(f"{key.replace('_', ' ')}: {value}")
         elif isinstance(value, (list, tuple)):
             lines.append(f"{key.replace('_', ' ')}: {len(value)} item(s)")
-        else:
-            lines.append(f"{key.replace('_', ' ')}: {type(value).__name__}")
+        else:  # never a Python type name on the screen
+            lines.append(f"{key.replace('_', ' ')}: inspected")
     return lines or ["nothing to inspect: this stage only checks"]

@@ -24,6 +24,7 @@ from . import script as S
 from .authflow import CA_BUNDLE, ca_bundle_script
 from .manifests import plan_image
 from .plan import Image, Plan
+from .yamlsafe import BlockDumper
 
 KANIKO_IMAGE = "gcr.io/kaniko-project/executor:latest"
 RESTARTABLE = ("StatefulSet", "Deployment")  # what the runner's Role may patch (rollout restart)
@@ -314,19 +315,6 @@ def _deploy_job(plan: Plan, ids: dict[Image, str], rollouts: dict[str, list[Roll
         "runs-on": "self-hosted",
         "steps": [{"name": "Restart updated workloads", "shell": "bash", "run": "\n".join(lines) + "\n"}],
     }
-
-
-class BlockDumper(yaml.SafeDumper):
-    """Multi-line strings (scripts, configs) as literal blocks (|), everything else as PyYAML would."""
-
-
-def _str(dumper: yaml.SafeDumper, data: str):
-    if "\n" in data:
-        return dumper.represent_scalar("tag:yaml.org,2002:str", data, style="|")
-    return dumper.represent_scalar("tag:yaml.org,2002:str", data)
-
-
-BlockDumper.add_representer(str, _str)
 
 
 # ------------------------------------------------------------------ inputs from the cluster

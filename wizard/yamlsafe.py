@@ -14,6 +14,9 @@ level (10000 ``[`` end in a RecursionError). This loader refuses all three, and 
 - more than ``MAX_BYTES`` bytes.
 
 It is pure PyYAML (``SafeLoader``), so every refusal comes before anything is expanded.
+
+``BlockDumper`` is the one way the wizard writes YAML people read (workflows, exports, diffs): a
+multi-line string (a script, an nginx config, a PEM certificate) as a literal block, as its file reads.
 """
 
 from __future__ import annotations
@@ -133,3 +136,23 @@ def describe_error(e: yaml.YAMLError, text: str | None = None) -> str:
     mark = getattr(e, "problem_mark", None)
     problem = " ".join(str(getattr(e, "problem", None) or e).split())
     return f"not valid YAML at {_where(mark)}: {problem}"
+
+
+class BlockDumper(yaml.SafeDumper):
+    """Multi-line strings (scripts, configs, certificates) as literal blocks (|), everything else as PyYAML
+    would. (PyYAML itself falls back to a quoted scalar for text a literal block cannot hold: trailing spaces,
+    control characters.)"""
+
+
+def _block_str(dumper: yaml.SafeDumper, data: str):
+    if "\n" in data:
+        return dumper.represent_scalar("tag:yaml.org,2002:str", data, style="|")
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data)
+
+
+BlockDumper.add_representer(str, _block_str)
+
+
+def dump_block(obj, **kw) -> str:
+    """``obj`` as YAML for reading (``BlockDumper``); keyword arguments as ``yaml.dump``'s."""
+    return yaml.dump(obj, Dumper=BlockDumper, **kw)

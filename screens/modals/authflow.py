@@ -11,13 +11,18 @@ from __future__ import annotations
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical, VerticalScroll
+from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from wizard.stages.base import Check
 
+from ..widgets.keys import KeyScroll
 from .help import HELP_KEYS
+
+# the Verify stage's two pulls per node (wizard/stages/workloads.py): a pod's, through the kubelet with the pull
+# secret, and containerd's own (k3s crictl pull) with the registries.yaml the node loaded
+POD_PULL, NODE_PULL = ": pull-test pod pulls ", ": containerd on the node pulls "
 
 
 def vantage(check: Check) -> str:
@@ -26,7 +31,9 @@ def vantage(check: Check) -> str:
         return "this machine"
     if check.name.startswith("Kaniko"):
         return "a pod, as Kaniko sees it"
-    if ": pull " in check.name:
+    if POD_PULL in check.name:
+        return f"a pull-test pod on node {check.name.split(':', 1)[0]}"
+    if NODE_PULL in check.name:
         return f"node {check.name.split(':', 1)[0]} (containerd)"
     return "the cluster"
 
@@ -36,7 +43,7 @@ def flow_checks(checks: list[Check]) -> list[Check]:
     out = []
     for c in checks:
         ev = c.evidence if isinstance(c.evidence, dict) else {}
-        if ev.get("hops") or c.name.startswith("Kaniko") or ": pull " in c.name or "request" in ev:
+        if ev.get("hops") or c.name.startswith("Kaniko") or POD_PULL in c.name or "request" in ev:
             out.append(c)
     return out
 
@@ -99,11 +106,14 @@ class AuthFlowScreen(ModalScreen[None]):
         with Vertical(id="flow-box") as box:
             box.border_title = f"Auth flow — {self.stage_title}"
             box.border_subtitle = "esc to close"
-            with VerticalScroll(id="flow-scroll"):
+            with KeyScroll(id="flow-scroll"):
                 if not self.checks:
                     yield Static("This stage's checks do not walk the token flow.", classes="flow")
                 for c in self.checks:
                     yield Static(render_flow(c, self.shown), classes="flow -fail" if c.status == "fail" else "flow")
+
+    def on_mount(self) -> None:
+        self.query_one("#flow-scroll").focus()  # the keys scroll at once (arrows, PageUp/PageDown, Home/End, j/k)
 
     def action_close(self) -> None:
         self.dismiss(None)

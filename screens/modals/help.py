@@ -6,9 +6,11 @@ from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical, VerticalScroll
+from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Static
+
+from ..widgets.keys import KeyScroll
 
 # every dialog carries these: a modal screen hides the app's own bindings
 HELP_KEYS = [Binding("question_mark", "app.help", "Help", show=False),
@@ -38,7 +40,7 @@ class HelpScreen(ModalScreen[None]):
         with Vertical(id="help-box") as box:
             box.border_title = f"Help — keys of {self.title_text}"
             box.border_subtitle = "Esc closes · ? or F1 opens this from anywhere"
-            with VerticalScroll(id="help-scroll"):
+            with KeyScroll(id="help-scroll"):
                 for heading, rows in self.groups:
                     table = Table(box=None, show_header=False, pad_edge=False, expand=True, padding=(0, 2, 0, 0))
                     table.add_column("key", style="bold cyan", no_wrap=True, width=13)

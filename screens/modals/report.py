@@ -5,12 +5,13 @@ from __future__ import annotations
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Vertical, VerticalScroll
+from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from wizard.session import Session
 
+from ..widgets.keys import KeyScroll
 from .help import HELP_KEYS
 
 MARK = {"pass": ("✓", "green"), "fail": ("✗", "bold red"), "warn": ("!", "yellow"), "skip": ("-", "dim")}
@@ -52,8 +53,11 @@ class ReportScreen(ModalScreen[None]):
         with Vertical(id="report-box") as box:
             box.border_title = self.title_text
             box.border_subtitle = "e export · esc close · q quit"
-            with VerticalScroll():
+            with KeyScroll(id="report-scroll"):
                 yield Static(report_text(self.session), id="report-text")
+
+    def on_mount(self) -> None:
+        self.query_one("#report-scroll").focus()  # the keys scroll at once (arrows, PageUp/PageDown, Home/End, j/k)
 
     def action_close(self) -> None:
         self.dismiss(None)

@@ -9,11 +9,13 @@ import yaml
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
-from textual.containers import Vertical, VerticalScroll
+from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
 from wizard.stages.base import Check
+
+from .keys import KeyScroll, KeyTable
 
 STATUS = {"pass": Text("✓ pass", "bold green"), "fail": Text("✗ FAIL", "bold red"),
           "warn": Text("! warn", "bold yellow"), "skip": Text("- skip", "dim"),
@@ -38,6 +40,19 @@ def evidence_text(evidence, shown: Callable[[str], str]) -> str:
     return shown("\n".join(lines))
 
 
+def clip(text: str, width: int) -> str:
+    """``text`` in ``width`` cells, cut at a word boundary with '…' (the detail pane below has it whole)."""
+    if len(text) <= width:
+        return text
+    cut = text[:max(1, width - 1)]
+    if " " in cut[width // 2:]:
+        cut = cut[:cut.rfind(" ")]
+    return cut.rstrip(" ,:;—-") + "…"
+
+
+STATUS_WIDTH = 12  # "⚠ overridden": never wrapped, never cut
+
+
 class ChecksView(Vertical):
     """A table of checks and, below it, the highlighted check's cause, fix and evidence."""
 
@@ -52,16 +67,30 @@ class ChecksView(Vertical):
         self.overridden: set[str] = set()
 
     def compose(self) -> ComposeResult:
-        yield DataTable(id="checks", cursor_type="row")
-        with VerticalScroll(id="check-detail-scroll"):
+        yield KeyTable(id="checks", cursor_type="row")
+        with KeyScroll(id="check-detail-scroll"):
             yield Static("", id="check-detail")
+
+    def _widths(self) -> tuple[int, int]:
+        """(Check, Cause) column widths that fit the pane: no column squeezed, no sideways scrolling that cuts
+        the Cause mid-word; what does not fit ends in '…' and the detail pane shows it whole."""
+        width = self.size.width or max(40, self.app.size.width - 32)
+        avail = max(30, width - STATUS_WIDTH - 3 * 2 - 2)  # each column pads a cell each side; the scrollbar
+        names = max((len(self.shown(c.name)) for c in self.checks), default=10)
+        name = min(names, max(20, avail * 11 // 20))
+        return name, max(10, avail - name)
 
     def _columns(self, table: DataTable) -> None:
         # rebuilt with the rows, so widths follow what is shown now, not what was shown before
         table.clear(columns=True)
-        table.add_column("Status", key="status", width=12)
-        table.add_column("Check", key="name")
-        table.add_column("Cause", key="cause")
+        name, cause = self._widths()
+        table.add_column("Status", key="status", width=STATUS_WIDTH)
+        table.add_column("Check", key="name", width=name)
+        table.add_column("Cause", key="cause", width=cause)
+
+    def on_resize(self) -> None:
+        if self.checks:
+            self.show(self.checks, overridden=self.overridden)
 
     def on_mount(self) -> None:
         self._columns(self.query_one("#checks", DataTable))
@@ -85,10 +114,11 @@ class ChecksView(Vertical):
             self.query_one("#check-detail", Static).update(
                 "" if state == "verifying" else "Apply the changes first, or press v to check now.")
             return
+        name_w, cause_w = self._widths()
         for i, c in enumerate(self.checks):
             status = "overridden" if c.name in self.overridden and c.status == "fail" else c.status
-            cause = self.shown(c.cause or "")
-            table.add_row(STATUS.get(status, Text(status)), self.shown(c.name),
+            cause = clip(" ".join(self.shown(c.cause or "").split()), cause_w)
+            table.add_row(STATUS.get(status, Text(status)), clip(self.shown(c.name), name_w),
                           Text(cause, "red" if c.status == "fail" else ""), key=str(i))
         table.move_cursor(row=min(keep, len(self.checks) - 1))
         self._detail(self.highlighted)

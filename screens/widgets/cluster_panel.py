@@ -16,6 +16,7 @@ from wizard.kube import NodeInfo
 from wizard.watches import WizardPod
 
 from ..coalesce import Coalescer
+from .keys import KeyTable
 
 READY_TEXT = {"True": Text("Ready", "green"), "False": Text("NotReady", "bold red"),
               "Unknown": Text("Unknown", "yellow")}
@@ -51,7 +52,7 @@ class ClusterPanel(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Static(self.connection, id="cluster-summary")
-        yield DataTable(id="nodes", cursor_type="row", zebra_stripes=False)
+        yield KeyTable(id="nodes", cursor_type="row", zebra_stripes=False)
 
     def on_mount(self) -> None:
         table = self.query_one("#nodes", DataTable)

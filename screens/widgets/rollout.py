@@ -12,8 +12,9 @@ import time
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
-from textual.containers import Vertical, VerticalScroll
+from textual.containers import Vertical
 from textual.widgets import DataTable, Static
+from textual.widgets.data_table import ColumnKey
 
 from wizard.kube import NodeInfo
 from wizard.proofs import PROOFS as RESTART_PROOFS
@@ -21,6 +22,7 @@ from wizard.restart import PROOFS
 from wizard.stages.base import Progress
 
 from .cluster_panel import servers_up
+from .keys import KeyScroll, KeyTable
 
 SHORT = {"restart started": "start", **{p.name: p.short for p in RESTART_PROOFS}}  # the proofs' own ticks
 PHASE_STYLE = {"queued": "dim", "restarting": "bold cyan", "waiting": "cyan", "done": "bold green",
@@ -42,8 +44,18 @@ def progress_bar(proofs: dict | None, phase: str) -> Text:
     return Text("█" * full, style) + Text("░" * (BAR - full), "dim")
 
 
+def proof_letters() -> str:
+    """The compact Proofs column's header: each proof's initial right above its tick (s u b e R c)."""
+    return "".join(SHORT[name][0] for name in PROOFS)
+
+
+def proof_legend() -> str:
+    """What the compact header's letters stand for, in order: 'start unit beat event Ready ctrd'."""
+    return " ".join(SHORT[name] for name in PROOFS)
+
+
 def proof_ticks(proofs: dict | None, compact: bool = False) -> Text:
-    """✓start ✓unit ·beat … (compact: ✓✓·…, in PROOFS order, for narrow screens)."""
+    """✓start ✓unit ·beat … (compact: ✓✓·…, in PROOFS order, under the header's letters, for narrow screens)."""
     out = Text()
     for name in PROOFS:
         ok = bool((proofs or {}).get(name))
@@ -81,14 +93,15 @@ class RolloutView(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Static("", id="guards")
-        yield DataTable(id="rollout", cursor_type="row")
-        with VerticalScroll(id="rollout-detail-scroll"):
+        yield KeyTable(id="rollout", cursor_type="row")
+        with KeyScroll(id="rollout-detail-scroll"):
             yield Static("Apply starts the rollout: servers one at a time, then agents.", id="rollout-detail")
 
     def on_mount(self) -> None:
         table = self.query_one("#rollout", DataTable)
+        self._compact = self.compact
         for key, label in (("node", "Node"), ("phase", "Phase"), ("elapsed", "Elapsed"), ("bar", "Progress"),
-                           ("proofs", "Proofs")):
+                           ("proofs", self._proofs_label())):
             table.add_column(label, key=key)
         table.add_column("Now", key="now")
         self.set_interval(1.0, self._tick)  # Elapsed moves every second while a node restarts
@@ -120,15 +133,24 @@ class RolloutView(Vertical):
     def compact(self) -> bool:
         return 0 < self.size.width < 90 or (self.size.width == 0 and self.app.size.width < 110)
 
+    def _proofs_label(self) -> str:
+        # full names fit at 120 columns; at 80 one letter per tick, spelled out in the detail pane below
+        return proof_letters() if self._compact else "Proofs"
+
     def update_runs(self, events: dict[str, Progress]) -> None:
         table = self.query_one("#rollout", DataTable)
+        if self.compact != self._compact:  # resized across the breakpoint: the header follows the ticks
+            self._compact = self.compact
+            table.columns[ColumnKey("proofs")].label = Text(self._proofs_label())
+            for node in self.order:
+                table.update_cell(node, "proofs", proof_ticks(self.runs[node].proofs, compact=self._compact))
         for node, p in events.items():
             self.runs[node] = p
             self.seen[node] = self.clock()
             moving = p.phase in MOVING
             cells = (node, Text(p.phase or "", PHASE_STYLE.get(p.phase or "", "")),
                      f"{p.elapsed:.1f} s" if p.elapsed or moving else "—", progress_bar(p.proofs, p.phase or ""),
-                     proof_ticks(p.proofs, compact=self.compact),
+                     proof_ticks(p.proofs, compact=self._compact),
                      Text(now_text(node, p.message) if moving or p.phase == "failed" else "",
                           "red" if p.phase == "failed" else "cyan"))
             if node in table.rows:
@@ -168,4 +190,6 @@ class RolloutView(Vertical):
         out.append("\nnot proven: ", "bold")
         out.append(", ".join(k for k in PROOFS if not proofs.get(k)) or "nothing",
                    "bold red" if p.phase == "failed" else "dim")
+        if self._compact:  # the legend first: the pane is short at 80×24
+            out = Text(f"{proof_letters()} = {proof_legend()}\n", "dim") + out
         self.query_one("#rollout-detail", Static).update(out)

@@ -7,12 +7,13 @@ from collections.abc import Callable
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Label, Static, TabbedContent, TabPane
 
 from wizard.session import Session
 
 from .checks import ChecksView
+from .keys import KeyScroll
 from .rollout import RolloutView
 
 
@@ -33,6 +34,16 @@ def diff_text(diff: str) -> Text:
     return out
 
 
+def warning_line(warns: list) -> str:
+    """'warning: <check> — safer: <option>' for the stage's advisory checks (the safer option is the check's own
+    evidence, e.g. registry.node_tls: ca)."""
+    parts = []
+    for c in warns:
+        safer = c.evidence.get("safer") if isinstance(c.evidence, dict) else None
+        parts.append(c.name + (f" — safer: {safer}" if safer else ""))
+    return ("warning: " if len(parts) == 1 else f"{len(parts)} warnings: ") + "; ".join(parts) + " (see Checks)"
+
+
 ACTION = {"create": "bold green", "update": "bold yellow", "write": "bold yellow", "restart": "bold cyan",
           "delete": "bold red", "conflict": "bold red"}
 
@@ -50,10 +61,10 @@ class StageView(Vertical):
     def compose(self) -> ComposeResult:
         yield Static("", id="stage-head")
         with TabbedContent(id="tabs", initial="tab-overview"):
-            with TabPane("Overview", id="tab-overview"), VerticalScroll():
+            with TabPane("Overview", id="tab-overview"), KeyScroll(id="overview-scroll"):
                 yield Static("", id="about")
                 yield Static("", id="found")
-            with TabPane("Changes", id="tab-changes"), VerticalScroll():
+            with TabPane("Changes", id="tab-changes"), KeyScroll(id="changes-scroll"):
                 yield Static("", id="changes")
             with TabPane("Rollout", id="tab-rollout"):
                 yield RolloutView(id="rollout-view")
@@ -98,6 +109,10 @@ class StageView(Vertical):
             head.append("\n⚠ overridden: " + self.shown(", ".join(o.check for o in over)), "bold magenta")
             if st.changes and not st.applied:
                 head.append(f" — its {len(st.changes)} change(s) are still to be applied", "magenta")
+        # advisories (status warn) never close Next, so they are said here, where they cannot be missed
+        warns = [c for c in st.checks or [] if c.status == "warn"]
+        if warns:
+            head.append("\n! " + self.shown(warning_line(warns)), "bold yellow")
         if state == "paused":
             head.append("\n‖ " + session.paused_line(i), "bold yellow")
         elif state == "failed":
@@ -138,6 +153,10 @@ class StageView(Vertical):
                     changes.append(diff_text(self.shown(ch.diff)))
                 changes.append("\n")
         self.query_one("#changes", Static).update(changes)
+        if entering or self._seen.get(i, (False,))[0] != (st.changes is not None):
+            # another stage, or a new plan: its diff from the top, not the last one's scroll offset
+            for pane in ("#changes-scroll", "#overview-scroll"):
+                self.query_one(pane, KeyScroll).scroll_home(animate=False, immediate=True)
 
         tabs = self.query_one(TabbedContent)
         if st.view == "rollout":
@@ -153,9 +172,10 @@ class StageView(Vertical):
                                         overridden=overridden, state=st.busy)
         fails = sum(c.status == "fail" for c in checks)
         passes = sum(c.status == "pass" for c in checks)
+        warns = sum(c.status == "warn" for c in checks)
         label = "Checks"
         if checks:
-            label = f"Checks ✓{passes}" + (f" ✗{fails}" if fails else "")
+            label = f"Checks ✓{passes}" + (f" ✗{fails}" if fails else "") + (f" !{warns}" if warns else "")
         tabs.get_tab("tab-checks").label = label
         # follow the stage: to the changes once planned, to the checks once verified
         before = self._seen.get(i, (False, False, None))
@@ -202,7 +222,9 @@ class StageView(Vertical):
         elif not current:
             gate.update(Text("locked", "dim"))
         elif ok:
-            gate.update(Text("all gating checks pass", "bold green"))
+            warns = sum(c.status == "warn" for c in st.checks or [])
+            gate.update(Text("all gating checks pass", "bold green") +
+                        (Text(f" · {warns} warning(s)", "bold yellow") if warns else Text()))
         else:
             gate.update(Text(session.next_reason(i), "yellow"))
 

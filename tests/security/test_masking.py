@@ -96,3 +96,27 @@ def test_env_credentials_and_a_repo_secret_manifest_are_masked_in_workload_and_m
     assert "registry.example.test/x/app:1" in shown
     assert not leaks(shown, OTHER) and base64.b64encode(dockerconfig(OTHER).encode()).decode()[:40] not in shown
     assert base64.b64encode(KEY.encode()).decode()[:40] not in shown
+
+
+def test_a_config_and_a_certificate_read_as_their_files_and_a_public_certificate_by_what_it_says():
+    from wizard.certs import make_proxy_cert
+    cert = make_proxy_cert("gitea.k3s.example.test", 30)
+    conf = "server {\n  listen 443 ssl;\n\n  resolver 10.43.0.10 valid=30s;\n}\n"
+    cm = {"kind": "ConfigMap", "metadata": {"name": "x"}, "data": {"default.conf": conf,
+                                                                  "ca.crt": cert.cert_pem.decode()}}
+    diff = object_diff(None, cm, "ConfigMap default/x")
+    assert "+  default.conf: |\n+    server {\n+      listen 443 ssl;\n+\n+      resolver 10.43.0.10" in diff
+    pem = cert.cert_pem.decode().splitlines()
+    assert f"+    {pem[0]}\n+    {pem[1]}\n" in diff  # line after line, no blank '+' line between
+    tls = {"kind": "Secret", "metadata": {"name": "t"}, "type": "kubernetes.io/tls",
+           "data": {"tls.crt": base64.b64encode(cert.cert_pem).decode(),
+                    "tls.key": base64.b64encode(cert.key_pem).decode()}}
+    diff = object_diff(None, tls, "Secret default/t")
+    assert "subject: gitea.k3s.example.test" in diff and "- gitea.k3s.example.test" in diff  # the SANs
+    assert "not_after: '20" in diff and "sha256: " in diff and "certificate:" in diff
+    assert "tls.key: <secret, sha256:" in diff and "PRIVATE" not in diff
+    assert base64.b64encode(cert.key_pem).decode()[30:70] not in diff
+    # a 'certificate' that carries its key is no public certificate: fingerprinted whole
+    bundled = dict(tls, data={"tls.crt": base64.b64encode(cert.cert_pem + cert.key_pem).decode()})
+    diff = object_diff(None, bundled, "Secret default/t")
+    assert "tls.crt: <secret, sha256:" in diff and "subject" not in diff

@@ -174,8 +174,8 @@ def test_migrated_cluster_passes_every_auth_check_from_every_vantage(shared):
     assert not failing, failing
     verify = [c.name for s, c in results if s == "verify"]
     nodes = ["dellmini1", "dellmini3", "dellmini5", "dellmini2", "lenovomini"]
-    assert sum(n.endswith("containerd pulls " + shared.plan.images[0].target + ":latest") for n in verify) == 5
-    assert sum(n.startswith(tuple(f"{x}: pull " for x in nodes)) for n in verify) == 5
+    assert sum(n.endswith("containerd on the node pulls " + shared.plan.images[0].target + ":latest") for n in verify) == 5
+    assert sum(n.startswith(tuple(f"{x}: pull-test pod pulls " for x in nodes)) for n in verify) == 5
     assert "Kaniko's view: realm through the proxy" in verify
 
 
@@ -227,7 +227,8 @@ def test_missing_tls_ingress_is_token_endpoint_404(migrated):
     migrated.operator.delete("Ingress", p.ingress_name, p.ingress_namespace)
     failing = assert_diagnosed(migrated.verify("ingress", "verify"), "token-endpoint-404", at_least=2 + 2 + 10)
     assert {"TLS Ingress for the realm host", "realm answers a token over HTTPS"} <= set(names(failing))
-    assert any("containerd pulls" in n for n in names(failing)) and any(": pull " in n for n in names(failing))
+    assert any("containerd on the node pulls" in n for n in names(failing)) and any(
+        ": pull-test pod pulls " in n for n in names(failing))
 
 
 def test_websecure_on_the_http_ingress_without_tls(migrated):
@@ -278,7 +279,7 @@ def test_registry_entry_without_credentials_is_pull_denied(migrated):
     del reg["configs"][migrated.plan.registry_host]["auth"]
     migrated.write_registries(NODE, reg, restart=True)
     [check] = assert_diagnosed(migrated.verify("verify"), "pull-denied")
-    assert check.name.startswith(f"{NODE}: containerd pulls")  # the pull-test pod brings its pull secret
+    assert check.name.startswith(f"{NODE}: containerd on the node pulls")  # the pull-test pod brings its pull secret
 
 
 def test_cluster_dns_mirror_in_registries_yaml(migrated):
@@ -302,7 +303,7 @@ def test_realm_host_unreachable_from_the_nodes(migrated):
     sb = migrated.sb
     sb.call(lambda: sb.cluster.network.down.add((C.TRAEFIK_LB_IP, sb.cluster.public_port)))
     failing = assert_diagnosed(migrated.verify("ingress", "verify"), "realm-unreachable-from-node", at_least=10)
-    assert all("containerd pulls" in c.name or ": pull " in c.name for c in failing)
+    assert all("containerd on the node pulls" in c.name or ": pull-test pod pulls " in c.name for c in failing)
 
 
 def test_gitea_root_url_over_plain_http(migrated):

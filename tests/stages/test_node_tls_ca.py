@@ -81,7 +81,7 @@ def test_apply_puts_the_bundle_on_every_node_and_every_node_pull_verifies(migrat
             assert reg["configs"][host]["tls"] == {"ca_file": R.CA_PATH}, (node, host)
     rc, checks = audit(sb, plan)
     assert rc == 0, [c for c in checks.values() if c["status"] == "fail"]
-    pulls = [c for n, c in checks.items() if n.startswith(NODES) and (": containerd pulls " in n or ": pull " in n)]
+    pulls = [c for n, c in checks.items() if n.startswith(NODES) and (": containerd on the node pulls " in n or ": pull-test pod pulls " in n)]
     assert len(pulls) == 2 * len(NODES) and all(c["status"] == "pass" for c in pulls), pulls
     for node in NODES:
         assert checks[f"{node}: CA bundle"]["status"] == "pass"
@@ -96,13 +96,13 @@ def test_a_bundle_without_the_realms_certificate_fails_the_node_pull_with_x509(m
     try:
         rc, checks = audit(sb, plan)
         assert rc == 1
-        pull = checks[f"{BROKEN}: containerd pulls {plan_mod.load(plan).images[0].target}:latest"]
+        pull = checks[f"{BROKEN}: containerd on the node pulls {plan_mod.load(plan).images[0].target}:latest"]
         assert pull["status"] == "fail"
         out = pull["evidence"]["output"]
         assert "failed to fetch oauth token" in out and "x509: certificate signed by unknown authority" in out, out
         assert checks[f"{BROKEN}: CA bundle"]["status"] == "fail"
         assert "differs from the bundle" in checks[f"{BROKEN}: CA bundle"]["cause"]
-        others = [c for n, c in checks.items() if ": containerd pulls " in n and not n.startswith(BROKEN)]
+        others = [c for n, c in checks.items() if ": containerd on the node pulls " in n and not n.startswith(BROKEN)]
         assert others and all(c["status"] == "pass" for c in others)
     finally:
         sb.call(lambda: sb.cluster.nodes[BROKEN].fs.write(R.CA_PATH, good, mode=0o644))

@@ -28,6 +28,8 @@ def test_servers_first_one_at_a_time_each_once(make_sandbox):
     assert max(r["start"] for r in servers) < min(r["start"] for r in agents), "an agent before a server"
     for line in ("dellmini1: restarted and proven", "lenovomini: restarted and proven"):
         assert line in res.stdout
+    queued = [ln for ln in res.stdout.splitlines() if ": queued" in ln]
+    assert queued and not [ln for ln in res.stdout.splitlines() if "))" in ln]  # no doubled parentheses
 
 
 def test_agents_in_batches_with_max_unavailable(make_sandbox):

@@ -148,7 +148,7 @@ def test_auth_flow_view(shot, size):
               "the realm host", "apply stage HTTPS ingress", {"hops": HOPS}),
         Check("Kaniko's view: realm through the proxy", "pass", "", "",
               {"request": "GET https://gitea.k3s.example.test/v2/token via 10.43.12.7", "status": 200}),
-        Check("dellmini1: pull registry.example.test/jaybrto/gwa-webhook:latest", "pass", "", "",
+        Check("dellmini1: pull-test pod pulls registry.example.test/jaybrto/gwa-webhook:latest", "pass", "", "",
               {"imageID": "registry.example.test/jaybrto/gwa-webhook@sha256:0f3a"}),
     ]
 

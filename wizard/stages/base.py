@@ -11,12 +11,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-import yaml
-
 from .. import masking as M
 from ..credentials import Secret, mask
 from ..plan import Plan
 from ..problem import Problem
+from ..yamlsafe import dump_block
 
 
 class Status(StrEnum):
@@ -277,8 +276,10 @@ def _project(live, want):
 
 
 def object_diff(before: dict | None, after: dict | None, title: str, *secrets: Secret | None) -> str:
-    a = yaml.safe_dump(mask_object(before), sort_keys=True).splitlines() if before else []
-    b = yaml.safe_dump(mask_object(after), sort_keys=True).splitlines() if after else []
+    """Live → planned object as a unified diff of their YAML, masked; multi-line values (an nginx config, a PEM
+    certificate) as literal blocks, so a config reads as its file and a changed line is one diff line."""
+    a = dump_block(mask_object(before), sort_keys=True).splitlines() if before else []
+    b = dump_block(mask_object(after), sort_keys=True).splitlines() if after else []
     text = "\n".join(difflib.unified_diff(a, b, f"live/{title}", f"planned/{title}", lineterm="", n=2))
     return mask(text, *secrets)
 

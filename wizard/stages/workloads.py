@@ -521,11 +521,11 @@ class Verify(Stage):
             ev = {"command": render("k3s crictl pull {image}", image=image), "exit_code": r.exit_code,
                   "output": r.output.strip()[-600:]}
             if v.ok:
-                checks.append(passed(f"{node}: containerd pulls {image}", ev))
+                checks.append(passed(f"{node}: containerd on the node pulls {image}", ev))
                 continue
             d = BY_KEY.get(v.problem)
             ev["diagnosis"] = v.problem
-            checks.append(failed(f"{node}: containerd pulls {image}", v.cause + (f": {d.cause}" if d else ""),
+            checks.append(failed(f"{node}: containerd on the node pulls {image}", v.cause + (f": {d.cause}" if d else ""),
                                  d.fix if d else f"read the output; kubectl describe node {node}", ev))
         return checks
 
@@ -561,20 +561,20 @@ class Verify(Stage):
                         if w.get("reason") in ("ErrImagePull", "ImagePullBackOff"):
                             msg = w.get("message", "")
                             d = classify(msg)
-                            results[node] = failed(f"{node}: pull {image}",
+                            results[node] = failed(f"{node}: pull-test pod pulls {image}",
                                                    (d.cause if d else "the pull failed") + f" ({msg[-160:]})",
                                                    d.fix if d else "see kubectl describe pod",
                                                    {"message": msg, **({"diagnosis": d.key} if d else {})})
                         elif cs.get("imageID") or (cs.get("state") or {}).get("terminated"):
-                            results[node] = passed(f"{node}: pull {image}", {"imageID": cs.get("imageID", "")})
+                            results[node] = passed(f"{node}: pull-test pod pulls {image}", {"imageID": cs.get("imageID", "")})
                     if st.get("phase") in ("Succeeded", "Running") and node not in results:
-                        results[node] = passed(f"{node}: pull {image}", {"phase": st["phase"]})
+                        results[node] = passed(f"{node}: pull-test pod pulls {image}", {"phase": st["phase"]})
                 time.sleep(0.1)
         finally:
             for name in names.values():
                 ctx.cluster.delete("Pod", name, p.workloads_namespace)
         for node in names:
-            results.setdefault(node, failed(f"{node}: pull {image}", "no pull result in time",
+            results.setdefault(node, failed(f"{node}: pull-test pod pulls {image}", "no pull result in time",
                                             f"kubectl describe node {node}"))
         return [results[n] for n in names]
 

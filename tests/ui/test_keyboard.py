@@ -1,0 +1,163 @@
+"""Every scrollable thing scrolls from the keyboard, focus shows, and each stage's diff opens at its top."""
+
+from __future__ import annotations
+
+from screens.modals.authflow import AuthFlowScreen
+from screens.widgets.keys import KeyScroll
+
+
+async def _view(pilot, key: str) -> None:
+    """Open the stage ``key`` from the stage list, as an operator does: focus the list, move, Enter."""
+    app = pilot.app
+    i = [st.key for st in app.session.states].index(key)
+    app.query_one("#stages").focus()
+    await pilot.press("home", *["down"] * i, "enter")
+    await pilot.pause(0.1)
+    assert app.viewing == i
+
+
+async def _tab_to(pilot, widget_id: str, presses: int = 12) -> None:
+    """Tab until the widget has focus (it must be reachable by Tab)."""
+    for _ in range(presses):
+        if pilot.app.focused is not None and pilot.app.focused.id == widget_id:
+            return
+        await pilot.press("tab")
+        await pilot.pause(0.02)
+    raise AssertionError(f"#{widget_id} is not reachable with Tab (focus: {pilot.app.focused})")
+
+
+async def _scrolls_from_the_keyboard(pilot, pane) -> None:
+    assert pane.max_scroll_y >= 2, "the test needs a pane taller than the screen"
+    await pilot.press("j")
+    await pilot.pause(0.05)
+    assert pane.scroll_y == 1
+    await pilot.press("k")
+    await pilot.pause(0.05)
+    assert pane.scroll_y == 0
+    await pilot.press("down", "pagedown")
+    await pilot.pause(0.05)
+    assert pane.scroll_y > 1
+    await pilot.press("end")
+    await pilot.pause(0.05)
+    assert pane.scroll_y == pane.max_scroll_y
+    await pilot.press("home")
+    await pilot.pause(0.05)
+    assert pane.scroll_y == 0
+
+
+async def test_diffs_checks_and_the_log_scroll_from_the_keyboard_and_each_diff_opens_at_its_top(
+        wizard, settle):
+    app, sb = wizard(audit=True)  # every stage planned and checked: each can be opened and scrolled
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        await _view(pilot, "proxy")
+        await pilot.click("#--content-tab-tab-changes")
+        await _tab_to(pilot, "changes-scroll")
+        changes = app.query_one("#changes-scroll", KeyScroll)
+        assert changes.has_focus and app.screen.get_style_at(*changes.region.offset).bgcolor is not None
+        await _scrolls_from_the_keyboard(pilot, changes)
+        await pilot.press("end")
+        await pilot.pause(0.05)
+        assert changes.scroll_y > 0
+        # another stage's Changes tab starts at the top of ITS diff, not at the last one's offset
+        await _view(pilot, "secrets")
+        await pilot.click("#--content-tab-tab-changes")
+        await pilot.pause(0.1)
+        assert "gitea-registry-push" in str(app.query_one("#changes").render())
+        assert changes.scroll_y == 0 and changes.max_scroll_y > 0
+        # the checks: j/k move the table's cursor, the detail pane below follows it and scrolls too
+        await pilot.click("#--content-tab-tab-checks")
+        await _tab_to(pilot, "checks")
+        table = app.query_one("#checks")
+        assert table.row_count > 1 and table.cursor_row == 0
+        await pilot.press("j")
+        await pilot.pause(0.05)
+        assert table.cursor_row == 1 and app.query_one("#checks-view").highlighted.name in str(
+            app.query_one("#check-detail").render())
+        await pilot.press("k")
+        await pilot.pause(0.05)
+        assert table.cursor_row == 0
+        await _tab_to(pilot, "check-detail-scroll")
+        # the log: open it, Tab to it, scroll it
+        await pilot.press("l")
+        for i in range(80):
+            app._log(f"line {i}")
+        await pilot.pause(0.2)
+        await _tab_to(pilot, "log", presses=20)
+        log = app.query_one("#log")
+        await pilot.press("home")
+        await pilot.pause(0.05)
+        await _scrolls_from_the_keyboard(pilot, log)
+
+
+async def test_the_auth_flow_scrolls_from_the_keyboard(wizard, settle):
+    app, sb = wizard(audit=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await _view(pilot, "verify")
+        await pilot.press("f")
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, AuthFlowScreen)
+        flow = app.screen.query_one("#flow-scroll", KeyScroll)
+        assert flow.has_focus  # focused on open: the keys scroll at once
+        await _scrolls_from_the_keyboard(pilot, flow)
+        await pilot.press("escape")
+        await pilot.pause(0.1)
+        assert not isinstance(app.screen, AuthFlowScreen)
+
+
+async def test_at_80x24_help_and_quit_stay_in_the_footer_and_every_action_is_reachable(wizard, settle,
+                                                                                       screen_text):
+    app, sb = wizard()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        footer = screen_text(app).rstrip("\n").splitlines()[-1]
+        assert "? Help" in footer and "q Quit" in footer and "palette" not in footer, footer
+        # the buttons that do not fit (Re-check, Override) keep their keys, in the footer and in the help
+        assert "v Re-check" in footer and "o Override" in footer
+        await pilot.press("question_mark")
+        await pilot.pause(0.2)
+        listed = {name for _, rows in app.screen.groups for _, name, _ in rows}  # what the help pane scrolls
+        assert all(name in listed for name, _ in app.ACTIONS_HELP.values())
+        assert "Help — keys of the wizard" in screen_text(app)
+        assert ("Ctrl+P", "Command palette") in {r[:2] for _, rows in app.screen.groups for r in rows}
+        await pilot.press("escape")
+        await pilot.resize_terminal(120, 36)
+        await pilot.pause(0.3)
+        assert "palette" in screen_text(app).rstrip("\n").splitlines()[-1]
+
+
+async def test_proof_names_show_at_120_columns_and_letters_with_a_legend_at_80(screen_text):
+    from textual.app import App
+
+    from screens.widgets.rollout import RolloutView
+    from wizard.restart import PROOFS
+    from wizard.stages.base import Progress
+
+    class One(App):
+        def compose(self):
+            yield RolloutView(id="rollout-view")
+
+    got = {k: i < 2 for i, k in enumerate(PROOFS)}
+    for size, shows, hides in (((120, 20), ["Proofs", "✓start ✓unit ·beat ·event ·Ready ·ctrd"], ["subeRc"]),
+                               ((80, 20), ["subeRc", "✓✓····", "subeRc = start unit beat event Ready ctrd"],
+                                ["✓start"])):
+        app = One()
+        async with app.run_test(size=size) as pilot:
+            await pilot.pause(0.1)
+            view = app.query_one(RolloutView)
+            view.update_runs({"dellmini1": Progress("restart", "dellmini1: waiting for heartbeat", "dellmini1",
+                                                    "waiting", got, 0.0, 1.0)})
+            await pilot.pause(0.3)
+            text = screen_text(app)
+            assert all(s in text for s in shows) and not any(h in text for h in hides), (size, text)
+
+
+async def test_an_advisory_warning_is_said_on_the_stage_and_names_the_safer_option(wizard, settle, screen_text):
+    app, sb = wizard(audit=True)  # the demo plan keeps the guide's registry.node_tls: skip_verify
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        await _view(pilot, "registries")
+        text = screen_text(app)
+        assert "! warning: nodes verify the registry's certificate — safer: registry.node_tls: ca" in text
+        assert "!1" in text  # counted on the Checks tab, beside ✓ and ✗
