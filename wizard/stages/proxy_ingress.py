@@ -12,7 +12,8 @@ from ..certs import cert_facts, make_proxy_cert
 from ..diagnose import BY_KEY
 from ..nodeexec import ROLE_LABEL, RUN_LABEL
 from ..script import Script
-from .base import Check, Context, StageFailed, failed, passed, skipped
+from .base import WARN, Check, Context, StageFailed, failed, passed, skipped
+from .nodes import NODE_TLS_FIX
 from .objects import ObjectStage
 from .preflight import coredns_ip
 
@@ -365,6 +366,16 @@ class HttpsIngress(ObjectStage):
             checks.append(failed("realm answers a token over HTTPS", cause, fix, ev))
         else:
             checks.append(passed("realm answers a token over HTTPS", ev))
+            tls = next((t for hp, t in (ev.get("tls") or {}).items() if hp.split(":")[0] == p.realm_hostname), None)
+            if tls and tls.get("verdict") == "verifies only with verification off":
+                # it works only because nothing checks it: say so, and name the safer mode
+                leaf = (tls.get("chain") or [{}])[0]
+                what = leaf.get("subject") or "its certificate"
+                checks.append(Check("the realm's certificate can be verified", WARN,
+                                    f"{p.realm_hostname} presents {what} (SANs {', '.join(leaf.get('sans') or [])}"
+                                    "), which no client can verify: nodes accept it only because "
+                                    "registry.node_tls is skip_verify", NODE_TLS_FIX,
+                                    {**ev, "safer": "registry.node_tls: ca"}, gating=False))
         return checks
 
 
