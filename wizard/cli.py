@@ -113,12 +113,21 @@ def add_cluster_options(p: argparse.ArgumentParser, *, plan_required: bool = Tru
     p.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig (default: KUBECONFIG, then ~/.kube/config)")
     p.add_argument("--context", help="kubeconfig context (default: the plan's cluster.context, else current)")
     p.add_argument("--token-file", metavar="FILE", help="file holding the Gitea token (mode 600); else GITEA_TOKEN")
+    p.add_argument("--ghcr-token-file", metavar="FILE", help="file holding a GitHub token with read:packages for the "
+                   "Images stage (mode 600); else GHCR_TOKEN; else the old pull secret's ghcr.io entry")
     p.add_argument("--resolve", action="append", default=[], metavar="HOST:PORT:ADDR",
                    help="connect to ADDR for HOST:PORT, like curl --resolve (repeatable)")
     p.add_argument("--api-patience", type=_count("--api-patience", 1), default=120, metavar="SECONDS",
                    help="how long to keep retrying an unreachable or failing API before giving up (default 120)")
     p.add_argument("--api-timeout", type=_count("--api-timeout", 1), default=30, metavar="SECONDS",
                    help="how long one API call may take before it is retried (default 30)")
+
+
+def _stage_key(text: str) -> str:
+    from wizard.stages import BY_KEY
+    if text not in BY_KEY:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a stage key; the keys: {', '.join(BY_KEY)}")
+    return text
 
 
 def _adopt(text: str):
@@ -199,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="agents restarted at once (servers are always one at a time)")
     p.add_argument("--take-over-stale-lock", action="store_true",
                    help="take the cluster lock from a run that stopped renewing it")
+    p.add_argument("--override", action="append", default=[], type=_stage_key, metavar="STAGE",
+                   help="pass over stage STAGE (its key, e.g. images): its changes are not applied and its failed "
+                        "checks do not stop the run; recorded in the journal (repeatable)")
     p = sub.add_parser("audit", help="inspect and verify every stage without changing anything")
     add_cluster_options(p)
     p.add_argument("--format", choices=("text", "json", "markdown"), default=None,

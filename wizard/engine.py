@@ -68,7 +68,7 @@ class Runner:
         self.run.record(event)
 
     def out(self, text: str) -> None:
-        self._out(mask(text, self.ctx.token))
+        self._out(mask(text, *self.ctx.secrets))
 
     def _progress(self, p: Progress) -> None:
         if p.node and p.phase:
@@ -113,7 +113,9 @@ class Runner:
         return (3 if pending else 0), results
 
     # ------------------------------------------------------------------ apply
-    def apply(self, *, dry_run: bool = False) -> int:
+    def apply(self, *, dry_run: bool = False, overrides: frozenset[str] | set[str] = frozenset()) -> int:
+        """Every stage in order. ``overrides``: stage keys passed over (``--override``): neither applied nor
+        checked, said on the output and recorded in the journal."""
         run = self.run
         n = len(self.stages)
         done_before = set(run.journal.done) if run.journal is not None else set()  # a resumed run's
@@ -121,6 +123,12 @@ class Runner:
         for i, st in enumerate(self.stages, 1):
             head = f"[{i}/{n}] {st.title}"
             t0 = time.monotonic()
+            if st.key in overrides:
+                self.out(f"{head}: overridden (--override {st.key}): not applied, not checked")
+                if not dry_run:
+                    self.record({"type": "override", "stage": st.key, "check": "(the whole stage)",
+                                 "by": "--override"})
+                continue
             try:
                 observed = st.inspect(self.ctx)
                 changes = st.plan(self.ctx, observed)
@@ -156,7 +164,7 @@ class Runner:
             except ApiError as e:
                 if e.status != 422:
                     raise
-                return self._stop(head, Check("the API accepted the change", FAIL, mask(str(e), self.ctx.token),
+                return self._stop(head, Check("the API accepted the change", FAIL, mask(str(e), *self.ctx.secrets),
                                               f"the field cannot be changed in place: rename {e.target or 'the object'} "
                                               "in the plan, or delete it if it is the wizard's, then run again"),
                                   stage=st.key)
@@ -215,7 +223,7 @@ class Runner:
                 raise
             except Exception as e:  # noqa: BLE001 - one stage that cannot be checked must not hide the others
                 r.error = f"could not check: {type(e).__name__}: {e}"
-                r.checks = [Check("stage could be checked", FAIL, mask(r.error, self.ctx.token),
+                r.checks = [Check("stage could be checked", FAIL, mask(r.error, *self.ctx.secrets),
                                   "report this as a bug, with the audit output")]
                 self.could_not_check = True
             results.append(r)

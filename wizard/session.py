@@ -180,7 +180,8 @@ class Session:
 
     @classmethod
     def connect(cls, plan_path: str, *, kubeconfig: str | None = None, context: str | None = None,
-                token=None, audit: bool = False, node_probes: bool = False, node_timeout: float = 180.0,
+                token=None, ghcr_token=None, audit: bool = False, node_probes: bool = False,
+                node_timeout: float = 180.0,
                 max_unavailable: int = 1, patience: float = 120.0, resolve: tuple[str, ...] = (),
                 **kw) -> Session:
         """A session on the plan's cluster, as the headless commands build it (PlanError, ClusterUnreachable)."""
@@ -188,7 +189,8 @@ class Session:
         plan = load_plan(plan_path, tuple(resolve))
         cluster = connect(plan, kubeconfig=kubeconfig, context=context, audit=audit, node_probes=node_probes,
                           patience=patience)
-        ctx = Context(plan=plan, cluster=cluster, token=token, audit=audit, node_probes=audit and node_probes,
+        ctx = Context(plan=plan, cluster=cluster, token=token, ghcr_token=ghcr_token, audit=audit,
+                      node_probes=audit and node_probes,
                       node_timeout=node_timeout, max_unavailable=max_unavailable)
         return cls(ctx, **kw)
 
