@@ -486,7 +486,7 @@ async def test_audit_mode_is_read_only_and_offers_no_apply(wizard, settle, scree
     assert mutating_requests(sb) == before
     json_file, md_file = sorted((tmp_path / "export").glob("ghcr2gitea-audit-*"))
     report = json.loads(json_file.read_text())
-    assert report["mode"] == "audit" and len(report["stages"]) == 10
+    assert report["mode"] == "audit" and len(report["stages"]) == 11
     assert md_file.read_text().startswith("# ghcr2gitea audit")
 
 
