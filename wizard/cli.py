@@ -83,7 +83,8 @@ def add_sandbox_options(p: argparse.ArgumentParser) -> None:
                    help="the Gitea version the model behaves as: up to 1.22.0 the realm is ROOT_URL; from 1.22.1 "
                    "it follows the request's Host and X-Forwarded-Proto, from 1.26 always (default 1.22.0)")
     p.add_argument("--gitea-preloaded", action=argparse.BooleanOptionalAction, default=None,
-                   help="Gitea starts with the plan's images, copied from the sandbox's GHCR (default: yes, for now)")
+                   help="Gitea starts with the plan's images, copied from the sandbox's GHCR (default: no, as on a real "
+                   "migration: the Images stage copies them)")
 
 
 def sandbox_options(args: argparse.Namespace):

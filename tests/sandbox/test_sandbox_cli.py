@@ -159,7 +159,7 @@ def test_systemd_version_time_zone_and_server_start_up_are_applied(running):
     assert stop(proc, signal.SIGTERM)[0] == 0
 
 
-@pytest.mark.parametrize("flag, preloaded", [((), True), (("--gitea-preloaded",), True),
+@pytest.mark.parametrize("flag, preloaded", [((), False), (("--gitea-preloaded",), True),
                                              (("--no-gitea-preloaded",), False)])
 def test_gitea_preloaded_flag_decides_what_gitea_holds(running, flag, preloaded):
     proc, _, d = running(*flag)
