@@ -89,3 +89,14 @@ def test_override_names_an_unknown_stage_in_one_line(sandbox):
     assert res.returncode == 2
     assert "'imgaes' is not a stage key" in res.stderr and "images" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_a_ghcr_token_file_readable_by_others_is_refused_in_one_line(sandbox, tmp_path):
+    f = tmp_path / "ghcr-token"
+    f.write_text("ghp_" + "a" * 36 + "\n")
+    f.chmod(0o644)
+    res = run_cli(sandbox, "plan", *plan_args(sandbox), "--ghcr-token-file", str(f))
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == [f"ghcr2gitea: --ghcr-token-file {f}: readable by group or others "
+                                               f"(mode 644); run: chmod 600 {f}"]
+    assert "ghp_" not in res.stdout + res.stderr

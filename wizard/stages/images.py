@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from ..credentials import Secret
 from ..plan import Image, Plan
-from .base import Change, Check, Context, Stage, StageFailed, failed, passed, skipped, text_diff
+from .base import WARN, Change, Check, Context, Stage, StageFailed, failed, passed, skipped, text_diff
 
 RUNNING_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "Pod")
 CACHE_REPORT = "images_report"  # ctx.cache: the last copy's report (CopyReport.to_dict()), for the run report
@@ -208,7 +208,9 @@ class Images(Stage):
         found: Lookup = observed["lookup"]
         if ctx.token is None:
             return []
-        unreadable = [w.label for k, w in found.wanted.items() if found.source.get(k) is None]
+        # a tag the source cannot show is a stop only when Gitea lacks it too (nothing to copy it from)
+        unreadable = [w.label for k, w in found.wanted.items() if found.source.get(k) is None
+                      and found.target.get(k) is None]
         if unreadable:
             raise StageFailed(failed("source images readable", f"cannot read {', '.join(unreadable)} on "
                                      f"{ctx.plan.source_url}" + (f": {found.errors[0]}" if found.errors else ""),
@@ -220,7 +222,8 @@ class Images(Stage):
             by_image.setdefault(w.image.source, []).append((key, w))
         for items in by_image.values():
             img = items[0][1].image
-            todo = [(k, w) for k, w in items if found.target.get(k) != found.source.get(k)]
+            todo = [(k, w) for k, w in items if found.source.get(k) is not None
+                    and found.target.get(k) != found.source.get(k)]
             if not todo:
                 continue
             before = "\n".join(f"{w.reference}: {found.target.get(k) or '(missing)'}" for k, w in todo)
@@ -275,7 +278,12 @@ class Images(Stage):
             src, tgt = found.source.get(key), found.target.get(key)
             name = f"{w.image.target}:{w.reference}" if w.tag else f"{w.image.target}@{w.reference}"
             ev = {"image": w.image.source, "tag": w.reference, "source": src or "", "target": tgt or ""}
-            if src is None:
+            if src is None and tgt is not None:
+                checks.append(Check(f"{name} has the source digest", WARN, f"Gitea has {tgt}, but {w.label} "
+                                    f"cannot be read on {ctx.plan.source_url} to compare",
+                                    "give a GitHub token with read:packages (GHCR_TOKEN or --ghcr-token-file)",
+                                    ev, gating=False))
+            elif src is None:
                 checks.append(failed(f"{name} has the source digest", f"{w.label} cannot be read on "
                                      f"{ctx.plan.source_url}", "give a GitHub token with read:packages "
                                      "(GHCR_TOKEN or --ghcr-token-file)", ev))
