@@ -249,9 +249,14 @@ class Images(Stage):
         if not jobs:
             return
         creds = source_credentials(ctx)
+        last: dict[str, object] = {}  # image → its latest copier Progress
 
         def progress(p) -> None:
-            ctx.say(self.key, progress_line(p))  # Abort raises here, and the copy unwinds
+            last[p.image] = p
+            ctx.stop.check()  # Abort: raised here, and the copy unwinds
+
+        for img, refs in (ch.payload for ch in changes):
+            ctx.say(self.key, f"copy {img.source} → {img.target}: {', '.join(refs)}")
 
         async def run():
             async with registries(ctx.plan, ctx.token, creds) as (src, dst, owner_exists):
@@ -259,6 +264,11 @@ class Images(Stage):
 
         report = authflow.run_sync(run())
         ctx.cache[CACHE_REPORT] = report.to_dict()
+        # one line per image, in the plan's order (the copies run at once; their live order is not the log's)
+        for res in report.images:
+            p = last.get(res.target)
+            if p is not None:
+                ctx.say(self.key, progress_line(p))  # which blobs were mounted, not sent, is in the report
         if not report.ok:
             bad = [f"{i.source}: {e}" for i in report.images for e in i.errors]
             bad += [f"{i.source}:{t.tag}: {t.error}" for i in report.images for t in i.tags if t.status == "failed"]
