@@ -44,7 +44,7 @@ def wizard_start(args, *, audit: bool = False) -> WizardStart | int:
     """``ghcr2gitea`` (no subcommand) and ``ghcr2gitea audit`` on a terminal: a WizardStart, or the exit code
     (2) after a one-line error (bad plan, no token, cluster unreachable)."""
     from . import plan as plan_mod
-    from .credentials import CredentialError, load_token
+    from .credentials import CredentialError, load_ghcr_token, load_token
     from .kube import ClusterUnreachable
     plan_path = getattr(args, "plan", None)
     kubeconfig, context = getattr(args, "kubeconfig", None), getattr(args, "context", None)
@@ -58,7 +58,13 @@ def wizard_start(args, *, audit: bool = False) -> WizardStart | int:
                 _err(str(e))
                 return 2
         try:
-            session = Session.connect(plan_path, kubeconfig=kubeconfig, context=context, token=token, audit=audit,
+            ghcr_token = load_ghcr_token(getattr(args, "ghcr_token_file", None))
+        except CredentialError as e:
+            _err(str(e))
+            return 2
+        try:
+            session = Session.connect(plan_path, kubeconfig=kubeconfig, context=context, token=token,
+                                      ghcr_token=ghcr_token, audit=audit,
                                       node_probes=bool(getattr(args, "node_probes", False)),
                                       node_timeout=float(getattr(args, "node_timeout", 180) or 180),
                                       patience=float(getattr(args, "api_patience", 120) or 120),

@@ -103,7 +103,8 @@ def add_sandbox_options(p: argparse.ArgumentParser) -> None:
                    help="the world's Gitea: our model, or a real Gitea process built by scripts/build-real gitea "
                    "(its realm pinned to ROOT_URL with PUBLIC_URL_DETECTION=never; default model)")
     p.add_argument("--gitea-preloaded", action=argparse.BooleanOptionalAction, default=None,
-                   help="Gitea starts with the plan's images, copied from the sandbox's GHCR (default: yes, for now)")
+                   help="Gitea starts with the plan's images, copied from the sandbox's GHCR (default: no, as on a real "
+                   "migration: the Images stage copies them)")
 
 
 def sandbox_options(args: argparse.Namespace):
@@ -143,12 +144,21 @@ def add_cluster_options(p: argparse.ArgumentParser, *, plan_required: bool = Tru
     else:
         p.add_argument("--context", help="kubeconfig context (default: the plan's cluster.context, else current)")
     p.add_argument("--token-file", metavar="FILE", help="file holding the Gitea token (mode 600); else GITEA_TOKEN")
+    p.add_argument("--ghcr-token-file", metavar="FILE", help="file holding a GitHub token with read:packages for the "
+                   "Images stage (mode 600); else GHCR_TOKEN; else the old pull secret's ghcr.io entry")
     p.add_argument("--resolve", action="append", default=[], metavar="HOST:PORT:ADDR",
                    help="connect to ADDR for HOST:PORT, like curl --resolve (repeatable)")
     p.add_argument("--api-patience", type=_count("--api-patience", 1), default=120, metavar="SECONDS",
                    help="how long to keep retrying an unreachable or failing API before giving up (default 120)")
     p.add_argument("--api-timeout", type=_count("--api-timeout", 1), default=30, metavar="SECONDS",
                    help="how long one API call may take before it is retried (default 30)")
+
+
+def _stage_key(text: str) -> str:
+    from wizard.stages import BY_KEY
+    if text not in BY_KEY:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a stage key; the keys: {', '.join(BY_KEY)}")
+    return text
 
 
 def _adopt(text: str):
@@ -231,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="agents restarted at once (servers are always one at a time)")
     p.add_argument("--take-over-stale-lock", action="store_true",
                    help="take the cluster lock from a run that stopped renewing it")
+    p.add_argument("--override", action="append", default=[], type=_stage_key, metavar="STAGE",
+                   help="pass over stage STAGE (its key, e.g. images): its changes are not applied and its failed "
+                        "checks do not stop the run; recorded in the journal (repeatable)")
     p = sub.add_parser("rotate-token", help="put a new Gitea token in every Secret and on every node, proven")
     add_cluster_options(p)
     p.add_argument("--new-token-file", required=True, metavar="FILE",

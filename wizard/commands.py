@@ -7,7 +7,7 @@ import sys
 
 from . import plan as plan_mod
 from .cluster import ClusterReader
-from .credentials import CredentialError, load_token, mask
+from .credentials import CredentialError, load_ghcr_token, load_token, mask
 from .engine import Runner, audit_exit_code, render_audit
 from .kube import ClusterUnreachable
 from .lock import LockHeld, LockLost
@@ -58,6 +58,11 @@ def _run_command(args) -> int:
             _err(str(e))
             return 2
     try:
+        ghcr_token = load_ghcr_token(getattr(args, "ghcr_token_file", None))
+    except CredentialError as e:
+        _err(str(e))
+        return 2
+    try:
         cluster = connect(plan, kubeconfig=args.kubeconfig, context=args.context, audit=args.command == "audit",
                           node_probes=getattr(args, "node_probes", False), on_retry=lambda m: None,
                           patience=args.api_patience, request_timeout=args.api_timeout)
@@ -68,7 +73,7 @@ def _run_command(args) -> int:
     retries: list[str] = []
     # notices go to stderr: stdout is the report (audit --format json/markdown) and must stay parseable
     cluster.on_retry = lambda m: (retries.append(m), _err(f"note: {m}") if len(retries) % 10 == 0 else None)
-    ctx = Context(plan=plan, cluster=cluster, token=token, audit=args.command == "audit",
+    ctx = Context(plan=plan, cluster=cluster, token=token, ghcr_token=ghcr_token, audit=args.command == "audit",
                   node_probes=getattr(args, "node_probes", False),
                   node_timeout=float(getattr(args, "node_timeout", 180)),
                   max_unavailable=getattr(args, "max_unavailable", 1),
@@ -91,7 +96,7 @@ def _run_command(args) -> int:
             if input("Apply the migration to this cluster? [y/N] ").strip().lower() not in ("y", "yes"):
                 return 2
         if args.dry_run:
-            return Runner(ctx, _say).apply(dry_run=True)
+            return Runner(ctx, _say).apply(dry_run=True, overrides=set(getattr(args, "override", None) or ()))
         run = Run(ctx, take_over_stale=args.take_over_stale_lock)
         runner = Runner(ctx, _say, run=run)
         try:
@@ -100,7 +105,7 @@ def _run_command(args) -> int:
             except LockHeld as e:
                 _err(str(e))
                 return 2
-            return runner.apply()
+            return runner.apply(overrides=set(getattr(args, "override", None) or ()))
         finally:
             run.close()
     except ClusterUnreachable as e:

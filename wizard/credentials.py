@@ -46,36 +46,50 @@ class Secret:
         return hash(self._value)
 
 
+def read_token_file(token_file: str, *, flag: str = "--token-file", what: str = "the Gitea access token") -> Secret:
+    """A token file as every command reads one: mode 600, a regular file, one token of UTF-8 text."""
+    p = Path(token_file)
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise CredentialError(f"{flag} {token_file}: file not found") from None
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise CredentialError(f"{flag} {token_file}: readable by group or others "
+                              f"(mode {stat.S_IMODE(st.st_mode):o}); run: chmod 600 {token_file}")
+    if not stat.S_ISREG(st.st_mode):
+        raise CredentialError(f"{flag} {token_file}: not a regular file; point it at the file that "
+                              f"holds {what}")
+    if st.st_size > 64 * 1024:
+        raise CredentialError(f"{flag} {token_file}: {st.st_size} bytes is not a token; point it at the "
+                              f"file that holds {what}")
+    try:
+        value = p.read_bytes().decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise CredentialError(f"{flag} {token_file}: not UTF-8 text; write the token as plain text") \
+            from None
+    except OSError as e:
+        raise CredentialError(f"{flag} {token_file}: cannot read ({e.strerror})") from None
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value) or " " in value:
+        raise CredentialError(f"{flag} {token_file}: holds more than one token (spaces, tabs or "
+                              f"several lines); keep only {what} in it")
+    if not value:
+        raise CredentialError(f"{flag} {token_file}: the file is empty; put {what} in it")
+    return Secret(value)
+
+
+def load_ghcr_token(token_file: str | None = None) -> Secret | None:
+    """The source registry's token: --ghcr-token-file (the same rules as the Gitea token's file), else
+    GHCR_TOKEN, else None (anonymous, or the old pull secret's credentials: the Images stage decides)."""
+    if token_file:
+        return read_token_file(token_file, flag="--ghcr-token-file", what="the GitHub token (read:packages)")
+    env = os.environ.get("GHCR_TOKEN", "").strip()
+    return Secret(env) if env else None
+
+
 def load_token(token_file: str | None = None, *, prompt: bool | None = None) -> Secret:
     """--token-file (refused if group/other can read it), else GITEA_TOKEN, else a prompt on a TTY."""
     if token_file:
-        p = Path(token_file)
-        try:
-            st = p.stat()
-        except FileNotFoundError:
-            raise CredentialError(f"--token-file {token_file}: file not found") from None
-        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise CredentialError(f"--token-file {token_file}: readable by group or others "
-                                  f"(mode {stat.S_IMODE(st.st_mode):o}); run: chmod 600 {token_file}")
-        if not stat.S_ISREG(st.st_mode):
-            raise CredentialError(f"--token-file {token_file}: not a regular file; point it at the file that "
-                                  "holds the Gitea access token")
-        if st.st_size > 64 * 1024:
-            raise CredentialError(f"--token-file {token_file}: {st.st_size} bytes is not a token; point it at the "
-                                  "file that holds the Gitea access token")
-        try:
-            value = p.read_bytes().decode("utf-8").strip()
-        except UnicodeDecodeError:
-            raise CredentialError(f"--token-file {token_file}: not UTF-8 text; write the token as plain text") \
-                from None
-        except OSError as e:
-            raise CredentialError(f"--token-file {token_file}: cannot read ({e.strerror})") from None
-        if any(ord(ch) < 32 or ord(ch) == 127 for ch in value) or " " in value:
-            raise CredentialError(f"--token-file {token_file}: holds more than one token (spaces, tabs or "
-                                  "several lines); keep only the Gitea access token in it")
-        if not value:
-            raise CredentialError(f"--token-file {token_file}: the file is empty; put the Gitea access token in it")
-        return Secret(value)
+        return read_token_file(token_file)
     env = os.environ.get("GITEA_TOKEN", "").strip()
     if env:
         return Secret(env)

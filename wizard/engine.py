@@ -113,7 +113,9 @@ class Runner:
         return (3 if pending else 0), results
 
     # ------------------------------------------------------------------ apply
-    def apply(self, *, dry_run: bool = False) -> int:
+    def apply(self, *, dry_run: bool = False, overrides: frozenset[str] | set[str] = frozenset()) -> int:
+        """Every stage in order. ``overrides``: stage keys passed over (``--override``): neither applied nor
+        checked, said on the output and recorded in the journal."""
         run = self.run
         n = len(self.stages)
         done_before = set(run.journal.done) if run.journal is not None else set()  # a resumed run's
@@ -121,6 +123,12 @@ class Runner:
         for i, st in enumerate(self.stages, 1):
             head = f"[{i}/{n}] {st.title}"
             t0 = time.monotonic()
+            if st.key in overrides:
+                self.out(f"{head}: overridden (--override {st.key}): not applied, not checked")
+                if not dry_run:
+                    self.record({"type": "override", "stage": st.key, "check": "(the whole stage)",
+                                 "by": "--override"})
+                continue
             try:
                 observed = st.inspect(self.ctx)
                 changes = st.plan(self.ctx, observed)

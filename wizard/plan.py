@@ -201,6 +201,22 @@ def repo_path_problem(value: str) -> str | None:
     return None
 
 
+def registry_url_problem(value: str) -> str | None:
+    """``https://HOST[:PORT]``: a registry's base URL (HOST as ``host_problem``), no user, path, query or fragment."""
+    if not isinstance(value, str) or not value:
+        return "expected https://HOST[:PORT], e.g. https://ghcr.io"
+    if (bad := text_problem(value, limit=300)) is not None:
+        return bad
+    if not value.isascii() or not value.startswith("https://"):
+        return "must be an https:// URL, e.g. https://ghcr.io (the images are read over HTTPS only)"
+    netloc = value[len("https://"):].removesuffix("/")
+    if not netloc or re.search(r"[/?#@]", netloc):
+        return "write https://HOST[:PORT] only: no user, path, query or fragment"
+    if (bad := host_problem(netloc)) is not None:
+        return f"the host {netloc!r}: {bad}"
+    return None
+
+
 def root_url_problem(value: str) -> str | None:
     """``https://HOST[:PORT][/PATH]``: HOST as ``host_problem``, a plain path, no user, query or fragment."""
     if (bad := text_problem(value)) is not None:
@@ -259,6 +275,9 @@ class Plan:
     registry_ca_file: str | None = None
     node_tls: str = "skip_verify"  # how nodes trust the registry and realm: skip_verify | ca
     images: tuple[Image, ...] = ()
+    # ghcr: the source registry the Images stage copies from (a mirror or a test registry may stand in)
+    ghcr_url: str = "https://ghcr.io"
+    ghcr_ca_file: str | None = None  # CA bundle for it (default: the system roots)
     # object names (the guide's by default)
     secrets_namespace: str = "default"
     push_secret: str = "gitea-registry-push"
@@ -317,6 +336,11 @@ class Plan:
     def registry_url(self) -> str:
         return f"https://{self.registry_host}"
 
+    @property
+    def source_url(self) -> str:
+        """The source registry's base URL (``ghcr.url``), without a trailing slash."""
+        return self.ghcr_url.rstrip("/")
+
 
 # -------------------------------------------------------------------- the YAML shape
 SCHEMA: dict[str, dict[str, str]] = {
@@ -324,6 +348,7 @@ SCHEMA: dict[str, dict[str, str]] = {
               "service": "gitea_service", "port": "gitea_port"},
     "registry": {"host": "registry_host", "legacy_hosts": "legacy_hosts", "ca_file": "registry_ca_file",
                  "node_tls": "node_tls"},
+    "ghcr": {"url": "ghcr_url", "ca_file": "ghcr_ca_file"},
     "secrets": {"namespace": "secrets_namespace", "push": "push_secret", "pull": "pull_secret",
                 "replaces": "old_pull_secret"},
     "proxy": {"namespace": "proxy_namespace", "name": "proxy_name", "tls_secret": "proxy_tls_secret",
@@ -545,6 +570,13 @@ def validate(plan: Plan, explicit: set[str] = frozenset()) -> list[str]:
         if bad is not None:
             problems.append(_problem("gitea.internal_service", plan.internal_service,
                                      "expected NAME.NAMESPACE.svc.cluster.local:PORT of Gitea's HTTP service"))
+    if ok("ghcr_url") and (bad := registry_url_problem(plan.ghcr_url)) is not None:
+        problems.append(_problem("ghcr.url", plan.ghcr_url, bad))
+    if plan.ghcr_ca_file and ok("ghcr_ca_file"):
+        if (bad := path_problem(plan.ghcr_ca_file)) is not None:
+            problems.append(_problem("ghcr.ca_file", plan.ghcr_ca_file, bad))
+        elif not Path(plan.ghcr_ca_file).is_file():
+            problems.append(_problem("ghcr.ca_file", plan.ghcr_ca_file, "file not found"))
     if plan.node_tls not in ("skip_verify", "ca"):
         problems.append(_problem("registry.node_tls", plan.node_tls, "use skip_verify (the guide) or ca"))
     if plan.node_tls == "ca" and not plan.registry_ca_file:

@@ -180,7 +180,8 @@ class Session:
 
     @classmethod
     def connect(cls, plan_path: str, *, kubeconfig: str | None = None, context: str | None = None,
-                token=None, audit: bool = False, node_probes: bool = False, node_timeout: float = 180.0,
+                token=None, ghcr_token=None, audit: bool = False, node_probes: bool = False,
+                node_timeout: float = 180.0,
                 max_unavailable: int = 1, patience: float = 120.0, resolve: tuple[str, ...] = (),
                 **kw) -> Session:
         """A session on the plan's cluster, as the headless commands build it (PlanError, ClusterUnreachable)."""
@@ -188,7 +189,8 @@ class Session:
         plan = load_plan(plan_path, tuple(resolve))
         cluster = connect(plan, kubeconfig=kubeconfig, context=context, audit=audit, node_probes=node_probes,
                           patience=patience)
-        ctx = Context(plan=plan, cluster=cluster, token=token, audit=audit, node_probes=audit and node_probes,
+        ctx = Context(plan=plan, cluster=cluster, token=token, ghcr_token=ghcr_token, audit=audit,
+                      node_probes=audit and node_probes,
                       node_timeout=node_timeout, max_unavailable=max_unavailable)
         return cls(ctx, **kw)
 
@@ -618,7 +620,8 @@ class Session:
         return {"cluster": info, "mode": "audit" if self.audit else "migration",
                 "started": self.started, "finished": self.finished,
                 "stages": [dict(r.to_dict(), done=st.done) for r, st in zip(self.results(), self.states, strict=True)],
-                "overrides": [o.to_dict() for o in self.overrides]}
+                "overrides": [o.to_dict() for o in self.overrides],
+                **({"images": copied} if (copied := self.ctx.cache.get("images_report")) else {})}
 
     def render_report(self, fmt: str, cluster_info: dict | None = None) -> str:
         """The report as JSON or Markdown (the headless audit's format, plus overrides); secrets masked."""
@@ -636,8 +639,23 @@ class Session:
             else:
                 lines.append("None: every gating check passed.")
             lines += self.rollout_lines()
+            lines += self.image_lines()
             text += "\n".join(lines) + "\n"
         return self.mask(text)
+
+    def image_lines(self) -> list[str]:
+        """The Markdown report's image copy: source → target digest per tag ([] when stage Images copied nothing)."""
+        copied = self.ctx.cache.get("images_report")
+        if not copied:
+            return []
+        lines = ["", "## Images", "", "| Source | Target | Source digest | Target digest | Status |",
+                 "|---|---|---|---|---|"]
+        for img in copied.get("images", []):
+            for t in img.get("tags", []):
+                sep = "@" if t.get("kind") == "referrer" else ":"
+                lines.append(f"| {img['source']}{sep}{t['tag']} | {img['target']}{sep}{t['tag']} | "
+                             f"{t.get('source_digest', '')} | {t.get('target_digest', '')} | {t['status']} |")
+        return lines
 
     def rollout_lines(self) -> list[str]:
         """The Markdown report's rolling restart: the guards, and each node's proofs by name ([] before it ran)."""

@@ -171,7 +171,7 @@ def test_k3s_version_is_what_the_nodes_report_and_generate(running):
     assert stop(proc, signal.SIGTERM)[0] == 0
 
 
-@pytest.mark.parametrize("flag, preloaded", [((), True), (("--gitea-preloaded",), True),
+@pytest.mark.parametrize("flag, preloaded", [((), False), (("--gitea-preloaded",), True),
                                              (("--no-gitea-preloaded",), False)])
 def test_gitea_preloaded_flag_decides_what_gitea_holds(running, flag, preloaded):
     proc, _, d = running(*flag)

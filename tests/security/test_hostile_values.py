@@ -60,6 +60,16 @@ CORPUS: list[tuple[str, object]] = [
     ("registry.legacy_hosts[0]", "legacy.example.test|sh"),
     ("registry.legacy_hosts[0]", "legacy.example.test&&reboot"),
     ("registry.legacy_hosts[0]", "[::1%lo]"),
+    # ghcr.url: the source registry, https://HOST[:PORT] and nothing else (it reaches URLs and messages)
+    ("ghcr.url", "http://ghcr.io"),
+    ("ghcr.url", "https://ghcr.io/$(id)"),
+    ("ghcr.url", "https://ghcr.io`id`"),
+    ("ghcr.url", "https://user:pw@ghcr.io"),
+    ("ghcr.url", "https://ghcr.io?x=1"),
+    ("ghcr.url", "https://ghcr.io:99999"),
+    ("ghcr.url", "https://ghcr.io\r\nHost: evil"),
+    ("ghcr.url", "https://ghcr.\u0456o"),
+    ("ghcr.url", "ghcr.io"),
     # ROOT_URL: the host as above, a path without quotes, spaces, backslashes, $ or backticks
     ("gitea.root_url", "https://gitea.example.test/$(id)/"),
     ("gitea.root_url", "https://gitea.example.test/`id`/"),

@@ -202,7 +202,7 @@ def test_apply_onto_an_adopted_secret_of_another_type_fails_as_a_stage_naming_th
                         "metadata": {"name": SECRET[2], "namespace": SECRET[1]}, "data": {"a": "Yg=="}})
     res = run_cli(sandbox, "apply", *plan_args(sandbox), "--yes", *adopt_args([SECRET]))
     assert res.returncode == 1, res.stdout + res.stderr
-    assert "[3/10] Registry secrets: FAILED" in res.stdout
+    assert "[3/11] Registry secrets: FAILED" in res.stdout
     assert "Secret default/gitea-registry-push: field type: field is immutable" in res.stdout
     assert "internal error" not in res.stdout + res.stderr
 

@@ -34,7 +34,7 @@ def test_apply_migrates_then_plans_nothing_and_keeps_existing_registries(make_sa
     sb = make_sandbox(existing_registries=EXISTING)
     res = run_cli(sb, "apply", *plan_args(sb), "--yes")
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "[10/10] Verify: ok" in res.stdout
+    assert "[11/11] Verify: ok" in res.stdout
     again = run_cli(sb, "plan", *plan_args(sb))
     assert again.returncode == 0, again.stdout
     assert "change(s)" not in again.stdout
@@ -74,7 +74,7 @@ def test_apply_migrates_then_plans_nothing_and_keeps_existing_registries(make_sa
 def test_wrong_token_stops_at_credentials_and_writes_nothing(sandbox):
     res = run_cli(sandbox, "apply", *plan_args(sandbox), "--yes", token="definitely-not-the-token")
     assert res.returncode == 1
-    assert "[2/10] Credentials: FAILED" in res.stdout
+    assert "[2/11] Credentials: FAILED" in res.stdout
     assert "cause:" in res.stdout and "fix:" in res.stdout
     assert "definitely-not-the-token" not in res.stdout + res.stderr
     assert [m for m in mutating_requests(sandbox) if "/leases/" not in m and not m.endswith("/leases")] == []

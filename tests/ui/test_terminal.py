@@ -78,10 +78,10 @@ def test_demo_in_a_real_terminal_shows_stages_live_nodes_and_follows_keys(termin
     assert "Ready" in scr and "server" in scr and "agent" in scr
     token = (tmp_path / "sb" / "token").read_text().strip()
     term.press("n")
-    scr = term.wait_for("Stage 2/10 · Credentials", "token accepted by Gitea")
+    scr = term.wait_for("Stage 2/11 · Credentials", "token accepted by Gitea")
     assert "✓  1 Preflight" in scr
     term.press("n")
-    scr = term.wait_for("Stage 3/10 · Registry secrets", "2 change(s)")
+    scr = term.wait_for("Stage 3/11 · Registry secrets", "2 change(s)")
     assert "<secret, sha256:" in scr and token not in scr
     assert "Next ▶" in scr and "2 change(s) to apply first" in scr
     term.press("a")
@@ -109,7 +109,7 @@ def test_ghcr2gitea_without_a_command_opens_the_wizard_on_the_kubeconfig(termina
     term.press("q")
     term.wait_for("[exited 0]", timeout=20)
     term = terminal(f"--kubeconfig {sandbox.kubeconfig} --plan {sandbox.plan} --token-file {sandbox.token_file}")
-    scr = term.wait_for("Stage 1/10 · Preflight", "all gating checks pass", "lenovomini", timeout=15)
+    scr = term.wait_for("Stage 1/11 · Preflight", "all gating checks pass", "lenovomini", timeout=15)
     term.press("q")
     term.wait_for("[exited 0]", timeout=20)
 
@@ -132,15 +132,15 @@ def test_audit_on_a_terminal_opens_the_read_only_wizard_and_exports(terminal, sa
 
 def test_help_then_quit_mid_apply_prints_how_to_resume(terminal, tmp_path):
     term = terminal(f"demo --dir {tmp_path / 'sb'} --restart-seconds 6:6")
-    term.wait_for("Stage 1/10 · Preflight", "all gating checks pass", "dellmini1", timeout=15)
+    term.wait_for("Stage 1/11 · Preflight", "all gating checks pass", "dellmini1", timeout=15)
     term.press("?")
     scr = term.wait_for("Help — keys of the wizard", "Re-check", "Override a failed check")
     assert "Pass over a failed gating check" in scr
     term.press("Escape")
-    scr = term.wait_for("Stage 1/10 · Preflight", "dellmini1")
+    scr = term.wait_for("Stage 1/11 · Preflight", "dellmini1")
     assert "Help — keys" not in scr
-    for k in range(1, 7):  # Apply and Next through to the rolling restart
-        scr = term.wait_for(f"Stage {k}/10", timeout=30)
+    for k in range(1, 8):  # Apply and Next through to the rolling restart
+        scr = term.wait_for(f"Stage {k}/11", timeout=30)
         deadline = time.monotonic() + 60
         while "to apply first" not in scr and "all gating checks pass" not in scr:
             assert time.monotonic() < deadline, scr
@@ -148,9 +148,9 @@ def test_help_then_quit_mid_apply_prints_how_to_resume(terminal, tmp_path):
             scr = term.screen()
         if "to apply first" in scr:
             term.press("a")
-            term.wait_for(f"Stage {k}/10", "all gating checks pass", timeout=60)
+            term.wait_for(f"Stage {k}/11", "all gating checks pass", timeout=60)
         term.press("n")
-    term.wait_for("Stage 7/10 · Rolling restart", "to apply first", timeout=60)
+    term.wait_for("Stage 8/11 · Rolling restart", "to apply first", timeout=60)
     term.press("a")
     term.wait_for("proven 0/5", timeout=30)
     term.press("q")

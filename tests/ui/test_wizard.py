@@ -248,7 +248,7 @@ async def test_pause_finishes_the_current_node_then_stops_and_apply_continues(wi
         assert not s.can_advance()
         text = screen_text(app)
         assert "paused after dellmini1; 4 nodes left — Apply resumes" in text
-        assert "✗  7 Rolling restart" not in text and "‖  7 Rolling restart" in text and "✗1" not in text
+        assert "✗  8 Rolling restart" not in text and "‖  8 Rolling restart" in text and "✗1" not in text
         assert [c.target.split(":")[0] for c in st.changes] == ["node dellmini3", "node dellmini5", "node dellmini2",
                                                                "node lenovomini"]
         await pilot.press("a")  # continue with the rest
@@ -486,7 +486,7 @@ async def test_audit_mode_is_read_only_and_offers_no_apply(wizard, settle, scree
     assert mutating_requests(sb) == before
     json_file, md_file = sorted((tmp_path / "export").glob("ghcr2gitea-audit-*"))
     report = json.loads(json_file.read_text())
-    assert report["mode"] == "audit" and len(report["stages"]) == 10
+    assert report["mode"] == "audit" and len(report["stages"]) == 11
     assert md_file.read_text().startswith("# ghcr2gitea audit")
 
 

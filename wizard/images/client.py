@@ -153,8 +153,11 @@ class Registry:
 
     def __init__(self, base: str, http: httpx.AsyncClient, *, credentials: Credentials | None = None,
                  retry: RetryPolicy | None = None, read_only: bool = False, name: str | None = None,
-                 bulk: httpx.Client | None = None):
+                 bulk: httpx.Client | None = None, token_fallback: bool = False):
         self.base = base.rstrip("/")
+        # the realm cannot be used (plain HTTP, 404, unreachable — Gitea's ROOT_URL before its TLS Ingress
+        # exists): ask the registry host's own /v2/token over HTTPS instead, as authflow's token_fallback does
+        self.token_fallback = token_fallback and self.base.startswith("https://")
         self.http = http
         self.bulk = bulk  # a sync twin of ``http`` (netclient.client): blob bytes are read in a thread with it
         self.credentials = credentials
@@ -219,6 +222,25 @@ class Registry:
         if self.credentials is not None:
             params.append(("account", self.credentials.username))
         params += [("scope", s) for s in scopes]  # the caller orders them: push scope first
+        if self.credentials is not None and urlsplit(realm).scheme != "https":
+            # never send credentials in clear
+            if not self.token_fallback:
+                raise RegistryError(f"{self.name}: the token realm {clean_url(realm)} is plain HTTP: the credentials "
+                                    "were not sent; make Gitea's ROOT_URL https://", status=401)
+            return await self._token_from(f"{self.base}/v2/token", params)
+        try:
+            return await self._token_from(realm, params)
+        except RegistryError as e:
+            if not self.token_fallback or e.status in (401, 403) or clean_url(realm).startswith(self.base + "/"):
+                raise
+            try:
+                return await self._token_from(f"{self.base}/v2/token", params)
+            except RegistryError as fallback:
+                if fallback.status in (401, 403):
+                    raise fallback from None
+                raise e from None
+
+    async def _token_from(self, realm: str, params: list[tuple[str, str]]) -> str:
         url = realm + ("&" if urlsplit(realm).query else "?") + urlencode(params)
         headers = {"Authorization": self.credentials.basic()} if self.credentials is not None else {}
         who = f"{self.credentials.username}'s credentials" if self.credentials else "an anonymous request"

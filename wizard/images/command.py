@@ -7,12 +7,13 @@ to ``copier.copy``. Progress goes to stderr, the report to stdout (text, or JSON
 ``latest`` unless ``--all-tags`` or ``--tags REGEX`` says otherwise.
 
 Credentials: the Gitea token as every command reads it (``--token-file`` or GITEA_TOKEN); GHCR
-anonymously for public images, or a GitHub token with ``read:packages`` from GHCR_TOKEN.
+anonymously for public images, or a GitHub token with ``read:packages`` from ``--ghcr-token-file`` or GHCR_TOKEN.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -57,6 +58,8 @@ def add_parser(sub) -> None:
                        "a rerun sends only what is missing", epilog=f"exit codes: {EXIT}")
     p.add_argument("--plan", required=True, metavar="FILE", help="the migration plan (YAML)")
     p.add_argument("--token-file", metavar="FILE", help="file holding the Gitea token (mode 600); else GITEA_TOKEN")
+    p.add_argument("--ghcr-token-file", metavar="FILE", help="file holding a GitHub token with read:packages for "
+                   "private source images (mode 600); else GHCR_TOKEN; else anonymous")
     p.add_argument("--dry-run", action="store_true", help="only GET and HEAD: report what would be copied")
     p.add_argument("--all-tags", action="store_true", help="every tag of each source image")
     p.add_argument("--tags", type=_regex, metavar="REGEX", help="the source tags matching REGEX (whole tag)")
@@ -77,7 +80,7 @@ def _err(msg: str) -> None:
 
 def run(args) -> int:
     from .. import plan as plan_mod
-    from ..credentials import CredentialError, Secret, load_token
+    from ..credentials import CredentialError, load_ghcr_token, load_token
     try:
         plan = plan_mod.load(args.plan)
     except plan_mod.PlanError as e:
@@ -86,11 +89,10 @@ def run(args) -> int:
         return 2
     try:
         token = load_token(args.token_file)
+        source_secret = load_ghcr_token(getattr(args, "ghcr_token_file", None))
     except CredentialError as e:
         _err(str(e))
         return 2
-    ghcr = os.environ.get("GHCR_TOKEN", "").strip()
-    source_secret = Secret(ghcr) if ghcr else None
     if args.source_url and not re.fullmatch(r"https?://[^/?#\s]+/?", args.source_url):
         _err(f"--source-url {args.source_url!r}: expected https://HOST[:PORT]")
         return 2
@@ -114,20 +116,10 @@ def run(args) -> int:
 
 
 async def _copy(args, plan, token, source_secret, source_host: str):
-    from .. import netclient
-    from .client import Credentials, Registry
+    from .client import Credentials
     from .copier import CopyJob, CopyOptions, copy
     mib = 1024 * 1024
-    source_url = (args.source_url or f"https://{source_host}").rstrip("/")
-    target_url = f"https://{plan.registry_host}"
-    s_async = netclient.async_client(plan.resolve, ca_file=args.source_ca_file, timeout=60)
-    t_async = netclient.async_client(plan.resolve, ca_file=plan.registry_ca_file, timeout=60)
-    s_bulk = netclient.client(plan.resolve, ca_file=args.source_ca_file, timeout=60)
-    t_bulk = netclient.client(plan.resolve, ca_file=plan.registry_ca_file, timeout=60)
     user = os.environ.get("GHCR_USER", "").strip() or "ghcr2gitea"
-    src = Registry(source_url, s_async, bulk=s_bulk,
-                   credentials=Credentials(user, source_secret) if source_secret else None)
-    dst = Registry(target_url, t_async, bulk=t_bulk, credentials=Credentials(plan.username, token))
     tags = () if (args.all_tags or args.tags) else ("latest",)
     jobs = [CopyJob(i.source_repo, i.target_repo, tags=tags, all_tags=args.all_tags, tag_pattern=args.tags,
                     mount_from=tuple(j.target_repo for j in plan.images if j.target_repo != i.target_repo))
@@ -140,16 +132,48 @@ async def _copy(args, plan, token, source_secret, source_host: str):
         if not done and now - shown.get(p.image, 0) < 1.0:
             return
         shown[p.image] = now
-        print(f"  {p.image}: {p.bytes_done / mib:.1f}/{p.bytes_total / mib:.1f} MiB, {p.blobs_done}/{p.blobs_total} "
-              "blobs", file=sys.stderr, flush=True)
+        print(f"  {progress_line(p)}", file=sys.stderr, flush=True)
+
+    async with registries(plan, token, Credentials(user, source_secret) if source_secret else None,
+                          source_url=args.source_url or plan.source_url,
+                          source_ca_file=args.source_ca_file or plan.ghcr_ca_file) as (src, dst, owner_exists):
+        return await copy(src, dst, jobs, CopyOptions(concurrency=args.concurrency, chunk_size=args.chunk_mib * mib,
+                                                      dry_run=args.dry_run, owner_exists=owner_exists,
+                                                      progress=progress))
+
+
+def progress_line(p) -> str:
+    """One copier Progress as the CLI and the Images stage print it: bytes and blobs of one image."""
+    mib = 1024 * 1024
+    return f"{p.image}: {p.bytes_done / mib:.1f}/{p.bytes_total / mib:.1f} MiB, {p.blobs_done}/{p.blobs_total} blobs"
+
+
+@contextlib.asynccontextmanager
+async def registries(plan, token, source_credentials, *, source_url: str | None = None,
+                     source_ca_file: str | None = None, read_only: bool = False):
+    """The source (GHCR) and target (Gitea) registry clients of a plan, and the Gitea owner check.
+
+    Both go through ``network.resolve``; Gitea's with ``registry.ca_file``, the source's with
+    ``ghcr.ca_file``. Gitea's token comes from its realm (ROOT_URL), or — while the realm cannot be used
+    over HTTPS yet — from the registry host's own ``/v2/token`` (credentials never go to plain HTTP).
+    """
+    from .. import netclient
+    from .client import Credentials, Registry
+    source_url = (source_url or plan.source_url).rstrip("/")
+    ca = source_ca_file if source_ca_file is not None else plan.ghcr_ca_file
+    s_async = netclient.async_client(plan.resolve, ca_file=ca, timeout=60)
+    t_async = netclient.async_client(plan.resolve, ca_file=plan.registry_ca_file, timeout=60)
+    s_bulk = netclient.client(plan.resolve, ca_file=ca, timeout=60)
+    t_bulk = netclient.client(plan.resolve, ca_file=plan.registry_ca_file, timeout=60)
+    src = Registry(source_url, s_async, bulk=s_bulk, credentials=source_credentials)
+    dst = Registry(plan.registry_url, t_async, bulk=t_bulk, read_only=read_only, token_fallback=True,
+                   credentials=Credentials(plan.username, token) if token is not None else None)
 
     async def owner_exists(owner: str) -> bool | None:
         return await gitea_owner_exists(t_async, plan.root_url, owner, token)
 
     try:
-        return await copy(src, dst, jobs, CopyOptions(concurrency=args.concurrency, chunk_size=args.chunk_mib * mib,
-                                                      dry_run=args.dry_run, owner_exists=owner_exists,
-                                                      progress=progress))
+        yield src, dst, owner_exists
     finally:
         await s_async.aclose()
         await t_async.aclose()

@@ -70,8 +70,8 @@ GUIDE_IMAGES = {
 PUBLIC_REGISTRIES = {"docker.io", "ghcr.io", "gcr.io", "quay.io", "registry.k8s.io", "public.ecr.aws"}
 GHCR_PRIVATE = {"github-workflow-agents"}  # the others are public packages (anonymous pulls work)
 # Whether Gitea starts with the plan's images already stored (copied byte for byte from the GHCR).
-# Issue 16 wants it EMPTY by default once the Images stage exists: flip this one constant then.
-GITEA_PRELOADED = True
+# Empty by default, as on a real migration: the Images stage copies them (issue 16).
+GITEA_PRELOADED = False
 GRACE = 40.0  # node-monitor-grace-period: Ready turns Unknown after this long without a lease
 
 

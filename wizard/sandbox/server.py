@@ -269,7 +269,8 @@ def sandbox_plan(sb: Sandbox) -> str:
         },
         "images": [{"source": f"ghcr.io/{C.ORG}/{name}", "target": f"{registry}/{C.ORG}/{name}"}
                    for name in C.GUIDE_IMAGES],
-        "network": {"resolve": sb.resolve_entries()},
+        "ghcr": {"url": sb.ghcr_url, "ca_file": str(sb.dir / "public-ca.crt")},
+        "network": {"resolve": sb.resolve_entries() + sb.ghcr_resolve_entries()},
     }
     header = ("# ghcr2gitea migration plan, written by `ghcr2gitea sandbox` for the sandbox in this folder.\n"
               "# The token is not here: it is in ./token (GITEA_TOKEN or --token-file).\n")

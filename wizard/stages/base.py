@@ -174,6 +174,7 @@ class Context:
     cluster: Any  # ClusterReader in audit mode, Cluster otherwise
     token: Secret | None
     audit: bool = False
+    ghcr_token: Secret | None = None  # the source registry's (GHCR_TOKEN / --ghcr-token-file); None: see stage Images
     node_probes: bool = False  # audit: allow read-only probe pods
     progress: Callable[[Progress], None] = lambda p: None
     node_timeout: float = 180.0
@@ -190,7 +191,7 @@ class Context:
 
     @property
     def secrets(self) -> tuple:
-        return (self.token, *self.retired_secrets)
+        return (self.token, self.ghcr_token, *self.retired_secrets)
 
 
 class Stage:

@@ -110,6 +110,7 @@ class Workloads(Stage):
     def apply(self, ctx: Context, changes: list[Change]) -> None:
         files = [ch for ch in changes if isinstance(ch.payload, M.Rewrite)]
         changes = [ch for ch in changes if not isinstance(ch.payload, M.Rewrite)]
+        self._gate(ctx, changes)
         for ch in files:
             ctx.say(self.key, f"write {ch.target}")
             try:
@@ -127,6 +128,28 @@ class Workloads(Stage):
             kind, name, ns, _ = ch.payload
             if kind != "DaemonSet":
                 wait_rollout(ctx, kind, name, ns, self.key, timeout=max(60.0, ctx.node_timeout))
+
+    def _gate(self, ctx: Context, changes: list[Change]) -> None:
+        """Nothing is patched unless every image the patched workloads will run is in Gitea with the digest
+        their pods run now (stage Images copies them)."""
+        from .images import missing_in_gitea, split_ref
+        refs = set()
+        for ch in changes:
+            patch = ch.payload[3]
+            for key in ("initContainers", "containers"):
+                for c in patch.get(key) or []:
+                    hit = split_ref(c["image"], ctx.plan)
+                    if hit is not None:
+                        refs.add((hit[0].source, hit[1] or hit[2]))
+        if not refs:
+            return
+        ctx.say(self.key, f"checking that Gitea has the {len(refs)} image(s) the workloads will run")
+        missing = missing_in_gitea(ctx, refs)
+        if missing:
+            raise StageFailed(failed("images the workloads will run are in Gitea",
+                                     "; ".join(c.cause for c in missing),
+                                     "run stage Images (or `ghcr2gitea images`), or push the images through CI; "
+                                     "nothing was patched", {"missing": [c.evidence for c in missing]}))
 
     def verify(self, ctx: Context) -> list[Check]:
         p = ctx.plan
