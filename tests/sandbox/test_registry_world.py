@@ -178,8 +178,15 @@ X509 = "x509: certificate signed by unknown authority"
 
 
 @pytest.fixture
-def world(sandbox, k8s) -> World:
-    return World(sandbox, k8s)
+def world(make_sandbox) -> World:
+    # these tests are about the pull path, not the copy: Gitea already holds the images (as copied from GHCR)
+    from wizard.kube import api_client
+    sb = make_sandbox(gitea_preloaded=True)
+    api = api_client(str(sb.kubeconfig))
+    try:
+        yield World(sb, api)
+    finally:
+        api.close()
 
 
 # ---------------------------------------------------------------------------------------------- 1. pulls
