@@ -37,6 +37,7 @@ def shot(wizard, settle, snap_compare):
                 await before(pilot, app, sb)
             app.clear_notifications()
             await pilot.pause(0.2)
+            await pilot.wait_for_scheduled_animations()  # a tab underline still sliding is not the screen
         return snap_compare(app, terminal_size=size, run_before=run_before)
     return take
 
