@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from pathlib import Path
@@ -39,7 +40,8 @@ def run_demo(directory: str | None, opts) -> int:
     # The sandbox's cluster looks the same on every start (seeded): keep its journal with the sandbox,
     # so a demo never offers to resume another demo's migration.
     os.environ["XDG_STATE_HOME"] = str(Path(directory) / "state")
-    sb = Sandbox(Path(directory), opts).start()
+    # the demo shows the whole product: an application checkout for the CI and RBAC stage's workflow
+    sb = Sandbox(Path(directory), dataclasses.replace(opts, app_repo=True)).start()
     try:
         app = demo_app(sb, resume_command="" if tmp else command_line())
         app.run()

@@ -338,3 +338,44 @@ def test_plan_rejects_bad_build_keys():
     assert "images[0].dockerfile" in text and "images[0].paths" in text
     with pytest.raises(P.PlanError, match="optional: dockerfile, context, paths"):
         P.from_dict({**PLAN_DATA, "images": [{**PLAN_DATA["images"][0], "tag": "latest"}]})
+
+
+def test_the_demos_sandbox_has_an_app_checkout_so_stage_ci_writes_its_workflow_there(make_sandbox):
+    sb = make_sandbox("demo", app_repo=True)
+    assert (sb.app_repo / "Dockerfile").is_file()
+    plan = P.load(sb.plan)
+    assert plan.ci_repo_dir == "app-repo"  # relative to the plan's folder, as docs/plan.md says
+    cluster = Cluster.connect(str(sb.kubeconfig))
+    try:
+        ctx = Context(plan=plan, cluster=cluster, token=Secret("x"))
+        st = CiRbac()
+        path = sb.app_repo / ".github" / "workflows" / "build-image.yml"
+        changes = st.plan(ctx, st.inspect(ctx))
+        assert [(c.action, c.target) for c in changes if c.target.startswith("file ")] == [("create", f"file {path}")]
+        st.apply(ctx, changes)
+        assert W.schema_problems(path.read_text()) == []
+        assert {c.name: c for c in st.verify(ctx)}["CI workflow file"].status == "pass"
+    finally:
+        cluster.close()
+    # a plain sandbox stays as it was: no checkout, no ci.repo_dir (the CI stage says how to get the workflow)
+    plain = make_sandbox("plain")
+    assert not plain.app_repo.exists() and P.load(plain.plan).ci_repo_dir is None
+
+
+def test_the_demo_starts_its_sandbox_with_the_app_checkout(monkeypatch, tmp_path):
+    import screens.demo as demo
+    from wizard.sandbox import server
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_init(self, directory, opts=None, **kw):  # record what the demo asks for, start nothing
+        seen["opts"] = opts
+        raise Stop
+    monkeypatch.setattr(server.Sandbox, "__init__", fake_init)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    from wizard.sandbox.cluster import Options
+    with pytest.raises(Stop):
+        demo.run_demo(str(tmp_path / "d"), Options())
+    assert seen["opts"].app_repo is True

@@ -101,6 +101,9 @@ class Options:
     ghcr_token: str | None = None  # the GitHub PAT in ghcr-secret and ./ghcr-token (random when not given)
     ghcr_layer_size: int = 256 * 1024  # bytes of the base layer every image shares (large for benchmarks)
     ghcr_url_ttl: float = 300.0  # seconds a storage redirect from ghcr.io stays valid
+    # a checkout of the application repository in D/app-repo, named by the plan's ci.repo_dir, so stage
+    # "CI and RBAC" writes its build workflow there (the demo shows the whole product)
+    app_repo: bool = False
 
 
 def node_names(servers: int, agents: int) -> list[tuple[str, str]]:

@@ -72,6 +72,11 @@ class Sandbox:
         return self.dir / "plan.yaml"
 
     @property
+    def app_repo(self) -> Path:
+        """The application repository's checkout (only with ``Options.app_repo``)."""
+        return self.dir / APP_REPO
+
+    @property
     def token_file(self) -> Path:
         return self.dir / "token"
 
@@ -246,7 +251,30 @@ class Sandbox:
         (self.dir / "public-ca.crt").write_bytes(cl.public_root.cert_pem)
         # where the state JSON is served: the contract both API modes keep (the embedded API serves it itself)
         (self.dir / "state-url").write_text(f"{self.api_url}/_sandbox/state\n")
+        if self.opts.app_repo:
+            write_app_repo(self.app_repo)
         self.plan.write_text(sandbox_plan(self))
+
+
+APP_REPO = "app-repo"
+APP_DOCKERFILE = """\
+# The application the guide's images are built from (a stand-in: the sandbox's images are generated).
+FROM alpine:3.20
+COPY . /app
+CMD ["/bin/sh", "-c", "exec sleep infinity"]
+"""
+
+
+def write_app_repo(path: Path) -> None:
+    """A minimal checkout of the application repository: a Dockerfile at its root and a README.
+
+    Files already there are kept (a rerun of the demo in the same folder keeps the workflow it wrote)."""
+    path.mkdir(parents=True, exist_ok=True)
+    for name, text in (("Dockerfile", APP_DOCKERFILE),
+                       ("README.md", "# app\n\nThe sandbox's application repository: stage \"CI and RBAC\" writes "
+                                     ".github/workflows/build-image.yml here.\n")):
+        if not (path / name).exists():
+            (path / name).write_text(text)
 
 
 def sandbox_plan(sb: Sandbox) -> str:
@@ -272,6 +300,8 @@ def sandbox_plan(sb: Sandbox) -> str:
         "ghcr": {"url": sb.ghcr_url, "ca_file": str(sb.dir / "public-ca.crt")},
         "network": {"resolve": sb.resolve_entries() + sb.ghcr_resolve_entries()},
     }
+    if sb.opts.app_repo:  # relative: from the plan file's folder, as docs/plan.md says
+        plan["ci"] = {"repo_dir": APP_REPO}
     header = ("# ghcr2gitea migration plan, written by `ghcr2gitea sandbox` for the sandbox in this folder.\n"
               "# The token is not here: it is in ./token (GITEA_TOKEN or --token-file).\n")
     return header + yaml.safe_dump(plan, sort_keys=False)
