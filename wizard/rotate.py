@@ -10,6 +10,8 @@ be revoked in Gitea. Neither token is ever printed: both are masked on every out
 
 from __future__ import annotations
 
+import re
+
 import sys
 
 from .authflow import secret_credentials
@@ -32,10 +34,15 @@ def _err(msg: str) -> int:
     return 2
 
 
+BACKUP = re.compile(re.escape(PATH) + r"\.bak-[0-9]{8}T[0-9]{6}Z")
+
+
 def remove_backups_script(backup: str) -> Script:
     """Remove the backup this rotation wrote (it holds the old token), and nothing else."""
-    if not backup.startswith(PATH + ".bak-"):
-        raise ValueError(f"not a registries.yaml backup: {backup}")
+    # exactly what registries.backup_path writes: PATH.bak-YYYYmmddTHHMMSSZ (the name comes back from the node,
+    # so it is data: anything else, a path that climbs out or a second word, is refused before a script exists)
+    if not BACKUP.fullmatch(backup):
+        raise ValueError(f"not a registries.yaml backup: {backup!r}")
     return Script(strict=True).add("rm -f {bak}", bak=backup).add("echo removed")
 
 

@@ -213,3 +213,26 @@ def test_a_kube_dns_clusterip_that_is_not_an_ip_never_reaches_nginx():
         cluster = Cluster()
         cache: dict = {}
     assert coredns_ip(Ctx) is None
+
+
+@pytest.mark.parametrize("backup", [
+    "/etc/rancher/k3s/registries.yaml.bak-20261202T090000Z; rm -rf /",
+    "/etc/rancher/k3s/registries.yaml.bak-../../../etc/shadow",
+    "/etc/rancher/k3s/registries.yaml.bak-20261202T090000Z /etc/rancher/k3s/registries.yaml",
+    "/etc/rancher/k3s/registries.yaml.bak-$(id)",
+    "/etc/rancher/k3s/registries.yaml.bak-20261202T090000Z\n",
+    "/etc/rancher/k3s/registries.yaml",
+    "/etc/rancher/k3s/registries.yaml.bak-*",
+])
+def test_rotate_token_removes_only_a_backup_named_as_the_wizard_names_them(backup):
+    from wizard.rotate import remove_backups_script
+    with pytest.raises(ValueError, match="not a registries.yaml backup"):
+        remove_backups_script(backup)
+
+
+def test_rotate_token_backup_removal_is_one_rm_of_one_word():
+    from wizard.registries import backup_path
+    from wizard.rotate import remove_backups_script
+    backup = backup_path()
+    lines = [ln for ln in remove_backups_script(backup).text().splitlines() if ln.startswith("rm ")]
+    assert [shlex.split(ln) for ln in lines] == [["rm", "-f", backup]]
