@@ -11,7 +11,6 @@ be revoked in Gitea. Neither token is ever printed: both are masked on every out
 from __future__ import annotations
 
 import re
-
 import sys
 
 from .authflow import secret_credentials
