@@ -1,0 +1,99 @@
+"""The node agent's mirror of a real kube-apiserver: list+watch fills it, its writes reach the server."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from helpers import require_components
+
+from wizard.sandbox import realapi
+from wizard.sandbox.kinds import BY_KIND
+from wizard.sandbox.mirror import Mirror
+
+POD, NS, EVENT = BY_KIND[("v1", "Pod")], BY_KIND[("v1", "Namespace")], BY_KIND[("v1", "Event")]
+
+
+@pytest.fixture(scope="module")
+def plane(tmp_path_factory):
+    require_components("etcd", "kube-apiserver")
+    cp = realapi.RealControlPlane(tmp_path_factory.mktemp("mirror"), controller_manager=False).start(timeout=120)
+    yield cp
+    cp.wipe()
+
+
+async def _until(cond, timeout=10.0):
+    async with asyncio.timeout(timeout):
+        while not cond():
+            await asyncio.sleep(0.02)
+
+
+def test_the_mirror_sees_the_servers_objects_and_its_status_writes_win_in_order(plane):
+    from kubernetes import client
+
+    from wizard.kube import api_client
+    api = api_client(str(plane.kubeconfig()))
+    core = client.CoreV1Api(api)
+    core.create_namespace({"metadata": {"name": "m1"}})
+    core.create_namespaced_service_account("m1", {"metadata": {"name": "default"}})  # no controller-manager here
+
+    async def main():
+        m = await Mirror(plane.url, plane.token, str(plane.dir / "ca.crt"), [POD, NS, EVENT]).start()
+        try:
+            assert m.get(NS, "", "m1") is not None  # the list filled it
+            seen = []
+            m.listeners.append(lambda etype, kind, old, new: seen.append((etype, kind.kind)))
+            await asyncio.to_thread(core.create_namespaced_pod, "m1", {
+                "metadata": {"name": "p"}, "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "x"}]}})
+            await _until(lambda: m.get(POD, "m1", "p") is not None)  # the watch brought it
+            assert ("ADDED", "Pod") in seen
+            # two status writes in a row, before either is answered: the second one is what the server keeps
+            for phase in ("Pending", "Running"):
+                new = {**m.get(POD, "m1", "p")}
+                new["status"] = {"phase": phase, "podIP": "10.42.0.7", "podIPs": [{"ip": "10.42.0.7"}]}
+                m.update(POD, new, "m1", "p", subresource="status", manager="k3s")
+            assert m.get(POD, "m1", "p")["status"]["phase"] == "Running"  # the local copy at once
+            await m.flush()
+            pod = await asyncio.to_thread(core.read_namespaced_pod, "p", "m1")
+            assert pod.status.phase == "Running" and pod.status.pod_ip == "10.42.0.7"
+            await _until(lambda: m.get(POD, "m1", "p")["metadata"]["resourceVersion"]
+                         == pod.metadata.resource_version)
+            assert m.get(POD, "m1", "p")["status"]["phase"] == "Running"
+            # an Event is fire-and-forget, and it is the server's object that appears
+            m.create(EVENT, {"metadata": {"name": "p.1", "namespace": "m1"}, "reason": "Pulled", "message": "ok",
+                             "involvedObject": {"kind": "Pod", "namespace": "m1", "name": "p", "apiVersion": "v1"},
+                             "source": {"component": "kubelet", "host": "n1"}, "type": "Normal", "count": 1},
+                     "m1", manager="kubelet")
+            await _until(lambda: m.get(EVENT, "m1", "p.1") is not None)
+            assert m.get(EVENT, "m1", "p.1")["metadata"]["uid"]
+            # the kubelet's final delete: grace 0, and only the pod it ran
+            m.delete(POD, "m1", "p", uid="not-this-pod")
+            await asyncio.sleep(0)
+            m.delete(POD, "m1", "p", uid=pod.metadata.uid)
+            await _until(lambda: m.get(POD, "m1", "p") is None)
+            assert ("DELETED", "Pod") in seen and m.errors == []
+        finally:
+            await m.close()
+    try:
+        asyncio.run(main())
+    finally:
+        api.close()
+
+
+def test_a_refused_status_write_is_recorded_not_raised(plane):
+    async def main():
+        m = await Mirror(plane.url, plane.token, str(plane.dir / "ca.crt"), [POD]).start()
+        try:
+            await m.acreate(NS, {"metadata": {"name": "m2"}})
+            await m.acreate(BY_KIND[("v1", "ServiceAccount")], {"metadata": {"name": "default"}}, "m2")
+            await m.acreate(POD, {"metadata": {"name": "q"}, "spec": {
+                "nodeName": "n1", "containers": [{"name": "c", "image": "x"}]}}, "m2")
+            await _until(lambda: m.get(POD, "m2", "q") is not None)
+            bad = {**m.get(POD, "m2", "q"), "status": {"phase": "Running", "podIP": "not-an-ip",
+                                                        "podIPs": [{"ip": "not-an-ip"}]}}
+            m.update(POD, bad, "m2", "q", subresource="status")
+            await m.flush()
+            assert len(m.errors) == 1 and "422" in m.errors[0] and "not-an-ip" in m.errors[0]
+        finally:
+            await m.close()
+    asyncio.run(main())
