@@ -1,4 +1,4 @@
-"""The node agent's mirror of a real kube-apiserver: list+watch fills it, its writes reach the server."""
+"""Parts of the real-API world's node agent, against a real kube-apiserver: the mirror (list+watch in, kubelet writes out) and the front proxy."""
 
 from __future__ import annotations
 
@@ -96,4 +96,33 @@ def test_a_refused_status_write_is_recorded_not_raised(plane):
             assert len(m.errors) == 1 and "422" in m.errors[0] and "not-an-ip" in m.errors[0]
         finally:
             await m.close()
+    asyncio.run(main())
+
+
+def test_the_front_proxy_refuses_connections_while_the_api_node_restarts(plane):
+    import ssl
+    import urllib.request
+
+    from wizard.sandbox.frontproxy import FrontProxy
+    ctx = ssl.create_default_context(cafile=str(plane.dir / "ca.crt"))
+
+    def version(url):
+        req = urllib.request.Request(f"{url}/version", headers={"Authorization": f"Bearer {plane.token}"})
+        with urllib.request.urlopen(req, context=ctx, timeout=5) as r:
+            import json
+            return json.load(r)["gitVersion"]
+
+    async def main():
+        proxy = await FrontProxy(plane.api_port).start()
+        try:
+            # TLS passes through: the client verifies the real API server's certificate, and gets its release
+            assert (await asyncio.to_thread(version, proxy.url)).startswith("v1.")
+            await proxy.set_down(True)
+            with pytest.raises(OSError) as e:  # urllib wraps the refusal in URLError, an OSError
+                await asyncio.to_thread(version, proxy.url)
+            assert "refused" in str(e.value).lower()
+            await proxy.set_down(False)  # the same port again, as a restarted k3s listens on 6443 again
+            assert (await asyncio.to_thread(version, proxy.url)).startswith("v1.")
+        finally:
+            await proxy.stop()
     asyncio.run(main())
