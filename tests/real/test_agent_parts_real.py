@@ -1,4 +1,6 @@
-"""Parts of the real-API world's node agent, against a real kube-apiserver: the mirror (list+watch in, kubelet writes out) and the front proxy."""
+"""Parts of the real-API world's node agent against a real kube-apiserver.
+
+The mirror (list+watch in, kubelet writes out) and the front proxy the kubeconfig points at."""
 
 from __future__ import annotations
 
