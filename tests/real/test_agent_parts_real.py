@@ -128,3 +128,43 @@ def test_the_front_proxy_refuses_connections_while_the_api_node_restarts(plane):
         finally:
             await proxy.stop()
     asyncio.run(main())
+
+
+def test_pod_logs_reach_the_client_through_the_real_api_server_from_the_agents_kubelet_endpoint(plane):
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    from wizard.kube import api_client
+    from wizard.sandbox.kubeletapi import KubeletEndpoint
+    d = plane.dir
+    logs = {("m3", "p", "c"): "line 1\nline 2\n"}
+    node = BY_KIND[("v1", "Node")]
+
+    async def main():
+        kubelet = await KubeletEndpoint(lambda ns, p, c: logs.get((ns, p, c)), lambda ns, p: False,
+                                        str(d / "apiserver.crt"), str(d / "apiserver.key"), str(d / "ca.crt")).start()
+        m = await Mirror(plane.url, plane.token, str(d / "ca.crt"), [POD]).start()
+        api = api_client(str(plane.kubeconfig()))
+        core = client.CoreV1Api(api)
+        try:
+            n = await m.acreate(node, {"metadata": {"name": "dellmini9"}})
+            n["status"] = {"addresses": [{"type": "InternalIP", "address": "192.0.2.99"},
+                                         {"type": "InternalDNS", "address": "127.0.0.1"}],
+                           "daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet.port}}}
+            await m.aput(node, n, subresource="status")
+            await m.acreate(NS, {"metadata": {"name": "m3"}})
+            await m.acreate(BY_KIND[("v1", "ServiceAccount")], {"metadata": {"name": "default"}}, "m3")
+            for name in ("p", "w"):
+                await m.acreate(POD, {"metadata": {"name": name}, "spec": {
+                    "nodeName": "dellmini9", "containers": [{"name": "c", "image": "x"}]}}, "m3")
+            text = await asyncio.to_thread(core.read_namespaced_pod_log, "p", "m3", tail_lines=1)
+            assert text == "line 2\n"
+            assert kubelet.clients == ["kube-apiserver-kubelet-client"]  # mutual TLS: only the API server
+            with pytest.raises(ApiException) as e:  # the kubelet's words reach the client as the status message
+                await asyncio.to_thread(core.read_namespaced_pod_log, "w", "m3")
+            assert e.value.status == 400 and "is waiting to start: ContainerCreating" in e.value.body
+        finally:
+            api.close()
+            await m.close()
+            await kubelet.stop()
+    asyncio.run(main())
