@@ -24,7 +24,7 @@ def plane(tmp_path_factory):
     cp.wipe()
 
 
-async def _until(cond, timeout=10.0):
+async def _until(cond, timeout=30.0):  # generous: CI machines are loaded
     async with asyncio.timeout(timeout):
         while not cond():
             await asyncio.sleep(0.02)

@@ -86,7 +86,7 @@ class Mirror(Store):
             await self._session.close()
             self._session = None
 
-    async def flush(self, timeout: float = 10.0) -> None:
+    async def flush(self, timeout: float = 30.0) -> None:
         """Wait until every queued write has been answered (tests, and before the world's state is read)."""
         async with asyncio.timeout(timeout):
             while self._dirty or self._sending:
