@@ -77,11 +77,22 @@ def _pki(d: Path) -> None:
             .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=30))
             .add_extension(x509.SubjectAlternativeName(sans), critical=False).sign(ca_key, hashes.SHA256()))
+    # the API server's client certificate towards the kubelets (pods/log goes through them), which the
+    # node agent's kubelet endpoint requires
+    kc_key = ec.generate_private_key(ec.SECP256R1())
+    kc = (x509.CertificateBuilder().subject_name(x509.Name([
+            x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver-kubelet-client"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:masters")]))
+          .issuer_name(ca_name).public_key(kc_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=30))
+          .sign(ca_key, hashes.SHA256()))
     sa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     files = {
         "ca.crt": ca.public_bytes(serialization.Encoding.PEM),
         "apiserver.crt": cert.public_bytes(serialization.Encoding.PEM),
         "apiserver.key": pem_key(key),
+        "kubelet-client.crt": kc.public_bytes(serialization.Encoding.PEM),
+        "kubelet-client.key": pem_key(kc_key),
         "sa.key": pem_key(sa),
         "sa.pub": sa.public_key().public_bytes(serialization.Encoding.PEM,
                                                serialization.PublicFormat.SubjectPublicKeyInfo),
@@ -151,7 +162,13 @@ class RealControlPlane:
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-cluster-ip-range={SERVICE_CIDR}", "--authorization-mode=RBAC", "--allow-privileged=true",
             f"--audit-log-path={self.audit_log}", f"--audit-policy-file={d / 'audit-policy.json'}",
-            "--audit-log-format=json", "--endpoint-reconciler-type=none", "--profiling=false", "--v=0"])
+            "--audit-log-format=json", "--endpoint-reconciler-type=none", "--profiling=false", "--v=0",
+            # pods/log reaches the node agent on loopback: each Node names 127.0.0.1 as its InternalDNS address
+            # (its InternalIP stays the simulated LAN address) and the agent's port as its kubelet endpoint;
+            # both ends check the other's certificate
+            "--kubelet-preferred-address-types=InternalDNS,InternalIP",
+            f"--kubelet-client-certificate={d / 'kubelet-client.crt'}",
+            f"--kubelet-client-key={d / 'kubelet-client.key'}", f"--kubelet-certificate-authority={d / 'ca.crt'}"])
         self._wait_ready(timeout)
         if self.controller_manager:
             kc = self.kubeconfig(d / "kcm.kubeconfig", name="kcm")

@@ -1,0 +1,262 @@
+"""A replica of a real API server's objects, kept by list+watch, for the node agent of a real-API world.
+
+The simulation (``Kubelet``, ``Traefik``, cluster DNS, ``Cluster.event``) reads objects synchronously from
+a ``Store``. Against a real kube-apiserver it reads them from a ``Mirror`` instead: the same ``get``,
+``list``, ``kinds`` and ``listeners``, filled the way a kubelet's informers are filled (list, then watch
+from the list's resourceVersion; a 410 Gone relists). Nothing here decides what an object looks like:
+every object in the mirror is one the API server returned.
+
+Writes are a kubelet's writes: status subresources, Node Leases and Events. ``update`` changes the local
+copy at once (so the synchronous simulation sees its own write) and queues the write for the API server,
+one in flight per object, sending the newest local copy without a resourceVersion (pods, nodes, leases,
+events and services allow unconditional updates). Until the server has acknowledged a status write, a
+watch event for that object keeps the local status, so a late event never undoes a newer write. Creates
+that the caller must wait for (bootstrap: Nodes, Leases, Services) are ``acreate``; runtime creates
+(Events) are fire-and-forget through ``create``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import json
+import ssl
+from collections.abc import Iterable
+
+import aiohttp
+
+from .kinds import Kind
+from .store import ApiError, KindState, Store
+
+
+class Mirror(Store):
+    def __init__(self, url: str, token: str, ca_file: str, kinds: Iterable[Kind]):
+        super().__init__()
+        self.url = url.rstrip("/")
+        self.kinds = {k: KindState() for k in kinds}
+        self._headers = {"Authorization": f"Bearer {token}", "Accept": "application/json",
+                         "User-Agent": "ghcr2gitea-node-agent"}
+        self._ssl = ssl.create_default_context(cafile=ca_file)
+        self._session: aiohttp.ClientSession | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._dirty: dict[tuple, dict] = {}  # (kind, ns, name, subresource) → newest local object to send
+        self._sending: set[tuple] = set()
+        self._synced: dict[Kind, asyncio.Event] = {}
+        self.errors: list[str] = []  # writes the API server refused (shown in the world's state)
+
+    # ------------------------------------------------------------------ paths
+    def _path(self, kind: Kind, namespace: str = "", name: str = "", subresource: str = "") -> str:
+        base = f"/api/{kind.version}" if not kind.group else f"/apis/{kind.group}/{kind.version}"
+        if kind.namespaced and namespace:
+            base += f"/namespaces/{namespace}"
+        base += f"/{kind.plural}"
+        if name:
+            base += f"/{name}"
+        if subresource:
+            base += f"/{subresource}"
+        return self.url + base
+
+    @staticmethod
+    def _key(kind: Kind, obj: dict) -> tuple[str, str]:
+        md = obj["metadata"]
+        return (md.get("namespace", "") if kind.namespaced else "", md["name"])
+
+    def _typed(self, kind: Kind, obj: dict) -> dict:
+        return {"apiVersion": kind.api_version, "kind": kind.kind, **obj}
+
+    # ------------------------------------------------------------------ life
+    async def start(self, timeout: float = 30.0) -> Mirror:
+        self._session = aiohttp.ClientSession(headers=self._headers, connector=aiohttp.TCPConnector(ssl=self._ssl))
+        loop = asyncio.get_running_loop()
+        for kind in self.kinds:
+            self._synced[kind] = asyncio.Event()
+            self._tasks.append(loop.create_task(self._informer(kind)))
+        await asyncio.wait_for(asyncio.gather(*(ev.wait() for ev in self._synced.values())), timeout)
+        return self
+
+    async def close(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._tasks.clear()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def flush(self, timeout: float = 30.0) -> None:
+        """Wait until every queued write has been answered (tests, and before the world's state is read)."""
+        async with asyncio.timeout(timeout):
+            while self._dirty or self._sending:
+                await asyncio.sleep(0.01)
+
+    # ------------------------------------------------------------------ informers
+    async def _informer(self, kind: Kind) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                rv = await self._relist(kind)
+                self._synced[kind].set()
+                await self._watch(kind, rv)
+                backoff = 0.1
+            except asyncio.CancelledError:
+                raise
+            except (aiohttp.ClientError, OSError, TimeoutError, ValueError):
+                await asyncio.sleep(backoff)  # the API server is away (a k3s restart): retry, as informers do
+                backoff = min(backoff * 2, 2.0)
+
+    async def _relist(self, kind: Kind) -> str:
+        async with self._session.get(self._path(kind)) as r:
+            r.raise_for_status()
+            body = await r.json()
+        fresh = {self._key(kind, o): self._typed(kind, o) for o in body.get("items") or []}
+        st = self.kinds[kind]
+        for key, old in list(st.objects.items()):
+            if key not in fresh:
+                self._commit_remote(kind, "DELETED", old)
+        for obj in fresh.values():
+            self._commit_remote(kind, "MODIFIED" if self._key(kind, obj) in st.objects else "ADDED", obj)
+        return body["metadata"]["resourceVersion"]
+
+    async def _watch(self, kind: Kind, rv: str) -> None:
+        params = {"watch": "1", "resourceVersion": rv, "allowWatchBookmarks": "true", "timeoutSeconds": "300"}
+        async with self._session.get(self._path(kind), params=params,
+                                     timeout=aiohttp.ClientTimeout(total=None, sock_read=330)) as r:
+            r.raise_for_status()
+            async for line in r.content:
+                if not line.strip():
+                    continue
+                ev = json.loads(line)
+                etype, obj = ev["type"], ev["object"]
+                if etype == "ERROR":  # 410 Gone (compacted) or another watch error: relist
+                    return
+                if etype == "BOOKMARK":
+                    continue
+                self._commit_remote(kind, etype, obj)
+
+    def _commit_remote(self, kind: Kind, etype: str, obj: dict) -> None:
+        """An object as the API server has it; a status we have not had acknowledged stays ours."""
+        key = self._key(kind, obj)
+        old = self.kinds[kind].objects.get(key)
+        if etype == "DELETED":
+            if old is not None:
+                self.kinds[kind].objects.pop(key, None)
+                self._notify("DELETED", kind, old, None)
+            return
+        obj = self._typed(kind, obj)
+        if old is not None and _older(obj, old):  # a watch event that our PUT's answer already overtook
+            return
+        pending = self._dirty.get((kind, *key, "status"))
+        if pending is not None or (kind, *key, "status") in self._sending:
+            local = pending if pending is not None else old
+            if local is not None and "status" in local:
+                obj = {**obj, "status": copy.deepcopy(local["status"])}
+        self.kinds[kind].objects[key] = obj
+        self._notify("ADDED" if old is None else "MODIFIED", kind, old, obj)
+
+    def _notify(self, etype: str, kind: Kind, old: dict | None, new: dict | None) -> None:
+        for listener in self.listeners:
+            listener(etype, kind, old, new)
+
+    # ------------------------------------------------------------------ writes
+    def update(self, kind: Kind, obj: dict, namespace: str, name: str, *, subresource: str = "",
+               manager: str = "unknown", validate: bool = True, **_) -> dict:
+        key = (namespace if kind.namespaced else "", name)
+        old = self.kinds[kind].objects.get(key)
+        if old is None:
+            raise ApiError(404, "NotFound", f'{kind.plural} "{name}" not found', kind=kind, name=name)
+        new = copy.deepcopy(obj)
+        self.kinds[kind].objects[key] = new
+        self._notify("MODIFIED", kind, old, new)
+        wkey = (kind, *key, subresource)
+        self._dirty[wkey] = new
+        if wkey not in self._sending:
+            self._sending.add(wkey)
+            asyncio.get_running_loop().create_task(self._send(wkey, manager))
+        return new
+
+    async def _send(self, wkey: tuple, manager: str) -> None:
+        kind, ns, name, subresource = wkey
+        try:
+            while (obj := self._dirty.pop(wkey, None)) is not None:
+                body = self._typed(kind, copy.deepcopy(obj))
+                body["metadata"].pop("resourceVersion", None)  # unconditional: the newest local copy wins
+                body["metadata"].pop("managedFields", None)
+                try:
+                    async with self._session.put(self._path(kind, ns, name, subresource), json=body,
+                                                 params={"fieldManager": manager}) as r:
+                        answer = await r.json(content_type=None)
+                        if r.status >= 400:
+                            self.errors.append(f"PUT {kind.plural}/{name}/{subresource}: {r.status} "
+                                               f"{answer.get('message', '')}")
+                            continue
+                except (aiohttp.ClientError, OSError, TimeoutError):
+                    self._dirty.setdefault(wkey, obj)  # the API server is away: send the newest copy later
+                    await asyncio.sleep(0.2)
+                    continue
+                if wkey not in self._dirty:  # nothing newer is queued: take the server's answer
+                    self._sending.discard(wkey)
+                    self._commit_remote(kind, "MODIFIED", answer)
+                    self._sending.add(wkey)
+        finally:
+            self._sending.discard(wkey)
+
+    def create(self, kind: Kind, obj: dict, namespace: str = "", *, manager: str = "unknown", **_) -> dict:
+        """Fire-and-forget (Events): the object appears in the mirror when the watch brings it."""
+        asyncio.get_running_loop().create_task(self._create_quietly(kind, obj, namespace, manager))
+        return obj
+
+    async def _create_quietly(self, kind: Kind, obj: dict, namespace: str, manager: str) -> None:
+        try:
+            await self.acreate(kind, obj, namespace, manager=manager)
+        except ApiError as e:
+            self.errors.append(f"POST {kind.plural}: {e.code} {e}")
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            pass  # an Event lost while the API server is away: kubelets drop them too
+
+    async def acreate(self, kind: Kind, obj: dict, namespace: str = "", *, manager: str = "unknown",
+                      exist_ok: bool = False) -> dict:
+        """Create and return the server's object (its uid, resourceVersion, defaults)."""
+        body = self._typed(kind, copy.deepcopy(obj))
+        async with self._session.post(self._path(kind, namespace), json=body, params={"fieldManager": manager}) as r:
+            answer = await r.json(content_type=None)
+            if r.status == 409 and exist_ok:
+                async with self._session.get(self._path(kind, namespace, obj["metadata"]["name"])) as g:
+                    g.raise_for_status()
+                    return self._typed(kind, await g.json())
+            if r.status >= 400:
+                raise ApiError(r.status, answer.get("reason", ""), answer.get("message", ""), kind=kind,
+                               name=obj["metadata"].get("name", ""))
+        return self._typed(kind, answer)
+
+    async def aput(self, kind: Kind, obj: dict, *, subresource: str = "", manager: str = "unknown") -> dict:
+        """One update the caller waits for (bootstrap: a Node's or a Service's first status)."""
+        md = obj["metadata"]
+        async with self._session.put(self._path(kind, md.get("namespace", ""), md["name"], subresource),
+                                     json=self._typed(kind, obj), params={"fieldManager": manager}) as r:
+            answer = await r.json(content_type=None)
+            if r.status >= 400:
+                raise ApiError(r.status, answer.get("reason", ""), answer.get("message", ""), kind=kind,
+                               name=md["name"])
+        return self._typed(kind, answer)
+
+    def delete(self, kind: Kind, namespace: str, name: str, *, uid: str | None = None, **_) -> None:
+        """A kubelet's final delete of a pod it has stopped: grace 0, only the pod it ran (uid precondition)."""
+        body = {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0}
+        if uid:
+            body["preconditions"] = {"uid": uid}
+
+        async def go() -> None:
+            with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
+                async with self._session.delete(self._path(kind, namespace, name), json=body) as r:
+                    if r.status >= 400 and r.status not in (404, 409):
+                        self.errors.append(f"DELETE {kind.plural}/{name}: {r.status}")
+        asyncio.get_running_loop().create_task(go())
+
+
+def _older(new: dict, old: dict) -> bool:
+    """Whether ``new`` is an earlier revision than ``old`` (etcd revisions: kube-apiserver's are integers)."""
+    a, b = new["metadata"].get("resourceVersion", ""), old["metadata"].get("resourceVersion", "")
+    return a.isdigit() and b.isdigit() and int(a) < int(b)
