@@ -66,3 +66,15 @@ def registry_pair(real_binaries):
     for st in (pair.source, pair.target):
         for name, proc in st.procs.items():
             assert proc.poll() is not None, f"{name} (pid {proc.pid}) still running after stop"
+
+
+@pytest.fixture(scope="module")
+def real_plane(tmp_path_factory):
+    """etcd + a real kube-apiserver on loopback (no controller-manager), one per test module."""
+    from helpers import require_components
+
+    from wizard.sandbox import realapi
+    require_components("etcd", "kube-apiserver")
+    cp = realapi.RealControlPlane(tmp_path_factory.mktemp("real-api"), controller_manager=False).start(timeout=120)
+    yield cp
+    cp.wipe()

@@ -7,21 +7,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from helpers import require_components
 
-from wizard.sandbox import realapi
 from wizard.sandbox.kinds import BY_KIND
 from wizard.sandbox.mirror import Mirror
 
 POD, NS, EVENT = BY_KIND[("v1", "Pod")], BY_KIND[("v1", "Namespace")], BY_KIND[("v1", "Event")]
-
-
-@pytest.fixture(scope="module")
-def plane(tmp_path_factory):
-    require_components("etcd", "kube-apiserver")
-    cp = realapi.RealControlPlane(tmp_path_factory.mktemp("mirror"), controller_manager=False).start(timeout=120)
-    yield cp
-    cp.wipe()
 
 
 async def _until(cond, timeout=30.0):  # generous: CI machines are loaded
@@ -30,17 +20,17 @@ async def _until(cond, timeout=30.0):  # generous: CI machines are loaded
             await asyncio.sleep(0.02)
 
 
-def test_the_mirror_sees_the_servers_objects_and_its_status_writes_win_in_order(plane):
+def test_the_mirror_sees_the_servers_objects_and_its_status_writes_win_in_order(real_plane):
     from kubernetes import client
 
     from wizard.kube import api_client
-    api = api_client(str(plane.kubeconfig()))
+    api = api_client(str(real_plane.kubeconfig()))
     core = client.CoreV1Api(api)
     core.create_namespace({"metadata": {"name": "m1"}})
     core.create_namespaced_service_account("m1", {"metadata": {"name": "default"}})  # no controller-manager here
 
     async def main():
-        m = await Mirror(plane.url, plane.token, str(plane.dir / "ca.crt"), [POD, NS, EVENT]).start()
+        m = await Mirror(real_plane.url, real_plane.token, str(real_plane.dir / "ca.crt"), [POD, NS, EVENT]).start()
         try:
             assert m.get(NS, "", "m1") is not None  # the list filled it
             seen = []
@@ -82,9 +72,9 @@ def test_the_mirror_sees_the_servers_objects_and_its_status_writes_win_in_order(
         api.close()
 
 
-def test_a_refused_status_write_is_recorded_not_raised(plane):
+def test_a_refused_status_write_is_recorded_not_raised(real_plane):
     async def main():
-        m = await Mirror(plane.url, plane.token, str(plane.dir / "ca.crt"), [POD]).start()
+        m = await Mirror(real_plane.url, real_plane.token, str(real_plane.dir / "ca.crt"), [POD]).start()
         try:
             await m.acreate(NS, {"metadata": {"name": "m2"}})
             await m.acreate(BY_KIND[("v1", "ServiceAccount")], {"metadata": {"name": "default"}}, "m2")
@@ -101,21 +91,21 @@ def test_a_refused_status_write_is_recorded_not_raised(plane):
     asyncio.run(main())
 
 
-def test_the_front_proxy_refuses_connections_while_the_api_node_restarts(plane):
+def test_the_front_proxy_refuses_connections_while_the_api_node_restarts(real_plane):
     import ssl
     import urllib.request
 
     from wizard.sandbox.frontproxy import FrontProxy
-    ctx = ssl.create_default_context(cafile=str(plane.dir / "ca.crt"))
+    ctx = ssl.create_default_context(cafile=str(real_plane.dir / "ca.crt"))
 
     def version(url):
-        req = urllib.request.Request(f"{url}/version", headers={"Authorization": f"Bearer {plane.token}"})
+        req = urllib.request.Request(f"{url}/version", headers={"Authorization": f"Bearer {real_plane.token}"})
         with urllib.request.urlopen(req, context=ctx, timeout=5) as r:
             import json
             return json.load(r)["gitVersion"]
 
     async def main():
-        proxy = await FrontProxy(plane.api_port).start()
+        proxy = await FrontProxy(real_plane.api_port).start()
         try:
             # TLS passes through: the client verifies the real API server's certificate, and gets its release
             assert (await asyncio.to_thread(version, proxy.url)).startswith("v1.")
@@ -130,21 +120,21 @@ def test_the_front_proxy_refuses_connections_while_the_api_node_restarts(plane):
     asyncio.run(main())
 
 
-def test_pod_logs_reach_the_client_through_the_real_api_server_from_the_agents_kubelet_endpoint(plane):
+def test_pod_logs_reach_the_client_through_the_real_api_server_from_the_agents_kubelet_endpoint(real_plane):
     from kubernetes import client
     from kubernetes.client.rest import ApiException
 
     from wizard.kube import api_client
     from wizard.sandbox.kubeletapi import KubeletEndpoint
-    d = plane.dir
+    d = real_plane.dir
     logs = {("m3", "p", "c"): "line 1\nline 2\n"}
     node = BY_KIND[("v1", "Node")]
 
     async def main():
         kubelet = await KubeletEndpoint(lambda ns, p, c: logs.get((ns, p, c)), lambda ns, p: False,
                                         str(d / "apiserver.crt"), str(d / "apiserver.key"), str(d / "ca.crt")).start()
-        m = await Mirror(plane.url, plane.token, str(d / "ca.crt"), [POD]).start()
-        api = api_client(str(plane.kubeconfig()))
+        m = await Mirror(real_plane.url, real_plane.token, str(d / "ca.crt"), [POD]).start()
+        api = api_client(str(real_plane.kubeconfig()))
         core = client.CoreV1Api(api)
         try:
             n = await m.acreate(node, {"metadata": {"name": "dellmini9"}})

@@ -8,18 +8,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import require_components
 
 from wizard.cluster import ApiError, Cluster
-from wizard.sandbox import realapi
-
-
-@pytest.fixture(scope="module")
-def real_plane(tmp_path_factory):
-    require_components("etcd", "kube-apiserver")
-    cp = realapi.RealControlPlane(tmp_path_factory.mktemp("real-api"), controller_manager=False).start(timeout=120)
-    yield cp
-    cp.stop()
 
 
 @pytest.fixture(params=["sandbox", "real"])

@@ -26,6 +26,7 @@ from collections.abc import Iterable
 
 import aiohttp
 
+from ..cluster import Kind as ClientKind
 from .kinds import Kind
 from .store import ApiError, KindState, Store
 
@@ -47,15 +48,9 @@ class Mirror(Store):
 
     # ------------------------------------------------------------------ paths
     def _path(self, kind: Kind, namespace: str = "", name: str = "", subresource: str = "") -> str:
-        base = f"/api/{kind.version}" if not kind.group else f"/apis/{kind.group}/{kind.version}"
-        if kind.namespaced and namespace:
-            base += f"/namespaces/{namespace}"
-        base += f"/{kind.plural}"
-        if name:
-            base += f"/{name}"
-        if subresource:
-            base += f"/{subresource}"
-        return self.url + base
+        # the one place resource URLs are spelled: the wizard's own client's Kind
+        return self.url + ClientKind(kind.api_version, kind.kind, kind.plural, kind.namespaced).path(
+            namespace or None, name or None, subresource or None)
 
     @staticmethod
     def _key(kind: Kind, obj: dict) -> tuple[str, str]:
