@@ -161,7 +161,7 @@ class Session:
         self.written: set[str] = set()  # nodes whose registries.yaml this run wrote
         self.node_phases: dict[str, Progress] = {}  # the last per-node event of the rollout
         self.last_proven = ""  # the node the rollout proved last (for "paused after …")
-        self._busy = threading.Lock()
+        self._busy = threading.RLock()  # a verb holds it across the steps it is made of (apply, then verify…)
         self._closed = False
         self.run.subscribe(self._progress)
 
@@ -320,9 +320,13 @@ class Session:
 
     # ------------------------------------------------------------------ the verbs
     def _step(self, i: int, busy: str, fn):
+        """Run ``fn(st)`` with the stage shown busy; a step inside another gives the outer label back when it
+        ends, so a verb made of several steps (apply → verify → inspect → plan) never shows the stage idle (and
+        Next open on checks about to be re-read) between them."""
         st = self.states[i]
         if self._closed:
             raise Aborted("the session is closed")
+        outer = st.busy
         st.busy = busy
         self._changed(i)
         try:
@@ -333,7 +337,7 @@ class Session:
                              "quit and open the wizard again")
             return None
         finally:
-            st.busy = ""
+            st.busy = outer
             self._changed(i)
 
     def inspect_stage(self, i: int) -> list[str]:
@@ -404,13 +408,14 @@ class Session:
             self._changed(i)
 
     def recheck(self, i: int) -> None:
-        """Re-read the cluster for this stage: inspect, plan and verify again."""
-        st = self.states[i]
-        st.error = None
-        self.inspect_stage(i)
-        if st.error is None:
-            self.plan_stage(i)
-        self.verify_stage(i)
+        """Re-read the cluster for this stage: inspect, plan and verify again (busy from first to last)."""
+        def run(st: StageState):
+            st.error = None
+            self.inspect_stage(i)
+            if st.error is None:
+                self.plan_stage(i)
+            self.verify_stage(i)
+        self._step(i, "inspecting", run)
 
     def apply_stage(self, i: int) -> bool:
         """Apply the planned changes, then verify; True when the stage's checks pass."""
@@ -457,22 +462,22 @@ class Session:
             if st.error is not None:
                 self.run.stage_failed(st.key, st.error)
             return st.error is None
-        ok = self._step(i, "applying", run)
-        if st.paused:  # the nodes are fine: show what is left to restart
-            st.observed = None
+        def settle(st: StageState):  # what follows the apply, under the same busy mark
+            if st.paused:  # the nodes are fine: show what is left to restart
+                st.observed = None
+            else:
+                self.verify_stage(i)
             self.inspect_stage(i)
             self.plan_stage(i)
-            self._changed(i)
+        with self._busy:  # nothing else starts between the apply and its verification
+            ok = self._step(i, "applying", run)
+            if ok or st.paused:
+                self._step(i, "inspecting" if st.paused else "verifying", settle)
+            else:
+                st.observed = None  # what was inspected before is stale now: the next Apply inspects and plans again
+        if st.paused:
             return False
-        if not ok:
-            st.observed = None  # what was inspected before is stale now: the next Apply inspects and plans again
-        if ok:
-            self.verify_stage(i)
-            self.inspect_stage(i)
-            self.plan_stage(i)
-            if st.changes:  # applied, verified, yet the cluster still differs: say it, don't hide it
-                self._changed(i)
-        return ok and not self.blocking(i)
+        return bool(ok) and not self.blocking(i)
 
     def pause(self) -> None:
         """Finish the unit of work under way (the node(s) restarting now), then stop: through ``ctx.stop``."""

@@ -161,6 +161,31 @@ async def test_next_is_disabled_while_a_check_fails_and_an_override_is_typed_and
     assert "not-the-token" not in json.dumps(journal)
 
 
+async def test_next_opens_only_once_the_stage_has_settled_after_apply(wizard, settle):
+    """Apply is followed by verify, inspect and plan: Next (and the gate line "all gating checks pass") must not
+    flash open between those steps, or an operator's n in that moment is refused by a stage that looked done."""
+    app, sb = wizard()
+    s = app.session
+    async with app.run_test(size=(120, 36)) as pilot:
+        await drive(pilot, settle, until="secrets")
+        i = s.current
+        assert s.states[i].changes and not s.can_advance(i)
+        seen: list[tuple[str, bool]] = []
+        shown = s.on_stage
+
+        def spy(j: int) -> None:  # every repaint of the stage, as the screen is told of it
+            if j == i:
+                seen.append((s.states[i].busy, s.can_advance(i)))
+            shown(j)
+        s.on_stage = spy
+        await pilot.press("a")
+        await settle(pilot)
+        assert s.can_advance(i), s.next_reason(i)
+        opened = next(k for k, (_, ok) in enumerate(seen) if ok)
+        assert [busy for busy, _ in seen[opened:] if busy] == [], seen
+        assert {"applying", "verifying"} <= {busy for busy, _ in seen[:opened]}, seen
+
+
 async def test_an_override_passes_over_a_failed_check_never_over_unapplied_changes(
         wizard, settle, screen_text, tmp_path):
     app, sb = wizard()
