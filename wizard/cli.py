@@ -14,8 +14,8 @@ def _restart_range(text: str, name: str = "--restart-seconds") -> tuple[float, f
         hi_f = float(hi) if hi else lo_f
     except ValueError:
         raise argparse.ArgumentTypeError(f"{name} {text!r}: expected MIN:MAX seconds, e.g. 2:5") from None
-    if lo_f < 0 or hi_f < lo_f:
-        raise argparse.ArgumentTypeError(f"{name} {text!r}: need 0 <= MIN <= MAX")
+    if not (0 <= lo_f <= hi_f < 86400):  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"{name} {text!r}: need 0 <= MIN <= MAX, less than a day")
     return lo_f, hi_f
 
 
@@ -37,6 +37,18 @@ def _rate(text: str) -> float:
     if not 0 <= r <= 1:
         raise argparse.ArgumentTypeError(f"--api-fault-rate {text!r}: expected a number between 0 and 1")
     return r
+
+
+def _seconds(name: str):
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} {text!r}: expected seconds, e.g. 2") from None
+        if not 0 <= v < 3600:
+            raise argparse.ArgumentTypeError(f"{name} {text!r}: expected 0 <= seconds < 3600")
+        return v
+    return parse
 
 
 def _count(name: str, low: int):
@@ -76,6 +88,12 @@ def add_sandbox_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--server-restart-seconds", type=lambda t: _restart_range(t, "--server-restart-seconds"),
                    metavar="MIN:MAX", help="how long a server's k3s takes from its start to READY (etcd and the API "
                    "server; its kubelet posts Starting and renews its Lease long before); default: --restart-seconds")
+    p.add_argument("--pod-start-seconds", type=lambda t: _restart_range(t, "--pod-start-seconds"), default=(0.5, 1.5),
+                   metavar="MIN:MAX", help="how long a pod takes from its images pulled to its containers running, "
+                   "random per pod (default 0.5:1.5)")
+    p.add_argument("--readyz-lag-seconds", type=_seconds("--readyz-lag-seconds"), default=2.0, metavar="S",
+                   help="after the API node's k3s opens its port again, /readyz answers 500 this long (etcd and "
+                   "post-start hooks catching up; default 2)")
     p.add_argument("--systemd-version", type=_count("--systemd-version", 200), default=252, metavar="N",
                    help="the nodes' systemd version; below 247 `systemctl --timestamp=` is refused (default 252)")
     p.add_argument("--node-timezone", type=_timezone, default="UTC", metavar="TZ",
@@ -123,6 +141,7 @@ def sandbox_options(args: argparse.Namespace):
             raise SystemExit(f"ghcr2gitea: --existing-registries {args.existing_registries}: {e.strerror}") from None
     return Options(servers=args.servers, agents=args.agents, restart_seconds=args.restart_seconds,
                    server_restart_seconds=args.server_restart_seconds, systemd_version=args.systemd_version,
+                   pod_start_seconds=args.pod_start_seconds, readyz_lag_seconds=args.readyz_lag_seconds,
                    node_timezone=args.node_timezone,
                    **({} if args.k3s_version is None else {"k3s_version": args.k3s_version}),
                    agent_unit_type=args.agent_unit_type,

@@ -11,6 +11,8 @@ the wizard's containerd-config proof alike (../shared/research/upstream-behaviou
   in 1.27.13 / 1.28.9 / 1.29.4 by k3s#9853; 1.26 had no later release);
 - containerd 2.x (k3s v1.31.6, v1.32.2 and every later release, k3s#11375) names the CRI registry section
   ``io.containerd.cri.v1.images``; containerd 1.x: ``io.containerd.grpc.v1.cri``.
+
+It also holds the one Kubernetes-version fact the node model needs: the node-monitor grace period.
 """
 
 from __future__ import annotations
@@ -67,6 +69,12 @@ class K3sVersion:
     def containerd(self) -> str:
         """The containerd k3s bundles (as the Node's containerRuntimeVersion reports it), by generation."""
         return "2.1.4-k3s1" if self.containerd2 else "1.7.11-k3s2" if self.certs_d else "1.7.7-k3s1"
+
+    @property
+    def node_monitor_grace(self) -> float:
+        """Seconds without a Lease renewal before the node lifecycle controller sets Ready Unknown: 40, and 50
+        from Kubernetes 1.32 (kubernetes#126287). A restart shorter than this may show no NotReady at all."""
+        return 50.0 if self.minor >= 32 else 40.0
 
     @property
     def fixed_in(self) -> str | None:

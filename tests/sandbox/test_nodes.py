@@ -212,7 +212,7 @@ def test_wrong_unit_name_on_agent(sandbox, v1):
 
 
 def test_restarting_the_api_server_node_refuses_connections(make_sandbox):
-    sb = make_sandbox("api-restart", restart_seconds=(1.0, 1.0))
+    sb = make_sandbox("api-restart", restart_seconds=(1.0, 1.0), readyz_lag_seconds=3.0)
     api = api_client(str(sb.kubeconfig))
     try:
         v1 = client.CoreV1Api(api)
@@ -245,11 +245,44 @@ def test_restarting_the_api_server_node_refuses_connections(make_sandbox):
         poll(up, timeout=10, what="API back")
         assert 0.3 < time.monotonic() - t_down < 3
         assert sb.api.port == port  # same endpoint, same client
+        # the port is open before the API is ready (etcd, post-start hooks): /readyz says so, then turns ok
+        first = httpx.get(f"https://127.0.0.1:{port}/readyz", verify=False, timeout=2)
+        assert first.status_code == 500 and "[-]etcd failed" in first.text and "readyz check failed" in first.text
+        assert httpx.get(f"https://127.0.0.1:{port}/livez", verify=False, timeout=2).status_code == 200
+        poll(lambda: httpx.get(f"https://127.0.0.1:{port}/readyz", verify=False, timeout=2).status_code == 200,
+             timeout=10, what="/readyz ok")
+        (window,) = state(sb)["api"]["up_windows"]
+        assert window["ready"] - window["up"] == pytest.approx(3.0)
         pod = wait_done(v1, body["metadata"]["name"])
         assert pod.status.phase == "Succeeded"
         assert v1.read_namespaced_pod_log(body["metadata"]["name"], NS) == "restarting\n"
         (r,) = state(sb)["nodes"]["dellmini1"]["restarts"]
         assert r["end"] - r["start"] == pytest.approx(1.0, abs=0.3)
+    finally:
+        api.close()
+
+
+def test_a_pod_spends_its_start_time_in_container_creating_before_it_runs(make_sandbox):
+    sb = make_sandbox("slow-pods", pod_start_seconds=(1.0, 1.0))
+    api = api_client(str(sb.kubeconfig))
+    try:
+        v1 = client.CoreV1Api(api)
+        body = node_pod("dellmini2", "echo started")
+        name = body["metadata"]["name"]
+        t0 = time.monotonic()
+        v1.create_namespaced_pod(NS, body)
+        seen: set[str] = set()
+
+        def creating():
+            pod = v1.read_namespaced_pod(name, NS)
+            waiting = [c.state.waiting.reason for c in pod.status.container_statuses or [] if c.state.waiting]
+            seen.update(waiting)
+            return "ContainerCreating" in waiting
+        poll(creating, timeout=10, what="ContainerCreating")
+        pod = wait_done(v1, name)
+        assert time.monotonic() - t0 >= 1.0, "the pod ran before its start time"
+        assert pod.status.phase == "Succeeded" and v1.read_namespaced_pod_log(name, NS) == "started\n"
+        assert "ContainerCreating" in seen
     finally:
         api.close()
 

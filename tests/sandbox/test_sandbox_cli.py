@@ -212,6 +212,11 @@ def test_sigint_exits_zero(running):
     (["--agent-unit-type", "simple"], "--agent-unit-type"),
     (["--k3s-version", "v1.29.3+k3s1; rm -rf /"], "--k3s-version"),
     (["--k3s-version", "v2.29.3+k3s1"], "--k3s-version"),
+    (["--pod-start-seconds", "2:1"], "--pod-start-seconds"),
+    (["--pod-start-seconds", "quick"], "--pod-start-seconds"),
+    (["--restart-seconds", "nan"], "--restart-seconds"),
+    (["--readyz-lag-seconds", "-1"], "--readyz-lag-seconds"),
+    (["--readyz-lag-seconds", "nan"], "--readyz-lag-seconds"),
 ])
 def test_bad_flags_are_refused_before_anything_is_written(tmp_path, args, flag):
     d = tmp_path / "sb"

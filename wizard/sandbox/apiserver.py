@@ -27,6 +27,11 @@ NS_KIND = next(k for k in KINDS if k.kind == "Namespace")
 K8S_VERSION = {"major": "1", "minor": "33", "gitVersion": "v1.33.5+k3s1", "gitCommit": "sandbox",
                "gitTreeState": "clean", "buildDate": "2026-10-01T00:00:00Z", "goVersion": "go1.24.6",
                "compiler": "gc", "platform": "linux/amd64"}
+# what kube-apiserver's /readyz says while its etcd check fails (HTTP 500; the reason is withheld from clients
+# that did not ask ?verbose, as the real one does)
+NOT_READY = ("[+]ping ok\n[+]log ok\n[-]etcd failed: reason withheld\n[+]etcd-readiness ok\n"
+             "[+]informer-sync ok\n[+]poststarthook/start-apiextensions-controllers ok\n"
+             "[-]poststarthook/rbac/bootstrap-roles failed: reason withheld\n[+]shutdown ok\nreadyz check failed\n")
 
 
 def parse_bool(v: str | None) -> bool:
@@ -57,6 +62,10 @@ class ApiServer:
         self.port = 0
         self.host = "127.0.0.1"
         self.down = False
+        # after the port opens again, /readyz answers 500 this long (k3s: etcd and post-start hooks catch up)
+        self.readyz_lag = 0.0
+        self.ready_at = 0.0  # time.time() from which /readyz is ok
+        self.up_windows: list[dict] = []  # each return of the port: {"up": t, "ready": t + lag}
         self._streams: set[asyncio.Task] = set()
 
     # ------------------------------------------------------------------ lifecycle
@@ -97,6 +106,9 @@ class ApiServer:
                     break
                 except OSError:
                     await asyncio.sleep(0.05)
+            now = time.time()
+            self.ready_at = now + self.readyz_lag
+            self.up_windows.append({"up": now, "ready": self.ready_at})
 
     async def stop(self) -> None:
         for t in list(self._streams):
@@ -115,6 +127,8 @@ class ApiServer:
         self.requests.append({"time": time.time(), "method": request.method, "path": path,
                               "query": request.query_string, "user_agent": request.headers.get("User-Agent", "")})
         try:
+            if path.rstrip("/") in ("/readyz", "/healthz") and time.time() < self.ready_at:
+                return web.Response(status=500, text=NOT_READY)  # the port is open, etcd not ready yet
             if path.rstrip("/") in ("/readyz", "/livez", "/healthz"):
                 return web.Response(text="ok")
             if path.rstrip("/") == "/version":  # the Python client asks for /version/

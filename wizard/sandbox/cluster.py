@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import k3sversions
 from . import containerd, defaults, oci
 from .caddy import Caddy
 from .ghcr import HOST as GHCR_HOST
@@ -45,7 +46,7 @@ NAMESPACE, SECRET, INGRESS = (BY_KIND[("v1", "Namespace")], BY_KIND[("v1", "Secr
                               BY_KIND[("networking.k8s.io/v1", "Ingress")])
 DEPLOYMENT, STATEFULSET = BY_KIND[("apps/v1", "Deployment")], BY_KIND[("apps/v1", "StatefulSet")]
 
-K3S_VERSION = containerd.KV.CURRENT  # the default; Options.k3s_version picks another release
+K3S_VERSION = k3sversions.CURRENT  # the default; Options.k3s_version picks another release
 REGISTRY_HOST = "registry.example.test"
 REALM_HOST = "gitea.k3s.example.test"
 LEGACY_HOST = "registry.k3s.example.test"
@@ -72,7 +73,6 @@ GHCR_PRIVATE = {"github-workflow-agents"}  # the others are public packages (ano
 # Whether Gitea starts with the plan's images already stored (copied byte for byte from the GHCR).
 # Empty by default, as on a real migration: the Images stage copies them (issue 16).
 GITEA_PRELOADED = False
-GRACE = 40.0  # node-monitor-grace-period: Ready turns Unknown after this long without a lease
 
 
 @dataclass
@@ -85,6 +85,10 @@ class Options:
     systemd_version: int = 252  # below 247 `systemctl --timestamp=` is refused, as the real one does
     node_timezone: str = "UTC"  # the nodes' local time zone (systemctl, date and stat print it)
     k3s_version: str = K3S_VERSION  # every node's k3s release: what it generates from registries.yaml
+    # after the API node's k3s opens its port again, /readyz answers 500 this long (etcd, post-start hooks)
+    readyz_lag_seconds: float = 2.0
+    # how long a pod takes from its images pulled to its containers running (sandbox and container start)
+    pod_start_seconds: tuple[float, float] = (0.5, 1.5)
     agent_unit_type: str = "notify"  # the agents' k3s-agent unit: notify (install.sh today) or exec (older installs)
     never_returns: set[str] = field(default_factory=set)
     openrc: set[str] = field(default_factory=set)  # nodes that run OpenRC: no systemctl, k3s in /etc/init.d
@@ -122,6 +126,7 @@ class Cluster(NodeHooks):
     def __init__(self, opts: Options):
         self.opts = opts
         self.rng = random.Random(opts.seed)
+        self.pod_rng = random.Random(opts.seed + 1)  # its own stream: restart durations stay as they were
         self.store = Store(seed=opts.seed)
         defaults.install(self.store)
         self.store.listeners.append(self._on_change)
@@ -499,6 +504,11 @@ class Cluster(NodeHooks):
             else self.opts.restart_seconds
         return lo if hi <= lo else self.rng.uniform(lo, hi)
 
+    def pod_start_delay(self) -> float:
+        """Seconds between a pod's images being there and its containers running (random per pod)."""
+        lo, hi = self.opts.pod_start_seconds
+        return lo if hi <= lo else self.pod_rng.uniform(lo, hi)
+
     @staticmethod
     def _kubelet_lead(node: SimNode, total: float) -> float:
         """How long before READY the new kubelet starts: a server starts it early, in parallel with etcd and
@@ -581,17 +591,24 @@ class Cluster(NodeHooks):
             self.store.update(NODE, spec_new, "", node.name, manager="node-lifecycle-controller", validate=False)
 
     async def _node_lifecycle(self) -> None:
-        """The node lifecycle controller: no lease renewal for GRACE seconds → Ready Unknown."""
+        """The node lifecycle controller, once a second."""
         while True:
             await asyncio.sleep(1.0)
-            now = time.time()
-            for node in self.nodes.values():
-                if now - node.last_lease > GRACE and not node.kubelet_up:
-                    obj = self.store.get(NODE, "", node.name)
-                    ready = next((c for c in obj["status"]["conditions"] if c["type"] == "Ready"), {})
-                    if ready.get("status") != "Unknown":
-                        self._set_ready(node, "Unknown", "NodeStatusUnknown", "Kubelet stopped posting node status.",
-                                        now)
+            self.mark_unknown(time.time())
+
+    def mark_unknown(self, now: float) -> list[str]:
+        """No Lease renewal for the grace period of the node's Kubernetes version → Ready Unknown; the names."""
+        marked = []
+        for node in self.nodes.values():
+            version = k3sversions.parse(node.k3s_version)
+            grace = version.node_monitor_grace if version else 50.0
+            if now - node.last_lease > grace and not node.kubelet_up:
+                obj = self.store.get(NODE, "", node.name)
+                ready = next((c for c in obj["status"]["conditions"] if c["type"] == "Ready"), {})
+                if ready.get("status") != "Unknown":
+                    self._set_ready(node, "Unknown", "NodeStatusUnknown", "Kubelet stopped posting node status.", now)
+                    marked.append(node.name)
+        return marked
 
     # ------------------------------------------------------------------ pulls
     async def pull(self, node: SimNode, image: str, secrets_: dict) -> containerd.PullResult:

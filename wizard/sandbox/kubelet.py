@@ -127,6 +127,9 @@ class PodRun:
         for c in init + main:
             if not await self.pull(c, secrets, is_init=c in init):
                 return
+        await asyncio.sleep(self.k.c.pod_start_delay())  # ContainerCreating: the sandbox, then the containers
+        if self.pod is None:
+            return
         for i, c in enumerate(init):
             rc = await self.run_container(c, init=True)
             statuses = [_terminated(cc, rc if j == i else 0) if j <= i else _waiting(cc, "PodInitializing")

@@ -143,13 +143,14 @@ class Sandbox:
                                            "/_sandbox/faults": self._faults,
                                            "/_sandbox/registries": self._registries})
         self.api.fault_rate = opts.api_fault_rate
+        self.api.readyz_lag = opts.readyz_lag_seconds
         cl.api = self.api
         await self.api.start()
         cl.start()
         self._write_files(ca.cert_pem)
 
     async def _state(self, request: web.Request) -> web.Response:
-        body = json.dumps(self.cluster.state(self.api.requests))
+        body = json.dumps({**self.cluster.state(self.api.requests), "api": {"up_windows": self.api.up_windows}})
         return web.Response(body=body.encode(), content_type="application/json")
 
     async def _compact(self, request: web.Request) -> web.Response:
