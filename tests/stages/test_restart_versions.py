@@ -53,6 +53,34 @@ def test_apply_then_audit_proves_every_restart(make_sandbox, profile):
     assert {n: len(v["restarts"]) for n, v in sandbox_state(sb)["nodes"].items()} == dict.fromkeys(nodes, 1)
 
 
+def test_no_server_goes_down_while_the_api_answers_not_ready(make_sandbox):
+    """The API node's k3s opens its port seconds before /readyz is ok (etcd, post-start hooks): the quorum
+    guard waits for /readyz, so the next server goes down only once the API is ready again."""
+    sb = make_sandbox(servers=2, agents=0, restart_seconds=(0.3, 0.3), readyz_lag_seconds=3.0)
+    res = run_cli(sb, "apply", "--plan", str(sb.plan), "--yes", "--node-timeout", "20")
+    assert res.returncode == 0, res.stdout + res.stderr
+    state = sandbox_state(sb)
+    (window,) = state["api"]["up_windows"]  # dellmini1 (the API node) goes first and comes back once
+    (later,) = [r["start"] for n in state["nodes"].values() for r in n["restarts"] if r["start"] > window["up"]]
+    assert later >= window["ready"], f"a server went down {window['ready'] - later:.1f} s before /readyz was ok"
+    assert "server2: waiting: the API not ready (quorum guard)" in res.stdout, res.stdout
+
+
+@pytest.mark.parametrize(("version", "grace"), [("v1.31.9+k3s1", 40.0), ("v1.32.5+k3s1", 50.0),
+                                                ("v1.33.5+k3s1", 50.0)])
+def test_ready_turns_unknown_after_the_grace_period_of_the_kubernetes_version(version, grace):
+    from wizard.sandbox.cluster import NODE, Cluster
+    cl = Cluster(Options(servers=1, agents=1, k3s_version=version))
+    cl.build()
+    for node in cl.nodes.values():  # both kubelets stopped at the same moment (k3s going down)
+        node.kubelet_up, node.last_lease = False, 1_800_000_000.0
+    assert cl.mark_unknown(1_800_000_000.0 + grace - 1) == []  # a restart shorter than the grace: no NotReady
+    assert cl.mark_unknown(1_800_000_000.0 + grace + 1) == list(cl.nodes)
+    ready = [c for c in cl.store.get(NODE, "", "dellmini1")["status"]["conditions"] if c["type"] == "Ready"]
+    assert ready[0]["status"] == "Unknown" and ready[0]["reason"] == "NodeStatusUnknown"
+    assert cl.mark_unknown(1_800_000_000.0 + grace + 2) == []  # once
+
+
 def _probe(zone: str, version: int, *, mtime_offset: float) -> tuple[R.NodeFacts, SimNode]:
     """The facts script on one simulated node that has just restarted (its kubelet started before READY)."""
     async def go():
