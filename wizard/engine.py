@@ -73,7 +73,7 @@ class Runner:
     def _progress(self, p: Progress) -> None:
         if p.node and p.phase:
             # per-node lines only when the phase changes (the UI gets every event)
-            if self._last_phase.get(p.node) == p.phase and p.phase not in ("done", "failed"):
+            if self._last_phase.get(p.node) == p.phase and p.phase not in ("done", "failed", "held"):
                 return
             self._last_phase[p.node] = p.phase
             elapsed = f" [{p.elapsed:.1f}s]" if p.elapsed else ""

@@ -50,7 +50,7 @@ class NodeRun:
     role: str
     unit: str
     reason: str = ""
-    phase: str = "queued"
+    phase: str = "queued"  # queued | held (a guard waits: quorum, …) | restarting | waiting | done | failed | skipped
     started: float = 0.0
     ended: float = 0.0
     proofs: dict[str, bool] = field(default_factory=lambda: dict.fromkeys(PROOFS, False))
@@ -188,10 +188,11 @@ class RollingRestart:
                 self._emit(run, f"{n.name}: not touched (the rollout stopped before it)")
         return RolloutReport([self.runs[n.name] for n in order])
 
-    def _guarded(self, run: NodeRun, deadline: float) -> bool:
+    def _guarded(self, run: NodeRun, deadline: float) -> bool | None:
         """Every guard lets the node go down now; a guard that says no is waited out (unless waiting cannot
-        change its answer) until the node's deadline."""
+        change its answer) until the node's deadline. None: Pause or Abort came while a guard held the node."""
         subject = P.Candidate(run.node, run.role)
+        held = ""
         while True:
             refusal = next(((g, why) for g in self.guards for ok, why in [g.check(subject)] if not ok), None)
             if refusal is None:
@@ -200,13 +201,21 @@ class RollingRestart:
             if not g.wait or time.time() > deadline:
                 run.error = f"{g.name} guard: {why}, so {run.node} was not restarted"
                 return False
-            self._emit(run, f"{run.node}: waiting: {why} ({g.name} guard)")
+            if self.stop_requested:  # nothing of this node was touched: it stays queued (Paused lists it)
+                run.phase = "queued"
+                return None
+            if run.phase != "held" or why != held:  # said once per reason (the view shows it the whole time)
+                run.phase, held = "held", why
+                self._emit(run, f"{run.node}: waiting: {why} ({g.name} guard)")
             time.sleep(0.2)
 
     def _restart_one(self, n: NodeInfo, *, is_server: bool) -> bool:
         run = self.runs[n.name]
         deadline = time.time() + self.ctx.node_timeout
-        if not self._guarded(run, deadline):
+        allowed = self._guarded(run, deadline)
+        if allowed is None:
+            return True  # stopped before it: the rollout stops here (stop_requested)
+        if not allowed:
             run.phase = "failed"
             self._emit(run, f"{n.name}: {run.error}")
             return False

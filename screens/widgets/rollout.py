@@ -25,7 +25,7 @@ from .cluster_panel import servers_up
 from .keys import KeyScroll, KeyTable
 
 SHORT = {"restart started": "start", **{p.name: p.short for p in RESTART_PROOFS}}  # the proofs' own ticks
-PHASE_STYLE = {"queued": "dim", "restarting": "bold cyan", "waiting": "cyan", "done": "bold green",
+PHASE_STYLE = {"queued": "dim", "held": "yellow", "restarting": "bold cyan", "waiting": "cyan", "done": "bold green",
                "failed": "bold red", "skipped": "yellow"}
 BAR = 10
 MOVING = ("restarting", "waiting")  # a node in these phases ticks: the engine may say nothing for a while
@@ -151,11 +151,12 @@ class RolloutView(Vertical):
             cells = (node, Text(p.phase or "", PHASE_STYLE.get(p.phase or "", "")),
                      f"{p.elapsed:.1f} s" if p.elapsed or moving else "—", progress_bar(p.proofs, p.phase or ""),
                      proof_ticks(p.proofs, compact=self._compact),
-                     Text(now_text(node, p.message) if moving or p.phase == "failed" else "",
-                          "red" if p.phase == "failed" else "cyan"))
+                     Text(now_text(node, p.message) if moving or p.phase in ("failed", "held") else "",
+                          "red" if p.phase == "failed" else "yellow" if p.phase == "held" else "cyan"))
             if node in table.rows:
                 for key, value in zip(("node", "phase", "elapsed", "bar", "proofs", "now"), cells, strict=True):
-                    table.update_cell(node, key, value)
+                    # the Now column grows with what a node waits for (a row added while queued had nothing)
+                    table.update_cell(node, key, value, update_width=key == "now")
             else:
                 self.order.append(node)
                 table.add_row(*cells, key=node)

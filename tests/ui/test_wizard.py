@@ -282,6 +282,31 @@ async def test_pause_finishes_the_current_node_then_stops_and_apply_continues(wi
     assert set(restarts(sb).values()) == {1}
 
 
+async def test_a_server_held_by_the_quorum_guard_shows_why_and_pause_stops_before_it(wizard, settle, screen_text):
+    # the API node's port opens long before its /readyz is ok: the next server waits, held by the quorum guard
+    app, sb = wizard(servers=2, agents=0, restart_seconds=(0.3, 0.3), readyz_lag_seconds=60.0)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await drive(pilot, settle, until="restart")
+        s = app.session
+        await pilot.press("a")
+        rollout = app.query_one(RolloutView)
+        for _ in range(1500):
+            await pilot.pause(0.02)
+            if getattr(rollout.runs.get("server2"), "phase", "") == "held":
+                break
+        assert rollout.runs["server2"].phase == "held", {n: p.phase for n, p in rollout.runs.items()}
+        app.query_one("#tabs").active = "tab-rollout"
+        await pilot.pause(0.3)
+        text = screen_text(app)
+        assert "held" in text and "waiting: the API not ready (quorum" in text, text
+        await pilot.press("p")
+        await settle(pilot, pods=False)
+        st = s.states[s.current]
+        assert st.paused and st.error is None, st.error
+        assert [c.target.split(":")[0] for c in st.changes] == ["node server2"]
+    assert restarts(sb) == {"dellmini1": 1, "server2": 0}  # held, then paused: never touched
+
+
 async def test_quit_while_applying_asks_says_what_finishes_first_and_how_to_resume(wizard, settle, screen_text,
                                                                                    capsys):
     app, sb = wizard(restart_seconds=(1.0, 1.0), app_kw={"resume_command": "ghcr2gitea demo --dir sb"})
