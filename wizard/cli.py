@@ -91,9 +91,9 @@ def add_sandbox_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pod-start-seconds", type=lambda t: _restart_range(t, "--pod-start-seconds"), default=(0.5, 1.5),
                    metavar="MIN:MAX", help="how long a pod takes from its images pulled to its containers running, "
                    "random per pod (default 0.5:1.5)")
-    p.add_argument("--readyz-lag-seconds", type=_seconds("--readyz-lag-seconds"), default=2.0, metavar="S",
+    p.add_argument("--readyz-lag-seconds", type=_seconds("--readyz-lag-seconds"), default=1.0, metavar="S",
                    help="after the API node's k3s opens its port again, /readyz answers 500 this long (etcd and "
-                   "post-start hooks catching up; default 2)")
+                   "post-start hooks catching up; default 1)")
     p.add_argument("--systemd-version", type=_count("--systemd-version", 200), default=252, metavar="N",
                    help="the nodes' systemd version; below 247 `systemctl --timestamp=` is refused (default 252)")
     p.add_argument("--node-timezone", type=_timezone, default="UTC", metavar="TZ",

@@ -86,7 +86,7 @@ class Options:
     node_timezone: str = "UTC"  # the nodes' local time zone (systemctl, date and stat print it)
     k3s_version: str = K3S_VERSION  # every node's k3s release: what it generates from registries.yaml
     # after the API node's k3s opens its port again, /readyz answers 500 this long (etcd, post-start hooks)
-    readyz_lag_seconds: float = 2.0
+    readyz_lag_seconds: float = 1.0
     # how long a pod takes from its images pulled to its containers running (sandbox and container start)
     pod_start_seconds: tuple[float, float] = (0.5, 1.5)
     agent_unit_type: str = "notify"  # the agents' k3s-agent unit: notify (install.sh today) or exec (older installs)
