@@ -94,6 +94,9 @@ def add_sandbox_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--readyz-lag-seconds", type=_seconds("--readyz-lag-seconds"), default=1.0, metavar="S",
                    help="after the API node's k3s opens its port again, /readyz answers 500 this long (etcd and "
                    "post-start hooks catching up; default 1)")
+    p.add_argument("--log-gap-seconds", type=_seconds("--log-gap-seconds"), default=1.0, metavar="S",
+                   help="while a node's kubelet is down and this long after it starts, pods/log of its pods answers "
+                   "500 (k3s's tunnel reconnecting; default 1)")
     p.add_argument("--systemd-version", type=_count("--systemd-version", 200), default=252, metavar="N",
                    help="the nodes' systemd version; below 247 `systemctl --timestamp=` is refused (default 252)")
     p.add_argument("--node-timezone", type=_timezone, default="UTC", metavar="TZ",
@@ -142,6 +145,7 @@ def sandbox_options(args: argparse.Namespace):
     return Options(servers=args.servers, agents=args.agents, restart_seconds=args.restart_seconds,
                    server_restart_seconds=args.server_restart_seconds, systemd_version=args.systemd_version,
                    pod_start_seconds=args.pod_start_seconds, readyz_lag_seconds=args.readyz_lag_seconds,
+                   log_gap_seconds=args.log_gap_seconds,
                    node_timezone=args.node_timezone,
                    **({} if args.k3s_version is None else {"k3s_version": args.k3s_version}),
                    agent_unit_type=args.agent_unit_type,

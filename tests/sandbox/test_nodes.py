@@ -287,6 +287,38 @@ def test_a_pod_spends_its_start_time_in_container_creating_before_it_runs(make_s
         api.close()
 
 
+def test_pod_logs_fail_with_k3s_proxy_error_while_the_nodes_kubelet_is_away(make_sandbox):
+    sb = make_sandbox("log-gap", restart_seconds=(1.5, 1.5), log_gap_seconds=1.0)
+    api = api_client(str(sb.kubeconfig))
+    try:
+        v1 = client.CoreV1Api(api)
+        done = node_pod("dellmini2", "echo kept")
+        v1.create_namespaced_pod(NS, done)
+        name = done["metadata"]["name"]
+        wait_done(v1, name)
+        assert v1.read_namespaced_pod_log(name, NS) == "kept\n"
+        v1.create_namespaced_pod(NS, node_pod("dellmini2", "systemctl --no-block restart k3s-agent"))
+        errors: list[ApiException] = []
+
+        def refused():
+            try:
+                v1.read_namespaced_pod_log(name, NS)
+            except ApiException as e:
+                errors.append(e)
+                return True
+            return False
+        poll(refused, timeout=10, what="the log refused while dellmini2's kubelet restarts")
+        e = errors[0]
+        ip = v1.read_node("dellmini2").status.addresses[0].address
+        assert e.status == 500 and "InternalError" in e.body
+        assert (f'Get \\"https://{ip}:10250/containerLogs/{NS}/{name}/x\\": proxy error from 127.0.0.1:6443 '
+                f"while dialing {ip}:10250, code 502: 502 Bad Gateway") in e.body, e.body
+        poll(lambda: not refused(), timeout=15, what="the log back once the kubelet is reachable")
+        assert v1.read_namespaced_pod_log(name, NS) == "kept\n"
+    finally:
+        api.close()
+
+
 def test_node_that_never_returns(make_sandbox):
     sb = make_sandbox("never", never_returns={"dellmini3"})
     api = api_client(str(sb.kubeconfig))

@@ -217,6 +217,7 @@ def test_sigint_exits_zero(running):
     (["--restart-seconds", "nan"], "--restart-seconds"),
     (["--readyz-lag-seconds", "-1"], "--readyz-lag-seconds"),
     (["--readyz-lag-seconds", "nan"], "--readyz-lag-seconds"),
+    (["--log-gap-seconds", "soon"], "--log-gap-seconds"),
 ])
 def test_bad_flags_are_refused_before_anything_is_written(tmp_path, args, flag):
     d = tmp_path / "sb"

@@ -45,6 +45,7 @@ class ApiServer:
     def __init__(self, store: Store, *, token: str, ssl_context: ssl.SSLContext | None,
                  logs: Callable[[str, str, str | None], str | None],
                  pod_done: Callable[[str, str], bool],
+                 log_unreachable: Callable[[str, str, str], str | None] = lambda ns, name, c: None,
                  extra_routes: dict[str, Callable[[web.Request], Awaitable[web.Response]]] | None = None,
                  bookmark_interval: float = 5.0, seed: int = 0):
         self.store = store
@@ -52,6 +53,7 @@ class ApiServer:
         self.ssl_context = ssl_context
         self.logs = logs
         self.pod_done = pod_done
+        self.log_unreachable = log_unreachable
         self.extra = extra_routes or {}
         self.bookmark_interval = bookmark_interval
         self.requests: list[dict] = []
@@ -392,6 +394,9 @@ class ApiServer:
         if container not in containers:
             raise ApiError(400, "BadRequest", f"container {container} is not valid for pod {name}")
         text = self.logs(ns, name, container)
+        unreachable = self.log_unreachable(ns, name, container) if text is not None else None
+        if unreachable:  # the API server fetches logs from the node's kubelet: it is away
+            raise ApiError(500, "InternalError", unreachable)
         if text is None:
             if pod.get("status", {}).get("phase") == "Pending":
                 raise ApiError(400, "BadRequest", f'container "{container}" in pod "{name}" is waiting to start: '

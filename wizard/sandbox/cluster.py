@@ -89,6 +89,9 @@ class Options:
     readyz_lag_seconds: float = 1.0
     # how long a pod takes from its images pulled to its containers running (sandbox and container start)
     pod_start_seconds: tuple[float, float] = (0.5, 1.5)
+    # after a node's kubelet starts, the API server cannot reach it this long (k3s's tunnel reconnects):
+    # pods/log of a pod there answers 500 "proxy error … code 502"; also while the kubelet is down
+    log_gap_seconds: float = 1.0
     agent_unit_type: str = "notify"  # the agents' k3s-agent unit: notify (install.sh today) or exec (older installs)
     never_returns: set[str] = field(default_factory=set)
     openrc: set[str] = field(default_factory=set)  # nodes that run OpenRC: no systemctl, k3s in /etc/init.d
@@ -653,6 +656,17 @@ class Cluster(NodeHooks):
 
     def get_log(self, ns: str, name: str, container: str | None) -> str | None:
         return self.logs.get((ns, name, container or ""))
+
+    def log_unreachable(self, ns: str, name: str, container: str) -> str | None:
+        """Why the API server cannot reach the kubelet of the pod's node for its log now (None: it can): the
+        kubelet is down, or started less than ``log_gap_seconds`` ago — k3s's words, from its tunnel."""
+        pod = self.store.get(POD, ns, name)
+        node = self.nodes.get(((pod or {}).get("spec") or {}).get("nodeName") or "")
+        if node is None or node.kubelet_up and time.time() - node.kubelet_started >= self.opts.log_gap_seconds:
+            return None
+        ip = node.internal_ip
+        return (f'Get "https://{ip}:10250/containerLogs/{ns}/{name}/{container}": proxy error from 127.0.0.1:6443 '
+                f"while dialing {ip}:10250, code 502: 502 Bad Gateway")
 
     def pod_done(self, ns: str, name: str) -> bool:
         pod = self.store.get(POD, ns, name)
