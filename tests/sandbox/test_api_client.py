@@ -941,7 +941,8 @@ def test_sandbox_state_shape(sandbox, core):
     wait_for(lambda: core.read_namespaced_pod("p", ns).spec.node_name, what="pod scheduled")
     core.delete_namespaced_pod("p", ns)
     s = sandbox_get(sandbox, "/_sandbox/state")
-    assert set(s) == {"nodes", "pods", "requests", "registries"}
+    assert set(s) == {"nodes", "pods", "requests", "registries", "api"}
+    assert s["api"] == {"up_windows": []}  # the API node has not restarted
     assert set(s["registries"]) == {"ghcr", "gitea"}
     assert all(":" in k and v.startswith("sha256:") for r in s["registries"].values() for k, v in r.items())
     assert set(s["nodes"]) == {"dellmini1", "dellmini2", "dellmini3", "dellmini5", "lenovomini"}

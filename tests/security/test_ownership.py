@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import mutating_requests, run_cli, sandbox_state
+from helpers import mutating_requests, poll, run_cli, sandbox_state
 
 from wizard.cluster import ApiError, Cluster
 from wizard.nodeexec import NodeExec, pod_manifest
@@ -82,6 +82,10 @@ def journal_events(sb) -> list[dict]:
 
 def test_other_teams_objects_are_conflicts_apply_stops_before_any_write_and_adopt_proceeds(sandbox, cluster):
     other_teams_objects(cluster)
+    # their Deployment's pod starts (its controller writes status): the snapshot is of the settled object
+    kind, ns, name = DEPLOYMENT
+    poll(lambda: (cluster.get(kind, name, ns).get("status") or {}).get("readyReplicas") == 1, timeout=30,
+         what="the other team's Deployment ready")
     before = snapshot(cluster)
 
     res = run_cli(sandbox, "plan", *plan_args(sandbox))
