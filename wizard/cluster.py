@@ -304,15 +304,31 @@ class Cluster(ClusterReader):
         """Server-side apply, creating or updating; labels the object with its owner and stage.
 
         Refuses (``NotOwned``) an existing object the wizard does not own and was not told to adopt:
-        ``force`` takes over only fields of the wizard's own (or adopted) objects.
+        ``force`` takes over only fields of the wizard's own (or adopted) objects. The write is pinned to what
+        the ownership check saw, so nothing slips in between the check and the write: an object found absent
+        is applied with a resourceVersion no object has (``CREATE_ONLY``: created if still absent, refused if
+        another team made it meanwhile), one found ours with its uid (refused if it was replaced meanwhile);
+        either refusal checks ownership again.
         """
         obj = label(obj, stage)
-        k = kind_of(obj)
         md = obj["metadata"]
-        if not dry_run:
-            guard(self, obj["kind"], md["name"], md.get("namespace"), "apply")
+        if dry_run:
+            return self._apply(obj, dry_run=True)
+        for _ in range(3):
+            live = guard(self, obj["kind"], md["name"], md.get("namespace"), "apply")
+            pin = {"resourceVersion": CREATE_ONLY} if live is None else {"uid": live["metadata"]["uid"]}
+            try:
+                return self._apply({**obj, "metadata": {**md, **pin}})
+            except ApiError as e:
+                if not _precondition_failed(e):
+                    raise
+        raise ApiError(409, "Conflict", f"{O.Ref(obj['kind'], md.get('namespace') or '', md['name'])} kept changing "
+                       "while the wizard wrote it (created, replaced or deleted by someone else); run again")
+
+    def _apply(self, obj: dict, *, dry_run: bool = False) -> dict:
+        md = obj["metadata"]
         with _target(obj["kind"], md["name"], md.get("namespace")):
-            return self.request("PATCH", k.path(md.get("namespace"), md["name"]),
+            return self.request("PATCH", kind_of(obj).path(md.get("namespace"), md["name"]),
                                 query={"fieldManager": FIELD_MANAGER, "force": "true",
                                        "dryRun": "All" if dry_run else None},
                                 body=json.dumps(obj), content_type="application/apply-patch+yaml")
@@ -393,6 +409,18 @@ def _cause_text(message: str) -> str:
     """'Invalid value: "kubernetes.io/tls": field is immutable' -> 'field is immutable' (values may be long)."""
     m = re.match(r'^Invalid value: .*: ([^:]+)$', message or "", re.S)
     return (m.group(1) if m else message or "invalid").strip()[:200]
+
+
+# etcd's first revision is its empty store's (the first key written gets 2; kine's first row is its compaction
+# key), so no object ever has resourceVersion 1: an apply carrying it may only create (tests/real oracle)
+CREATE_ONLY = "1"
+
+
+def _precondition_failed(e: ApiError) -> bool:
+    """An apply refused for its pin: the object appeared ("has been modified"), or is another one (uid)."""
+    text = e.message or ""
+    return (e.status == 409 and ("has been modified" in text or "uid mismatch" in text)) or \
+        (e.status == 422 and "metadata.uid" in text)
 
 
 def _same_origin(live: dict, sent: dict) -> bool:

@@ -191,3 +191,117 @@ def test_list_pagination_with_limit_and_continue(api):
         names += [s["metadata"]["name"] for s in page["items"]]
         token = page["metadata"].get("continue")
     assert sorted(n for n in names if n.startswith("p")) == [f"p{i}" for i in range(5)]
+
+
+def test_a_uid_in_an_apply_is_a_precondition(api):
+    """The wizard pins its apply of an object it owns to the uid it checked: a replaced object is refused."""
+    c, ns = api
+    path = f"/api/v1/namespaces/{ns}/configmaps/cm"
+
+    def apply(uid: str | None, value: str):
+        body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm", "namespace": ns}, "data": {"k": value}}
+        if uid:
+            body["metadata"]["uid"] = uid
+        return c.request("PATCH", path, query={"fieldManager": "test", "force": "true"}, body=json.dumps(body),
+                         content_type="application/apply-patch+yaml")
+    stranger = "6a0e3b0c-1d5e-4c8f-9a51-7d2f0e9b1c33"
+    e = _error(lambda: apply(stranger, "1"))  # no object: a uid cannot match, nothing is created
+    assert (e.status, e.reason) == (409, "Conflict") and "uid mismatch" in e.message
+    assert c.get("ConfigMap", "cm", ns) is None
+    live = apply(None, "1")
+    assert apply(live["metadata"]["uid"], "2")["data"] == {"k": "2"}
+    e = _error(lambda: apply(stranger, "3"))  # the object the uid named was replaced: refused
+    assert (e.status, e.reason) == (422, "Invalid") and "metadata.uid" in e.message, e.message
+    assert "field is immutable" in e.message
+    assert c.get("ConfigMap", "cm", ns)["data"] == {"k": "2"}
+
+
+def test_a_put_with_another_objects_uid_is_refused(api):
+    c, ns = api
+    live = c.create({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm", "namespace": ns},
+                     "data": {"k": "1"}}, "test")
+    body = dict(live, data={"k": "2"}, metadata=dict(live["metadata"], uid="6a0e3b0c-1d5e-4c8f-9a51-7d2f0e9b1c33"))
+    e = _error(lambda: c.request("PUT", f"/api/v1/namespaces/{ns}/configmaps/cm", body=body,
+                                 content_type="application/json"))
+    assert (e.status, e.reason) == (409, "Conflict"), (e.status, e.message)
+    assert "Precondition failed: UID in precondition: 6a0e3b0c-1d5e-4c8f-9a51-7d2f0e9b1c33" in e.message
+    assert c.get("ConfigMap", "cm", ns)["data"] == {"k": "1"}
+
+
+
+def test_an_apply_with_an_impossible_resource_version_only_creates(api):
+    """The wizard's create of an object it found absent: etcd never gives an object resourceVersion 1, so an
+    apply that carries it creates the object when there is none and is refused when one appeared meanwhile."""
+    c, ns = api
+    path = f"/api/v1/namespaces/{ns}/configmaps/cm"
+
+    def apply(value: str):
+        body = {"apiVersion": "v1", "kind": "ConfigMap", "data": {"k": value},
+                "metadata": {"name": "cm", "namespace": ns, "resourceVersion": "1"}}
+        return c.request("PATCH", path, query={"fieldManager": "test", "force": "true"}, body=json.dumps(body),
+                         content_type="application/apply-patch+yaml")
+    created = apply("1")
+    assert created["data"] == {"k": "1"} and created["metadata"]["resourceVersion"] != "1"
+    e = _error(lambda: apply("2"))
+    assert (e.status, e.reason) == (409, "Conflict") and "the object has been modified" in e.message
+    assert c.get("ConfigMap", "cm", ns)["data"] == {"k": "1"}
+
+
+def _racing(c, ns, before_check):
+    """The wizard's connection whose ownership check (its first GET of the object) lets another team act first."""
+    real_get, calls = c.get, []
+
+    def get(kind, name, namespace=None):
+        if not calls:
+            calls.append(name)
+            live = real_get(kind, name, namespace)
+            before_check()
+            return live  # what the check saw: the state before the other team's write
+        return real_get(kind, name, namespace)
+    c.get = get
+    return calls
+
+
+def _theirs(c, ns, value):
+    return c.request("POST", f"/api/v1/namespaces/{ns}/configmaps", query={"fieldManager": "other-team"},
+                     body={"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm", "namespace": ns},
+                           "data": {"k": value}}, content_type="application/json")
+
+
+def _ours(ns, value):
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm", "namespace": ns}, "data": {"k": value}}
+
+
+def test_an_object_created_by_another_team_after_the_check_is_not_taken_over(api):
+    from wizard.ownership import MANAGED_BY_KEY, NotOwned
+    c, ns = api
+    _racing(c, ns, lambda: _theirs(c, ns, "theirs"))
+    with pytest.raises(NotOwned):
+        c.apply(_ours(ns, "ours"), "test")
+    live = c.get("ConfigMap", "cm", ns)
+    assert live["data"] == {"k": "theirs"} and MANAGED_BY_KEY not in (live["metadata"].get("labels") or {})
+
+
+def test_an_owned_object_replaced_by_another_team_after_the_check_is_not_overwritten(api):
+    from wizard.ownership import MANAGED_BY_KEY, NotOwned
+    c, ns = api
+    c.apply(_ours(ns, "ours"), "test")
+
+    def replace():
+        c.request("DELETE", f"/api/v1/namespaces/{ns}/configmaps/cm")
+        _theirs(c, ns, "theirs")
+    _racing(c, ns, replace)
+    with pytest.raises(NotOwned):
+        c.apply(_ours(ns, "ours again"), "test")
+    live = c.get("ConfigMap", "cm", ns)
+    assert live["data"] == {"k": "theirs"} and MANAGED_BY_KEY not in (live["metadata"].get("labels") or {})
+
+
+def test_the_wizards_apply_still_creates_and_updates_its_own_object(api):
+    from wizard.ownership import MANAGED_BY_KEY
+    c, ns = api
+    assert c.apply(_ours(ns, "1"), "test")["data"] == {"k": "1"}
+    live = c.apply(_ours(ns, "2"), "test")
+    assert live["data"] == {"k": "2"} and live["metadata"]["labels"][MANAGED_BY_KEY] == "ghcr2gitea"
+    c.request("DELETE", f"/api/v1/namespaces/{ns}/configmaps/cm")
+    assert c.apply(_ours(ns, "3"), "test")["data"] == {"k": "3"}  # gone meanwhile: created again

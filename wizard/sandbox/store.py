@@ -86,6 +86,15 @@ def invalid(kind: Kind, name: str, problems: list[str]) -> ApiError:
                     causes=causes)
 
 
+def _check_resource_version(kind: Kind, old: dict, want: str | None) -> None:
+    """An update or apply that names a resourceVersion is refused unless the object still has it."""
+    if want and want != old["metadata"]["resourceVersion"]:
+        res = kind.plural if not kind.group else f"{kind.plural}.{kind.group}"
+        name = old["metadata"].get("name", "")
+        raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {res} "{name}": the object has been '
+                       "modified; please apply your changes to the latest version and try again", kind=kind, name=name)
+
+
 def immutable_fields(kind: Kind, old: dict, new: dict) -> None:
     """The update validation the apiserver does for fields that cannot change in place: a 422 Invalid with
     details.causes, shaped and worded like kube-apiserver's (Secret type, Deployment/StatefulSet
@@ -409,6 +418,8 @@ class Store:
                        validate: bool, strict: bool, record: bool = True) -> dict:
         new["apiVersion"], new["kind"] = kind.api_version, kind.kind
         md, omd = new.setdefault("metadata", {}), old["metadata"]
+        if md.get("uid") and md["uid"] != omd["uid"]:  # another object than the one the writer read
+            raise invalid(kind, omd.get("name", ""), [f'metadata.uid: Invalid value: "{md["uid"]}": field is immutable'])
         for k in ("uid", "creationTimestamp", "name"):
             md[k] = omd[k]
         if kind.namespaced:
@@ -455,12 +466,14 @@ class Store:
         body_name = (new.get("metadata") or {}).get("name")
         if body_name and body_name != name:
             raise ApiError(400, "BadRequest", f"the name of the object ({body_name}) does not match the name on the URL ({name})")
-        want_rv = (new.get("metadata") or {}).get("resourceVersion")
-        if want_rv and want_rv != old["metadata"]["resourceVersion"]:
+        _check_resource_version(kind, old, (new.get("metadata") or {}).get("resourceVersion"))
+        want_uid, uid = (new.get("metadata") or {}).get("uid"), old["metadata"]["uid"]
+        if want_uid and want_uid != uid:  # etcd3's storage precondition, as kube-apiserver words it
             res = kind.plural if not kind.group else f"{kind.plural}.{kind.group}"
-            raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {res} "{name}": the object has been '
-                           "modified; please apply your changes to the latest version and try again",
-                           kind=kind, name=name)
+            key = f"/registry/{res}/{namespace + '/' if namespace else ''}{name}"
+            raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {res} "{name}": StorageError: invalid '
+                           f"object, Code: 4, Key: {key}, ResourceVersion: 0, AdditionalErrorMsg: Precondition "
+                           f"failed: UID in precondition: {want_uid}, UID in object meta: {uid}", kind=kind, name=name)
         return self._finish_update(kind, old, new, manager=manager, subresource=subresource, dry_run=dry_run,
                                    validate=validate, strict=strict)
 
@@ -529,6 +542,11 @@ class Store:
         applied = self._content_paths(config, info) if subresource != "status" else P.field_set(
             {"status": config.get("status") or {}}, info)
         old = self.get(kind, namespace, name)
+        if old is None and cmd.get("uid"):  # a uid names one object: there is none to match
+            res = kind.plural if not kind.group else f"{kind.plural}.{kind.group}"
+            raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {res} "{name}": uid mismatch: '
+                           f"the provided object specified uid {cmd['uid']}, and no existing object was found",
+                           kind=kind, name=name)
         if old is None:
             cfg = copy.deepcopy(config)
             cfg.setdefault("metadata", {})["name"] = name
@@ -539,6 +557,7 @@ class Store:
             obj["metadata"]["resourceVersion"] = self._next_rv()
             self._commit(kind, "ADDED", None, obj)
             return obj
+        _check_resource_version(kind, old, cmd.get("resourceVersion"))  # an apply may carry one as a precondition
         managed = [dict(e) for e in old["metadata"].get("managedFields") or []]
         conflicts = []
         # only values can conflict: a map or list item that holds applied fields is compared through them
