@@ -27,14 +27,18 @@ from . import workflow as W
 from .cluster import label
 from .credentials import Secret
 from .manifests import write_atomic
+from .ownership import owned
 from .plan import Plan
 from .script import render
 from .stages.base import Context
-from .stages.objects import ObjectStage
+from .stages.objects import ObjectStage, PlanPatch
 
 PLACEHOLDER = "REPLACE-ME"
 TOKEN_VAR = "${GITEA_TOKEN}"
 FILL = "ghcr2gitea.io/fill"  # annotation: how to fill a template
+OPERATORS = "ghcr2gitea.io/operators-object"  # annotation: an operator's object, only extended
+OPERATORS_NOTE = ("yours, named by the plan: your fields are kept and only what the runner lacks is added; "
+                  "a first server-side apply conflicts on them with your own field manager (see README.md)")
 NODE_CA = "/etc/rancher/k3s/gitea-registry-ca.crt"
 _SENTINEL = "ghcr2gitea-export-token-placeholder"
 
@@ -119,7 +123,21 @@ def objects(ctx: Context, stages=None) -> list[tuple[ObjectStage, dict]]:
         if not isinstance(st, ObjectStage):
             continue
         live = st.inspect(ctx)["live"]
+        named = st.named_by_plan(ctx)
         for obj in st.desired(ctx, live):
+            key = f"{obj['kind']} {obj['metadata'].get('namespace')}/{obj['metadata']['name']}"
+            have = live.get(key)
+            if key in named and have is not None and not owned(have):
+                # the operator's object the plan names (the runner's Role): exported as the wizard leaves it —
+                # its own fields kept, only what it lacks added, not labelled — never the wizard's whole object
+                merge = next((c.payload.merge for c in st.additive(ctx, have, obj) if isinstance(c.payload, PlanPatch)),
+                             None)
+                if merge is not None:
+                    out.append((st, {"apiVersion": obj["apiVersion"], "kind": obj["kind"],
+                                     "metadata": {"name": obj["metadata"]["name"],
+                                                  "namespace": obj["metadata"]["namespace"],
+                                                  "annotations": {OPERATORS: OPERATORS_NOTE}}, **merge}))
+                continue  # nothing it lacks (or a conflict, which plan reports): not exported
             obj = label(obj, st.key)
             if obj["kind"] == "Secret":
                 if obj["metadata"]["name"] == p.proxy_tls_secret and obj.get("type") == "kubernetes.io/tls" and \
@@ -143,6 +161,8 @@ def objects(ctx: Context, stages=None) -> list[tuple[ObjectStage, dict]]:
 def object_text(st: ObjectStage, obj: dict, plan_label: str) -> str:
     head = [f"# {obj['kind']} {obj['metadata'].get('namespace', '')}/{obj['metadata']['name']}: exported by "
             f"ghcr2gitea from the plan {plan_label}", f"# (stage {st.title}, guide {st.guide_step})."]
+    if OPERATORS in (obj["metadata"].get("annotations") or {}):
+        head.append("# Not the wizard's object: its live fields, with only what the runner lacks added (not labelled).")
     if FILL in (obj["metadata"].get("annotations") or {}):
         head.append(f"# TEMPLATE: fill every {PLACEHOLDER} first (see the {FILL} annotation and README.md).")
     return "\n".join(head) + "\n" + yaml.dump(obj, Dumper=W.BlockDumper, sort_keys=False, width=110)
@@ -283,10 +303,12 @@ def readme(p: Plan, plan_label: str, files: list[ExportFile], nodes: list[str]) 
         "kubectl apply --server-side -R -f .   # from this folder",
         "```",
         "",
-        "or commit this folder to the path your Flux Kustomization or Argo CD Application watches. An object that",
-        "already exists with fields another tool set (the guide's runner Role, typically) conflicts on the first",
-        "server-side apply: the wizard takes such fields over (it applies with force), so add `--force-conflicts`",
-        "to that first apply once you have read the diff (`kubectl diff --server-side -R -f .`).",
+        "or commit this folder to the path your Flux Kustomization or Argo CD Application watches. An object of",
+        "yours that the plan names (the guide's runner Role) is exported as the wizard leaves it: its live fields",
+        "with only what the runner lacks added, annotated `" + OPERATORS + "` and not labelled as the wizard's.",
+        "Its first server-side apply conflicts with the field manager that wrote it: read the diff",
+        "(`kubectl diff --server-side -R -f .`), then add `--force-conflicts` to that first apply. Nothing of",
+        "yours is dropped: the exported fields are yours plus the additions.",
         "",
         *([f"With `vault.path` set, the two registry Secrets come from Vault through External Secrets "
            f"(`externalsecret.external-secrets.io_*.yaml`, ClusterSecretStore `{ESO_STORE}`): put the token there "

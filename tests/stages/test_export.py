@@ -46,18 +46,17 @@ def test_export_writes_every_object_node_file_and_the_workflow(sandbox, tmp_path
         "README.md", "ci/build-image.yml.txt",
         "default/configmap_gitea-auth-proxy-config.yaml", "default/configmap_gitea-proxy-ca.yaml",
         "default/deployment.apps_gitea-auth-proxy.yaml", "default/role.rbac.authorization.k8s.io_gwa-actions-runner.yaml",
-        "default/rolebinding.rbac.authorization.k8s.io_gwa-actions-runner.yaml",
         "default/secret_gitea-proxy-tls.yaml", "default/secret_gitea-registry-push.yaml",
         "default/secret_gitea-registry-secret.yaml", "default/service_gitea-auth-proxy.yaml",
         "gitea-system/ingress.networking.k8s.io_gitea-k3s-alias-tls.yaml",
         *[f"nodes/{n}/registries.yaml.tmpl" for n in NODES]])
-    assert "17 file(s)" in stdout and "README.md" in stdout
+    assert "16 file(s)" in stdout and "README.md" in stdout
     # the objects are the stages' desired objects, labelled as the wizard labels them (Secrets aside)
     plan = P.load(sandbox.plan)
     cluster = Cluster.connect(str(sandbox.kubeconfig))
     try:
         ctx = Context(plan=plan, cluster=cluster, token=Secret("unused"))
-        want = {}
+        want, live_role = {}, cluster.get("Role", plan.runner_role, plan.runner_namespace)
         for st in STAGES:
             if isinstance(st, ObjectStage):
                 for obj in st.desired(ctx, st.inspect(ctx)["live"]):
@@ -66,11 +65,18 @@ def test_export_writes_every_object_node_file_and_the_workflow(sandbox, tmp_path
     finally:
         cluster.close()
     got = objects_in(out)
-    assert set(got) == set(want)
+    # the operator's runner RoleBinding already binds the runner: not the wizard's, nothing to add, not exported
+    binding = "default/rolebinding.rbac.authorization.k8s.io_gwa-actions-runner.yaml"
+    role = "default/role.rbac.authorization.k8s.io_gwa-actions-runner.yaml"
+    assert set(got) == set(want) - {binding}
     for path, obj in got.items():
-        if obj["kind"] == "Secret" or path.endswith("configmap_gitea-proxy-ca.yaml"):
+        if obj["kind"] == "Secret" or path.endswith("configmap_gitea-proxy-ca.yaml") or path == role:
             continue
         assert obj == want[path], path
+    # the operator's runner Role: its live rules kept, the missing ones added, not labelled as the wizard's
+    assert got[role]["rules"][:len(live_role["rules"])] == live_role["rules"]
+    assert len(got[role]["rules"]) > len(live_role["rules"])
+    assert "labels" not in got[role]["metadata"] and X.OPERATORS in got[role]["metadata"]["annotations"]
     text = (out / "ci/build-image.yml.txt").read_text()
     assert W.schema_problems(text) == []
     assert text == W.render(plan, rollouts, "../sb/plan.yaml")  # the plan, relative to the export
@@ -139,7 +145,7 @@ def test_every_exported_object_validates_strictly(sandbox, tmp_path):
     out = tmp_path / "gitops"
     export(sandbox, out)
     objs = objects_in(out)
-    assert len(objs) == 10
+    assert len(objs) == 9
     for version in VERSIONS:
         for path, obj in objs.items():
             try:
@@ -150,19 +156,24 @@ def test_every_exported_object_validates_strictly(sandbox, tmp_path):
 
 @pytest.mark.kubectl
 def test_the_exported_tree_applies_to_the_sandbox_with_kubectl(sandbox, kubectl, tmp_path):
+    # a rule of the operator's own in the runner Role: applying the export must not drop it
+    own = {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}
+    role = json.loads(kubectl("get", "role", "gwa-actions-runner", "-o", "json").stdout)
+    kubectl("patch", "role", "gwa-actions-runner", "--type=merge", "-p", json.dumps({"rules": role["rules"] + [own]}))
     out = tmp_path / "gitops"
     export(sandbox, out)
     first = kubectl("apply", "--server-side", "-f", str(out), "-R", check=False)
     if first.returncode != 0:
         # The guide's runner Role exists already, its rules owned by another manager: server-side apply
-        # refuses to take them over silently. That is the only refusal (the wizard applies with force).
-        assert "conflict" in first.stderr and first.stdout.count("serverside-applied") == 9, first.stderr
+        # refuses to take them over silently. That is the only refusal (the README says so).
+        assert "conflict" in first.stderr and first.stdout.count("serverside-applied") == 8, first.stderr
         assert "\nrole.rbac.authorization.k8s.io/gwa-actions-runner " not in "\n" + first.stdout
         kubectl("apply", "--server-side", "--force-conflicts", "-f", str(out), "-R")
     again = kubectl("apply", "--server-side", "-f", str(out), "-R").stdout
-    assert again.count("serverside-applied") == 10, again
+    assert again.count("serverside-applied") == 9, again
     role = json.loads(kubectl("get", "role", "gwa-actions-runner", "-o", "json").stdout)
     assert {r["resources"][0] for r in role["rules"]} >= {"pods", "pods/log", "services", "deployments"}
+    assert own in role["rules"]  # the operator's own rule kept
     sec = json.loads(kubectl("get", "secret", "gitea-registry-push", "-o", "json").stdout)
     assert sec["type"] == "kubernetes.io/dockerconfigjson" and ".dockerconfigjson" in sec["data"]
     ing = json.loads(kubectl("get", "ingress", "-n", "gitea-system", "gitea-k3s-alias-tls", "-o", "json").stdout)
