@@ -76,6 +76,20 @@ def run_cli(sb: Sandbox | None, *args: str, token: str | None = "sandbox", env: 
                           env=full, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
+def migrate_then_audit_clean(sb: Sandbox, node_timeout: str = "20") -> None:
+    """``apply --yes`` restarts and proves every node exactly once; ``audit --node-probes`` then finds nothing left."""
+    res = run_cli(sb, "apply", "--plan", str(sb.plan), "--yes", "--node-timeout", node_timeout)
+    assert res.returncode == 0, res.stdout + res.stderr
+    nodes = sandbox_state(sb)["nodes"]
+    assert {n: len(v["restarts"]) for n, v in nodes.items()} == dict.fromkeys(nodes, 1)
+    for name in nodes:
+        assert f"{name}: restarted and proven" in res.stdout, res.stdout
+    audit = run_cli(sb, "audit", "--plan", str(sb.plan), "--node-probes")
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+    assert "changed after k3s last started" not in audit.stdout
+    assert {n: len(v["restarts"]) for n, v in sandbox_state(sb)["nodes"].items()} == dict.fromkeys(nodes, 1)
+
+
 def poll(fn, timeout: float = 10.0, interval: float = 0.05, what: str = "condition"):
     """fn() until truthy; its value."""
     deadline = time.monotonic() + timeout

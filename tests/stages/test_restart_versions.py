@@ -13,7 +13,7 @@ import time
 import types
 
 import pytest
-from helpers import run_cli, sandbox_state
+from helpers import migrate_then_audit_clean, run_cli, sandbox_state
 
 from wizard import registries as R
 from wizard.sandbox.cluster import Options
@@ -40,17 +40,7 @@ PROFILES = [
 
 @pytest.mark.parametrize("profile", PROFILES)
 def test_apply_then_audit_proves_every_restart(make_sandbox, profile):
-    sb = make_sandbox(**{"servers": 2, "agents": 1, **profile})
-    res = run_cli(sb, "apply", "--plan", str(sb.plan), "--yes", "--node-timeout", "20")
-    assert res.returncode == 0, res.stdout + res.stderr
-    nodes = sandbox_state(sb)["nodes"]
-    assert {n: len(v["restarts"]) for n, v in nodes.items()} == dict.fromkeys(nodes, 1)
-    for name in nodes:
-        assert f"{name}: restarted and proven" in res.stdout, res.stdout
-    audit = run_cli(sb, "audit", "--plan", str(sb.plan), "--node-probes")
-    assert audit.returncode == 0, audit.stdout + audit.stderr
-    assert "changed after k3s last started" not in audit.stdout
-    assert {n: len(v["restarts"]) for n, v in sandbox_state(sb)["nodes"].items()} == dict.fromkeys(nodes, 1)
+    migrate_then_audit_clean(make_sandbox(**{"servers": 2, "agents": 1, **profile}))
 
 
 def test_no_server_goes_down_while_the_api_answers_not_ready(make_sandbox):

@@ -16,7 +16,7 @@ Secret or pod is written.
 from __future__ import annotations
 
 import pytest
-from helpers import mutating_requests, run_cli, sandbox_state
+from helpers import migrate_then_audit_clean, mutating_requests, run_cli, sandbox_state
 
 PRE_2024, BROKEN, CURRENT = "v1.25.16+k3s4", "v1.29.3+k3s1", "v1.33.5+k3s1"
 TOKYO, PHOENIX = "Asia/Tokyo", "America/Phoenix"
@@ -37,16 +37,7 @@ GOOD = [  # each value of each axis at least once; old systemd with both far tim
 
 @pytest.mark.parametrize("options", GOOD)
 def test_a_good_profile_migrates_and_then_audits_clean(make_sandbox, options):
-    sb = make_sandbox(servers=2, agents=1, restart_seconds=(0.3, 0.5), **options)
-    res = run_cli(sb, "apply", "--plan", str(sb.plan), "--yes", "--node-timeout", "30")
-    assert res.returncode == 0, res.stdout + res.stderr
-    nodes = sandbox_state(sb)["nodes"]
-    assert {n: len(v["restarts"]) for n, v in nodes.items()} == dict.fromkeys(nodes, 1)
-    for name in nodes:
-        assert f"{name}: restarted and proven" in res.stdout, res.stdout
-    audit = run_cli(sb, "audit", "--plan", str(sb.plan), "--node-probes")
-    assert audit.returncode == 0, audit.stdout + audit.stderr
-    assert {n: len(v["restarts"]) for n, v in sandbox_state(sb)["nodes"].items()} == dict.fromkeys(nodes, 1)
+    migrate_then_audit_clean(make_sandbox(servers=2, agents=1, restart_seconds=(0.3, 0.5), **options), "30")
 
 
 @pytest.mark.parametrize("options", [profile(BROKEN, 245, TOKYO, "1.22.0"), profile(BROKEN, 252, PHOENIX, "1.22.0")])
