@@ -158,3 +158,30 @@ def test_pod_logs_reach_the_client_through_the_real_api_server_from_the_agents_k
             await m.close()
             await kubelet.stop()
     asyncio.run(main())
+
+
+def test_the_mirror_watches_on_from_its_last_resource_version_and_lists_once(real_plane):
+    """Each ended watch (the server's timeout) is resumed from the last resourceVersion, as client-go does:
+    a world of thousands of pods is not listed again every few minutes, and no event between two watches is lost."""
+    CM = BY_KIND[("v1", "ConfigMap")]
+
+    async def main():
+        m = Mirror(real_plane.url, real_plane.token, str(real_plane.dir / "ca.crt"), [CM])
+        m.watch_timeout = 1
+        await m.start()
+        try:
+            await m.acreate(NS, {"metadata": {"name": "m4"}})
+            for i in range(4):  # each create lands in another watch than the one before
+                await m.acreate(CM, {"metadata": {"name": f"c{i}"}, "data": {"i": str(i)}}, "m4")
+                await asyncio.sleep(1.2)
+            await _until(lambda: all(m.get(CM, "m4", f"c{i}") is not None for i in range(4)))
+        finally:
+            await m.close()
+    asyncio.run(main())
+    mine = [r for r in real_plane.requests() if r["user_agent"] == "ghcr2gitea-node-agent" and r["path"]
+            == "/api/v1/configmaps" and r["method"] == "GET"]
+    lists = [r for r in mine if "watch=" not in r["query"]]
+    watches = [r for r in mine if "watch=" in r["query"]]
+    assert len(lists) == 1, lists
+    assert len(watches) >= 4, watches
+    assert all("resourceVersion=" in r["query"] for r in watches)

@@ -3,8 +3,9 @@
 The simulation (``Kubelet``, ``Traefik``, cluster DNS, ``Cluster.event``) reads objects synchronously from
 a ``Store``. Against a real kube-apiserver it reads them from a ``Mirror`` instead: the same ``get``,
 ``list``, ``kinds`` and ``listeners``, filled the way a kubelet's informers are filled (list, then watch
-from the list's resourceVersion; a 410 Gone relists). Nothing here decides what an object looks like:
-every object in the mirror is one the API server returned.
+from the list's resourceVersion). Nothing here decides what an object looks like:
+every object in the mirror is one the API server returned. A watch the server ends (its timeout) or drops
+(a k3s restart) is resumed from the last resourceVersion seen; only a 410 Gone lists again.
 
 Writes are a kubelet's writes: status subresources, Node Leases and Events. ``update`` changes the local
 copy at once (so the synchronous simulation sees its own write) and queues the write for the API server,
@@ -45,6 +46,7 @@ class Mirror(Store):
         self._sending: set[tuple] = set()
         self._synced: dict[Kind, asyncio.Event] = {}
         self.errors: list[str] = []  # writes the API server refused (shown in the world's state)
+        self.watch_timeout = 300  # seconds the API server keeps each watch open (then the mirror watches on)
 
     # ------------------------------------------------------------------ paths
     def _path(self, kind: Kind, namespace: str = "", name: str = "", subresource: str = "") -> str:
@@ -89,15 +91,23 @@ class Mirror(Store):
 
     # ------------------------------------------------------------------ informers
     async def _informer(self, kind: Kind) -> None:
-        backoff = 0.1
+        """client-go's reflector: list once, then watch from the last resourceVersion seen — again after the
+        server ends a watch (timeoutSeconds) or drops it (a k3s restart); only a 410 Gone (or another watch
+        error event) lists again."""
+        backoff, rv = 0.1, None
         while True:
             try:
-                rv = await self._relist(kind)
-                self._synced[kind].set()
-                await self._watch(kind, rv)
+                if rv is None:
+                    rv = await self._relist(kind)
+                    self._synced[kind].set()
+                rv = await self._watch(kind, rv)
                 backoff = 0.1
             except asyncio.CancelledError:
                 raise
+            except aiohttp.ClientResponseError as e:
+                rv = None if e.status == 410 else rv  # expired: relist; else the same watch again
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
             except (aiohttp.ClientError, OSError, TimeoutError, ValueError):
                 await asyncio.sleep(backoff)  # the API server is away (a k3s restart): retry, as informers do
                 backoff = min(backoff * 2, 2.0)
@@ -115,10 +125,12 @@ class Mirror(Store):
             self._commit_remote(kind, "MODIFIED" if self._key(kind, obj) in st.objects else "ADDED", obj)
         return body["metadata"]["resourceVersion"]
 
-    async def _watch(self, kind: Kind, rv: str) -> None:
-        params = {"watch": "1", "resourceVersion": rv, "allowWatchBookmarks": "true", "timeoutSeconds": "300"}
+    async def _watch(self, kind: Kind, rv: str) -> str | None:
+        """Apply the watch's events; the last resourceVersion seen (to watch on from), None to relist."""
+        params = {"watch": "1", "resourceVersion": rv, "allowWatchBookmarks": "true",
+                  "timeoutSeconds": str(self.watch_timeout)}
         async with self._session.get(self._path(kind), params=params,
-                                     timeout=aiohttp.ClientTimeout(total=None, sock_read=330)) as r:
+                                     timeout=aiohttp.ClientTimeout(total=None, sock_read=self.watch_timeout + 30)) as r:
             r.raise_for_status()
             async for line in r.content:
                 if not line.strip():
@@ -126,10 +138,11 @@ class Mirror(Store):
                 ev = json.loads(line)
                 etype, obj = ev["type"], ev["object"]
                 if etype == "ERROR":  # 410 Gone (compacted) or another watch error: relist
-                    return
-                if etype == "BOOKMARK":
-                    continue
-                self._commit_remote(kind, etype, obj)
+                    return None
+                rv = (obj.get("metadata") or {}).get("resourceVersion") or rv
+                if etype != "BOOKMARK":
+                    self._commit_remote(kind, etype, obj)
+        return rv
 
     def _commit_remote(self, kind: Kind, etype: str, obj: dict) -> None:
         """An object as the API server has it; a status we have not had acknowledged stays ours."""
