@@ -109,9 +109,11 @@ class WizardApp(App):
     def __init__(self, session: Session | None, *, api_factory: Callable | None = None, subtitle: str = "",
                  export_dir: str | Path | None = None, shown: Callable[[str], str] | None = None,
                  blink: bool = True, resume: bool = True, log_clock: Callable[[float], str] = clock,
-                 problem: str = "", resume_command: str = ""):
+                 problem: str = "", resume_command: str = "", ends_with_app: str = ""):
         super().__init__()
         self.resume_command = resume_command  # what to run again to resume (printed after quitting mid-apply)
+        # the cluster ends with the app (the demo's in-memory sandbox): what to say instead of "resume"
+        self.ends_with_app = ends_with_app
         self.exit_note = ""  # one line the CLI prints after the screen is gone
         self._quitting = False
         self.session = session
@@ -582,7 +584,8 @@ class WizardApp(App):
         self._log(f"quit asked while applying {title}: stopping at the next safe point")
         self.notify(f"quitting: {title} stops at the next safe point…", severity="warning", timeout=30)
         again = f"run `{self.resume_command}` again" if self.resume_command else "run the same command again"
-        self.exit_note = (f"ghcr2gitea: quit while applying {title}; nothing is lost — to resume, {again}: it "
+        self.exit_note = (f"ghcr2gitea: quit while applying {title}; {self.ends_with_app}" if self.ends_with_app else
+                          f"ghcr2gitea: quit while applying {title}; nothing is lost — to resume, {again}: it "
                           "offers to continue where the cluster is")
         self._leave_when_stopped()
 

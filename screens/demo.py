@@ -42,13 +42,15 @@ def run_demo(directory: str | None, opts) -> int:
     os.environ["XDG_STATE_HOME"] = str(Path(directory) / "state")
     # the demo shows the whole product: an application checkout for the CI and RBAC stage's workflow
     sb = Sandbox(Path(directory), dataclasses.replace(opts, app_repo=True)).start()
+    # The sandbox's world lives in this process: quitting ends it, and the next demo is a fresh cluster
+    # (another kube-system UID, so its journal starts anew). Say that, never "resume".
+    kept = "" if tmp else f" (its files stay in {directory})"
     try:
-        app = demo_app(sb, resume_command="" if tmp else command_line())
+        app = demo_app(sb, ends_with_app=f"the demo's sandbox ended with it{kept}: `{command_line()}` starts a "
+                       "fresh one, from stage 1")
         app.run()
     finally:
         sb.stop()
         if tmp:
             tmp.cleanup()
-    if tmp and app.exit_note:  # its sandbox is gone with its folder: say how to keep one
-        app.exit_note += " (this demo's folder was temporary: `ghcr2gitea demo --dir DIR` keeps one)"
     return finish(app)

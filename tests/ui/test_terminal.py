@@ -130,7 +130,7 @@ def test_audit_on_a_terminal_opens_the_read_only_wizard_and_exports(terminal, sa
     assert mutating_requests(sandbox) == before
 
 
-def test_help_then_quit_mid_apply_prints_how_to_resume(terminal, tmp_path):
+def test_help_then_quit_mid_apply_says_the_demo_ends_with_its_sandbox(terminal, tmp_path):
     term = terminal(f"demo --dir {tmp_path / 'sb'} --restart-seconds 6:6")
     term.wait_for("Stage 1/11 · Preflight", "all gating checks pass", "dellmini1", timeout=15)
     term.press("?")
@@ -158,4 +158,7 @@ def test_help_then_quit_mid_apply_prints_how_to_resume(terminal, tmp_path):
     assert "is restarting now" in scr or "stops before the next node" in scr
     term.press("y")
     scr = term.wait_for("[exited 130]", timeout=60)
-    assert f"to resume, run `ghcr2gitea demo --dir {tmp_path / 'sb'} --restart-seconds 6:6` again" in scr.replace("\n", "")
+    # the demo's sandbox lives in its process: the line says so, and never offers a resume it cannot keep
+    line = scr.replace("\n", "")
+    assert "the demo's sandbox ended with it" in line and "resume" not in line, line
+    assert f"`ghcr2gitea demo --dir {tmp_path / 'sb'} --restart-seconds 6:6` starts a fresh one" in line
