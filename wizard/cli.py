@@ -88,15 +88,18 @@ def add_sandbox_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--server-restart-seconds", type=lambda t: _restart_range(t, "--server-restart-seconds"),
                    metavar="MIN:MAX", help="how long a server's k3s takes from its start to READY (etcd and the API "
                    "server; its kubelet posts Starting and renews its Lease long before); default: --restart-seconds")
-    p.add_argument("--pod-start-seconds", type=lambda t: _restart_range(t, "--pod-start-seconds"), default=(0.5, 1.5),
+    p.add_argument("--pod-start-seconds", type=lambda t: _restart_range(t, "--pod-start-seconds"), default=None,
                    metavar="MIN:MAX", help="how long a pod takes from its images pulled to its containers running, "
-                   "random per pod (default 0.5:1.5)")
-    p.add_argument("--readyz-lag-seconds", type=_seconds("--readyz-lag-seconds"), default=1.0, metavar="S",
+                   "random per pod (a real cluster: about 0.5:1.5; default 0)")
+    p.add_argument("--readyz-lag-seconds", type=_seconds("--readyz-lag-seconds"), default=None, metavar="S",
                    help="after the API node's k3s opens its port again, /readyz answers 500 this long (etcd and "
-                   "post-start hooks catching up; default 1)")
-    p.add_argument("--log-gap-seconds", type=_seconds("--log-gap-seconds"), default=1.0, metavar="S",
+                   "post-start hooks catching up; a real server: about 1; default 0)")
+    p.add_argument("--log-gap-seconds", type=_seconds("--log-gap-seconds"), default=None, metavar="S",
                    help="while a node's kubelet is down and this long after it starts, pods/log of its pods answers "
-                   "500 (k3s's tunnel reconnecting; default 1)")
+                   "500 (k3s's tunnel reconnecting; a real node: about 1; default 0)")
+    p.add_argument("--realistic", action="store_true",
+                   help="a real cluster's timeline: --pod-start-seconds 0.5:1.5 --readyz-lag-seconds 1 "
+                   "--log-gap-seconds 1, and servers --server-restart-seconds 20:30 unless given")
     p.add_argument("--systemd-version", type=_count("--systemd-version", 200), default=252, metavar="N",
                    help="the nodes' systemd version; below 247 `systemctl --timestamp=` is refused (default 252)")
     p.add_argument("--node-timezone", type=_timezone, default="UTC", metavar="TZ",
@@ -128,8 +131,19 @@ def add_sandbox_options(p: argparse.ArgumentParser) -> None:
                    "migration: the Images stage copies them)")
 
 
+# --realistic: a real cluster's timeline (each still overridable by its own flag). Not the default: the
+# default world keeps pods instant, so the restart benchmarks measure the tool, not the simulated pods
+REALISTIC = {"pod_start_seconds": (0.5, 1.5), "readyz_lag_seconds": 1.0, "log_gap_seconds": 1.0,
+             "server_restart_seconds": (20.0, 30.0)}
+
+
+def _given(value, realistic: bool, real_value, default=None):
+    return value if value is not None else real_value if realistic else default
+
+
 def sandbox_options(args: argparse.Namespace):
     from wizard.sandbox.cluster import Options, node_names
+    real = args.realistic
     names = {n for n, _ in node_names(args.servers, args.agents)}
     for flag, chosen in (("--never-returns", args.never_returns), ("--openrc", args.openrc)):
         for n in chosen:
@@ -143,9 +157,11 @@ def sandbox_options(args: argparse.Namespace):
         except OSError as e:
             raise SystemExit(f"ghcr2gitea: --existing-registries {args.existing_registries}: {e.strerror}") from None
     return Options(servers=args.servers, agents=args.agents, restart_seconds=args.restart_seconds,
-                   server_restart_seconds=args.server_restart_seconds, systemd_version=args.systemd_version,
-                   pod_start_seconds=args.pod_start_seconds, readyz_lag_seconds=args.readyz_lag_seconds,
-                   log_gap_seconds=args.log_gap_seconds,
+                   server_restart_seconds=_given(args.server_restart_seconds, real, REALISTIC["server_restart_seconds"]),
+                   systemd_version=args.systemd_version,
+                   pod_start_seconds=_given(args.pod_start_seconds, real, REALISTIC["pod_start_seconds"], (0.0, 0.0)),
+                   readyz_lag_seconds=_given(args.readyz_lag_seconds, real, REALISTIC["readyz_lag_seconds"], 0.0),
+                   log_gap_seconds=_given(args.log_gap_seconds, real, REALISTIC["log_gap_seconds"], 0.0),
                    node_timezone=args.node_timezone,
                    **({} if args.k3s_version is None else {"k3s_version": args.k3s_version}),
                    agent_unit_type=args.agent_unit_type,

@@ -236,3 +236,17 @@ def test_no_ready_line_without_dir(tmp_path):
     res = subprocess.run([BIN, "sandbox"], capture_output=True, text=True, timeout=30, cwd=tmp_path)
     assert res.returncode != 0 and "--dir" in res.stderr
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize(("args", "want"), [
+    ([], {"pod_start_seconds": (0.0, 0.0), "readyz_lag_seconds": 0.0, "log_gap_seconds": 0.0,
+          "server_restart_seconds": None}),
+    (["--realistic"], {"pod_start_seconds": (0.5, 1.5), "readyz_lag_seconds": 1.0, "log_gap_seconds": 1.0,
+                       "server_restart_seconds": (20.0, 30.0)}),
+    (["--realistic", "--pod-start-seconds", "0", "--server-restart-seconds", "5:6"],
+     {"pod_start_seconds": (0.0, 0.0), "readyz_lag_seconds": 1.0, "server_restart_seconds": (5.0, 6.0)}),
+])
+def test_realistic_gives_a_real_clusters_timeline_and_each_flag_still_wins(args, want):
+    from wizard.cli import build_parser, sandbox_options
+    opts = sandbox_options(build_parser().parse_args(["sandbox", "--dir", "x", *args]))
+    assert {k: getattr(opts, k) for k in want} == want

@@ -85,13 +85,14 @@ class Options:
     systemd_version: int = 252  # below 247 `systemctl --timestamp=` is refused, as the real one does
     node_timezone: str = "UTC"  # the nodes' local time zone (systemctl, date and stat print it)
     k3s_version: str = K3S_VERSION  # every node's k3s release: what it generates from registries.yaml
+    # The realistic timeline (0 here: instant, as the default world; `--realistic` gives a real cluster's):
     # after the API node's k3s opens its port again, /readyz answers 500 this long (etcd, post-start hooks)
-    readyz_lag_seconds: float = 1.0
+    readyz_lag_seconds: float = 0.0
     # how long a pod takes from its images pulled to its containers running (sandbox and container start)
-    pod_start_seconds: tuple[float, float] = (0.5, 1.5)
+    pod_start_seconds: tuple[float, float] = (0.0, 0.0)
     # after a node's kubelet starts, the API server cannot reach it this long (k3s's tunnel reconnects):
     # pods/log of a pod there answers 500 "proxy error … code 502"; also while the kubelet is down
-    log_gap_seconds: float = 1.0
+    log_gap_seconds: float = 0.0
     agent_unit_type: str = "notify"  # the agents' k3s-agent unit: notify (install.sh today) or exec (older installs)
     never_returns: set[str] = field(default_factory=set)
     openrc: set[str] = field(default_factory=set)  # nodes that run OpenRC: no systemctl, k3s in /etc/init.d
