@@ -31,8 +31,7 @@ def require_binary(name: str) -> str:
 
 def fast_options(**overrides) -> Options:
     """Sandbox options for tests: quick restarts and heartbeats, short back-offs."""
-    base = dict(restart_seconds=(0.2, 0.4), lease_interval=1.0, time_scale=0.05, pod_start_seconds=(0.02, 0.08),
-                readyz_lag_seconds=0.3, log_gap_seconds=0.2)
+    base = dict(restart_seconds=(0.2, 0.4), lease_interval=1.0, time_scale=0.05)
     base.update(overrides)
     return Options(**base)
 

@@ -35,6 +35,10 @@ PROFILES = [
     # older installs gave agents Type=exec: the unit is active as soon as k3s runs, before its kubelet
     pytest.param(dict(systemd_version=245, node_timezone="Asia/Tokyo", agent_unit_type="exec",
                       restart_seconds=(1.0, 1.5)), id="agents-Type=exec"),
+    # a real cluster's timeline (--realistic, shortened): pods take time to start, /readyz lags the API port,
+    # and pods/log answers 500 while a node's kubelet is away — the wizard waits and retries through all three
+    pytest.param(dict(pod_start_seconds=(0.3, 0.8), readyz_lag_seconds=1.0, log_gap_seconds=0.5,
+                      server_restart_seconds=(2.0, 3.0)), id="realistic-timeline"),
 ]
 
 

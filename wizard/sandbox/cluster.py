@@ -661,6 +661,8 @@ class Cluster(NodeHooks):
     def log_unreachable(self, ns: str, name: str, container: str) -> str | None:
         """Why the API server cannot reach the kubelet of the pod's node for its log now (None: it can): the
         kubelet is down, or started less than ``log_gap_seconds`` ago — k3s's words, from its tunnel."""
+        if self.opts.log_gap_seconds <= 0:  # the default world: logs are served whatever the kubelet does
+            return None
         pod = self.store.get(POD, ns, name)
         node = self.nodes.get(((pod or {}).get("spec") or {}).get("nodeName") or "")
         if node is None or node.kubelet_up and time.time() - node.kubelet_started >= self.opts.log_gap_seconds:
