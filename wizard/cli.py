@@ -157,7 +157,8 @@ def sandbox_options(args: argparse.Namespace):
         except OSError as e:
             raise SystemExit(f"ghcr2gitea: --existing-registries {args.existing_registries}: {e.strerror}") from None
     return Options(servers=args.servers, agents=args.agents, restart_seconds=args.restart_seconds,
-                   server_restart_seconds=_given(args.server_restart_seconds, real, REALISTIC["server_restart_seconds"]),
+                   server_restart_seconds=_given(args.server_restart_seconds, real,
+                                                 REALISTIC["server_restart_seconds"]),
                    systemd_version=args.systemd_version,
                    pod_start_seconds=_given(args.pod_start_seconds, real, REALISTIC["pod_start_seconds"], (0.0, 0.0)),
                    readyz_lag_seconds=_given(args.readyz_lag_seconds, real, REALISTIC["readyz_lag_seconds"], 0.0),

@@ -204,7 +204,7 @@ class RollingRestart:
             if self.stop_requested:  # nothing of this node was touched: it stays queued (Paused lists it)
                 run.phase = "queued"
                 return None
-            if run.phase != "held" or why != held:  # said once per reason (the view shows it the whole time)
+            if why != held:  # said once per reason (the view shows it the whole time)
                 run.phase, held = "held", why
                 self._emit(run, f"{run.node}: waiting: {why} ({g.name} guard)")
             time.sleep(0.2)

@@ -25,6 +25,11 @@ class Kind:
         return self.api_version
 
     @property
+    def resource(self) -> str:
+        """How kube-apiserver names the resource in its messages: ``configmaps``, ``deployments.apps``."""
+        return self.plural if not self.group else f"{self.plural}.{self.group}"
+
+    @property
     def singular(self) -> str:
         return self.kind.lower()
 

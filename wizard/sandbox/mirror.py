@@ -104,12 +104,10 @@ class Mirror(Store):
                 backoff = 0.1
             except asyncio.CancelledError:
                 raise
-            except aiohttp.ClientResponseError as e:
-                rv = None if e.status == 410 else rv  # expired: relist; else the same watch again
+            except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as e:
+                if isinstance(e, aiohttp.ClientResponseError) and e.status == 410:
+                    rv = None  # expired: list again; anything else (the server away, a k3s restart): watch again
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
-            except (aiohttp.ClientError, OSError, TimeoutError, ValueError):
-                await asyncio.sleep(backoff)  # the API server is away (a k3s restart): retry, as informers do
                 backoff = min(backoff * 2, 2.0)
 
     async def _relist(self, kind: Kind) -> str:

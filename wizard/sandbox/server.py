@@ -138,7 +138,8 @@ class Sandbox:
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.load_cert_chain(crt, key)
         self.api = ApiServer(cl.store, token=self.api_token, ssl_context=ctx, logs=cl.get_log,
-                             pod_done=cl.pod_done, log_unreachable=cl.log_unreachable, bookmark_interval=self.bookmark_interval, seed=opts.seed,
+                             pod_done=cl.pod_done, log_unreachable=cl.log_unreachable,
+                             bookmark_interval=self.bookmark_interval, seed=opts.seed,
                              extra_routes={"/_sandbox/state": self._state, "/_sandbox/compact": self._compact,
                                            "/_sandbox/faults": self._faults,
                                            "/_sandbox/registries": self._registries})

@@ -75,8 +75,7 @@ class ApiError(Exception):
 
 
 def not_found(kind: Kind, name: str) -> ApiError:
-    res = kind.plural if not kind.group else f"{kind.plural}.{kind.group}"
-    return ApiError(404, "NotFound", f'{res} "{name}" not found', kind=kind, name=name)
+    return ApiError(404, "NotFound", f'{kind.resource} "{name}" not found', kind=kind, name=name)
 
 
 def invalid(kind: Kind, name: str, problems: list[str]) -> ApiError:
@@ -89,10 +88,10 @@ def invalid(kind: Kind, name: str, problems: list[str]) -> ApiError:
 def _check_resource_version(kind: Kind, old: dict, want: str | None) -> None:
     """An update or apply that names a resourceVersion is refused unless the object still has it."""
     if want and want != old["metadata"]["resourceVersion"]:
-        res = kind.plural if not kind.group else f"{kind.plural}.{kind.group}"
         name = old["metadata"].get("name", "")
-        raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {res} "{name}": the object has been '
-                       "modified; please apply your changes to the latest version and try again", kind=kind, name=name)
+        raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {kind.resource} "{name}": the object has '
+                       "been modified; please apply your changes to the latest version and try again",
+                       kind=kind, name=name)
 
 
 def immutable_fields(kind: Kind, old: dict, new: dict) -> None:
@@ -393,8 +392,7 @@ class Store:
             self._validate(kind, obj, strict)
         self._check_namespace(kind, namespace)
         if self.get(kind, namespace, name) is not None:
-            res = kind.plural if not kind.group else f"{kind.plural}.{kind.group}"
-            raise ApiError(409, "AlreadyExists", f'{res} "{name}" already exists', kind=kind, name=name)
+            raise ApiError(409, "AlreadyExists", f'{kind.resource} "{name}" already exists', kind=kind, name=name)
         if kind.has_status and not keep_status:
             obj.pop("status", None)
         md = obj["metadata"]
@@ -419,7 +417,8 @@ class Store:
         new["apiVersion"], new["kind"] = kind.api_version, kind.kind
         md, omd = new.setdefault("metadata", {}), old["metadata"]
         if md.get("uid") and md["uid"] != omd["uid"]:  # another object than the one the writer read
-            raise invalid(kind, omd.get("name", ""), [f'metadata.uid: Invalid value: "{md["uid"]}": field is immutable'])
+            raise invalid(kind, omd.get("name", ""),
+                          [f'metadata.uid: Invalid value: "{md["uid"]}": field is immutable'])
         for k in ("uid", "creationTimestamp", "name"):
             md[k] = omd[k]
         if kind.namespaced:
@@ -469,7 +468,7 @@ class Store:
         _check_resource_version(kind, old, (new.get("metadata") or {}).get("resourceVersion"))
         want_uid, uid = (new.get("metadata") or {}).get("uid"), old["metadata"]["uid"]
         if want_uid and want_uid != uid:  # etcd3's storage precondition, as kube-apiserver words it
-            res = kind.plural if not kind.group else f"{kind.plural}.{kind.group}"
+            res = kind.resource
             key = f"/registry/{res}/{namespace + '/' if namespace else ''}{name}"
             raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {res} "{name}": StorageError: invalid '
                            f"object, Code: 4, Key: {key}, ResourceVersion: 0, AdditionalErrorMsg: Precondition "
@@ -517,12 +516,7 @@ class Store:
         if not isinstance(new, dict):
             raise ApiError(422, "Invalid", "patch produced a non-object", kind=kind, name=name)
         new = copy.deepcopy(new)  # merges share unpatched parts with the stored object: never mutate it
-        want_rv = (new.get("metadata") or {}).get("resourceVersion")
-        if want_rv and want_rv != old["metadata"]["resourceVersion"]:
-            res = kind.plural if not kind.group else f"{kind.plural}.{kind.group}"
-            raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {res} "{name}": the object has been '
-                           "modified; please apply your changes to the latest version and try again",
-                           kind=kind, name=name)
+        _check_resource_version(kind, old, (new.get("metadata") or {}).get("resourceVersion"))
         return self._finish_update(kind, old, new, manager=manager or "unknown", subresource=subresource,
                                    dry_run=dry_run, validate=validate, strict=strict)
 
@@ -543,8 +537,7 @@ class Store:
             {"status": config.get("status") or {}}, info)
         old = self.get(kind, namespace, name)
         if old is None and cmd.get("uid"):  # a uid names one object: there is none to match
-            res = kind.plural if not kind.group else f"{kind.plural}.{kind.group}"
-            raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {res} "{name}": uid mismatch: '
+            raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {kind.resource} "{name}": uid mismatch: '
                            f"the provided object specified uid {cmd['uid']}, and no existing object was found",
                            kind=kind, name=name)
         if old is None:
