@@ -296,8 +296,11 @@ async def test_a_server_held_by_the_quorum_guard_shows_why_and_pause_stops_befor
                 break
         assert rollout.runs["server2"].phase == "held", {n: p.phase for n, p in rollout.runs.items()}
         app.query_one("#tabs").active = "tab-rollout"
-        await pilot.pause(0.3)
-        text = screen_text(app)
+        for _ in range(100):  # until the tab and its row are painted
+            await pilot.pause(0.05)
+            text = screen_text(app)
+            if "waiting: the API not ready (quorum" in text:
+                break
         assert "held" in text and "waiting: the API not ready (quorum" in text, text
         await pilot.press("p")
         await settle(pilot, pods=False)
