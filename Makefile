@@ -24,11 +24,11 @@ demo: $(VENV)/.demo-installed
 debs:
 	@scripts/ensure-debs
 
-# The real components the tests hold the models to — the Kubernetes API server and etcd, Gitea, crane — built
+# The real components the tests hold the models to — the Kubernetes API server, controller-manager and etcd, Gitea, crane — built
 # from the Go module proxy into /var/cache/ghcr2gitea (GHCR2GITEA_CACHE) once; later runs print "cached".
 real:
 	@if command -v go >/dev/null 2>&1 && { [ "$$(id -u)" = 0 ] || [ -n "$${GHCR2GITEA_CACHE:-}" ]; }; then \
-	  scripts/build-real etcd kube-apiserver gitea crane; \
+	  scripts/build-real etcd kube-apiserver kube-controller-manager gitea crane; \
 	elif [ "$${CI:-}" = true ]; then echo "make real: needs go and root (or GHCR2GITEA_CACHE)" >&2; exit 1; \
 	else echo "note: not building the real components (needs go, and root or GHCR2GITEA_CACHE): their tests skip" >&2; fi
 

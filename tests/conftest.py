@@ -7,17 +7,29 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import fast_options, require_binary
+from helpers import fast_options, require_binary, require_components
 
 from wizard.sandbox.server import Sandbox
 
+REAL_API = ("etcd", "kube-apiserver", "kube-controller-manager")
+
 
 @pytest.fixture
-def make_sandbox(tmp_path):
+def world_api(request) -> str:
+    """Which API server the test's worlds run on: ``sandbox`` unless a test parametrizes it (indirect)."""
+    return getattr(request, "param", "sandbox")
+
+
+@pytest.fixture
+def make_sandbox(tmp_path, world_api):
     started: list[Sandbox] = []
 
     def make(name: str = "sb", bookmark_interval: float = 0.5, **overrides) -> Sandbox:
-        sb = Sandbox(tmp_path / name, fast_options(**overrides), bookmark_interval=bookmark_interval).start()
+        overrides.setdefault("api", world_api)
+        if overrides["api"] == "real":
+            require_components(*REAL_API)
+        sb = Sandbox(tmp_path / name, fast_options(**overrides), bookmark_interval=bookmark_interval)
+        sb.start(timeout=300 if overrides["api"] == "real" else 60)
         started.append(sb)
         return sb
 

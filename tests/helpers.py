@@ -37,14 +37,15 @@ def fast_options(**overrides) -> Options:
 
 
 def sandbox_state(sb: Sandbox) -> dict:
-    """The sandbox's /_sandbox/state (no auth, self-signed TLS)."""
+    """The sandbox's state JSON at its ``state-url`` (no auth; the embedded API's self-signed TLS, or plain HTTP
+    beside a real API server)."""
     import time
 
     import httpx
     deadline = time.monotonic() + 20
     while True:  # the API port is down while the sandbox restarts k3s on dellmini1
         try:
-            return httpx.get(f"{sb.api_url}/_sandbox/state", verify=False, timeout=10).json()
+            return httpx.get(sb.state_url, verify=False, timeout=10).json()
         except httpx.TransportError:  # refused, or cut mid-response (RemoteProtocolError) while it restarts
             if time.monotonic() > deadline:
                 raise

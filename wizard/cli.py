@@ -81,6 +81,10 @@ def _k3s_version(text: str) -> str:
 
 
 def add_sandbox_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--api", choices=("sandbox", "real"), default="sandbox",
+                   help="which Kubernetes API server serves the world: the sandbox's own (starts in a second), or a "
+                   "real kube-apiserver with etcd and kube-controller-manager, the simulated nodes its node agent "
+                   "(built by scripts/build-real; starts in about 20 s; default sandbox)")
     p.add_argument("--servers", type=_count("--servers", 1), default=3, help="K3s server nodes (default 3)")
     p.add_argument("--agents", type=_count("--agents", 0), default=2, help="K3s agent nodes (default 2)")
     p.add_argument("--restart-seconds", type=_restart_range, default=(2.0, 5.0), metavar="MIN:MAX",
@@ -93,7 +97,7 @@ def add_sandbox_options(p: argparse.ArgumentParser) -> None:
                    "random per pod (a real cluster: about 0.5:1.5; default 0)")
     p.add_argument("--readyz-lag-seconds", type=_seconds("--readyz-lag-seconds"), default=None, metavar="S",
                    help="after the API node's k3s opens its port again, /readyz answers 500 this long (etcd and "
-                   "post-start hooks catching up; a real server: about 1; default 0)")
+                   "post-start hooks catching up; a real server: about 1; default 0; --api sandbox only)")
     p.add_argument("--log-gap-seconds", type=_seconds("--log-gap-seconds"), default=None, metavar="S",
                    help="while a node's kubelet is down and this long after it starts, pods/log of its pods answers "
                    "500 (k3s's tunnel reconnecting; a real node: about 1; default 0)")
@@ -116,7 +120,7 @@ def add_sandbox_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--openrc", action="append", default=[], metavar="NODE",
                    help="a node that runs OpenRC instead of systemd: no systemctl (repeatable)")
     p.add_argument("--api-fault-rate", type=_rate, default=0.0, metavar="R",
-                   help="fraction of API requests answered with 500/503 or a timeout")
+                   help="fraction of API requests answered with 500/503 or a timeout (--api sandbox only)")
     p.add_argument("--existing-registries", metavar="FILE",
                    help="a registries.yaml pre-installed (and loaded) on every node")
     p.add_argument("--seed", type=int, default=1, help="random seed for the simulation")
@@ -144,6 +148,11 @@ def _given(value, realistic: bool, real_value, default=None):
 def sandbox_options(args: argparse.Namespace):
     from wizard.sandbox.cluster import Options, node_names
     real = args.realistic
+    if args.api == "real":  # faults of the sandbox's own API server: a real one is not ours to break
+        for flag, given in (("--api-fault-rate", args.api_fault_rate), ("--readyz-lag-seconds", args.readyz_lag_seconds)):
+            if given:
+                raise SystemExit(f"ghcr2gitea: {flag} is a fault of the sandbox's own API server: leave it out with "
+                                 "--api real")
     names = {n for n, _ in node_names(args.servers, args.agents)}
     for flag, chosen in (("--never-returns", args.never_returns), ("--openrc", args.openrc)):
         for n in chosen:
@@ -161,7 +170,8 @@ def sandbox_options(args: argparse.Namespace):
                                                  REALISTIC["server_restart_seconds"]),
                    systemd_version=args.systemd_version,
                    pod_start_seconds=_given(args.pod_start_seconds, real, REALISTIC["pod_start_seconds"], (0.0, 0.0)),
-                   readyz_lag_seconds=_given(args.readyz_lag_seconds, real, REALISTIC["readyz_lag_seconds"], 0.0),
+                   readyz_lag_seconds=_given(args.readyz_lag_seconds, real and args.api != "real",
+                                             REALISTIC["readyz_lag_seconds"], 0.0),
                    log_gap_seconds=_given(args.log_gap_seconds, real, REALISTIC["log_gap_seconds"], 0.0),
                    node_timezone=args.node_timezone,
                    **({} if args.k3s_version is None else {"k3s_version": args.k3s_version}),
@@ -171,7 +181,7 @@ def sandbox_options(args: argparse.Namespace):
                    existing_registries=existing, seed=args.seed,
                    **({} if args.gitea_preloaded is None else {"gitea_preloaded": args.gitea_preloaded}),
                    **({} if args.gitea_version is None else {"gitea_version": args.gitea_version}),
-                   gitea_real=args.gitea == "real")
+                   gitea_real=args.gitea == "real", api=args.api)
 
 
 def add_cluster_options(p: argparse.ArgumentParser, *, plan_required: bool = True, fleet: bool = False) -> None:

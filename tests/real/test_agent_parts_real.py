@@ -59,9 +59,9 @@ def test_the_mirror_sees_the_servers_objects_and_its_status_writes_win_in_order(
             await _until(lambda: m.get(EVENT, "m1", "p.1") is not None)
             assert m.get(EVENT, "m1", "p.1")["metadata"]["uid"]
             # the kubelet's final delete: grace 0, and only the pod it ran
-            m.delete(POD, "m1", "p", uid="not-this-pod")
+            m.delete(POD, "m1", "p", preconditions={"uid": "not-this-pod"})
             await asyncio.sleep(0)
-            m.delete(POD, "m1", "p", uid=pod.metadata.uid)
+            m.delete(POD, "m1", "p", preconditions={"uid": pod.metadata.uid})
             await _until(lambda: m.get(POD, "m1", "p") is None)
             assert ("DELETED", "Pod") in seen and m.errors == []
         finally:

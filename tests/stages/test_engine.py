@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import yaml
 from helpers import mutating_requests, run_cli, sandbox_state
 
@@ -25,11 +26,17 @@ def plan_args(sb) -> list[str]:
     return ["--plan", str(sb.plan), "--kubeconfig", str(sb.kubeconfig)]
 
 
+# the end-to-end runs on both API servers: the sandbox's own, and a real kube-apiserver with its controller-manager
+BOTH_APIS = pytest.mark.parametrize("world_api", ["sandbox", pytest.param("real", marks=pytest.mark.real)],
+                                    indirect=True)
+
+
 def wizard_pods(state: dict) -> list[str]:
     return [f"{p['namespace']}/{p['name']}" for p in state["pods"]
             if "ghcr2gitea.io/role" in (p.get("labels") or {}) and not p["deleted"]]
 
 
+@BOTH_APIS
 def test_apply_migrates_then_plans_nothing_and_keeps_existing_registries(make_sandbox):
     sb = make_sandbox(existing_registries=EXISTING)
     res = run_cli(sb, "apply", *plan_args(sb), "--yes")
@@ -71,6 +78,7 @@ def test_apply_migrates_then_plans_nothing_and_keeps_existing_registries(make_sa
     assert token not in res.stdout + res.stderr + again.stdout
 
 
+@BOTH_APIS
 def test_wrong_token_stops_at_credentials_and_writes_nothing(sandbox):
     res = run_cli(sandbox, "apply", *plan_args(sandbox), "--yes", token="definitely-not-the-token")
     assert res.returncode == 1
@@ -80,6 +88,7 @@ def test_wrong_token_stops_at_credentials_and_writes_nothing(sandbox):
     assert [m for m in mutating_requests(sandbox) if "/leases/" not in m and not m.endswith("/leases")] == []
 
 
+@BOTH_APIS
 def test_audit_reports_fresh_then_migrated_without_mutating(make_sandbox):
     sb = make_sandbox()
     res = run_cli(sb, "audit", *plan_args(sb), "--format", "json")
@@ -100,6 +109,7 @@ def test_audit_reports_fresh_then_migrated_without_mutating(make_sandbox):
     assert md.startswith("# ghcr2gitea audit") and "| Credentials | pass |" in md
 
 
+@BOTH_APIS
 def test_a_node_that_never_returns_stops_the_rollout(make_sandbox):
     sb = make_sandbox(never_returns={"dellmini3"}, restart_seconds=(0.3, 0.3))
     res = run_cli(sb, "apply", *plan_args(sb), "--yes", "--node-timeout", "4")
@@ -121,6 +131,7 @@ def test_dry_run_shows_order_and_guards_and_changes_nothing(sandbox):
     assert [m for m in mutating_requests(sandbox) if "/pods" not in m] == []
 
 
+@BOTH_APIS
 def test_plan_reports_pending_changes_with_exit_3_and_masks_secrets(sandbox):
     res = run_cli(sandbox, "plan", *plan_args(sandbox))
     assert res.returncode == 3, res.stderr

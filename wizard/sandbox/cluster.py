@@ -93,6 +93,9 @@ class Options:
     # after a node's kubelet starts, the API server cannot reach it this long (k3s's tunnel reconnects):
     # pods/log of a pod there answers 500 "proxy error … code 502"; also while the kubelet is down
     log_gap_seconds: float = 0.0
+    # which API server serves the world: the embedded one ("sandbox"), or a real kube-apiserver with etcd and
+    # kube-controller-manager ("real", built by scripts/build-real), the simulated nodes then its node agent
+    api: str = "sandbox"
     agent_unit_type: str = "notify"  # the agents' k3s-agent unit: notify (install.sh today) or exec (older installs)
     never_returns: set[str] = field(default_factory=set)
     openrc: set[str] = field(default_factory=set)  # nodes that run OpenRC: no systemctl, k3s in /etc/init.d
@@ -127,12 +130,17 @@ def node_names(servers: int, agents: int) -> list[tuple[str, str]]:
 class Cluster(NodeHooks):
     """Everything simulated, on one event loop."""
 
-    def __init__(self, opts: Options):
+    def __init__(self, opts: Options, store: Store | None = None):
+        """``store``: where the objects live — the embedded API's own ``Store`` (default), or a ``Mirror`` of a
+        real kube-apiserver, whose controller-manager then runs the workloads and judges the nodes' Leases."""
         self.opts = opts
         self.rng = random.Random(opts.seed)
         self.pod_rng = random.Random(opts.seed + 1)  # its own stream: restart durations stay as they were
-        self.store = Store(seed=opts.seed)
-        defaults.install(self.store)
+        self.simulates_controllers = store is None
+        self.store = Store(seed=opts.seed) if store is None else store
+        if self.simulates_controllers:
+            defaults.install(self.store)
+        self.kubelet_port = 0  # with a real API server: the node agent's kubelet endpoint (pods/log), in every Node
         self.store.listeners.append(self._on_change)
         self.time_scale = opts.time_scale
         self.nodes: dict[str, SimNode] = {}
@@ -330,7 +338,34 @@ class Cluster(NodeHooks):
                     entry.mtime = node.active_enter
             node.last_lease = now
             self.nodes[name] = node
-        self._populate(now)
+        self._built_at = now
+        if self.simulates_controllers:  # a Mirror is seeded through its API server: seed_real()
+            gen, created = self._seed(now), None
+            with contextlib.suppress(StopIteration):
+                while True:
+                    kind, obj, ns = gen.send(created)
+                    created = self.store.create(kind, obj, ns, manager="k3s", validate=False, keep_status=True)
+
+    async def seed_real(self, timeout: float = 60.0) -> None:
+        """The guide's starting objects, created through the real API server (the ones it makes itself —
+        the built-in namespaces, the ``kubernetes`` Service, a ``default`` ServiceAccount — are taken as they
+        are); returns once the mirror has every one of them."""
+        gen, created, keys = self._seed(self._built_at), None, []
+        with contextlib.suppress(StopIteration):
+            while True:
+                kind, obj, ns = gen.send(created)
+                keys.append((kind, ns, obj["metadata"]["name"]))
+                created = self.store.get(*keys[-1])  # made by the API server itself (the mirror has listed)
+                if created is not None:
+                    continue
+                created = await self.store.acreate(kind, obj, ns, manager="k3s", exist_ok=True)
+                status = obj.get("status") or {}
+                if kind.has_status and any(k not in (created.get("status") or {}) for k in status):
+                    created = await self.store.aput(kind, {**created, "status": status}, subresource="status",
+                                                    manager="k3s")
+        async with asyncio.timeout(timeout):
+            while any(self.store.get(*key) is None for key in keys):
+                await asyncio.sleep(0.02)
 
     def ghcr_endpoint(self) -> Endpoint:
         return Endpoint("ghcr.io", "https", self.ghcr.handle, cert_for=lambda sni: self.ghcr_cert)
@@ -342,63 +377,62 @@ class Cluster(NodeHooks):
         """What each registry holds: ``{"ghcr": {"<repo>:<tag>": digest}, "gitea": {…}}``."""
         return {"ghcr": self.ghcr.tag_digests(), "gitea": self.gitea.tag_digests()}
 
-    def _populate(self, now: float) -> None:
-        s = self.store
-        create = lambda kind, obj, ns="": s.create(kind, obj, ns, manager="k3s", validate=False,  # noqa: E731
-                                                   keep_status=True)
+    def _seed(self, now: float):
+        """The guide's starting objects, in order, as ``(kind, object, namespace)``; each created object (with
+        its uid) is sent back in, so a Lease can name its Node as owner."""
         for ns in ("default", "kube-system", "kube-public", "kube-node-lease", "gitea-system"):
-            create(NAMESPACE, {"metadata": {"name": ns}})
+            yield NAMESPACE, {"metadata": {"name": ns}}, ""
         for name, node in self.nodes.items():
-            create(NODE, self._node_object(node, now))
-            create(LEASE, {"metadata": {"name": name, "namespace": "kube-node-lease",
+            created = yield NODE, self._node_object(node, now), ""
+            yield (LEASE, {"metadata": {"name": name, "namespace": "kube-node-lease",
                                         "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": name,
-                                                             "uid": s.get(NODE, "", name)["metadata"]["uid"]}]},
+                                                             "uid": created["metadata"]["uid"]}]},
                            "spec": {"holderIdentity": name, "leaseDurationSeconds": 40,
                                     "renewTime": now_micro(now)}}, "kube-node-lease")
-        create(SERVICE, {"metadata": {"name": "kubernetes", "labels": {"component": "apiserver",
+        yield (SERVICE, {"metadata": {"name": "kubernetes", "labels": {"component": "apiserver",
                                                                       "provider": "kubernetes"}},
                          "spec": {"clusterIP": "10.43.0.1", "ports": [{"name": "https", "port": 443,
                                                                          "targetPort": 6443}]}}, "default")
-        create(SERVICE, {"metadata": {"name": "kube-dns", "labels": {"k8s-app": "kube-dns",
+        yield (SERVICE, {"metadata": {"name": "kube-dns", "labels": {"k8s-app": "kube-dns",
                                                                     "kubernetes.io/name": "CoreDNS"}},
                          "spec": {"clusterIP": DNS_IP, "selector": {"k8s-app": "kube-dns"},
                                   "ports": [{"name": "dns", "port": 53, "protocol": "UDP"},
                                             {"name": "dns-tcp", "port": 53, "protocol": "TCP"},
                                             {"name": "metrics", "port": 9153, "protocol": "TCP"}]}}, "kube-system")
-        create(SERVICE, {"metadata": {"name": "traefik", "labels": {"app.kubernetes.io/name": "traefik",
+        yield (SERVICE, {"metadata": {"name": "traefik", "labels": {"app.kubernetes.io/name": "traefik",
                                                                    "app.kubernetes.io/instance": "traefik-kube-system"}},
                          "spec": {"type": "LoadBalancer", "selector": {"app.kubernetes.io/name": "traefik"},
                                   "ports": [{"name": "web", "port": 80, "targetPort": "web"},
                                             {"name": "websecure", "port": 443, "targetPort": "websecure"}]},
                          "status": {"loadBalancer": {"ingress": [{"ip": TRAEFIK_LB_IP, "ipMode": "VIP"}]}}},
                "kube-system")
-        self._deployment("kube-system", "coredns", "rancher/mirrored-coredns-coredns:1.12.3",
-                         {"k8s-app": "kube-dns"}, create)
-        self._deployment("kube-system", "traefik", "rancher/mirrored-library-traefik:3.3.6",
-                         {"app.kubernetes.io/name": "traefik"}, create)
+        yield self._deployment("kube-system", "coredns", "rancher/mirrored-coredns-coredns:1.12.3",
+                               {"k8s-app": "kube-dns"})
+        yield self._deployment("kube-system", "traefik", "rancher/mirrored-library-traefik:3.3.6",
+                               {"app.kubernetes.io/name": "traefik"})
         # Gitea
-        create(SERVICE, {"metadata": {"name": "gitea-http", "labels": {"app.kubernetes.io/name": "gitea"}},
+        yield (SERVICE, {"metadata": {"name": "gitea-http", "labels": {"app.kubernetes.io/name": "gitea"}},
                          "spec": {"selector": {"app.kubernetes.io/name": "gitea"},
                                   "ports": [{"name": "http", "port": 3000, "targetPort": 3000}]}}, "gitea-system")
-        self._statefulset("gitea-system", "gitea", "gitea/gitea:1.22.3", {"app.kubernetes.io/name": "gitea"}, create)
+        yield self._statefulset("gitea-system", "gitea", "gitea/gitea:1.22.3", {"app.kubernetes.io/name": "gitea"})
         for name, host in (("gitea-http", WEB_HOST), ("gitea-registry", REGISTRY_HOST), ("gitea-k3s-alias", REALM_HOST)):
-            create(INGRESS, {"metadata": {"name": name, "annotations": {
+            yield (INGRESS, {"metadata": {"name": name, "annotations": {
                 "traefik.ingress.kubernetes.io/router.entrypoints": "web"}},
                 "spec": {"rules": [{"host": host, "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": {
                     "service": {"name": "gitea-http", "port": {"number": 3000}}}}]}}]}}, "gitea-system")
         # the guide's workloads, still on GHCR
         ghcr_auth = {"auths": {"ghcr.io": {"username": ORG, "password": self.ghcr_token,
                                            "auth": b64(f"{ORG}:{self.ghcr_token}")}}}
-        create(SECRET, {"metadata": {"name": "ghcr-secret"}, "type": "kubernetes.io/dockerconfigjson",
+        yield (SECRET, {"metadata": {"name": "ghcr-secret"}, "type": "kubernetes.io/dockerconfigjson",
                         "data": {".dockerconfigjson": b64(json.dumps(ghcr_auth))}}, "default")
-        create(K[("v1", "ServiceAccount")], {"metadata": {"name": "default"}}, "default")
-        create(K[("v1", "ServiceAccount")], {"metadata": {"name": "gwa-actions-runner"}}, "default")
+        yield (K[("v1", "ServiceAccount")], {"metadata": {"name": "default"}}, "default")
+        yield (K[("v1", "ServiceAccount")], {"metadata": {"name": "gwa-actions-runner"}}, "default")
         role = K[("rbac.authorization.k8s.io/v1", "Role")]
-        create(role, {"metadata": {"name": "gwa-actions-runner"}, "rules": [
+        yield (role, {"metadata": {"name": "gwa-actions-runner"}, "rules": [
             {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "create", "delete"]},
             {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create"]},
             {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]}]}, "default")
-        create(K[("rbac.authorization.k8s.io/v1", "RoleBinding")], {
+        yield (K[("rbac.authorization.k8s.io/v1", "RoleBinding")], {
             "metadata": {"name": "gwa-actions-runner"},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "gwa-actions-runner"},
             "subjects": [{"kind": "ServiceAccount", "name": "gwa-actions-runner", "namespace": "default"}]}, "default")
@@ -406,9 +440,9 @@ class Cluster(NodeHooks):
             pod_extra = {"imagePullSecrets": [{"name": "ghcr-secret"}]}
             if kind == "StatefulSet":
                 pod_extra["serviceAccountName"] = "gwa-actions-runner"
-                self._statefulset("default", name, f"ghcr.io/{ORG}/{image}:latest", {"app": name}, create, pod_extra)
+                yield self._statefulset("default", name, f"ghcr.io/{ORG}/{image}:latest", {"app": name}, pod_extra)
             else:
-                self._deployment("default", name, f"ghcr.io/{ORG}/{image}:latest", {"app": name}, create, pod_extra)
+                yield self._deployment("default", name, f"ghcr.io/{ORG}/{image}:latest", {"app": name}, pod_extra)
 
     def _template(self, labels: dict, image: str, extra: dict | None) -> dict:
         name = labels.get("app") or next(iter(labels.values()))
@@ -416,15 +450,15 @@ class Cluster(NodeHooks):
         spec.update(extra or {})
         return {"metadata": {"labels": dict(labels)}, "spec": spec}
 
-    def _deployment(self, ns, name, image, labels, create, extra=None):
-        create(DEPLOYMENT, {"metadata": {"name": name, "labels": dict(labels)},
+    def _deployment(self, ns, name, image, labels, extra=None):
+        return DEPLOYMENT, {"metadata": {"name": name, "labels": dict(labels)},
                             "spec": {"replicas": 1, "selector": {"matchLabels": dict(labels)},
-                                     "template": self._template(labels, image, extra)}}, ns)
+                                     "template": self._template(labels, image, extra)}}, ns
 
-    def _statefulset(self, ns, name, image, labels, create, extra=None):
-        create(STATEFULSET, {"metadata": {"name": name, "labels": dict(labels)},
+    def _statefulset(self, ns, name, image, labels, extra=None):
+        return STATEFULSET, {"metadata": {"name": name, "labels": dict(labels)},
                              "spec": {"replicas": 1, "serviceName": name, "selector": {"matchLabels": dict(labels)},
-                                      "template": self._template(labels, image, extra)}}, ns)
+                                      "template": self._template(labels, image, extra)}}, ns
 
     def _node_object(self, node: SimNode, now: float) -> dict:
         labels = {"beta.kubernetes.io/arch": "amd64", "beta.kubernetes.io/os": "linux",
@@ -440,11 +474,13 @@ class Cluster(NodeHooks):
         hb = now_rfc3339(now)
         cond = lambda type_, status, reason, msg: {"type": type_, "status": status, "reason": reason,  # noqa: E731
                                                     "message": msg, "lastHeartbeatTime": hb, "lastTransitionTime": t}
+        addresses = [{"type": "InternalIP", "address": node.internal_ip}, {"type": "Hostname", "address": node.name}]
+        if self.kubelet_port:  # a real API server fetches pods/log from the node agent's endpoint on loopback
+            addresses.append({"type": "InternalDNS", "address": "127.0.0.1"})
         return {"metadata": {"name": node.name, "labels": labels, "annotations": annotations},
                 "spec": {"podCIDR": f"10.42.{len(self.nodes) % 256}.0/24", "providerID": f"k3s://{node.name}"},
                 "status": {
-                    "addresses": [{"type": "InternalIP", "address": node.internal_ip},
-                                  {"type": "Hostname", "address": node.name}],
+                    "addresses": addresses,
                     "capacity": {"cpu": "4", "memory": "16215340Ki", "pods": "110", "ephemeral-storage": "239363800Ki"},
                     "allocatable": {"cpu": "4", "memory": "16215340Ki", "pods": "110",
                                     "ephemeral-storage": "232848938137"},
@@ -453,7 +489,7 @@ class Cluster(NodeHooks):
                         cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
                         cond("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
                         cond("Ready", "True", "KubeletReady", "kubelet is posting ready status")],
-                    "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+                    "daemonEndpoints": {"kubeletEndpoint": {"Port": self.kubelet_port or 10250}},
                     "nodeInfo": {"architecture": "amd64", "bootID": hashlib.md5(node.name.encode()).hexdigest(),
                                  "containerRuntimeVersion": "containerd://" + containerd.version_of(node.k3s_version).containerd,
                                  "kernelVersion": "6.8.0-51-generic",
@@ -466,6 +502,8 @@ class Cluster(NodeHooks):
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._heartbeats()))
+        if not self.simulates_controllers:  # the real controller-manager runs workloads and the node lifecycle
+            return
         self._tasks.append(loop.create_task(self._node_lifecycle()))
         for kind in (DEPLOYMENT, STATEFULSET):
             for obj in list(self.store.kinds[kind].objects.values()):
@@ -493,7 +531,7 @@ class Cluster(NodeHooks):
         if close is not None:  # the real Gitea: its HTTP session, then the process, by PID
             await close()
             self.gitea.real.wipe()
-        for t in self._tasks:
+        for t in [*self._tasks, *self.kubelet.finishing]:
             t.cancel()
         for run in list(self.kubelet.runs.values()):
             if run.task:
@@ -584,9 +622,10 @@ class Cluster(NodeHooks):
         if status == "Unknown":
             taints.append({"key": "node.kubernetes.io/unreachable", "effect": "NoSchedule",
                            "timeAdded": now_rfc3339(now)})
-        # conditions are status (the node lifecycle controller and kubelet write /status); taints are spec
+        # conditions are status (the node lifecycle controller and kubelet write /status); taints are spec, and
+        # with a real API server its controller-manager's
         self.store.update(NODE, new, "", node.name, subresource="status", manager="k3s", validate=False)
-        if taints != (obj["spec"].get("taints") or []):
+        if self.simulates_controllers and taints != (obj["spec"].get("taints") or []):
             spec_new = copy.deepcopy(self.store.get(NODE, "", node.name))
             if taints:
                 spec_new["spec"]["taints"] = taints
@@ -658,6 +697,15 @@ class Cluster(NodeHooks):
     def get_log(self, ns: str, name: str, container: str | None) -> str | None:
         return self.logs.get((ns, name, container or ""))
 
+    def kubelet_log(self, ns: str, name: str, container: str) -> str | None:
+        """What the node's kubelet answers for a container's log (the agent's endpoint, with a real API server):
+        its text, "" once the pod runs if the container wrote nothing, None while the pod is still Pending."""
+        text = self.get_log(ns, name, container)
+        if text is None and ((self.store.get(POD, ns, name) or {}).get("status") or {}).get("phase") not in (
+                None, "Pending"):
+            return ""
+        return text
+
     def log_unreachable(self, ns: str, name: str, container: str) -> str | None:
         """Why the API server cannot reach the kubelet of the pod's node for its log now (None: it can): the
         kubelet is down, or started less than ``log_gap_seconds`` ago — k3s's words, from its tunnel."""
@@ -712,12 +760,14 @@ class Cluster(NodeHooks):
             if etype != "DELETED" and not obj["spec"].get("nodeName"):
                 asyncio.get_running_loop().call_soon(self._schedule, md["namespace"], md["name"])
             self.kubelet.pod_changed(etype, old, new)
+            if not self.simulates_controllers:
+                return
             for ref in md.get("ownerReferences") or []:
                 owner_kind = {"Deployment": DEPLOYMENT, "StatefulSet": STATEFULSET}.get(ref.get("kind"))
                 if owner_kind:
                     self._queue_reconcile(owner_kind, {"metadata": {"namespace": md["namespace"],
                                                                     "name": ref["name"]}})
-        elif kind in (DEPLOYMENT, STATEFULSET) and etype != "DELETED":
+        elif kind in (DEPLOYMENT, STATEFULSET) and etype != "DELETED" and self.simulates_controllers:
             self._queue_reconcile(kind, new)
 
     def _queue_reconcile(self, kind: Kind, obj: dict) -> None:
@@ -844,15 +894,16 @@ class Cluster(NodeHooks):
 
     def _schedule(self, ns: str, name: str) -> None:
         pod = self.store.get(POD, ns, name)
-        if pod is None or pod["spec"].get("nodeName"):
+        if pod is None or pod["spec"].get("nodeName") or pod["metadata"].get("deletionTimestamp"):
             return
         candidates = [n for n in self.nodes.values() if n.kubelet_up]
         if not candidates:
             return
         node = candidates[self.rng.randrange(len(candidates))] if len(candidates) > 1 else candidates[0]
-        new = copy.deepcopy(pod)
-        new["spec"]["nodeName"] = node.name
-        self.store.update(POD, new, ns, name, manager="default-scheduler", validate=False)
+        try:
+            self.store.bind(ns, name, node.name, pod["metadata"]["uid"])
+        except ApiError:
+            return  # bound meanwhile, or gone
         self.event({"kind": "Pod", "namespace": ns, "name": name, "uid": pod["metadata"]["uid"], "apiVersion": "v1"},
                    "Scheduled", f"Successfully assigned {ns}/{name} to {node.name}", component="default-scheduler")
 

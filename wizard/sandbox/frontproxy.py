@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 
 class FrontProxy:
@@ -18,6 +19,7 @@ class FrontProxy:
         self._server: asyncio.base_events.Server | None = None
         self._conns: set[asyncio.StreamWriter] = set()
         self.down = False
+        self.up_windows: list[dict] = []  # each return of the port (the real API server is ready at once)
 
     @property
     def url(self) -> str:
@@ -36,6 +38,8 @@ class FrontProxy:
             await self._close()
         else:
             await self.start()
+            now = time.time()
+            self.up_windows.append({"up": now, "ready": now})
 
     async def stop(self) -> None:
         await self._close()

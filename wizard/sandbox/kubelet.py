@@ -486,6 +486,8 @@ class Kubelet:
     def __init__(self, cluster: Cluster):
         self.c = cluster
         self.runs: dict[str, PodRun] = {}  # pod uid -> run
+        self._terminating: set[str] = set()  # pods marked for deletion whose final delete is under way
+        self.finishing: set[asyncio.Task] = set()  # those final deletes (one waits for its node's kubelet)
         self._kubelet_up: dict[str, asyncio.Event] = {}
 
     def up_event(self, node: SimNode) -> asyncio.Event:
@@ -508,11 +510,15 @@ class Kubelet:
 
     def pod_changed(self, etype: str, old: dict | None, new: dict | None) -> None:
         if etype == "DELETED":
+            self._terminating.discard(old["metadata"]["uid"])
             run = self.runs.pop(old["metadata"]["uid"], None)
             if run and run.task:
                 run.task.cancel()
             return
         uid = new["metadata"]["uid"]
+        if new["metadata"].get("deletionTimestamp"):
+            self._terminate(new)
+            return
         node = new["spec"].get("nodeName")
         if uid in self.runs or not node or node not in self.c.nodes:
             return
@@ -520,6 +526,28 @@ class Kubelet:
             return
         run = self.runs[uid] = PodRun(self, new)
         run.task = asyncio.get_running_loop().create_task(run.run())
+
+    def _terminate(self, pod: dict) -> None:
+        """Graceful deletion (a real API server marks the pod, the kubelet finishes it): stop its containers,
+        then the kubelet's final delete — grace 0, and only this pod (its uid) — once the node's kubelet runs."""
+        md = pod["metadata"]
+        uid, ns, name = md["uid"], md["namespace"], md["name"]
+        if uid in self._terminating:
+            return
+        self._terminating.add(uid)
+        run = self.runs.pop(uid, None)
+        if run and run.task:
+            run.task.cancel()
+        node = self.c.nodes.get(pod["spec"].get("nodeName") or "")
+
+        async def finish() -> None:
+            if node is not None:
+                await self.wait_kubelet(node)
+            with contextlib.suppress(ApiError):
+                self.c.store.delete(POD, ns, name, preconditions={"uid": uid})
+        task = asyncio.get_running_loop().create_task(finish())
+        self.finishing.add(task)
+        task.add_done_callback(self.finishing.discard)
 
     def node_commands(self, node: SimNode) -> dict:
         c = self.c

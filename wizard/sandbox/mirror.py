@@ -9,8 +9,9 @@ every object in the mirror is one the API server returned. A watch the server en
 
 Writes are a kubelet's writes: status subresources, Node Leases and Events. ``update`` changes the local
 copy at once (so the synchronous simulation sees its own write) and queues the write for the API server,
-one in flight per object, sending the newest local copy without a resourceVersion (pods, nodes, leases,
-events and services allow unconditional updates). Until the server has acknowledged a status write, a
+one in flight per object, sending the newest local copy without a resourceVersion (pods, nodes, events
+and services allow unconditional updates); a Lease names the revision the server last gave, and after a 409
+takes the server's revision and sends again (the agent is its only writer). Until the server has acknowledged a status write, a
 watch event for that object keeps the local status, so a late event never undoes a newer write. Creates
 that the caller must wait for (bootstrap: Nodes, Leases, Services) are ``acreate``; runtime creates
 (Events) are fire-and-forget through ``create``.
@@ -31,6 +32,10 @@ from ..cluster import Kind as ClientKind
 from .kinds import Kind
 from .store import ApiError, KindState, Store
 
+# kinds whose updates must name the resourceVersion they replace: kube-apiserver refuses an unconditional
+# update with 422 "metadata.resourceVersion: Invalid value: 0: must be specified for an update"
+CONDITIONAL = {"Lease"}
+
 
 class Mirror(Store):
     def __init__(self, url: str, token: str, ca_file: str, kinds: Iterable[Kind]):
@@ -44,6 +49,8 @@ class Mirror(Store):
         self._tasks: list[asyncio.Task] = []
         self._dirty: dict[tuple, dict] = {}  # (kind, ns, name, subresource) → newest local object to send
         self._sending: set[tuple] = set()
+        self._remote_rv: dict[tuple, str] = {}  # (kind, ns, name) → the newest resourceVersion the server gave
+        self._background: set[asyncio.Task] = set()  # writes in flight (cancelled on close)
         self._synced: dict[Kind, asyncio.Event] = {}
         self.errors: list[str] = []  # writes the API server refused (shown in the world's state)
         self.watch_timeout = 300  # seconds the API server keeps each watch open (then the mirror watches on)
@@ -73,6 +80,11 @@ class Mirror(Store):
         return self
 
     async def close(self) -> None:
+        for t in [*self._tasks, *self._background]:
+            t.cancel()
+        for t in list(self._background):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -154,6 +166,7 @@ class Mirror(Store):
         obj = self._typed(kind, obj)
         if old is not None and _older(obj, old):  # a watch event that our PUT's answer already overtook
             return
+        self._remote_rv[(kind, *key)] = obj["metadata"].get("resourceVersion", "")
         pending = self._dirty.get((kind, *key, "status"))
         if pending is not None or (kind, *key, "status") in self._sending:
             local = pending if pending is not None else old
@@ -180,20 +193,29 @@ class Mirror(Store):
         self._dirty[wkey] = new
         if wkey not in self._sending:
             self._sending.add(wkey)
-            asyncio.get_running_loop().create_task(self._send(wkey, manager))
+            self._spawn(self._send(wkey, manager))
         return new
 
     async def _send(self, wkey: tuple, manager: str) -> None:
         kind, ns, name, subresource = wkey
+        conflicts = 0
         try:
             while (obj := self._dirty.pop(wkey, None)) is not None:
                 body = self._typed(kind, copy.deepcopy(obj))
-                body["metadata"].pop("resourceVersion", None)  # unconditional: the newest local copy wins
                 body["metadata"].pop("managedFields", None)
+                if kind.kind in CONDITIONAL:  # over the revision the server has now: the agent is its only writer
+                    body["metadata"]["resourceVersion"] = self._remote_rv.get((kind, ns, name), "")
+                else:
+                    body["metadata"].pop("resourceVersion", None)  # unconditional: the newest local copy wins
                 try:
                     async with self._session.put(self._path(kind, ns, name, subresource), json=body,
                                                  params={"fieldManager": manager}) as r:
                         answer = await r.json(content_type=None)
+                        if r.status == 409 and kind.kind in CONDITIONAL and conflicts < 3:
+                            conflicts += 1  # someone else wrote it: take their revision, then send ours again
+                            self._dirty.setdefault(wkey, obj)
+                            await self._refresh(kind, ns, name)
+                            continue
                         if r.status >= 400:
                             self.errors.append(f"PUT {kind.plural}/{name}/{subresource}: {r.status} "
                                                f"{answer.get('message', '')}")
@@ -202,6 +224,8 @@ class Mirror(Store):
                     self._dirty.setdefault(wkey, obj)  # the API server is away: send the newest copy later
                     await asyncio.sleep(0.2)
                     continue
+                conflicts = 0
+                self._remote_rv[(kind, ns, name)] = answer["metadata"]["resourceVersion"]
                 if wkey not in self._dirty:  # nothing newer is queued: take the server's answer
                     self._sending.discard(wkey)
                     self._commit_remote(kind, "MODIFIED", answer)
@@ -209,9 +233,14 @@ class Mirror(Store):
         finally:
             self._sending.discard(wkey)
 
+    async def _refresh(self, kind: Kind, namespace: str, name: str) -> None:
+        async with self._session.get(self._path(kind, namespace, name)) as r:
+            if r.status == 200:
+                self._commit_remote(kind, "MODIFIED", await r.json())
+
     def create(self, kind: Kind, obj: dict, namespace: str = "", *, manager: str = "unknown", **_) -> dict:
         """Fire-and-forget (Events): the object appears in the mirror when the watch brings it."""
-        asyncio.get_running_loop().create_task(self._create_quietly(kind, obj, namespace, manager))
+        self._spawn(self._create_quietly(kind, obj, namespace, manager))
         return obj
 
     async def _create_quietly(self, kind: Kind, obj: dict, namespace: str, manager: str) -> None:
@@ -248,18 +277,35 @@ class Mirror(Store):
                                name=md["name"])
         return self._typed(kind, answer)
 
-    def delete(self, kind: Kind, namespace: str, name: str, *, uid: str | None = None, **_) -> None:
-        """A kubelet's final delete of a pod it has stopped: grace 0, only the pod it ran (uid precondition)."""
+    def delete(self, kind: Kind, namespace: str, name: str, *, preconditions: dict | None = None, **_) -> None:
+        """A kubelet's final delete of a pod it has stopped: grace 0, and (with a uid precondition) only the
+        pod it ran. Fire-and-forget: the watch's DELETED removes it from the mirror."""
         body = {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0}
-        if uid:
-            body["preconditions"] = {"uid": uid}
+        if preconditions:
+            body["preconditions"] = dict(preconditions)
+        self._later(f"DELETE {kind.plural}/{name}", self._session.delete(self._path(kind, namespace, name), json=body))
 
+    def bind(self, namespace: str, name: str, node: str, uid: str) -> None:
+        """What the scheduler does: POST pods/NAME/binding (spec.nodeName cannot be written otherwise)."""
+        body = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name, "namespace": namespace, "uid": uid},
+                "target": {"apiVersion": "v1", "kind": "Node", "name": node}}
+        pod = next(k for k in self.kinds if k.kind == "Pod")
+        self._later(f"POST pods/{name}/binding", self._session.post(self._path(pod, namespace, name, "binding"),
+                                                                     json=body))
+
+    def _later(self, what: str, request) -> None:
+        """Send one write in the background; a refusal other than gone (404) or changed (409) is recorded."""
         async def go() -> None:
             with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
-                async with self._session.delete(self._path(kind, namespace, name), json=body) as r:
+                async with request as r:
                     if r.status >= 400 and r.status not in (404, 409):
-                        self.errors.append(f"DELETE {kind.plural}/{name}: {r.status}")
-        asyncio.get_running_loop().create_task(go())
+                        self.errors.append(f"{what}: {r.status} {(await r.text())[:200]}")
+        self._spawn(go())
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
 
 def _older(new: dict, old: dict) -> bool:

@@ -102,6 +102,22 @@ def _pki(d: Path) -> None:
         (d / name).chmod(0o600)
 
 
+ADMIN_USER = "ghcr2gitea-admin"
+AGENT_USER = "ghcr2gitea-node-agent"  # the simulated nodes' kubelets (they are what a kubelet is to k3s)
+KCM_USER = "system:kube-controller-manager"
+WORLD_USERS = {AGENT_USER, KCM_USER, "system:apiserver"}  # the world's own traffic, not a client's
+
+_VERBS = {"get": "GET", "list": "GET", "watch": "GET", "create": "POST", "update": "PUT", "patch": "PATCH",
+          "delete": "DELETE", "deletecollection": "DELETE"}
+
+
+def _epoch(rfc3339: str) -> float:
+    try:
+        return datetime.datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
+
+
 AUDIT_POLICY = {"apiVersion": "audit.k8s.io/v1", "kind": "Policy", "omitStages": ["RequestReceived"],
                 "rules": [{"level": "Metadata"}]}
 
@@ -113,8 +129,14 @@ class RealControlPlane:
     dir: Path
     controller_manager: bool = True
     api_port: int = 0
-    token: str = field(default_factory=lambda: secrets.token_hex(16))
+    token: str = field(default_factory=lambda: secrets.token_hex(16))  # the operator's: an admin
+    # the world's own clients, each its own identity so that the request log tells them from the operator's
+    agent_token: str = field(default_factory=lambda: secrets.token_hex(16))
+    kcm_token: str = field(default_factory=lambda: secrets.token_hex(16))
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    _audit: list[dict] = field(default_factory=list, repr=False)
+    _audit_ids: set[str] = field(default_factory=set, repr=False)
+    _audit_pos: int = 0
 
     @property
     def url(self) -> str:
@@ -141,7 +163,10 @@ class RealControlPlane:
                  or self.controller_manager}
         self.dir.mkdir(parents=True, exist_ok=True)
         _pki(self.dir)
-        (self.dir / "tokens.csv").write_text(f'{self.token},ghcr2gitea-admin,uid-admin,"system:masters"\n')
+        (self.dir / "tokens.csv").write_text(
+            f'{self.token},{ADMIN_USER},uid-admin,"system:masters"\n'
+            f'{self.agent_token},{AGENT_USER},uid-agent,"system:masters"\n'
+            f'{self.kcm_token},{KCM_USER},uid-kcm,"system:masters"\n')
         (self.dir / "audit-policy.json").write_text(json.dumps(AUDIT_POLICY))
         etcd_port, peer_port = free_port(), free_port()
         self.api_port = self.api_port or free_port()
@@ -171,7 +196,7 @@ class RealControlPlane:
             f"--kubelet-client-key={d / 'kubelet-client.key'}", f"--kubelet-certificate-authority={d / 'ca.crt'}"])
         self._wait_ready(timeout)
         if self.controller_manager:
-            kc = self.kubeconfig(d / "kcm.kubeconfig", name="kcm")
+            kc = self.kubeconfig(d / "kcm.kubeconfig", name="kcm", token=self.kcm_token)
             self._spawn("kube-controller-manager", [
                 str(paths["kube-controller-manager"]), f"--kubeconfig={kc}", "--leader-elect=false",
                 f"--service-account-private-key-file={d / 'sa.key'}", f"--root-ca-file={d / 'ca.crt'}",
@@ -206,21 +231,29 @@ class RealControlPlane:
                 raise RuntimeError(f"kube-apiserver not ready within {timeout:.0f} s (see {self.dir}/*.log)")
             time.sleep(0.1)
 
-    def requests(self) -> list[dict]:
-        """The audit log as the sandbox's request log shape: method, path, query, user_agent, user."""
-        out = []
-        verbs = {"get": "GET", "list": "GET", "watch": "GET", "create": "POST", "update": "PUT", "patch": "PATCH",
-                 "delete": "DELETE", "deletecollection": "DELETE"}
-        with contextlib.suppress(FileNotFoundError), self.audit_log.open() as f:
-            for line in f:
+    def requests(self, *, clients_only: bool = False) -> list[dict]:
+        """The audit log as the sandbox's request log shape: time (epoch seconds), method, path, query,
+        user_agent, plus user and code. A long-running request (a watch, a log stream) is one entry.
+
+        ``clients_only``: without the world's own traffic (the node agent, the controller-manager, the API
+        server's loopback client), as the embedded API's log has only what clients sent. The log is read
+        on from where the last call stopped."""
+        with contextlib.suppress(FileNotFoundError), self.audit_log.open("rb") as f:
+            f.seek(self._audit_pos)
+            while (line := f.readline()).endswith(b"\n"):
+                self._audit_pos += len(line)
                 ev = json.loads(line)
+                if ev.get("auditID") in self._audit_ids:  # ResponseComplete after ResponseStarted
+                    continue
+                self._audit_ids.add(ev.get("auditID"))
                 uri = ev.get("requestURI", "")
                 path, _, query = uri.partition("?")
-                out.append({"time": ev.get("requestReceivedTimestamp"), "method": verbs.get(ev.get("verb"), "GET"),
-                            "path": path, "query": query, "user_agent": ev.get("userAgent", ""),
-                            "user": (ev.get("user") or {}).get("username", ""),
-                            "code": (ev.get("responseStatus") or {}).get("code")})
-        return out
+                self._audit.append({
+                    "time": _epoch(ev.get("requestReceivedTimestamp", "")),
+                    "method": _VERBS.get(ev.get("verb"), "GET"), "path": path, "query": query,
+                    "user_agent": ev.get("userAgent", ""), "user": (ev.get("user") or {}).get("username", ""),
+                    "code": (ev.get("responseStatus") or {}).get("code")})
+        return [r for r in self._audit if not clients_only or r["user"] not in WORLD_USERS]
 
     def stop(self) -> None:
         for name in reversed(list(self.procs)):

@@ -11,6 +11,7 @@ and ``resolve`` (host:port:addr lines, as ``--resolve`` takes them); for the GHC
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -56,6 +57,13 @@ class Sandbox:
         self.cluster: C.Cluster | None = None
         self.api: ApiServer | None = None
         self.world: WorldServer | None = None
+        # with Options.api == "real": the real control plane, the node agent's mirror of it and its kubelet
+        # endpoint, and where the state JSON is served (the real API server serves no /_sandbox/)
+        self.plane = None
+        self.mirror = None
+        self.kubelet_endpoint = None
+        self.state_runner: web.AppRunner | None = None
+        self.state_url = ""
         self.api_token = secrets.token_hex(16)
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -106,6 +114,9 @@ class Sandbox:
             self.loop.run_until_complete(self._start())
         except BaseException as e:  # noqa: BLE001 - reported to the starting thread
             self._error = e
+            with contextlib.suppress(BaseException):  # whatever did start stops (processes by PID)
+                self.loop.run_until_complete(self._shutdown())
+            self.loop.close()
             self._ready.set()
             return
         self._ready.set()
@@ -120,14 +131,22 @@ class Sandbox:
         opts = self.opts
         if not opts.public_port:
             opts.public_port = free_port()
-        self.cluster = cl = C.Cluster(opts)
-        cl.build()
+        if opts.api == "real":
+            await self._start_real()
+        else:
+            self.cluster = C.Cluster(opts)
+            self.cluster.build()
+        cl = self.cluster
         # the public HTTPS hosts on one loopback port
         routes = {C.REGISTRY_HOST: cl.caddy.endpoint(), C.LEGACY_HOST: cl.caddy.endpoint(),
                   C.REALM_HOST: cl.traefik.endpoint("websecure"), C.WEB_HOST: cl.traefik.endpoint("websecure"),
                   C.GHCR_HOST: cl.ghcr_endpoint(), C.GHCR_STORAGE_HOST: cl.ghcr_storage_endpoint()}
         self.world = WorldServer(lambda sni: routes.get(sni, routes[C.REALM_HOST]))
         await self.world.start("127.0.0.1", opts.public_port)
+        if opts.api == "real":
+            cl.start()
+            self._write_files((self.plane.dir / "ca.crt").read_bytes())
+            return
         # the API, with its own CA as K3s has
         self._tmp = tempfile.TemporaryDirectory(prefix="ghcr2gitea-sandbox-")
         ca = make_ca("k3s-server-ca@sandbox")
@@ -140,21 +159,66 @@ class Sandbox:
         self.api = ApiServer(cl.store, token=self.api_token, ssl_context=ctx, logs=cl.get_log,
                              pod_done=cl.pod_done, log_unreachable=cl.log_unreachable,
                              bookmark_interval=self.bookmark_interval, seed=opts.seed,
-                             extra_routes={"/_sandbox/state": self._state, "/_sandbox/compact": self._compact,
-                                           "/_sandbox/faults": self._faults,
-                                           "/_sandbox/registries": self._registries})
+                             extra_routes=self._sandbox_routes())
         self.api.fault_rate = opts.api_fault_rate
         self.api.readyz_lag = opts.readyz_lag_seconds
         cl.api = self.api
         await self.api.start()
+        self.state_url = f"{self.api_url}/_sandbox/state"
         cl.start()
         self._write_files(ca.cert_pem)
 
+    def _sandbox_routes(self) -> dict:
+        return {"/_sandbox/state": self._state, "/_sandbox/compact": self._compact, "/_sandbox/faults": self._faults,
+                "/_sandbox/registries": self._registries}
+
+    async def _start_real(self) -> None:
+        """The world on a real kube-apiserver: etcd, the API server and the controller-manager as processes;
+        the simulated nodes as its node agent (a mirror by list+watch, a kubelet endpoint for pods/log); the
+        kubeconfig's server a front proxy that refuses connections while k3s restarts on the API node."""
+        from . import realapi
+        from .frontproxy import FrontProxy
+        from .kinds import KINDS
+        from .kubeletapi import KubeletEndpoint
+        from .mirror import Mirror
+        self._tmp = tempfile.TemporaryDirectory(prefix="ghcr2gitea-real-api-")
+        self.plane = plane = realapi.RealControlPlane(Path(self._tmp.name) / "plane")
+        await asyncio.to_thread(plane.start, 120.0)
+        ca = str(plane.dir / "ca.crt")
+        self.mirror = await Mirror(plane.url, plane.agent_token, ca, KINDS).start(timeout=60)
+        self.cluster = cl = C.Cluster(self.opts, store=self.mirror)
+        self.kubelet_endpoint = await KubeletEndpoint(
+            cl.kubelet_log, lambda ns, pod: not cl.pod_done(ns, pod), str(plane.dir / "apiserver.crt"),
+            str(plane.dir / "apiserver.key"), ca).start()
+        cl.kubelet_port = self.kubelet_endpoint.port
+        cl.build()
+        await cl.seed_real()
+        self.api = await FrontProxy(plane.api_port).start()
+        cl.api = self.api
+        self.api_token = plane.token
+        app = web.Application()
+        for path, handler in self._sandbox_routes().items():
+            app.router.add_route("*", path, handler)
+        self.state_runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.2)
+        await self.state_runner.setup()
+        site = web.TCPSite(self.state_runner, "127.0.0.1", 0)
+        await site.start()
+        self.state_url = f"http://127.0.0.1:{self.state_runner.addresses[0][1]}/_sandbox/state"
+
+    def requests(self) -> list[dict]:
+        """What clients sent the API, oldest first (in real mode: from the API server's audit log)."""
+        return self.plane.requests(clients_only=True) if self.plane is not None else self.api.requests
+
     async def _state(self, request: web.Request) -> web.Response:
-        body = json.dumps({**self.cluster.state(self.api.requests), "api": {"up_windows": self.api.up_windows}})
-        return web.Response(body=body.encode(), content_type="application/json")
+        state = {**self.cluster.state(self.requests()), "api": {"up_windows": self.api.up_windows}}
+        if self.mirror is not None:
+            state["api"]["mode"] = "real"
+            state["api"]["agent_errors"] = list(self.mirror.errors)  # writes the real API server refused
+        return web.Response(body=json.dumps(state).encode(), content_type="application/json")
 
     async def _compact(self, request: web.Request) -> web.Response:
+        if self.plane is not None:
+            return web.json_response({"error": "compaction is a sandbox-API endpoint"}, status=404)
         self.cluster.store.compact()
         return web.json_response({"compacted": self.cluster.store.rv})
 
@@ -163,11 +227,13 @@ class Sandbox:
         if request.method == "POST":
             body = await request.json()
             if "api_fault_rate" in body:
+                if self.plane is not None:
+                    return web.json_response({"error": "api_fault_rate is a sandbox-API fault"}, status=400)
                 self.api.fault_rate = float(body["api_fault_rate"])
             for name in body.get("never_returns", []):
                 if name in self.cluster.nodes:
                     self.cluster.nodes[name].never_returns = True
-        return web.json_response({"api_fault_rate": self.api.fault_rate,
+        return web.json_response({"api_fault_rate": getattr(self.api, "fault_rate", 0.0),
                                   "never_returns": sorted(n.name for n in self.cluster.nodes.values()
                                                           if n.never_returns)})
 
@@ -193,10 +259,18 @@ class Sandbox:
             await self.api.stop()
         if self.world:
             await self.world.stop()
+        if self.state_runner:
+            await self.state_runner.cleanup()
+        if self.mirror:
+            await self.mirror.close()
+        if self.kubelet_endpoint:
+            await self.kubelet_endpoint.stop()
+        if self.plane:
+            await asyncio.to_thread(self.plane.wipe)  # its processes, by PID
         if self._tmp:
             self._tmp.cleanup()
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 30.0) -> None:
         if self.loop and self.loop.is_running():
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._stopped.wait(timeout)
@@ -252,7 +326,7 @@ class Sandbox:
         (self.dir / "ghcr-resolve").write_text("\n".join(self.ghcr_resolve_entries()) + "\n")
         (self.dir / "public-ca.crt").write_bytes(cl.public_root.cert_pem)
         # where the state JSON is served: the contract both API modes keep (the embedded API serves it itself)
-        (self.dir / "state-url").write_text(f"{self.api_url}/_sandbox/state\n")
+        (self.dir / "state-url").write_text(self.state_url + "\n")
         if self.opts.app_repo:
             write_app_repo(self.app_repo)
         self.plan.write_text(sandbox_plan(self))
@@ -312,14 +386,25 @@ def sandbox_plan(sb: Sandbox) -> str:
 def serve(directory: str, opts: C.Options) -> int:
     """The ``ghcr2gitea sandbox`` command: serve until SIGINT/SIGTERM."""
     import signal
+    import sys
+
+    from .realapi import ComponentMissing
     sb = Sandbox(directory, opts)
     t0 = time.monotonic()
-    sb.start()
     stop = threading.Event()
+    # before starting: a real API world's processes are stopped by PID even when the signal comes mid-start
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    try:
+        sb.start(timeout=300.0 if opts.api == "real" else 60.0)
+    except (ComponentMissing, RuntimeError, OSError, TimeoutError) as e:
+        sb.stop()
+        print(f"ghcr2gitea sandbox: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
+        return 1
     print(f"sandbox ready: {directory}", flush=True)
-    print(f"  API {sb.api_url}  nodes {len(sb.cluster.nodes)}  started in {time.monotonic() - t0:.2f} s", flush=True)
+    server = "a real kube-apiserver" if opts.api == "real" else "the sandbox's API"
+    print(f"  API {sb.api_url} ({server})  nodes {len(sb.cluster.nodes)}  started in {time.monotonic() - t0:.2f} s",
+          flush=True)
     print(f"  export KUBECONFIG={sb.kubeconfig}", flush=True)
     while not stop.wait(0.5):
         pass

@@ -594,6 +594,21 @@ class Store:
         return self._finish_update(kind, old, new, manager=manager, subresource=subresource, dry_run=dry_run,
                                    validate=True, strict=strict, record=False)
 
+    def bind(self, namespace: str, name: str, node: str, uid: str) -> None:
+        """``pods/NAME/binding``, the scheduler's one way to set ``spec.nodeName``: only the pod named by uid,
+        and only while it is unbound."""
+        kind = next(k for k in self.kinds if k.kind == "Pod")
+        pod = self.must_get(kind, namespace, name)
+        if pod["metadata"]["uid"] != uid:
+            raise ApiError(409, "Conflict", f"Precondition failed: UID in precondition: {uid}, UID in object meta: "
+                           f"{pod['metadata']['uid']}", kind=kind, name=name)
+        if pod["spec"].get("nodeName"):
+            raise ApiError(409, "Conflict", f'pod {name} is already assigned to node "{pod["spec"]["nodeName"]}"',
+                           kind=kind, name=name)
+        new = copy.deepcopy(pod)
+        new["spec"]["nodeName"] = node
+        self.update(kind, new, namespace, name, manager="default-scheduler", validate=False)
+
     def delete(self, kind: Kind, namespace: str, name: str, *, dry_run: bool = False,
                preconditions: dict | None = None) -> dict:
         old = self.must_get(kind, namespace, name)
