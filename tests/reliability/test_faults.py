@@ -85,8 +85,15 @@ def baseline(tmp_path_factory):
         sb.stop()
 
 
-@pytest.mark.parametrize("point", KILL_POINTS)
-def test_killed_at_every_step_then_resumed(point, baseline, make_sandbox, reliability, tmp_path):
+# on a real kube-apiserver: a stage boundary after the first writes, mid-restart of the node that serves the API
+# (the wizard dies while the API is away) and of an agent, and after the workloads roll out through the real
+# controller-manager; the final cluster must be the sandbox API's uninterrupted baseline, object for object
+REAL_KILL_POINTS = ["after:secrets", "restart:dellmini1", "restart:lenovomini", "after:workloads"]
+
+
+@pytest.mark.parametrize(("world_api", "point"), [("sandbox", p) for p in KILL_POINTS] + [
+    pytest.param("real", p, marks=pytest.mark.real, id=f"real-{p}") for p in REAL_KILL_POINTS], indirect=["world_api"])
+def test_killed_at_every_step_then_resumed(world_api, point, baseline, make_sandbox, reliability, tmp_path):
     sb = make_sandbox(**FAST)
     env = {"XDG_STATE_HOME": str(tmp_path / "state")}
     first = run_cli(sb, "apply", "--plan", str(sb.plan), "--yes", env={**env, "GHCR2GITEA_KILL_AT": point})
@@ -101,7 +108,8 @@ def test_killed_at_every_step_then_resumed(point, baseline, make_sandbox, reliab
     assert final == baseline
     start = ("nothing had been written yet, so no journal: the rerun started afresh" if before_first_write
              else "the rerun resumed from the journal")
-    reliability.record("SIGKILL", f"killed at `{point}`, then `apply` run again",
+    on = " on a real kube-apiserver" if world_api == "real" else ""
+    reliability.record("SIGKILL", f"killed at `{point}`{on}, then `apply` run again",
                        f"{start}; final cluster identical to an uninterrupted run; every node restarted once; "
                        "existing registries.yaml entries kept; no wizard pod left")
 
