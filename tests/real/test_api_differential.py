@@ -232,6 +232,29 @@ def test_a_put_with_another_objects_uid_is_refused(api):
 
 
 
+def test_an_update_without_a_resource_version_is_refused_for_a_lease_only(api):
+    """kube-apiserver's Lease strategy refuses an unconditional update (the node agent's renewals and the wizard's
+    lock must name the revision they replace); a ConfigMap's takes the newest copy."""
+    c, ns = api
+    for kind, path, body in (
+            ("Lease", f"/apis/coordination.k8s.io/v1/namespaces/{ns}/leases/l",
+             {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "spec": {"holderIdentity": "a"}}),
+            ("ConfigMap", f"/api/v1/namespaces/{ns}/configmaps/cm",
+             {"apiVersion": "v1", "kind": "ConfigMap", "data": {"k": "1"}})):
+        name = path.rsplit("/", 1)[1]
+        live = c.create({**body, "metadata": {"name": name, "namespace": ns}}, "test")
+        unconditional = dict(live, metadata={k: v for k, v in live["metadata"].items() if k != "resourceVersion"})
+        unconditional["metadata"]["labels"] = {**live["metadata"].get("labels", {}), "changed": "yes"}
+        if kind == "Lease":
+            e = _error(lambda p=path, b=unconditional: c.request("PUT", p, body=b, content_type="application/json"))
+            assert (e.status, e.reason) == (422, "Invalid"), (e.status, e.message)
+            assert "metadata.resourceVersion: Invalid value: 0: must be specified for an update" in e.message
+            assert "changed" not in c.get(kind, name, ns)["metadata"]["labels"]
+        else:
+            c.request("PUT", path, body=unconditional, content_type="application/json")
+            assert c.get(kind, name, ns)["metadata"]["labels"]["changed"] == "yes"
+
+
 def test_an_apply_with_an_impossible_resource_version_only_creates(api):
     """The wizard's create of an object it found absent: etcd never gives an object resourceVersion 1, so an
     apply that carries it creates the object when there is none and is refused when one appeared meanwhile."""

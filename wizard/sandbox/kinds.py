@@ -15,6 +15,10 @@ class Kind:
     short_names: tuple[str, ...] = ()
     subresources: tuple[str, ...] = ()
     categories: tuple[str, ...] = ()
+    # kube-apiserver refuses an update (PUT) that names no resourceVersion for this kind, with 422
+    # "metadata.resourceVersion: Invalid value: 0: must be specified for an update" (its strategy's
+    # AllowUnconditionalUpdate is false); every other kind here takes the newest copy
+    conditional_update: bool = False
 
     @property
     def api_version(self) -> str:
@@ -53,7 +57,7 @@ KINDS: tuple[Kind, ...] = (
     Kind("", "v1", "ConfigMap", "configmaps", True, ("cm",)),
     Kind("", "v1", "Event", "events", True, ("ev",)),
     Kind("", "v1", "ServiceAccount", "serviceaccounts", True, ("sa",)),
-    Kind("coordination.k8s.io", "v1", "Lease", "leases", True),
+    Kind("coordination.k8s.io", "v1", "Lease", "leases", True, conditional_update=True),
     Kind("apps", "v1", "Deployment", "deployments", True, ("deploy",), ("status", "scale"), ("all",)),
     Kind("apps", "v1", "StatefulSet", "statefulsets", True, ("sts",), ("status", "scale"), ("all",)),
     Kind("apps", "v1", "DaemonSet", "daemonsets", True, ("ds",), ("status",), ("all",)),

@@ -32,11 +32,6 @@ from ..cluster import Kind as ClientKind
 from .kinds import Kind
 from .store import ApiError, KindState, Store
 
-# kinds whose updates must name the resourceVersion they replace: kube-apiserver refuses an unconditional
-# update with 422 "metadata.resourceVersion: Invalid value: 0: must be specified for an update"
-CONDITIONAL = {"Lease"}
-
-
 class Mirror(Store):
     def __init__(self, url: str, token: str, ca_file: str, kinds: Iterable[Kind]):
         super().__init__()
@@ -203,7 +198,7 @@ class Mirror(Store):
             while (obj := self._dirty.pop(wkey, None)) is not None:
                 body = self._typed(kind, copy.deepcopy(obj))
                 body["metadata"].pop("managedFields", None)
-                if kind.kind in CONDITIONAL:  # over the revision the server has now: the agent is its only writer
+                if kind.conditional_update:  # over the revision the server has now: the agent is its only writer
                     body["metadata"]["resourceVersion"] = self._remote_rv.get((kind, ns, name), "")
                 else:
                     body["metadata"].pop("resourceVersion", None)  # unconditional: the newest local copy wins
@@ -211,7 +206,7 @@ class Mirror(Store):
                     async with self._session.put(self._path(kind, ns, name, subresource), json=body,
                                                  params={"fieldManager": manager}) as r:
                         answer = await r.json(content_type=None)
-                        if r.status == 409 and kind.kind in CONDITIONAL and conflicts < 3:
+                        if r.status == 409 and kind.conditional_update and conflicts < 3:
                             conflicts += 1  # someone else wrote it: take their revision, then send ours again
                             self._dirty.setdefault(wkey, obj)
                             await self._refresh(kind, ns, name)

@@ -466,6 +466,9 @@ class Store:
         if body_name and body_name != name:
             raise ApiError(400, "BadRequest", f"the name of the object ({body_name}) does not match the name on the URL ({name})")
         _check_resource_version(kind, old, (new.get("metadata") or {}).get("resourceVersion"))
+        if kind.conditional_update and not (new.get("metadata") or {}).get("resourceVersion"):
+            raise ApiError(422, "Invalid", f'{kind.resource} "{name}" is invalid: metadata.resourceVersion: Invalid '
+                           "value: 0: must be specified for an update", kind=kind, name=name)
         want_uid, uid = (new.get("metadata") or {}).get("uid"), old["metadata"]["uid"]
         if want_uid and want_uid != uid:  # etcd3's storage precondition, as kube-apiserver words it
             res = kind.resource
