@@ -44,7 +44,8 @@ def through_the_registry_host(sb, path: str) -> tuple[int, bytes]:
         conn.close()
 
 
-def test_apply_and_audit_pass_against_a_real_gitea(real_gitea_sandbox):
+@pytest.mark.parametrize("world_api", ["sandbox", "real"], indirect=True)  # real: real Gitea and a real API server
+def test_apply_and_audit_pass_against_a_real_gitea(world_api, real_gitea_sandbox):
     sb = real_gitea_sandbox
     res = run_cli(sb, "apply", "--plan", str(sb.plan), "--yes", "--node-timeout", "20")
     assert res.returncode == 0, res.stdout + res.stderr

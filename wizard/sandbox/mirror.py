@@ -32,6 +32,7 @@ from ..cluster import Kind as ClientKind
 from .kinds import Kind
 from .store import ApiError, KindState, Store
 
+
 class Mirror(Store):
     def __init__(self, url: str, token: str, ca_file: str, kinds: Iterable[Kind]):
         super().__init__()

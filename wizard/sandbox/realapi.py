@@ -256,11 +256,12 @@ class RealControlPlane:
         return [r for r in self._audit if not clients_only or r["user"] not in WORLD_USERS]
 
     def stop(self) -> None:
+        """Each process by PID, the last started first, each gone before the next is asked: kube-apiserver
+        shuts down gracefully only while its etcd still answers (with etcd gone first it hangs until killed)."""
         for name in reversed(list(self.procs)):
             p = self.procs[name]
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
-        for p in self.procs.values():
             try:
                 p.wait(10)
             except subprocess.TimeoutExpired:
