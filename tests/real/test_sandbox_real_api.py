@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from helpers import poll, require_components
+from helpers import poll, require_binary, require_components
 
 from wizard.sandbox.realapi import ADMIN_USER
 
@@ -59,7 +59,7 @@ def test_the_command_serves_the_same_files_on_a_real_release_and_stops_its_proce
         assert "a real kube-apiserver" in proc.stdout.readline()
         for name in ("kubeconfig", "plan.yaml", "token", "reader-token", "ca.crt", "resolve", "state-url"):
             assert (d / name).is_file(), name
-        kubectl = subprocess.run(["kubectl", "--kubeconfig", str(d / "kubeconfig"), "--cache-dir",
+        kubectl = subprocess.run([require_binary("kubectl"), "--kubeconfig", str(d / "kubeconfig"), "--cache-dir",
                                   str(tmp_path / "kcache"), "version", "-o", "json"],
                                  capture_output=True, text=True, timeout=30)
         assert kubectl.returncode == 0, kubectl.stderr
