@@ -158,8 +158,10 @@ class SandboxProc:
         return env
 
     def state(self) -> dict:
-        """``GET /_sandbox/state`` (not itself counted in ``requests``)."""
-        with urllib.request.urlopen(self.api_url + "/_sandbox/state", context=self._ssl, timeout=60) as r:
+        """The state JSON at ``D/state-url`` (not itself counted in ``requests``): the embedded API serves it
+        over its TLS, beside a real API server it is plain HTTP."""
+        url = (self.dir / "state-url").read_text().strip()
+        with urllib.request.urlopen(url, context=self._ssl if url.startswith("https:") else None, timeout=60) as r:
             return json.loads(r.read())
 
     def run(self, *args: str, timeout: float = 180.0) -> CliRun:

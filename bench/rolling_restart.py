@@ -25,6 +25,8 @@ SCENARIOS = [  # label, sandbox args, apply args, max_unavailable, judge span/fl
     # a real cluster's timeline: pods 0.5–1.5 s to start (each restart's nsenter pod and each proof's probe
     # pod), /readyz 1 s behind the API port, servers 20–30 s to READY with their kubelet up long before
     ("3+2 --realistic, one at a time", ["--restart-seconds", "2:4", "--realistic"], [], 1, True),
+    # the same on a real kube-apiserver (its controller-manager rolls the workloads; scripts/build-real)
+    ("3+2 on a real kube-apiserver, one at a time", ["--api", "real", "--restart-seconds", "2:4"], [], 1, True),
     ("1+50, --max-unavailable 5", ["--servers", "1", "--agents", "50", "--restart-seconds", "1:2"],
      ["--max-unavailable", "5"], 5, False),
 ]
