@@ -257,7 +257,9 @@ def test_restarting_the_api_server_node_refuses_connections(make_sandbox):
         assert pod.status.phase == "Succeeded"
         assert v1.read_namespaced_pod_log(body["metadata"]["name"], NS) == "restarting\n"
         (r,) = state(sb)["nodes"]["dellmini1"]["restarts"]
-        assert r["end"] - r["start"] == pytest.approx(1.0, abs=0.3)
+        # the new process takes the node's restart time; stopping the old one (closing the API listener)
+        # comes before and is as slow as the machine is loaded, so it is measured apart
+        assert r["start"] <= r["exit"] and 1.0 - 0.01 <= r["end"] - r["exit"] < 1.6
     finally:
         api.close()
 

@@ -147,12 +147,14 @@ class Systemd:
 
     async def _restart(self, node: SimNode) -> None:
         start = self.clock()
-        record = {"start": start, "kubelet": None, "end": None}
+        # start: systemctl asked; exit: the old process gone (stopping the API listener takes its own time);
+        # kubelet and end: the new process's kubelet up, then the unit READY
+        record = {"start": start, "exit": None, "kubelet": None, "end": None}
         node.restarts.append(record)
         node.state = "activating"
         node.kubelet_up = False
         await self.hooks.k3s_stopped(node)
-        node.inactive_exit = self.clock()  # the old process is gone; systemd starts the new one
+        node.inactive_exit = record["exit"] = self.clock()  # the old process is gone; systemd starts the new one
         node.main_pid += 137
         if node.unit_type == "exec":  # Type=exec: active as soon as the binary runs, long before the kubelet
             node.n_restarts += 1
