@@ -40,6 +40,15 @@ def wizard(make_sandbox, tmp_path):
     return make
 
 
+def _drawn(app) -> bool:
+    """Nothing buffered for the screen: no engine event or watch change waiting, the node table sized.
+    (DataTable sizes new rows' columns on idle: a screenshot before that shows truncated cells.)"""
+    panel = app.query_one("#cluster")
+    table = panel.query_one("#nodes")
+    return (not app.events._scheduled and not panel.coalescer._scheduled and not table._require_update_dimensions
+            and not table._new_rows and not table._updated_cells)
+
+
 async def _settle(pilot, timeout: float = 60.0, pods: bool = True) -> None:
     """Wait until no stage is busy, the workers are done, the live panel has its nodes and the screen caught up."""
     app = pilot.app
@@ -48,11 +57,7 @@ async def _settle(pilot, timeout: float = 60.0, pods: bool = True) -> None:
         await pilot.pause(0.05)
         busy = app._busy() or any(w.is_running for w in app.workers if w.group == "engine")
         panel = app.query_one("#cluster")
-        table = panel.query_one("#nodes")
-        # DataTable sizes new rows' columns on idle: a screenshot before that shows truncated cells
-        sized = not table._require_update_dimensions and not table._new_rows and not table._updated_cells
-        quiet = (not busy and not app.events._scheduled and panel.nodes and not panel.coalescer._scheduled
-                 and sized)
+        quiet = not busy and panel.nodes and _drawn(app)
         if quiet and (not pods or not panel.pods):
             await pilot.pause(0.1)
             if not app._busy():
@@ -61,6 +66,23 @@ async def _settle(pilot, timeout: float = 60.0, pods: bool = True) -> None:
             raise AssertionError(f"the wizard did not settle in {timeout} s: busy={busy}, "
                                  f"stages={[s.busy for s in app.session.states]}, pods={list(panel.pods)}")
         await asyncio.sleep(0)
+
+
+async def _steady(pilot, timeout: float = 30.0, gap: float = 0.3) -> None:
+    """Everything drawn, and the screen reads the same across ``gap`` seconds: no watch event (a Ready flip, a
+    reconnect) is being drawn while a snapshot is taken. Busy stages are allowed (a view may pin one busy)."""
+    app = pilot.app
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        await pilot.wait_for_scheduled_animations()
+        now = _screen_text(app) if _drawn(app) else None
+        if now is not None and now == last:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the screen kept changing for {timeout} s")
+        last = now
+        await pilot.pause(gap)
 
 
 def _screen_text(app) -> str:
@@ -79,6 +101,12 @@ def _screen_text(app) -> str:
 def settle():
     """``await settle(pilot)``: wait until the wizard is quiet."""
     return _settle
+
+
+@pytest.fixture
+def steady():
+    """``await steady(pilot)``: wait until the wizard is quiet and its screen unchanged."""
+    return _steady
 
 
 @pytest.fixture
