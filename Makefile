@@ -36,7 +36,7 @@ test: $(VENV)/.test-installed debs real
 	$(BIN)/pytest
 
 lint: $(VENV)/.test-installed
-	$(BIN)/ruff check wizard screens tests bench
+	$(BIN)/ruff check ghcr2gitea wizard screens sandbox tests bench
 
 bench: $(VENV)/.test-installed
 	$(BIN)/python -m bench

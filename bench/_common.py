@@ -33,7 +33,7 @@ MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 def cli() -> list[str]:
     """The installed ``ghcr2gitea`` next to this interpreter (the real entry point), else the module."""
     exe = Path(PYTHON).parent / "ghcr2gitea"
-    return [str(exe)] if exe.exists() else [PYTHON, "-m", "wizard.cli"]
+    return [str(exe)] if exe.exists() else [PYTHON, "-m", "ghcr2gitea"]
 
 
 @dataclass

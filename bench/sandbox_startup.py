@@ -65,8 +65,8 @@ def empty_aiohttp():
 
 directory, servers, agents, idle = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
 baseline = empty_aiohttp()
-from wizard.sandbox.cluster import Options
-from wizard.sandbox.server import Sandbox
+from sandbox.cluster import Options
+from sandbox.server import Sandbox
 before = status()
 t0 = time.perf_counter()
 sb = Sandbox(directory, Options(servers=servers, agents=agents)).start()

@@ -32,7 +32,7 @@ def demo_app(sb, *, audit: bool = False, node_timeout: float = 180.0, **kw) -> W
 
 
 def run_demo(directory: str | None, opts) -> int:
-    from wizard.sandbox.server import Sandbox
+    from sandbox.server import Sandbox
     tmp = None
     if directory is None:
         tmp = tempfile.TemporaryDirectory(prefix="ghcr2gitea-demo-")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from helpers import fast_options, require_binary, require_components
 
-from wizard.sandbox.server import Sandbox
+from sandbox.server import Sandbox
 
 REAL_API = ("etcd", "kube-apiserver", "kube-controller-manager")
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from wizard.sandbox.cluster import Options
-from wizard.sandbox.server import Sandbox
+from sandbox.cluster import Options
+from sandbox.server import Sandbox
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -104,7 +104,7 @@ def poll(fn, timeout: float = 10.0, interval: float = 0.05, what: str = "conditi
 
 def require_components(*names: str) -> None:
     """The real components a test needs (scripts/build-real): skip locally when one is missing, fail in CI."""
-    from wizard.sandbox import realapi, realgitea
+    from sandbox import realapi, realgitea
     try:
         for name in names:
             realapi.binary(name)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from wizard.cli import EXIT_CODES, build_parser
+from ghcr2gitea.cli import EXIT_CODES, build_parser
 
 
 @pytest.mark.parametrize("argv", [["apply", "--plna", "p.yaml"], ["plan", "--pla", "p.yaml"], ["--plna", "p.yaml"]])

@@ -21,11 +21,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ghcr2gitea.cli import build_parser
+from sandbox import curl as sandbox_curl
+from sandbox import shell as sandbox_shell
 from wizard import diagnose
 from wizard import plan as plan_mod
-from wizard.cli import build_parser
-from wizard.sandbox import curl as sandbox_curl
-from wizard.sandbox import shell as sandbox_shell
 from wizard.stages import STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -226,7 +226,7 @@ def test_sandbox_doc_names_every_sandbox_flag():
 # ------------------------------------------------------------------ sandbox.md
 def test_sandbox_doc_carries_the_shell_subset_verbatim():
     text = read("sandbox.md")
-    assert sandbox_shell.SUPPORTED in text, "paste wizard/sandbox/shell.py's SUPPORTED text into sandbox.md"
+    assert sandbox_shell.SUPPORTED in text, "paste sandbox/shell.py's SUPPORTED text into sandbox.md"
     for builtin in sandbox_shell._BUILTINS:
         assert builtin in sandbox_shell.SUPPORTED, f"SUPPORTED does not list the builtin {builtin!r}"
 

@@ -1,5 +1,7 @@
-"""Which package may import which: the engine (wizard/) never imports the UI, the UI reaches the simulator only
-through the demo entry. Read from the source (every import statement, also those inside functions)."""
+"""Which package may import which: the engine (wizard/) imports neither the UI (screens/) nor the simulator
+(sandbox/); the UI reaches the simulator only through the demo entry; the simulator never imports the UI; only
+the application package (ghcr2gitea/, the composition root) sees all three. Read from the source (every import
+statement, also those inside functions)."""
 
 from __future__ import annotations
 
@@ -7,7 +9,6 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-COMPOSITION_ROOT = "wizard/cli.py"  # builds the session (wizard.boot) and hands it to the app: it opens the UI
 
 
 def imports(path: Path, root: Path = ROOT) -> set[str]:
@@ -43,18 +44,32 @@ def test_the_engine_never_imports_textual():
     assert offenders("wizard", ("textual", "rich")) == {}
 
 
-def test_the_engine_never_imports_the_screens_but_from_its_composition_root():
-    assert offenders("wizard", ("screens",), allowed=(COMPOSITION_ROOT,)) == {}
+def test_the_engine_never_imports_the_screens():
+    assert offenders("wizard", ("screens",)) == {}
+
+
+def test_the_engine_never_imports_the_simulator():
+    assert offenders("wizard", ("sandbox",)) == {}
+
+
+def test_the_simulator_never_imports_the_screens_or_the_application():
+    assert offenders("sandbox", ("screens", "textual", "ghcr2gitea")) == {}
 
 
 def test_the_screens_reach_the_simulator_only_through_the_demo_entry():
-    assert offenders("screens", ("wizard.sandbox",), allowed=("screens/demo.py",)) == {}
+    assert offenders("screens", ("sandbox",), allowed=("screens/demo.py",)) == {}
+
+
+def test_the_simulator_is_a_package_of_its_own():
+    """The world is not inside the engine's package: wizard/sandbox is gone, sandbox/ is top-level."""
+    assert not (ROOT / "wizard" / "sandbox").exists()
+    assert (ROOT / "sandbox" / "__init__.py").is_file()
 
 
 def test_the_checker_sees_an_import_inside_a_function(tmp_path):
     """The tests above cannot pass by missing imports: a lazy, relative import is found."""
     (tmp_path / "wizard" / "stages").mkdir(parents=True)
     probe = tmp_path / "wizard" / "stages" / "probe.py"
-    probe.write_text("def f():\n    from ..sandbox import server\n    import textual.app\n")
-    assert imports(probe, tmp_path) >= {"wizard.sandbox", "wizard.sandbox.server", "textual.app"}
+    probe.write_text("def f():\n    from ..cluster import Kind\n    import textual.app\n    import sandbox.server\n")
+    assert imports(probe, tmp_path) >= {"wizard.cluster", "wizard.cluster.Kind", "textual.app", "sandbox.server"}
     assert offenders("wizard", ("textual",), root=tmp_path) == {"wizard/stages/probe.py": ["textual.app"]}

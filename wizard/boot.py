@@ -1,6 +1,6 @@
 """The wizard's start-up, outside the UI: the token, the plan, the session and the live panel's connection.
 
-``wizard.cli`` (the composition root) calls ``wizard_start`` with the parsed arguments and hands the typed
+``ghcr2gitea.cli`` (the composition root) calls ``wizard_start`` with the parsed arguments and hands the typed
 result to the app (``screens.app.run_app``); the screens never read argparse fields, load a token or
 connect to a cluster themselves.
 """

@@ -73,7 +73,7 @@ def real_plane(tmp_path_factory):
     """etcd + a real kube-apiserver on loopback (no controller-manager), one per test module."""
     from helpers import require_components
 
-    from wizard.sandbox import realapi
+    from sandbox import realapi
     require_components("etcd", "kube-apiserver")
     cp = realapi.RealControlPlane(tmp_path_factory.mktemp("real-api"), controller_manager=False).start(timeout=120)
     yield cp

@@ -1,7 +1,7 @@
 """A real containerd (Debian's 1.6) for one test, run with the configuration the sandbox's node model generates.
 
 K3s turns a node's registries.yaml into containerd's ``config.toml`` (CRI plugin, ``registry.config_path`` and
-``configs."<host>".auth``) and ``certs.d/<host>/hosts.toml``. ``wizard/sandbox/containerd.py`` models that
+``configs."<host>".auth``) and ``certs.d/<host>/hosts.toml``. ``sandbox/containerd.py`` models that
 (``render``) and the pull that follows (``pull``). Here the model's files are handed to a real containerd:
 
 - ``config.toml`` is the model's, parsed and written back with only the node's PATHS replaced by this test's
@@ -15,7 +15,7 @@ K3s turns a node's registries.yaml into containerd's ``config.toml`` (CRI plugin
 - a pull is ``ctr images pull --hosts-dir certs.d --user U:P`` with the user and password K3s would hand over
   (``configs."<registry host>".auth`` of that registries.yaml).
 
-``model_pull`` runs the MODEL's pull (``wizard.sandbox.containerd.pull``) against the same real stack, with the
+``model_pull`` runs the MODEL's pull (``sandbox.containerd.pull``) against the same real stack, with the
 model's own certificate checks (``pki.verify_chain``) on the certificates nginx really presents, so a test can
 put both side by side. Every process is stopped by its PID.
 """
@@ -38,9 +38,9 @@ from pathlib import Path
 from cryptography import x509
 from real.stack import stop_pid
 
-from wizard.sandbox import containerd as C
-from wizard.sandbox import pki
-from wizard.sandbox.http import Headers, HttpRequest, HttpResponse, NetError, TLSConfig
+from sandbox import containerd as C
+from sandbox import pki
+from sandbox.http import Headers, HttpRequest, HttpResponse, NetError, TLSConfig
 
 CRI = "io.containerd.grpc.v1.cri"
 SYSTEM_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")

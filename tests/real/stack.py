@@ -47,8 +47,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
+from sandbox.realgitea import RealGitea
 from wizard.certs import make_proxy_cert
-from wizard.sandbox.realgitea import RealGitea
 
 SERVICE = "container_registry"
 ISSUER = "gitea-test"
@@ -319,7 +319,7 @@ class Stack:
         self.issuer = TokenIssuer(self.signer, {WRITER: User(self.tokens[WRITER], ("pull", "push")),
                                                 READER: User(self.tokens[READER], ("pull",))},
                                   anonymous_on_bad_credentials=anonymous_on_bad_credentials)
-        # gitea=True: behind nginx is a real Gitea (wizard/sandbox/realgitea.py) instead of docker-registry and
+        # gitea=True: behind nginx is a real Gitea (sandbox/realgitea.py) instead of docker-registry and
         # the issuer; its ROOT_URL is the realm host, its users and tokens are made by its own admin commands
         self.gitea = RealGitea(self.dir / "gitea", root_url=self.root_url_for(realm_host), org=ORG, writer=WRITER,
                                reader=READER) if gitea else None

@@ -8,8 +8,8 @@ import asyncio
 
 import pytest
 
-from wizard.sandbox.kinds import BY_KIND
-from wizard.sandbox.mirror import Mirror
+from sandbox.kinds import BY_KIND
+from sandbox.mirror import Mirror
 
 POD, NS, EVENT = BY_KIND[("v1", "Pod")], BY_KIND[("v1", "Namespace")], BY_KIND[("v1", "Event")]
 
@@ -95,7 +95,7 @@ def test_the_front_proxy_refuses_connections_while_the_api_node_restarts(real_pl
     import ssl
     import urllib.request
 
-    from wizard.sandbox.frontproxy import FrontProxy
+    from sandbox.frontproxy import FrontProxy
     ctx = ssl.create_default_context(cafile=str(real_plane.dir / "ca.crt"))
 
     def version(url):
@@ -124,8 +124,8 @@ def test_pod_logs_reach_the_client_through_the_real_api_server_from_the_agents_k
     from kubernetes import client
     from kubernetes.client.rest import ApiException
 
+    from sandbox.kubeletapi import KubeletEndpoint
     from wizard.kube import api_client
-    from wizard.sandbox.kubeletapi import KubeletEndpoint
     d = real_plane.dir
     logs = {("m3", "p", "c"): "line 1\nline 2\n"}
     node = BY_KIND[("v1", "Node")]

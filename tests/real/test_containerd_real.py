@@ -22,12 +22,12 @@ from real.containerd import Containerd, CtrResult, as_containerd_16, k3s_credent
 from real.stack import NOREALM_HOST, REALM_HOST, REGISTRY_HOST, REPO, WRITER, Stack
 from real.test_authflow_real import probe
 
+from sandbox import containerd as C
 from wizard import authflow
 from wizard import registries as R
 from wizard.credentials import Secret
 from wizard.diagnose import classify
 from wizard.plan import Plan
-from wizard.sandbox import containerd as C
 
 NODE = "node-1"
 K3S_CONTAINERD1 = "v1.30.6+k3s1"  # a release with certs.d and containerd 1.x: the config format 1.6 reads

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from helpers import poll, require_binary, require_components
 
-from wizard.sandbox.realapi import ADMIN_USER
+from sandbox.realapi import ADMIN_USER
 
 BIN = str(Path(sys.executable).parent / "ghcr2gitea")
 REAL = pytest.mark.parametrize("world_api", ["real"], indirect=True)

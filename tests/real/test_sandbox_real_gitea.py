@@ -11,8 +11,8 @@ import ssl
 import pytest
 from helpers import require_components, run_cli, sandbox_state
 
-from wizard.sandbox import cluster as C
-from wizard.sandbox.gitea import parse_version
+from sandbox import cluster as C
+from sandbox.gitea import parse_version
 
 
 @pytest.fixture

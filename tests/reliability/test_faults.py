@@ -18,7 +18,7 @@ import pytest
 import yaml
 from helpers import mutating_requests, run_cli, sandbox_state
 
-from wizard.sandbox.containerd import REGISTRIES_PATH
+from sandbox.containerd import REGISTRIES_PATH
 from wizard.stages import STAGES
 
 EXISTING = """configs:
@@ -75,7 +75,7 @@ def normalise(snap: dict, sb) -> dict:
 def baseline(tmp_path_factory):
     from helpers import fast_options
 
-    from wizard.sandbox.server import Sandbox
+    from sandbox.server import Sandbox
     sb = Sandbox(tmp_path_factory.mktemp("baseline"), fast_options(**FAST)).start()
     try:
         res = run_cli(sb, "apply", "--plan", str(sb.plan), "--yes")

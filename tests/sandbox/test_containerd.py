@@ -11,7 +11,7 @@ from urllib.parse import parse_qs
 import pytest
 import yaml
 
-from wizard.sandbox.containerd import (
+from sandbox.containerd import (
     CONTAINERD_DIR,
     PullResult,
     RegistriesError,
@@ -22,8 +22,8 @@ from wizard.sandbox.containerd import (
     pull,
     render,
 )
-from wizard.sandbox.gitea import Gitea, GiteaUser
-from wizard.sandbox.http import HttpResponse, NetError
+from sandbox.gitea import Gitea, GiteaUser
+from sandbox.http import HttpResponse, NetError
 
 A = "registry.example.test"  # image host (Caddy, self-signed)
 B = "gitea.k3s.example.test"  # realm host from ROOT_URL (Traefik's default certificate)

@@ -7,10 +7,10 @@ import base64
 
 import pytest
 
-from wizard.sandbox.curl import make_curl, make_wget
-from wizard.sandbox.http import Headers, HttpRequest, HttpResponse, NetError, TLSConfig
-from wizard.sandbox.memfs import MemFS
-from wizard.sandbox.shell import ShellContext, run_script
+from sandbox.curl import make_curl, make_wget
+from sandbox.http import Headers, HttpRequest, HttpResponse, NetError, TLSConfig
+from sandbox.memfs import MemFS
+from sandbox.shell import ShellContext, run_script
 
 ROOTS = b"-----BEGIN CERTIFICATE-----\nSYSTEM ROOTS\n-----END CERTIFICATE-----\n"
 CHALLENGE = 'Bearer realm="https://gitea.k3s.bto.bar/v2/token",service="container_registry",scope="*"'

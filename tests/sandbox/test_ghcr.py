@@ -29,7 +29,7 @@ ALL_TYPES = ", ".join([
 def world(tmp_path_factory):
     from helpers import fast_options
 
-    from wizard.sandbox.server import Sandbox
+    from sandbox.server import Sandbox
     sb = Sandbox(tmp_path_factory.mktemp("ghcr"), fast_options()).start()
     yield sb
     sb.stop()
@@ -268,6 +268,6 @@ def test_signature_fallback_tag_and_no_referrers_api(world, http):
 def test_every_sandbox_has_the_same_digests(world, tmp_path):
     from helpers import fast_options
 
-    from wizard.sandbox.server import Sandbox
+    from sandbox.server import Sandbox
     with Sandbox(tmp_path / "again", fast_options(seed=7)) as other:
         assert state(other)["registries"]["ghcr"] == state(world)["registries"]["ghcr"]

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from wizard.sandbox.gitea import Gitea, GiteaUser
-from wizard.sandbox.http import Headers, HttpRequest
+from sandbox.gitea import Gitea, GiteaUser
+from sandbox.http import Headers, HttpRequest
 
 ROOT = "https://gitea.k3s.example.test:41233/"
 REALM = ROOT + "v2/token"
@@ -249,7 +249,7 @@ async def test_the_realm_follows_the_gitea_version(clock, version, headers, real
 
 
 def test_a_gitea_version_must_look_like_one():
-    from wizard.sandbox.gitea import parse_version
+    from sandbox.gitea import parse_version
     assert parse_version("v1.22.1") == (1, 22, 1) and parse_version("1.26.0+rc1") == (1, 26, 0)
     for bad in ("1.22", "latest", "1.22.1; rm -rf /", ""):
         with pytest.raises(ValueError):

@@ -34,7 +34,7 @@ def sha(data: bytes) -> str:
 def sb(tmp_path_factory):
     from helpers import fast_options
 
-    from wizard.sandbox.server import Sandbox, free_port
+    from sandbox.server import Sandbox, free_port
     port = free_port()
     # the nodes already trust (skip-verify) the registry host: pulls depend only on what Gitea holds
     existing = yaml.safe_dump({"configs": {f"registry.example.test:{port}": {"tls": {"insecure_skip_verify": True}}}})

@@ -457,8 +457,8 @@ def test_an_invalid_registries_yaml_keeps_k3s_waiting_at_start_for_ever():
     """As the real k3s: it retries loading its agent configuration for ever, the kubelet never starts."""
     import asyncio
 
-    from wizard.sandbox.memfs import MemFS
-    from wizard.sandbox.nodes import NodeHooks, SimNode, Systemd
+    from sandbox.memfs import MemFS
+    from sandbox.nodes import NodeHooks, SimNode, Systemd
 
     async def go():
         fs = MemFS()
@@ -486,8 +486,8 @@ def test_a_type_exec_unit_is_active_before_its_kubelet_starts(unit_type, active_
     """Older installs gave agents Type=exec: systemd calls the unit active once k3s runs, not at READY=1."""
     import asyncio
 
-    from wizard.sandbox.memfs import MemFS
-    from wizard.sandbox.nodes import NodeHooks, SimNode, Systemd
+    from sandbox.memfs import MemFS
+    from sandbox.nodes import NodeHooks, SimNode, Systemd
 
     seen = {}
 

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from wizard.sandbox import pki
-from wizard.sandbox.http import TLSConfig
+from sandbox import pki
+from sandbox.http import TLSConfig
 
 HOST = "gitea.k3s.example.test"
 

@@ -21,7 +21,7 @@ from helpers import poll
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from wizard.sandbox.pki import make_cert
+from sandbox.pki import make_cert
 
 NS = "default"
 ORG_IMAGE = "jaybrto/gwa-webhook"

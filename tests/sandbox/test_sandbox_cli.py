@@ -247,6 +247,6 @@ def test_no_ready_line_without_dir(tmp_path):
      {"pod_start_seconds": (0.0, 0.0), "readyz_lag_seconds": 1.0, "server_restart_seconds": (5.0, 6.0)}),
 ])
 def test_realistic_gives_a_real_clusters_timeline_and_each_flag_still_wins(args, want):
-    from wizard.cli import build_parser, sandbox_options
+    from ghcr2gitea.cli import build_parser, sandbox_options
     opts = sandbox_options(build_parser().parse_args(["sandbox", "--dir", "x", *args]))
     assert {k: getattr(opts, k) for k in want} == want

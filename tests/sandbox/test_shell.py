@@ -7,8 +7,8 @@ import base64
 import pytest
 import yaml
 
-from wizard.sandbox.memfs import FSError, MemFS
-from wizard.sandbox.shell import SUPPORTED, ShellContext, run_script
+from sandbox.memfs import FSError, MemFS
+from sandbox.shell import SUPPORTED, ShellContext, run_script
 
 NOW = 1795700703.25  # Thu Nov 26 13:45:03 UTC 2026
 

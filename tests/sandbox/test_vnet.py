@@ -9,11 +9,11 @@ import re
 
 import pytest
 
-from wizard.sandbox import pki
-from wizard.sandbox.caddy import Caddy
-from wizard.sandbox.http import HttpRequest, HttpResponse, NetError, TLSConfig
-from wizard.sandbox.traefik import Traefik, routers_for
-from wizard.sandbox.vnet import DnsView, Endpoint, Network
+from sandbox import pki
+from sandbox.caddy import Caddy
+from sandbox.http import HttpRequest, HttpResponse, NetError, TLSConfig
+from sandbox.traefik import Traefik, routers_for
+from sandbox.vnet import DnsView, Endpoint, Network
 
 REALM = "gitea.k3s.example.test"
 REGISTRY = "registry.example.test"

@@ -8,10 +8,10 @@ import httpcore
 import httpx
 import pytest
 
-from wizard.sandbox import pki
-from wizard.sandbox.http import HttpRequest, HttpResponse
-from wizard.sandbox.vnet import Endpoint
-from wizard.sandbox.worldserver import WorldServer
+from sandbox import pki
+from sandbox.http import HttpRequest, HttpResponse
+from sandbox.vnet import Endpoint
+from sandbox.worldserver import WorldServer
 
 REGISTRY, REALM = "registry.example.test", "gitea.k3s.example.test"
 

@@ -15,10 +15,10 @@ import pytest
 import yaml
 from helpers import fast_options, mutating_requests, run_cli, sandbox_state
 
+from sandbox.containerd import REGISTRIES_PATH
+from sandbox.nodes import load_registries
+from sandbox.server import Sandbox
 from wizard.plan import load
-from wizard.sandbox.containerd import REGISTRIES_PATH
-from wizard.sandbox.nodes import load_registries
-from wizard.sandbox.server import Sandbox
 
 OTHER = "other-registry-S3cret"
 OLD = "old-token-5d1c9e0b7a3f28e4c6b1"

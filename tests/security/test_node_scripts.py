@@ -15,11 +15,11 @@ import types
 
 import pytest
 
+from sandbox.memfs import MemFS
+from sandbox.shell import ShellContext, run_script
 from wizard import masking as M
 from wizard import registries as R
 from wizard.credentials import Secret
-from wizard.sandbox.memfs import MemFS
-from wizard.sandbox.shell import ShellContext, run_script
 
 OTHER = "other-registry-S3cret"
 OLD = "old-token-5d1c9e0b7a3f28e4c6b1"

@@ -13,8 +13,8 @@ import pytest
 import yaml
 from helpers import require_binary
 
+from sandbox.shell import _Parser
 from wizard import plan as P
-from wizard.sandbox.shell import _Parser
 from wizard.script_catalogue import ClusterValues, every_script, node_scripts, workflow_scripts
 from wizard.workflow import BUILD_ENV
 

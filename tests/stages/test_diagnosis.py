@@ -21,6 +21,7 @@ import pytest
 import yaml
 from helpers import fast_options
 
+from sandbox import cluster as C
 from wizard import plan as plan_mod
 from wizard.certs import make_proxy_cert
 from wizard.cluster import Cluster
@@ -28,7 +29,6 @@ from wizard.credentials import Secret
 from wizard.diagnose import BY_KEY, CATALOGUE
 from wizard.engine import Runner
 from wizard.registries import PATH as REGISTRIES
-from wizard.sandbox import cluster as C
 from wizard.stages import BY_KEY as STAGES
 from wizard.stages.base import FAIL, Check, Context
 from wizard.stages.nodes import node_exec
@@ -129,7 +129,7 @@ def migrated(make_sandbox):
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory):
     """One migrated sandbox for breaks that change nothing in it (the operator's inputs)."""
-    from wizard.sandbox.server import Sandbox
+    from sandbox.server import Sandbox
     sb = Sandbox(tmp_path_factory.mktemp("shared") / "sb", fast_options(restart_seconds=(0.05, 0.1)),
                  bookmark_interval=0.5).start()
     m = Migrated(sb)

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from helpers import mutating_requests, run_cli, sandbox_state
 
-from wizard.sandbox.containerd import REGISTRIES_PATH
+from sandbox.containerd import REGISTRIES_PATH
 
 EXISTING = """mirrors:
   docker.io:

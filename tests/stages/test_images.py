@@ -7,7 +7,7 @@ from __future__ import annotations
 import yaml
 from helpers import run_cli, sandbox_state
 
-from wizard.sandbox.cluster import GUIDE_IMAGES, ORG
+from sandbox.cluster import GUIDE_IMAGES, ORG
 
 
 def plan_args(sb) -> list[str]:

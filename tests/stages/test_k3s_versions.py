@@ -18,13 +18,13 @@ import types
 import pytest
 from helpers import mutating_requests, run_cli, sandbox_state
 
+from sandbox import containerd as C
+from sandbox.memfs import MemFS
+from sandbox.shell import ShellContext, run_script
 from wizard import proofs as P
 from wizard import registries as R
 from wizard.credentials import Secret
 from wizard.masking import MARKER
-from wizard.sandbox import containerd as C
-from wizard.sandbox.memfs import MemFS
-from wizard.sandbox.shell import ShellContext, run_script
 
 PRE_2024, BROKEN, CURRENT = "v1.25.16+k3s4", "v1.29.3+k3s1", "v1.33.5+k3s1"
 HOST, REALM = "registry.example.test", "gitea.k3s.example.test"

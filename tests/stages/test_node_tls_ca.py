@@ -14,10 +14,10 @@ import pytest
 import yaml
 from helpers import fast_options, run_cli
 
+from sandbox.server import Sandbox
 from wizard import plan as plan_mod
 from wizard import registries as R
 from wizard.cluster import Cluster
-from wizard.sandbox.server import Sandbox
 
 NODES = ("dellmini1", "dellmini2", "dellmini3", "dellmini5", "lenovomini")
 BROKEN = "dellmini2"  # an agent

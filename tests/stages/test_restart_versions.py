@@ -15,12 +15,12 @@ import types
 import pytest
 from helpers import migrate_then_audit_clean, run_cli, sandbox_state
 
+from sandbox.cluster import Options
+from sandbox.kubelet import node_proc
+from sandbox.memfs import MemFS
+from sandbox.nodes import NodeHooks, SimNode, Systemd
+from sandbox.shell import ShellContext, run_script
 from wizard import registries as R
-from wizard.sandbox.cluster import Options
-from wizard.sandbox.kubelet import node_proc
-from wizard.sandbox.memfs import MemFS
-from wizard.sandbox.nodes import NodeHooks, SimNode, Systemd
-from wizard.sandbox.shell import ShellContext, run_script
 
 NO_HOSTS = types.SimpleNamespace(node_hosts=())
 PROFILES = [
@@ -63,7 +63,7 @@ def test_no_server_goes_down_while_the_api_answers_not_ready(make_sandbox):
 @pytest.mark.parametrize(("version", "grace"), [("v1.31.9+k3s1", 40.0), ("v1.32.5+k3s1", 50.0),
                                                 ("v1.33.5+k3s1", 50.0)])
 def test_ready_turns_unknown_after_the_grace_period_of_the_kubernetes_version(version, grace):
-    from wizard.sandbox.cluster import NODE, Cluster
+    from sandbox.cluster import NODE, Cluster
     cl = Cluster(Options(servers=1, agents=1, k3s_version=version))
     cl.build()
     for node in cl.nodes.values():  # both kubelets stopped at the same moment (k3s going down)

@@ -13,8 +13,8 @@ import os
 
 from helpers import run_cli, sandbox_state
 
+from sandbox import cluster as C
 from wizard.cluster import Cluster
-from wizard.sandbox import cluster as C
 
 OLD = "old-canary-7d1e0c5b9a8f4e3d2c1b0a9f8e7d6c5b4a3f2e1d"
 NEW = "new-canary-1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b"

@@ -364,7 +364,7 @@ def test_the_demos_sandbox_has_an_app_checkout_so_stage_ci_writes_its_workflow_t
 
 def test_the_demo_starts_its_sandbox_with_the_app_checkout(monkeypatch, tmp_path):
     import screens.demo as demo
-    from wizard.sandbox import server
+    from sandbox import server
     seen = {}
 
     class Stop(Exception):
@@ -375,7 +375,7 @@ def test_the_demo_starts_its_sandbox_with_the_app_checkout(monkeypatch, tmp_path
         raise Stop
     monkeypatch.setattr(server.Sandbox, "__init__", fake_init)
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    from wizard.sandbox.cluster import Options
+    from sandbox.cluster import Options
     with pytest.raises(Stop):
         demo.run_demo(str(tmp_path / "d"), Options())
     assert seen["opts"].app_repo is True

@@ -8,6 +8,7 @@ import json
 from helpers import mutating_requests, sandbox_state
 from textual.widgets import Button, DataTable
 
+from sandbox.containerd import REGISTRIES_PATH
 from screens.app import INTERRUPTED, finish
 from screens.modals.authflow import AuthFlowScreen
 from screens.modals.help import HelpScreen
@@ -17,7 +18,6 @@ from screens.modals.report import ReportScreen
 from screens.modals.resume import ResumeScreen
 from screens.widgets.rollout import RolloutView
 from wizard.credentials import Secret
-from wizard.sandbox.containerd import REGISTRIES_PATH
 
 
 async def drive(pilot, settle, *, until: str | None = None, screens: list | None = None, screen_text=None) -> None:

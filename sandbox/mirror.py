@@ -28,7 +28,8 @@ from collections.abc import Iterable
 
 import aiohttp
 
-from ..cluster import Kind as ClientKind
+from wizard.cluster import Kind as ClientKind
+
 from .kinds import Kind
 from .store import ApiError, KindState, Store
 

@@ -20,7 +20,8 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import yaml
 
-from .. import k3sversions as KV
+from wizard import k3sversions as KV
+
 from .http import Headers, HttpRequest, HttpResponse, NetError, TLSConfig
 
 REGISTRIES_PATH = "/etc/rancher/k3s/registries.yaml"

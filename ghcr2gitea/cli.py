@@ -64,7 +64,7 @@ def _count(name: str, low: int):
 
 
 def _gitea_version(text: str) -> str:
-    from wizard.sandbox.gitea import parse_version
+    from sandbox.gitea import parse_version
     try:
         parse_version(text)
     except ValueError:
@@ -146,7 +146,7 @@ def _given(value, realistic: bool, real_value, default=None):
 
 
 def sandbox_options(args: argparse.Namespace):
-    from wizard.sandbox.cluster import Options, node_names
+    from sandbox.cluster import Options, node_names
     real = args.realistic
     if args.api == "real":  # faults of the sandbox's own API server: a real one is not ours to break
         for flag, given in (("--api-fault-rate", args.api_fault_rate), ("--readyz-lag-seconds", args.readyz_lag_seconds)):
@@ -342,8 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _wizard(args, *, audit: bool = False) -> int:
-    """The composition root of the wizard: the engine's side builds the session (wizard.boot), the UI gets it.
-    The only place under wizard/ that imports the screens (tests/test_layout.py)."""
+    """The composition root of the wizard: the engine's side builds the session (wizard.boot), the UI gets it."""
     from wizard.boot import wizard_start
     start = wizard_start(args, audit=audit)
     if isinstance(start, int):
@@ -356,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "sandbox":
-        from wizard.sandbox.server import serve
+        from sandbox.server import serve
         return serve(args.dir, sandbox_options(args))
     if args.command == "audit":
         fleet = args.all_contexts or len(args.context) > 1 or bool(args.plan_dir)

@@ -1,7 +1,7 @@
 """A real Gitea on loopback: sqlite, the container registry on, an organisation, a pushing and a reading user.
 
 Built from the Go module proxy by ``scripts/build-real gitea`` into the cache (``GHCR2GITEA_CACHE``,
-default ``/var/cache/ghcr2gitea``). This is the oracle our Gitea model (``wizard/sandbox/gitea.py``) is
+default ``/var/cache/ghcr2gitea``). This is the oracle our Gitea model (``sandbox/gitea.py``) is
 compared with: the registry's ``/v2/`` challenge, the realm it derives, ``/v2/token``'s answers, error
 bodies, token scopes and package permissions are whatever this Gitea version really does.
 

@@ -21,7 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import k3sversions
+from wizard import k3sversions
+
 from . import containerd, defaults, oci
 from .caddy import Caddy
 from .ghcr import HOST as GHCR_HOST
