@@ -73,3 +73,18 @@ def test_the_checker_sees_an_import_inside_a_function(tmp_path):
     probe.write_text("def f():\n    from ..cluster import Kind\n    import textual.app\n    import sandbox.server\n")
     assert imports(probe, tmp_path) >= {"wizard.cluster", "wizard.cluster.Kind", "textual.app", "sandbox.server"}
     assert offenders("wizard", ("textual",), root=tmp_path) == {"wizard/stages/probe.py": ["textual.app"]}
+
+
+def test_one_module_per_stage():
+    """Each stage has a module of its own under wizard/stages/, and no stage module holds a second stage."""
+    import inspect
+
+    from wizard.stages import STAGES
+    from wizard.stages.base import Stage
+    modules = [type(s).__module__ for s in STAGES]
+    assert len(set(modules)) == len(STAGES), modules
+    for name in modules:
+        mod = __import__(name, fromlist=["_"])
+        own = [c for _, c in inspect.getmembers(mod, inspect.isclass)
+               if issubclass(c, Stage) and c.__module__ == name and getattr(c, "key", None)]
+        assert len(own) == 1, (name, own)

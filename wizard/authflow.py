@@ -640,7 +640,7 @@ async def gather_flows(plan: Plan, makers: dict[str, object], *, timeout: float 
 def secret_credentials(cluster, plan: Plan) -> dict[str, tuple[str, Secret] | None]:
     """(user, token) that the push secret holds for the internal service (what Kaniko sends) and the pull
     secret for the registry host (what pods send). Read-only; the values stay masked Secrets."""
-    from .stages.registry_access import read_auths
+    from .stages.registry_secrets import read_auths
     out: dict[str, tuple[str, Secret] | None] = {}
     for key, name, host in (("push-secret", plan.push_secret, plan.internal_service),
                             ("pull-secret", plan.pull_secret, plan.registry_host)):

@@ -25,7 +25,7 @@ class ClusterValues:
 def node_scripts(plan: Plan, cluster: ClusterValues = ClusterValues()) -> dict[str, str]:
     """Scripts that run on a node (nsenter) or in a pod, keyed by what they are."""
     from . import authflow, registries, restart
-    from .stages.proxy_ingress import proxy_probe_script
+    from .stages.auth_proxy import proxy_probe_script
     out = {
         "node: registries facts": registries.facts_script(plan),
         **_registries_scripts(plan),

@@ -20,7 +20,7 @@ from wizard.stages.base import Check
 from ..widgets.keys import KeyScroll
 from .help import HELP_KEYS
 
-# the Verify stage's two pulls per node (wizard/stages/workloads.py): a pod's, through the kubelet with the pull
+# the Verify stage's two pulls per node (wizard/stages/verify.py): a pod's, through the kubelet with the pull
 # secret, and containerd's own (k3s crictl pull) with the registries.yaml the node loaded
 POD_PULL, NODE_PULL = ": pull-test pod pulls ", ": containerd on the node pulls "
 

@@ -176,7 +176,8 @@ def test_apply_refuses_a_node_whose_file_changed_after_plan_and_drops_its_secret
     from wizard.cluster import Cluster
     from wizard.credentials import Secret
     from wizard.stages.base import Context, StageFailed
-    from wizard.stages.nodes import SECRET_NAME, NodeRegistries, node_facts
+    from wizard.stages.node_registries import NodeRegistries
+    from wizard.stages.nodes import SECRET_NAME, node_facts
 
     sb = make_sandbox("changed")
     plan = P.load(sb.plan)

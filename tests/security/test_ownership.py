@@ -263,7 +263,7 @@ def test_the_wizard_stops_on_a_conflict_and_adopts_only_when_the_name_is_typed(s
 
 def test_the_operators_runner_role_gets_only_the_missing_rules_and_keeps_its_own(sandbox, cluster):
     """The runner's Role is the operator's (the plan names it in ci.role): extended, never taken over."""
-    from wizard.stages.workloads import RUNNER_RULES
+    from wizard.stages.ci_rbac import RUNNER_RULES
     own = {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}
     cluster.request("PATCH", "/apis/rbac.authorization.k8s.io/v1/namespaces/default/roles/gwa-actions-runner",
                     body=[{"op": "add", "path": "/rules/-", "value": own}], query={"fieldManager": OTHER_TEAM},

@@ -18,9 +18,9 @@ from wizard import workflow as W
 from wizard.cluster import Cluster, label
 from wizard.credentials import Secret
 from wizard.stages import STAGES
+from wizard.stages.auth_proxy import AuthProxy
 from wizard.stages.base import Context
 from wizard.stages.objects import ObjectStage
-from wizard.stages.proxy_ingress import AuthProxy
 
 VERSIONS = ["1.28", "1.29", "1.30", "1.31", "1.32", "1.33"]
 NODES = ["dellmini1", "dellmini3", "dellmini5", "dellmini2", "lenovomini"]

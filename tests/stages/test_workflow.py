@@ -21,7 +21,7 @@ from wizard import workflow as W
 from wizard.cluster import Cluster
 from wizard.credentials import Secret
 from wizard.stages.base import Context
-from wizard.stages.workloads import CONFIRMED_OVERWRITES, RUNNER_RULES, CiRbac
+from wizard.stages.ci_rbac import CONFIRMED_OVERWRITES, RUNNER_RULES, CiRbac
 
 VERSIONS = ["1.28", "1.29", "1.30", "1.31", "1.32", "1.33"]
 REGISTRY = "registry.example.test"
@@ -314,7 +314,7 @@ def test_stage_ci_without_a_repo_dir_writes_no_file_and_says_so(sandbox, tmp_pat
 
 
 def test_namespaces_that_a_build_pod_cannot_reach_are_named():
-    from wizard.stages.workloads import _namespace_checks
+    from wizard.stages.ci_rbac import _namespace_checks
     assert _namespace_checks(PLAN) == []
     plan = P.from_dict({**PLAN_DATA, "secrets": {"namespace": "registry"}, "workloads": {"namespace": "apps"}})
     names = {c.name: c for c in _namespace_checks(plan)}

@@ -111,7 +111,7 @@ def source_credentials(ctx: Context):
     """The source registry's credentials: GHCR_TOKEN / --ghcr-token-file (``ctx.ghcr_token``), else the
     old pull secret's entry for the source host (what the cluster pulls with today), else anonymous."""
     from ..images.client import Credentials
-    from .registry_access import read_auths
+    from .registry_secrets import read_auths
     if ctx.ghcr_token is not None:
         return Credentials(os.environ.get("GHCR_USER", "").strip() or "ghcr2gitea", ctx.ghcr_token)
     p = ctx.plan

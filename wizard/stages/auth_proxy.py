@@ -1,24 +1,17 @@
-"""TLS auth proxy [Step 3] and HTTPS ingress [Step 4]: the two ways clients reach the realm."""
+"""Stage TLS auth proxy [Step 3]: nginx in front of Gitea's token endpoint with its own certificate, and the proof it answers."""
 
 from __future__ import annotations
 
 import base64
-import shlex
-import time
 from urllib.parse import urlsplit
 
-from .. import authflow
 from ..certs import cert_facts, make_proxy_cert
 from ..diagnose import BY_KEY
-from ..nodeexec import ROLE_LABEL, RUN_LABEL
 from ..script import Script
-from .base import WARN, Check, Context, StageFailed, failed, passed, skipped
-from .nodes import NODE_TLS_FIX
+from .base import Check, Context, StageFailed, failed, passed, skipped
 from .objects import ObjectStage
+from .pods import probe_pod, wait_rollout
 from .preflight import coredns_ip
-
-PROBE_IMAGE = "curlimages/curl:8.10.1"
-WEBSECURE = "traefik.ingress.kubernetes.io/router.entrypoints"
 
 
 def nginx_conf(resolver: str, upstream: str) -> str:
@@ -178,38 +171,6 @@ class AuthProxy(ObjectStage):
         return checks
 
 
-def probe_pod(ctx: Context, name: str, script: str, *, namespace: str, extra_spec: dict | None = None,
-              purpose: str = "probe", timeout: float = 60) -> tuple[str, str]:
-    """Run a short curl script in a plain pod (cluster network view); return (phase, log); the pod is deleted."""
-    import secrets as _s
-    run = _s.token_hex(3)
-    pod = {"apiVersion": "v1", "kind": "Pod",
-           "metadata": {"name": f"ghcr2gitea-{name}-{run}", "namespace": namespace,
-                        "labels": {ROLE_LABEL: purpose, RUN_LABEL: run}},
-           "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False,
-                    "terminationGracePeriodSeconds": 0,
-                    "containers": [{"name": "probe", "image": PROBE_IMAGE, "command": ["sh", "-c", script]}],
-                    **(extra_spec or {})}}
-    if extra_spec and "containers" in extra_spec:
-        pod["spec"]["containers"] = extra_spec["containers"]
-    cluster = ctx.cluster
-    cluster.create(pod, "verify")
-    name_ = pod["metadata"]["name"]
-    try:
-        deadline = time.monotonic() + timeout
-        phase = "Pending"
-        while time.monotonic() < deadline:
-            cur = cluster.get("Pod", name_, namespace)
-            phase = (cur or {}).get("status", {}).get("phase", "Pending")
-            if phase in ("Succeeded", "Failed"):
-                break
-            time.sleep(0.05)
-        log = cluster.pod_log(name_, namespace, "probe") if phase in ("Succeeded", "Failed") else ""
-        return phase, log
-    finally:
-        cluster.delete("Pod", name_, namespace)
-
-
 def proxy_probe_script(ip: str) -> str:
     """GET /v2/ on the proxy's ClusterIP (read from the cluster: untrusted, so quoted like any value)."""
     host = f"[{ip}]" if ":" in ip else ip
@@ -225,42 +186,6 @@ def probe_through_proxy(ctx: Context, ip: str) -> Check:
                   f"{code or 'no answer'} (want 401 from Gitea)",
                   "check the proxy's log (kubectl logs deploy/" + ctx.plan.proxy_name + ") and its resolver",
                   {"phase": phase, "log": log[-500:]})
-
-
-def wait_rollout(ctx: Context, kind: str, name: str, namespace: str, stage: str, timeout: float = 120) -> None:
-    """Until observedGeneration caught up and every replica is updated and ready; else StageFailed."""
-    deadline = time.monotonic() + timeout
-    while True:
-        obj = ctx.cluster.get(kind, name, namespace) or {}
-        st, spec = obj.get("status") or {}, obj.get("spec") or {}
-        want = spec.get("replicas", 1)
-        if (st.get("observedGeneration", 0) >= obj.get("metadata", {}).get("generation", 1)
-                and st.get("updatedReplicas", 0) >= want and st.get("readyReplicas", 0) >= want
-                and st.get("replicas", 0) <= want):
-            return
-        if time.monotonic() > deadline:
-            raise StageFailed(failed(f"{kind} {namespace}/{name} rolled out",
-                                     f"not ready after {timeout:.0f} s (ready {st.get('readyReplicas', 0)}/{want})"
-                                     + pull_failure_hint(ctx, namespace, obj),
-                                     f"kubectl -n {namespace} describe {kind.lower()} {name}; fix, then re-run"))
-        ctx.say(stage, f"waiting for {kind} {namespace}/{name} ({st.get('readyReplicas', 0)}/{want} ready)")
-        time.sleep(0.1)
-
-
-def pull_failure_hint(ctx: Context, namespace: str, owner: dict) -> str:
-    """The newest image pull failure of the owner's pods, explained by the catalogue."""
-    from ..diagnose import classify
-    sel = ",".join(f"{k}={v}" for k, v in ((owner.get("spec") or {}).get("selector") or {})
-                   .get("matchLabels", {}).items())
-    if not sel:
-        return ""
-    for pod in ctx.cluster.list("Pod", namespace, labels=sel):
-        for cs in (pod.get("status") or {}).get("containerStatuses") or []:
-            w = (cs.get("state") or {}).get("waiting") or {}
-            if w.get("reason") in ("ErrImagePull", "ImagePullBackOff"):
-                d = classify(w.get("message", ""))
-                return f"; {pod['metadata']['name']}: {w['reason']}" + (f" — {d.cause}" if d else "")
-    return ""
 
 
 def realm_cert_secret_needed(plan) -> bool:
@@ -291,92 +216,3 @@ def realm_ca_pem(ctx: Context) -> str | None:
         return ca
     c = ctx.cache.get("proxy_cert")
     return c.cert_pem.decode() if c is not None else None
-
-
-def _on_websecure(ingress: dict) -> bool:
-    """Served on websecure: no entrypoints annotation (every entrypoint), or one that lists websecure."""
-    eps = (ingress["metadata"].get("annotations") or {}).get(WEBSECURE)
-    return eps is None or "websecure" in [e.strip() for e in eps.split(",")]
-
-
-class HttpsIngress(ObjectStage):
-    key, title, guide_step = "ingress", "HTTPS ingress", "Step 4"
-    description = ("Nodes fetch pull tokens from the realm host through Traefik over HTTPS. The existing Ingress "
-                   "is on the web entrypoint only; on websecure without spec.tls K3s's Traefik would answer with "
-                   "its default certificate. This stage adds a separate Ingress with spec.tls for the realm host.")
-
-    def targets(self, ctx):
-        out = [("Ingress", ctx.plan.ingress_name, ctx.plan.ingress_namespace)]
-        if realm_cert_secret_needed(ctx.plan):
-            out.insert(0, ("Secret", ctx.plan.proxy_tls_secret, ctx.plan.ingress_namespace))
-        return out
-
-    def desired(self, ctx, live):
-        p = ctx.plan
-        svc = p.internal_service.split(".")[0]
-        port = int(p.internal_service.rsplit(":", 1)[1])
-        tls: dict = {"hosts": [p.realm_hostname]}
-        objs = []
-        if p.node_tls == "ca":
-            # nodes that verify (registry.node_tls: ca) need the realm to present a certificate that names it
-            # and that their CA bundle trusts: the auth proxy's (Traefik reads Secrets of the Ingress's namespace)
-            tls["secretName"] = p.proxy_tls_secret
-            if realm_cert_secret_needed(p):
-                crt, key = realm_cert(ctx)
-                objs.append({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
-                             "metadata": {"name": p.proxy_tls_secret, "namespace": p.ingress_namespace},
-                             "data": {"tls.crt": crt, "tls.key": key}})
-        return objs + [{"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
-                 "metadata": {"name": p.ingress_name, "namespace": p.ingress_namespace,
-                              "annotations": {WEBSECURE: "websecure",
-                                              "traefik.ingress.kubernetes.io/router.tls": "true"}},
-                 "spec": {"tls": [tls],
-                          "rules": [{"host": p.realm_hostname, "http": {"paths": [{
-                              "path": "/", "pathType": "Prefix",
-                              "backend": {"service": {"name": svc, "port": {"number": port}}}}]}}]}}]
-
-    def verify(self, ctx: Context) -> list[Check]:
-        p = ctx.plan
-        checks = []
-        ings = ctx.cluster.list("Ingress", None)
-        for_host = [i for i in ings if any(r.get("host") == p.realm_hostname for r in i["spec"].get("rules") or [])]
-        traps = [i for i in for_host if _on_websecure(i) and not i["spec"].get("tls")]
-        tls = [i for i in for_host if i["spec"].get("tls")]
-        if traps and not tls:
-            d = BY_KEY["websecure-without-tls"]
-            checks.append(failed("TLS Ingress for the realm host", d.cause, d.fix,
-                                 {"ingresses": [f"{i['metadata']['namespace']}/{i['metadata']['name']}" for i in traps],
-                                  "diagnosis": d.key}))
-        elif not tls:
-            d = BY_KEY["token-endpoint-404"]
-            checks.append(failed("TLS Ingress for the realm host", f"no Ingress with spec.tls for {p.realm_hostname}: "
-                                 + d.cause, d.fix, {"diagnosis": d.key}))
-        else:
-            checks.append(passed("TLS Ingress for the realm host",
-                                 {"ingresses": [f"{i['metadata']['namespace']}/{i['metadata']['name']}" for i in tls]}))
-        flow = authflow.operator_flows(ctx, "realm")["realm"]
-        ev = flow.evidence()
-        if flow.problem and traps and not tls:
-            # the realm's failure is the websecure trap found above (Traefik's default certificate)
-            d = BY_KEY["websecure-without-tls"]
-            checks.append(failed("realm answers a token over HTTPS", f"{flow.cause}: {d.cause}", d.fix,
-                                 {**ev, "diagnosis": d.key}))
-        elif flow.problem:
-            cause, fix = flow.explain()
-            checks.append(failed("realm answers a token over HTTPS", cause, fix, ev))
-        else:
-            checks.append(passed("realm answers a token over HTTPS", ev))
-            tls = next((t for hp, t in (ev.get("tls") or {}).items() if hp.split(":")[0] == p.realm_hostname), None)
-            if tls and tls.get("verdict") == "verifies only with verification off":
-                # it works only because nothing checks it: say so, and name the safer mode
-                leaf = (tls.get("chain") or [{}])[0]
-                what = leaf.get("subject") or "its certificate"
-                checks.append(Check("the realm's certificate can be verified", WARN,
-                                    f"{p.realm_hostname} presents {what} (SANs {', '.join(leaf.get('sans') or [])}"
-                                    "), which no client can verify: nodes accept it only because "
-                                    "registry.node_tls is skip_verify", NODE_TLS_FIX,
-                                    {**ev, "safer": "registry.node_tls: ca"}, gating=False))
-        return checks
-
-
-__all__ = ["AuthProxy", "HttpsIngress", "probe_pod", "wait_rollout", "shlex"]
