@@ -88,3 +88,13 @@ def test_one_module_per_stage():
         own = [c for _, c in inspect.getmembers(mod, inspect.isclass)
                if issubclass(c, Stage) and c.__module__ == name and getattr(c, "key", None)]
         assert len(own) == 1, (name, own)
+
+
+def test_the_auth_flow_is_model_probes_and_verdicts_and_only_the_probes_touch_the_network():
+    folder = ROOT / "wizard" / "authflow"
+    assert sorted(p.name for p in folder.glob("*.py")) == ["__init__.py", "flow.py", "probes.py", "verdicts.py"]
+    net = ("httpx", "wizard.netclient", "wizard.tlsinfo", "socket", "ssl")
+    for pure in ("flow.py", "verdicts.py"):
+        found = imports(folder / pure)
+        assert not [m for m in found if any(m == b or m.startswith(b + ".") for b in net)], pure
+        assert "wizard.authflow.probes" not in found, pure  # the model and the verdicts never call the probes

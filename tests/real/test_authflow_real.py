@@ -1,6 +1,6 @@
 """The wizard's auth-flow probe against real parts, and its verdict against real skopeo's.
 
-For every scenario the probe (wizard/authflow.py, from "this machine") and skopeo (a real
+For every scenario the probe (wizard/authflow/probes.py, from "this machine") and skopeo (a real
 client of the whole flow) meet the same registry, realm and certificates. They must agree:
 both succeed, or both fail — and skopeo's error text must be recognised by the diagnosis
 catalogue as the very entry the probe reported.

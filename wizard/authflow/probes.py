@@ -1,168 +1,28 @@
-"""Walking the Docker v2 token flow hop by hop, with evidence, from the operator's machine.
-
-GET /v2/ → parse every Www-Authenticate challenge (several headers; Bearer and Basic; Gitea's
-``scope="*"`` and distribution's none) → realm URL, service, scope → GET realm?service&scope
-with Basic credentials → token (``token`` or ``access_token``) → retry /v2/ with Bearer →
-optionally HEAD a manifest → for push, start an upload and cancel it (the guide's "401 during
-push", caught before CI is).
-
-Every hop records its URL, status, the headers that matter, its timing and, for HTTPS, what
-the endpoint presented (``tlsinfo``). Every check is a coroutine; the checks a stage (or a
-whole audit) needs run at once under one event loop, so their wall time is the slowest
-check's, not the sum. The traps the guide and the issue name are findings with a catalogue
-key (``diagnose``): the realm on another host than ROOT_URL, the realm over plain HTTP, a 404
-from the realm (the missing TLS Ingress), an anonymous token handed out for wrong
-credentials, a token that may pull but not push.
-"""
+"""The probes: walking the token flow from this machine (Probe, walk and the named checks, run at once under
+one event loop), and the scripts the in-cluster vantages run (a Kaniko-like pod, containerd on a node)."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import contextlib
-import json
 import os
-import re
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import httpx
 
-from . import tlsinfo
-from .challenge import MANIFEST_TYPES, bearer_challenge, parse_challenges
-from .credentials import Secret
-from .diagnose import BY_KEY, Diagnosis, classify
-from .netclient import async_client, error_text, is_tls_error, mapping_of, tls_error_text
-from .plan import Plan
-from .script import Script
-
-SERVICE = "container_registry"
-KEEP_HEADERS = ("www-authenticate", "location", "docker-distribution-api-version", "content-type", "server",
-                "docker-upload-uuid", "docker-content-digest", "content-length")
-
-
-# ------------------------------------------------------------------------------------ values
-@dataclass(frozen=True)
-class Hop:
-    step: str
-    method: str
-    url: str
-    status: int | None
-    ms: float
-    at: float = 0.0  # ms after the probe started: shows which hops overlapped
-    headers: dict = field(default_factory=dict)
-    error: str = ""
-    tls: str = ""  # the endpoint's one-line TLS verdict (HTTPS hops)
-    cert: str = ""  # the presented leaf certificate, described, with that verdict
-
-    def to_dict(self) -> dict:
-        d = {"step": self.step, "request": f"{self.method} {self.url}", "status": self.status,
-             "ms": round(self.ms, 1), "at_ms": round(self.at, 1), "headers": self.headers}
-        if self.error:
-            d["error"] = self.error
-        if self.tls:
-            d["tls"] = self.tls
-        if self.cert:
-            d["cert"] = self.cert
-        return d
-
-
-@dataclass
-class Flow:
-    """One check's walk: its hops, what it found, and the catalogue key of the first problem."""
-
-    name: str
-    hops: list[Hop] = field(default_factory=list)
-    problem: str = ""  # catalogue key; "" = no problem found
-    cause: str = ""
-    notes: list[str] = field(default_factory=list)
-    realm: str = ""
-    service: str = ""
-    scope: str = ""
-    token_ok: bool | None = None
-    pull_ok: bool | None = None
-    push_ok: bool | None = None
-    identity: str | None = None
-    tls: dict[str, dict] = field(default_factory=dict)
-    ms: float = 0.0
-
-    def fail(self, key: str, cause: str) -> None:
-        """Record a finding; the first one is the verdict, later ones become notes."""
-        if not self.problem:
-            self.problem, self.cause = key, cause
-        elif f"also: {cause}" not in self.notes and cause != self.cause:
-            self.notes.append(f"also: {cause}")
-
-    @property
-    def ok(self) -> bool:
-        return not self.problem
-
-    @property
-    def verdict(self) -> str:
-        return self.problem or "ok"
-
-    @property
-    def diagnosis(self) -> Diagnosis | None:
-        return BY_KEY.get(self.problem)
-
-    def explain(self) -> tuple[str, str]:
-        """(cause, fix): what was observed and why, and what to do — one line each."""
-        d = self.diagnosis
-        if d is None:
-            return self.cause, "see the evidence: every request with its status, headers and certificate"
-        return (f"{self.cause}: {d.cause}" if self.cause else d.cause), d.fix
-
-    def evidence(self) -> dict:
-        ev: dict = {"hops": [h.to_dict() for h in self.hops], "ms": round(self.ms, 1)}
-        if self.realm:
-            ev["realm"] = self.realm
-        if self.tls:
-            ev["tls"] = self.tls
-        if self.notes:
-            ev["notes"] = self.notes
-        if self.problem:
-            ev["diagnosis"] = self.problem
-        return ev
-
-
-def token_claims(token: str) -> dict | None:
-    """The payload of a JWT, unverified (only to read who it was issued to and what it grants)."""
-    parts = token.split(".")
-    if len(parts) != 3:
-        return None
-    try:
-        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except ValueError:
-        return None
-    return claims if isinstance(claims, dict) else None
-
-
-def token_identity(claims: dict | None) -> tuple[bool | None, str]:
-    """(anonymous?, who): Gitea's packages token carries UserID (-1 is the ghost user); others ``sub``."""
-    if claims is None:
-        return None, ""
-    for key in ("UserID", "uid", "user_id"):
-        if key in claims:
-            uid = claims[key]
-            return uid in (-1, 0, None), f"user id {uid}"
-    if "sub" in claims:
-        sub = claims.get("sub") or ""
-        return sub == "" or sub.lower() in ("anonymous", "ghost"), sub or "(anonymous)"
-    return None, ""
-
-
-def granted(claims: dict | None, repo: str) -> set[str] | None:
-    """Actions the token's ``access`` claim grants on ``repo``; None when the token does not say."""
-    if not claims or not isinstance(claims.get("access"), list):
-        return None
-    out: set[str] = set()
-    for a in claims["access"]:
-        if isinstance(a, dict) and a.get("type") == "repository" and a.get("name") == repo:
-            out |= set(a.get("actions") or [])
-    return out
+from .. import tlsinfo
+from ..challenge import MANIFEST_TYPES, bearer_challenge, parse_challenges
+from ..credentials import Secret
+from ..diagnose import classify
+from ..netclient import async_client, error_text, is_tls_error, mapping_of, tls_error_text
+from ..plan import Plan
+from ..script import Script
+from .flow import KEEP_HEADERS, SERVICE, Flow, Hop
+from .verdicts import granted, realm_problem, token_claims, token_identity
 
 
 def _basic(user: str, secret: Secret) -> str:
@@ -279,34 +139,6 @@ class Probe:
 def _proxy_failure(resp: httpx.Response) -> bool:
     """A gateway error from nginx: the auth proxy could not resolve or reach its upstream."""
     return resp.status_code in (502, 504) and "nginx" in (resp.headers.get("server") or "").lower()
-
-
-
-def _same_host(a, b) -> bool:
-    ports = {"https": 443, "http": 80}
-    return (a.hostname or "").lower() == (b.hostname or "").lower() and \
-        (a.port or ports.get(a.scheme)) == (b.port or ports.get(b.scheme))
-
-
-def realm_problem(realm: str, asked: str, plan_realm: str) -> tuple[str, str] | None:
-    """Can a client that asked ``asked`` (a URL) use the realm its challenge named? None, or (key, cause).
-
-    Which realm Gitea names depends on its version (research/upstream-behaviour.md): up to 1.22.0 always
-    ROOT_URL + v2/token; 1.22.1-1.25 the request's Host when X-Forwarded-Proto is present (else ROOT_URL);
-    from 1.26 the request's Host always, its scheme from X-Forwarded-Proto or the connection. So the plan's
-    realm is right, and so is the host the client asked with the client's own scheme. A realm over plain
-    HTTP for a client that asked over HTTPS sends its credentials in clear; any other host is a mismatch.
-    """
-    r, a, w = urlsplit(realm), urlsplit(asked), urlsplit(plan_realm)
-    if _same_host(r, a) and r.scheme == a.scheme:
-        return None  # derived from the request (Gitea >= 1.22.1)
-    if r.scheme != "https":
-        return "realm-plain-http", f"the registry's challenge names the realm {realm}" + (
-            " (Gitea derived it from the request: the proxy in front of it said X-Forwarded-Proto: http)"
-            if (r.hostname or "").lower() == (a.hostname or "").lower() else "")
-    if _same_host(r, w):
-        return None  # the plan's ROOT_URL
-    return "realm-host-mismatch", f"the challenge's realm is on {r.netloc}, the plan's ROOT_URL says {w.netloc}"
 
 
 # ------------------------------------------------------------------------------------ the walk
@@ -640,7 +472,7 @@ async def gather_flows(plan: Plan, makers: dict[str, object], *, timeout: float 
 def secret_credentials(cluster, plan: Plan) -> dict[str, tuple[str, Secret] | None]:
     """(user, token) that the push secret holds for the internal service (what Kaniko sends) and the pull
     secret for the registry host (what pods send). Read-only; the values stay masked Secrets."""
-    from .stages.registry_secrets import read_auths
+    from ..stages.registry_secrets import read_auths
     out: dict[str, tuple[str, Secret] | None] = {}
     for key, name, host in (("push-secret", plan.push_secret, plan.internal_service),
                             ("pull-secret", plan.pull_secret, plan.registry_host)):
@@ -667,8 +499,8 @@ def node_trust(ctx):
     if ctx.plan.node_tls != "ca":
         yield None
         return
-    from .stages.base import StageFailed
-    from .stages.nodes import ca_bundle
+    from ..stages.base import StageFailed
+    from ..stages.nodes import ca_bundle
     try:
         text = ca_bundle(ctx)
     except StageFailed:  # no realm certificate yet: the registry's CA alone
@@ -690,7 +522,7 @@ def operator_flows(ctx, *names: str) -> dict[str, Flow | None]:
     secret) is None.
     """
     plan: Plan = ctx.plan
-    cache: dict = ctx.cache.setdefault("authflow", {}) if ctx.audit else {}
+    cache: dict = ctx.cache.authflow if ctx.audit else {}
     want = [n for n in (ALL_FLOWS if ctx.audit else names) if n not in cache]
     if want:
         creds = secret_credentials(ctx.cluster, plan) if {"pull-secret", "push-secret"} & set(want) else {}
@@ -710,8 +542,7 @@ def operator_flows(ctx, *names: str) -> dict[str, Flow | None]:
         with node_trust(ctx) as ca_file:
             flows = run_sync(gather_flows(plan, makers, ca_file=ca_file)) if makers else {}
         wall = (time.perf_counter() - t0) * 1000
-        timing = ctx.cache.setdefault("authflow_timing", [])
-        timing.append({"wall_ms": wall, "checks_ms": {n: f.ms for n, f in flows.items()}})
+        ctx.cache.authflow_timing.append({"wall_ms": wall, "checks_ms": {n: f.ms for n, f in flows.items()}})
         for n in want:
             cache[n] = flows.get(n)
     return {n: cache.get(n) for n in names}
@@ -754,92 +585,3 @@ def pull_script(image: str) -> str:
     """containerd's own pull on a node, with the registries.yaml it has loaded."""
     return Script().add("k3s crictl pull {image}", image=image).text()
 
-
-@dataclass
-class PodVerdict:
-    problem: str = ""
-    cause: str = ""
-    realm: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return not self.problem
-
-
-def judge_kaniko(log: str, plan: Plan, *, proxy_image: str = "") -> PodVerdict:
-    """Read the Kaniko-view pod's log: which trap (if any) Kaniko would fall into."""
-    lines = log.splitlines()
-    v2 = next((ln for ln in lines if ln.startswith("v2 ")), "")
-    tok = next((ln for ln in lines if ln.startswith("token ")), "")
-    curl_errors = [ln for ln in lines if ln.startswith("curl: (")]
-    verdict = PodVerdict()
-    if not v2 and not tok:
-        last = log.strip().splitlines()[-1] if log.strip() else "no output"
-        return PodVerdict("unexpected", f"the probe pod printed no result: {last[-200:]}")
-    code = v2.split(" ")[1] if len(v2.split(" ")) > 1 else ""
-    if code == "401":
-        params = next((p for s, p in parse_challenges([v2.split(" ", 2)[2]]) if s.lower() == "bearer"), None) \
-            if len(v2.split(" ", 2)) > 2 else None
-        if params is None:
-            verdict.problem, verdict.cause = "unexpected", "/v2/ through the internal service answered 401 without a " \
-                                                          "Bearer challenge"
-            return verdict
-        verdict.realm = params.get("realm", "")
-        problem = realm_problem(verdict.realm, f"http://{plan.internal_service}", plan.realm)
-        if problem is not None:
-            verdict.problem, verdict.cause = problem
-            return verdict
-    elif code != "":
-        err = curl_errors[0] if curl_errors and code == "000" else ""
-        verdict.problem = "unexpected"
-        verdict.cause = (f"GET http://{plan.internal_service}/v2/ from the pod: "
-                         f"{err or ('answered ' + code)} (want 401 from Gitea)")
-        return verdict
-    tcode = tok.split(" ")[1] if len(tok.split(" ")) > 1 else ""
-    if tcode == "200":
-        if "token-json yes" not in log:
-            verdict.problem, verdict.cause = "unexpected", "the realm answered 200 without a token in its JSON"
-        return verdict
-    err = curl_errors[-1] if curl_errors else ""
-    where = f"GET {plan.realm} through the proxy"
-    if tcode in ("000", ""):
-        if "socat" in proxy_image:
-            verdict.problem, verdict.cause = "socat-proxy", f"{where}: {err or 'no answer'} (the proxy runs {proxy_image})"
-            return verdict
-        d = classify(err)
-        if d is not None and d.key in ("cert-expired", "name-mismatch", "ip-without-san"):
-            verdict.problem = d.key
-        elif re.search(r"SSL certificate problem|certificate verify|unable to get local issuer|self[- ]signed", err):
-            verdict.problem = "kaniko-flags"
-        elif re.search(r"Could not resolve host|Failed to connect|Couldn't connect|Connection refused|timed out", err):
-            verdict.problem = "kaniko-host-alias"
-        else:
-            verdict.problem = "unexpected"
-        verdict.cause = f"{where}: {err or 'no answer'}"
-        return verdict
-    if tcode in ("502", "504"):
-        verdict.problem, verdict.cause = "nginx-resolver", f"{where} answered {tcode}"
-    elif tcode == "404":
-        verdict.problem, verdict.cause = "token-endpoint-404", f"{where} answered 404"
-    else:
-        verdict.problem, verdict.cause = "unexpected", f"{where} answered {tcode}"
-    return verdict
-
-
-def judge_pull(output: str, exit_code: int | None) -> PodVerdict:
-    """``k3s crictl pull IMAGE`` on a node: ok, or the catalogue entry its error names."""
-    if exit_code == 0:
-        return PodVerdict()
-    text = output.strip()
-    m = re.search(r"FATA\[\d+\] (.*)", text)
-    line = m.group(1) if m else (text.splitlines()[-1] if text else "")
-    if exit_code is None:
-        return PodVerdict("unexpected", "the pull did not finish in time")
-    d = classify(text)
-    return PodVerdict(d.key if d else "unexpected", line[-300:] or f"crictl exited {exit_code}")
-
-
-__all__ = ["Probe", "Flow", "Hop", "walk", "parse_challenges", "credentials_flow", "challenge_flow", "realm_flow",
-           "secret_flow", "operator_flows", "run_sync", "kaniko_script", "ca_bundle_script", "pull_script",
-           "judge_kaniko", "judge_pull",
-           "token_claims", "token_identity"]
