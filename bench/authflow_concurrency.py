@@ -72,7 +72,7 @@ def verify_stage(sb: SandboxProc) -> dict:
         failing = [c.name for c in checks if c.status == "fail"]
         if failing:
             raise RuntimeError(f"Verify failed on a migrated sandbox: {failing}")
-        t = ctx.cache["verify_timing"]
+        t = ctx.cache.verify_timing
         parts = t["parts_ms"]
         return {"wall": t["wall_ms"], "sum": sum(parts.values()), "slowest": max(parts.values()), "parts": parts,
                 "checks": len(checks)}

@@ -122,7 +122,7 @@ def objects(ctx: Context, stages=None) -> list[tuple[ObjectStage, dict]]:
     for st in stages:
         if not isinstance(st, ObjectStage):
             continue
-        live = st.inspect(ctx)["live"]
+        live = st.inspect(ctx).live
         named = st.named_by_plan(ctx)
         for obj in st.desired(ctx, live):
             key = f"{obj['kind']} {obj['metadata'].get('namespace')}/{obj['metadata']['name']}"

@@ -138,7 +138,7 @@ class RollingRestart:
                      elapsed=run.elapsed)
 
     def dry_run(self, names: list[str]) -> list[str]:
-        facts = self.ctx.cache.get("node_facts", {})
+        facts = self.ctx.cache.node_facts or {}
         lines = ["order (servers one at a time, then agents "
                  f"{'one at a time' if self.ctx.max_unavailable <= 1 else f'{self.ctx.max_unavailable} at a time'}):"]
         for i, n in enumerate(ordered(self.nodes, names), 1):
@@ -157,7 +157,7 @@ class RollingRestart:
 
     # ------------------------------------------------------------------ the loop
     def run(self, names: list[str]) -> RolloutReport:
-        facts = self.ctx.cache.get("node_facts") or {}
+        facts = self.ctx.cache.node_facts or {}
         order = ordered(self.nodes, names)
         for n in order:
             f = facts.get(n.name)
@@ -219,7 +219,7 @@ class RollingRestart:
             run.phase = "failed"
             self._emit(run, f"{n.name}: {run.error}")
             return False
-        before = self.ctx.cache.get("node_facts", {}).get(n.name)
+        before = (self.ctx.cache.node_facts or {}).get(n.name)
         before_mono = before.active_enter_mono if before else None
         run.phase, run.started = "restarting", time.time()
         if is_server:  # the kubeconfig may point at this server: its API goes away with k3s

@@ -33,6 +33,7 @@ from .stages.base import (
     Change,
     Check,
     Context,
+    Observation,
     Paused,
     Progress,
     Stage,
@@ -80,7 +81,7 @@ class StageState:
     paused: bool = False
     paused_left: list[str] = field(default_factory=list)  # nodes a paused rollout has not restarted yet
     busy: str = ""  # inspecting | planning | applying | verifying
-    observed: dict | None = field(default=None, repr=False)  # inspect()'s result, for plan()
+    observed: Observation | None = field(default=None, repr=False)  # inspect()'s result, for plan()
 
     @property
     def key(self) -> str:
@@ -290,7 +291,7 @@ class Session:
 
     def registries_states(self) -> dict[str, str]:
         """Per node: absent / written / needs restart / restarting / loaded (nodes not read yet are left out)."""
-        facts = self.ctx.cache.get("node_facts") or {}
+        facts = self.ctx.cache.node_facts or {}
         out = {n: registries_state(f, self.ctx.plan, written=n in self.written) for n, f in facts.items()}
         for node, p in list(self.node_phases.items()):
             if p.phase in ("restarting", "waiting"):
@@ -626,7 +627,7 @@ class Session:
                 "started": self.started, "finished": self.finished,
                 "stages": [dict(r.to_dict(), done=st.done) for r, st in zip(self.results(), self.states, strict=True)],
                 "overrides": [o.to_dict() for o in self.overrides],
-                **({"images": copied} if (copied := self.ctx.cache.get("images_report")) else {})}
+                **({"images": copied} if (copied := self.ctx.cache.images_report) else {})}
 
     def render_report(self, fmt: str, cluster_info: dict | None = None) -> str:
         """The report as JSON or Markdown (the headless audit's format, plus overrides); secrets masked."""
@@ -650,7 +651,7 @@ class Session:
 
     def image_lines(self) -> list[str]:
         """The Markdown report's image copy: source → target digest per tag ([] when stage Images copied nothing)."""
-        copied = self.ctx.cache.get("images_report")
+        copied = self.ctx.cache.images_report
         if not copied:
             return []
         lines = ["", "## Images", "", "| Source | Target | Source digest | Target digest | Status |",
@@ -711,10 +712,11 @@ def registries_state(facts, plan, *, written: bool = False) -> str:
     return "written" if written else "needs restart"
 
 
-def describe_observed(observed: dict, ctx: Context) -> list[str]:
-    """A stage's inspect() result as short lines: present/absent objects, nodes, node files, workloads."""
+def describe_observed(observed: Observation | None, ctx: Context) -> list[str]:
+    """A stage's inspect() result as short lines, field by field: present/absent objects, nodes, node files,
+    workloads (a field named ``<x>_name`` labels field ``<x>``)."""
     lines: list[str] = []
-    for key, value in (observed or {}).items():
+    for key, value in (observed.items() if observed is not None else ()):
         if key == "nodes" and isinstance(value, list):
             servers = [n.name for n in value if isinstance(n, NodeInfo) and n.role == "server"]
             agents = [n.name for n in value if isinstance(n, NodeInfo) and n.role != "server"]
@@ -740,6 +742,8 @@ def describe_observed(observed: dict, ctx: Context) -> list[str]:
                 lines.append("no workloads in the plan's namespace")
         elif key.endswith("_name"):
             continue
+        elif callable(getattr(value, "summary", None)):  # a value that says itself (images.Lookup)
+            lines += value.summary()
         elif key == "manifests" and hasattr(value, "rewrites"):  # a manifests.Scan: said in files, not its type
             if not value.rewrites and not value.errors:
                 lines.append("manifest files: none in the plan (manifests.paths)")
@@ -754,10 +758,10 @@ def describe_observed(observed: dict, ctx: Context) -> list[str]:
             lines.append("CI workflow: no ci.repo_dir in the plan, so none is written")
         elif isinstance(value, dict) and "metadata" in value:
             md = value["metadata"]
-            label = observed.get(f"{key}_name") or f"{md.get('namespace', '')}/{md.get('name', '')}".strip("/")
+            label = getattr(observed, f"{key}_name", None) or f"{md.get('namespace', '')}/{md.get('name', '')}".strip("/")
             lines.append(f"{key.replace('_', ' ')}: {value.get('kind', 'object')} {label} present")
         elif value is None:
-            label = observed.get(f"{key}_name")
+            label = getattr(observed, f"{key}_name", None)
             lines.append(f"{key.replace('_', ' ')}: {'absent' + (f' ({label})' if label else '')}")
         elif isinstance(value, (str, int, float, bool)):
             lines.append(f"{key.replace('_', ' ')}: {value}")

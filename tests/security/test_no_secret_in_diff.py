@@ -176,7 +176,7 @@ def test_apply_refuses_a_node_whose_file_changed_after_plan_and_drops_its_secret
     from wizard.cluster import Cluster
     from wizard.credentials import Secret
     from wizard.stages.base import Context, StageFailed
-    from wizard.stages.node_registries import NodeRegistries
+    from wizard.stages.node_registries import NodeFactsSeen, NodeRegistries
     from wizard.stages.nodes import SECRET_NAME, node_facts
 
     sb = make_sandbox("changed")
@@ -199,7 +199,7 @@ def test_apply_refuses_a_node_whose_file_changed_after_plan_and_drops_its_secret
         assert files["dellmini3"] == edited  # their edit stands, nothing of the wizard's was written over it
         assert not [f for f in sandbox_state(sb)["nodes"]["dellmini3"]["files"] if ".bak-" in f or "tmp" in f]
         assert cluster.get("Secret", SECRET_NAME, plan.wizard_namespace) is None
-        again = stage.plan(ctx, {"facts": node_facts(ctx, fresh=True)})
+        again = stage.plan(ctx, NodeFactsSeen(node_facts(ctx, fresh=True)))
         assert [c.target for c in again] == [f"node dellmini3:{R.PATH}"]  # the others were written
     finally:
         cluster.close()

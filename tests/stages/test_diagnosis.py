@@ -407,8 +407,8 @@ def test_a_full_audit_runs_the_operator_checks_at_once(shared):
     ctx = Context(plan=shared.plan, cluster=shared.cluster, token=shared.token, audit=True, node_probes=True)
     for key in ("credentials", "ingress", "verify"):
         STAGES[key].verify(ctx)
-    [run] = ctx.cache["authflow_timing"]  # one concurrent run served all three stages
+    [run] = ctx.cache.authflow_timing  # one concurrent run served all three stages
     assert set(run["checks_ms"]) == {"credentials", "realm", "challenge", "pull-secret", "push-secret"}
     assert run["wall_ms"] < sum(run["checks_ms"].values())
-    parts = ctx.cache["verify_timing"]
+    parts = ctx.cache.verify_timing
     assert parts["wall_ms"] < sum(parts["parts_ms"].values())

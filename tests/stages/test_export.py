@@ -59,7 +59,7 @@ def test_export_writes_every_object_node_file_and_the_workflow(sandbox, tmp_path
         want, live_role = {}, cluster.get("Role", plan.runner_role, plan.runner_namespace)
         for st in STAGES:
             if isinstance(st, ObjectStage):
-                for obj in st.desired(ctx, st.inspect(ctx)["live"]):
+                for obj in st.desired(ctx, st.inspect(ctx).live):
                     want[X.object_path(obj)] = label(obj, st.key)
         rollouts = W.live_rollouts(cluster, plan)
     finally:
@@ -128,7 +128,7 @@ def test_a_live_certificate_is_exported_in_the_ca_configmap(sandbox, tmp_path):
     cluster = Cluster.connect(str(sandbox.kubeconfig))
     try:
         ctx = Context(plan=plan, cluster=cluster, token=Secret("unused"))
-        for obj in AuthProxy().desired(ctx, AuthProxy().inspect(ctx)["live"]):
+        for obj in AuthProxy().desired(ctx, AuthProxy().inspect(ctx).live):
             if obj["kind"] in ("Secret", "ConfigMap") and obj["metadata"]["name"] != plan.proxy_config_configmap:
                 cluster.apply(obj, "proxy")
         live_ca = cluster.get("ConfigMap", plan.proxy_ca_configmap, plan.proxy_namespace)["data"]["ca.crt"]

@@ -150,7 +150,7 @@ def _all_generated(sandbox) -> list[dict]:
     objs = []
     for st in STAGES:
         if isinstance(st, ObjectStage):
-            objs += st.desired(ctx, st.inspect(ctx)["live"])
+            objs += st.desired(ctx, st.inspect(ctx).live)
     objs.append(pod_manifest("dellmini1", "true", namespace="kube-system", image=plan.helper_image, stage="x",
                              purpose="facts", run_id="abcdef",
                              env=[{"name": "REGISTRIES_YAML", "valueFrom": {"secretKeyRef": {"name": "s",

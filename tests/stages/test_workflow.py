@@ -21,7 +21,7 @@ from wizard import workflow as W
 from wizard.cluster import Cluster
 from wizard.credentials import Secret
 from wizard.stages.base import Context
-from wizard.stages.ci_rbac import CONFIRMED_OVERWRITES, RUNNER_RULES, CiRbac
+from wizard.stages.ci_rbac import RUNNER_RULES, CiRbac
 
 VERSIONS = ["1.28", "1.29", "1.30", "1.31", "1.32", "1.33"]
 REGISTRY = "registry.example.test"
@@ -290,10 +290,10 @@ def test_stage_ci_writes_the_workflow_and_never_clobbers_an_edited_one(sandbox, 
         check = {c.name: c for c in st.verify(ctx)}["CI workflow file"]
         assert check.status == "warn" and not check.gating and "kept as it is" in check.cause
         assert "-    timeout-minutes: 90" in check.evidence["diff"]
-        # confirmed in the wizard: now it is an update
-        ctx.cache[CONFIRMED_OVERWRITES] = {str(path)}
+        # the operator moves the file away: the wizard writes it again
+        path.rename(path.with_suffix(".kept"))
         changes = st.plan(ctx, st.inspect(ctx))
-        assert [(c.action, c.target) for c in changes] == [("update", f"file {path}")]
+        assert [(c.action, c.target) for c in changes] == [("create", f"file {path}")]
         st.apply(ctx, changes)
         assert path.read_text() == text
     finally:

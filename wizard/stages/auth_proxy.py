@@ -14,6 +14,13 @@ from .pods import probe_pod, wait_rollout
 from .preflight import coredns_ip
 
 
+def proxy_cert(ctx: Context):
+    """The certificate this run makes for the auth proxy (and the realm host it serves), made once."""
+    if ctx.cache.proxy_cert is None:
+        ctx.cache.proxy_cert = make_proxy_cert(ctx.plan.realm_hostname, ctx.plan.cert_days)
+    return ctx.cache.proxy_cert
+
+
 def nginx_conf(resolver: str, upstream: str) -> str:
     # resolver + a variable in proxy_pass: nginx resolves per request, so a DNS hiccup at pod
     # start cannot keep it down ("host not found in upstream" in the guide's troubleshooting).
@@ -72,9 +79,7 @@ class AuthProxy(ObjectStage):
             if facts and facts.problem(p.realm_hostname) is None and (ca.get("data") or {}).get("ca.crt") == \
                     crt.decode():
                 return sec["data"]["tls.crt"], sec["data"]["tls.key"]
-        if "proxy_cert" not in ctx.cache:
-            ctx.cache["proxy_cert"] = make_proxy_cert(p.realm_hostname, p.cert_days)
-        c = ctx.cache["proxy_cert"]
+        c = proxy_cert(ctx)
         return base64.b64encode(c.cert_pem).decode(), base64.b64encode(c.key_pem).decode()
 
     def desired(self, ctx, live):
@@ -113,7 +118,7 @@ class AuthProxy(ObjectStage):
     def apply(self, ctx: Context, changes) -> None:
         super().apply(ctx, changes)
         if changes:
-            ctx.cache.pop("proxy_cert", None)
+            ctx.cache.proxy_cert = None
             wait_rollout(ctx, "Deployment", ctx.plan.proxy_name, ctx.plan.proxy_namespace, self.key)
 
     def verify(self, ctx: Context) -> list[Check]:
@@ -200,9 +205,7 @@ def realm_cert(ctx: Context) -> tuple[str, str]:
     data = (sec or {}).get("data") or {}
     if data.get("tls.crt") and data.get("tls.key"):
         return data["tls.crt"], data["tls.key"]
-    if "proxy_cert" not in ctx.cache:
-        ctx.cache["proxy_cert"] = make_proxy_cert(p.realm_hostname, p.cert_days)
-    c = ctx.cache["proxy_cert"]
+    c = proxy_cert(ctx)
     return base64.b64encode(c.cert_pem).decode(), base64.b64encode(c.key_pem).decode()
 
 
@@ -214,5 +217,5 @@ def realm_ca_pem(ctx: Context) -> str | None:
     ca = ((cm or {}).get("data") or {}).get("ca.crt")
     if ca:
         return ca
-    c = ctx.cache.get("proxy_cert")
+    c = ctx.cache.proxy_cert
     return c.cert_pem.decode() if c is not None else None

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
@@ -166,6 +166,34 @@ class StageFailed(Exception):
         return self.check.problem
 
 
+@dataclass(frozen=True)
+class Observation:
+    """What a stage's ``inspect()`` found: one typed value per stage, a frozen dataclass whose fields are read by
+    its ``plan()`` and shown, in field order, by the faces (``session.describe_observed``). This base has no
+    field: the stage only checks."""
+
+    def items(self) -> list[tuple[str, Any]]:
+        return [(f.name, getattr(self, f.name)) for f in fields(self)]
+
+
+@dataclass
+class RunCache:
+    """Facts shared between stages in one run, each read once: typed fields, never string keys.
+
+    A field left at its default has not been read yet; a stage that changes what a fact describes
+    resets it (e.g. Node registries after writing, the auth proxy after replacing its certificate)."""
+
+    nodes: list | None = None  # [kube.NodeInfo] sorted by name: stage Preflight's discover_nodes
+    coredns_ip: str | None = None  # kube-dns's ClusterIP (None: absent or not an IP); read when coredns_read
+    coredns_read: bool = False
+    node_facts: dict | None = None  # node name → registries.NodeFacts, from one run of the facts script
+    proxy_cert: Any = None  # certs.ProxyCert made this run (the auth proxy's and the realm's certificate)
+    images_report: dict | None = None  # the last copy's report (images.copier.CopyReport.to_dict())
+    authflow: dict = field(default_factory=dict)  # audit: flow name → authflow.Flow, all run at once
+    authflow_timing: list = field(default_factory=list)  # each concurrent run: wall_ms and checks_ms
+    verify_timing: dict | None = None  # stage Verify: wall_ms and parts_ms per vantage point
+
+
 @dataclass
 class Context:
     """What a stage works with: the plan, the cluster, the token and where to report progress."""
@@ -180,7 +208,7 @@ class Context:
     node_timeout: float = 180.0
     max_unavailable: int = 1
     dry_run: bool = False
-    cache: dict = field(default_factory=dict)  # facts shared between stages in one run (nodes, IPs)
+    cache: RunCache = field(default_factory=RunCache)  # facts shared between stages in one run
     stop: StopToken = field(default_factory=StopToken)  # Pause / Abort, from the UI (never set headless)
     retired_secrets: tuple = ()  # secrets this run replaces (rotate-token's old token): masked like the token
     node_backups: dict = field(default_factory=dict)  # node → the registries.yaml backup this run wrote there
@@ -197,8 +225,9 @@ class Context:
 class Stage:
     """One step of the migration. The verbs, in the order a run calls them:
 
-    - ``inspect(ctx) -> dict``: what is there now (reads only); ``StageFailed`` when it cannot tell.
-    - ``plan(ctx, observed) -> list[Change]``: what would change ([] = nothing); ``StageFailed`` on bad input.
+    - ``inspect(ctx) -> Observation``: what is there now, as the stage's own Observation dataclass (reads
+      only); ``StageFailed`` when it cannot tell.
+    - ``plan(ctx, observed: Observation) -> list[Change]``: what would change ([] = nothing); ``StageFailed`` on bad input.
     - ``conflicts(ctx) -> list[Check]`` and ``precheck(ctx) -> list[Check]``: before the run's first write.
     - ``apply(ctx, changes) -> None``: make the changes; ``StageFailed`` (why), ``Paused`` (``ctx.stop``
       asked for a pause between units of work), ``Aborted`` (``ctx.stop`` asked for an abort).
@@ -220,10 +249,10 @@ class Stage:
         """Extra lines for ``apply --dry-run`` (how the changes would be carried out)."""
         return []
 
-    def inspect(self, ctx: Context) -> dict:
-        return {}
+    def inspect(self, ctx: Context) -> Observation:
+        return Observation()
 
-    def plan(self, ctx: Context, observed: dict) -> list[Change]:
+    def plan(self, ctx: Context, observed: Observation) -> list[Change]:
         return []
 
     def apply(self, ctx: Context, changes: list[Change]) -> None:

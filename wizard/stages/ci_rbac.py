@@ -20,7 +20,7 @@ from .base import (
     skipped,
     text_diff,
 )
-from .objects import ObjectStage
+from .objects import Objects, ObjectStage
 
 RUNNER_RULES = [
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "create", "delete"]},
@@ -37,9 +37,6 @@ def _allowed(rules: list[dict], group: str, resource: str, verb: str) -> bool:
                and (verb in r.get("verbs", []) or "*" in r.get("verbs", [])) for r in rules)
 
 
-# The operator confirms overwriting an existing, different workflow file by putting its path (str) in
-# ctx.cache[CONFIRMED_OVERWRITES] (the wizard asks); headless runs never overwrite, they warn with the diff.
-CONFIRMED_OVERWRITES = "confirmed_overwrites"
 
 
 @dataclass(frozen=True)
@@ -69,28 +66,31 @@ def workflow_file(ctx: Context) -> WorkflowFile | None:
     return WorkflowFile(path, text, existing)
 
 
+@dataclass(frozen=True)
+class CiSeen(Objects):
+    """The runner's Role and RoleBinding, and the workflow file (None: the plan has no ci.repo_dir)."""
+
+    workflow: WorkflowFile | None
+
+
 class CiRbac(ObjectStage):
     key, title, guide_step = "ci", "CI and RBAC", "Steps 7-8"
     description = ("The GitHub Actions runner's ServiceAccount starts Kaniko pods, reads the proxy's ClusterIP and "
                    "restarts workloads: this stage applies its Role (pods, pods/exec, pods/log, services get/list, "
                    "statefulsets and deployments get/list/watch/patch) and the RoleBinding, and writes the Kaniko "
                    "build workflow into the repository named by ci.repo_dir (an existing, different file is kept "
-                   "unless you confirm).")
+                   "and never overwritten).")
 
-    def inspect(self, ctx: Context) -> dict:
-        observed = super().inspect(ctx)
-        observed["workflow"] = workflow_file(ctx)
-        return observed
+    def inspect(self, ctx: Context) -> CiSeen:
+        return CiSeen(self.live(ctx), workflow_file(ctx))
 
-    def plan(self, ctx: Context, observed: dict) -> list[Change]:
+    def plan(self, ctx: Context, observed: CiSeen) -> list[Change]:
         changes = super().plan(ctx, observed)
-        wf: WorkflowFile | None = observed.get("workflow")
+        wf = observed.workflow
         if wf is None or wf.existing == wf.text:
             return changes
         if wf.existing is None:
             changes.append(Change(f"file {wf.path}", "create", wf.diff, wf))
-        elif str(wf.path) in ctx.cache.get(CONFIRMED_OVERWRITES, ()):
-            changes.append(Change(f"file {wf.path}", "update", wf.diff, wf))
         return changes
 
     def apply(self, ctx: Context, changes: list[Change]) -> None:
@@ -186,8 +186,8 @@ class CiRbac(ObjectStage):
             return failed(name, f"{wf.path} does not exist", "apply stage CI and RBAC")
         if wf.existing != wf.text:
             return Check(name, WARN, f"{wf.path} differs from the workflow the plan generates; kept as it is",
-                         "review the diff, then confirm the overwrite in the wizard (or move the file away and "
-                         "apply again)", {"path": str(wf.path), "diff": wf.diff}, gating=False)
+                         "review the diff: merge it into the file by hand, or move the file away and apply "
+                         "again (the wizard then writes it; it never overwrites a file it finds different)", {"path": str(wf.path), "diff": wf.diff}, gating=False)
         return passed(name, {"path": str(wf.path), "images": len(ctx.plan.images)})
 
 

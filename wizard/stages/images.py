@@ -17,10 +17,21 @@ from dataclasses import dataclass, field
 
 from ..credentials import Secret
 from ..plan import Image, Plan
-from .base import WARN, Change, Check, Context, Stage, StageFailed, failed, passed, skipped, text_diff
+from .base import (
+    WARN,
+    Change,
+    Check,
+    Context,
+    Observation,
+    Stage,
+    StageFailed,
+    failed,
+    passed,
+    skipped,
+    text_diff,
+)
 
 RUNNING_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "Pod")
-CACHE_REPORT = "images_report"  # ctx.cache: the last copy's report (CopyReport.to_dict()), for the run report
 
 
 def pod_spec(kind: str, obj: dict) -> dict:
@@ -135,6 +146,29 @@ class Lookup:
     errors: list[str] = field(default_factory=list)
     tokens: list[str] = field(default_factory=list)  # bearer tokens met (only to mask messages)
 
+    def expected(self, key: tuple[str, str]) -> set[str]:
+        """The digests Gitea must hold for this reference: what its pods run, else its own @digest, else the
+        source's."""
+        w = self.wanted[key]
+        return set(w.running) or ({w.digest} if w.digest else set()) or {self.source.get(key)} - {None}
+
+    def summary(self) -> list[str]:
+        """What the screen says about it: how many references run, and how many Gitea already holds."""
+        if not self.wanted:
+            return ["running images: none of the plan's images run in the cluster"]
+        head = f"running images: {len(self.wanted)} reference(s) of the plan's images"
+        if not self.target and not self.errors:
+            return [head + " (the registries were not asked: no token)"]
+        missing = [w.label for k, w in self.wanted.items()
+                   if self.target.get(k) is None or (self.expected(k) and self.target[k] not in self.expected(k))]
+        lines = [head + f"; Gitea holds {len(self.wanted) - len(missing)} with the digest they run"]
+        if missing:
+            lines.append(f"to copy: {', '.join(missing[:3])}" + (f" and {len(missing) - 3} more" if len(missing) > 3
+                                                               else ""))
+        if self.errors:
+            lines.append(f"lookup errors: {len(self.errors)} — {self.errors[0]}")
+        return lines
+
 
 def look_up(ctx: Context, wanted: dict[tuple[str, str], Wanted], *, source: bool = True) -> Lookup:
     """HEAD every wanted reference on Gitea (and on the source): GET/HEAD only."""
@@ -176,7 +210,7 @@ def missing_in_gitea(ctx: Context, refs: set[tuple[str, str]] | None = None) -> 
     out = []
     for key, w in wanted.items():
         have = found.target.get(key)
-        expect = set(w.running) or ({w.digest} if w.digest else set()) or {found.source.get(key)} - {None}
+        expect = found.expected(key)
         target = f"{w.image.target}{':' + w.tag if w.tag else '@' + w.digest}"
         if have is not None and (not expect or have in expect):
             continue
@@ -191,6 +225,13 @@ def missing_in_gitea(ctx: Context, refs: set[tuple[str, str]] | None = None) -> 
     return out
 
 
+@dataclass(frozen=True)
+class ImagesSeen(Observation):
+    """The image references the cluster runs, and what each registry holds for them."""
+
+    lookup: Lookup
+
+
 class Images(Stage):
     key, title, guide_step = "images", "Images", "Step 6/7: images"
     description = ("Copies the images the cluster runs from GHCR to Gitea with their digests preserved: every tag "
@@ -198,14 +239,14 @@ class Images(Stage):
                    "Jobs, bare Pods, init containers), the whole index (every platform, attestations) byte for "
                    "byte, only what Gitea lacks. A tag Gitea already holds with the same digest is skipped.")
 
-    def inspect(self, ctx: Context) -> dict:
+    def inspect(self, ctx: Context) -> ImagesSeen:
         wanted = running_references(ctx.cluster, ctx.plan)
         if ctx.token is None or not wanted:
-            return {"lookup": Lookup(wanted)}
-        return {"lookup": look_up(ctx, wanted)}
+            return ImagesSeen(Lookup(wanted))
+        return ImagesSeen(look_up(ctx, wanted))
 
-    def plan(self, ctx: Context, observed: dict) -> list[Change]:
-        found: Lookup = observed["lookup"]
+    def plan(self, ctx: Context, observed: ImagesSeen) -> list[Change]:
+        found = observed.lookup
         if ctx.token is None:
             return []
         # a tag the source cannot show is a stop only when Gitea lacks it too (nothing to copy it from)
@@ -263,7 +304,7 @@ class Images(Stage):
                 return await copy(src, dst, jobs, CopyOptions(owner_exists=owner_exists, progress=progress))
 
         report = authflow.run_sync(run())
-        ctx.cache[CACHE_REPORT] = report.to_dict()
+        ctx.cache.images_report = report.to_dict()
         # one line per image, in the plan's order (the copies run at once; their live order is not the log's)
         for res in report.images:
             p = last.get(res.target)
@@ -280,7 +321,7 @@ class Images(Stage):
         if ctx.token is None:
             return [skipped("images in Gitea", "no Gitea token given",
                             "set GITEA_TOKEN or pass --token-file to compare the digests")]
-        found = self.inspect(ctx)["lookup"]
+        found = self.inspect(ctx).lookup
         if not found.wanted:
             return [passed("images in Gitea", {"running": 0}, "the cluster runs none of the plan's images")]
         checks = []

@@ -4,11 +4,24 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from dataclasses import dataclass
 
 from .. import ownership as O
 from .. import registries as R
 from ..diagnose import BY_KEY
-from .base import WARN, Change, Check, Context, Stage, StageFailed, failed, passed, skipped, text_diff
+from .base import (
+    WARN,
+    Change,
+    Check,
+    Context,
+    Observation,
+    Stage,
+    StageFailed,
+    failed,
+    passed,
+    skipped,
+    text_diff,
+)
 from .nodes import (
     NODE_TLS_FIX,
     SECRET_NAME,
@@ -22,6 +35,13 @@ from .nodes import (
 )
 
 
+@dataclass(frozen=True)
+class NodeFactsSeen(Observation):
+    """Each node's registries.yaml, k3s unit and containerd facts, from one run of the facts script."""
+
+    facts: dict[str, R.NodeFacts]
+
+
 class NodeRegistries(Stage):
     key, title, guide_step = "registries", "Node registries", "Step 5"
     node_probes = True
@@ -30,8 +50,8 @@ class NodeRegistries(Stage):
                    "into every node's existing file — the guide overwrites it — keeps a timestamped backup, writes "
                    "atomically through a short-lived privileged pod, and reads the file back.")
 
-    def inspect(self, ctx: Context) -> dict:
-        return {"facts": node_facts(ctx)}
+    def inspect(self, ctx: Context) -> NodeFactsSeen:
+        return NodeFactsSeen(node_facts(ctx))
 
     def _conflict(self, ctx: Context) -> dict | None:
         live = ctx.cluster.get("Secret", SECRET_NAME, ctx.plan.wizard_namespace)
@@ -71,13 +91,13 @@ class NodeRegistries(Stage):
             checks.append(no_systemd)
         return checks
 
-    def plan(self, ctx: Context, observed: dict) -> list[Change]:
+    def plan(self, ctx: Context, observed: NodeFactsSeen) -> list[Change]:
         if ctx.token is None:
             return []
-        if (no_systemd := unrestartable(observed["facts"])) is not None:  # before anything is written
+        if (no_systemd := unrestartable(observed.facts)) is not None:  # before anything is written
             raise StageFailed(no_systemd)
         layouts, problems, unmaskable = {}, [], {}
-        for node, f in observed["facts"].items():
+        for node, f in observed.facts.items():
             if f.unmaskable:
                 unmaskable[node] = f.unmaskable
                 continue
@@ -107,7 +127,7 @@ class NodeRegistries(Stage):
             except R.Unmergeable as e:
                 raise StageFailed(failed("registries.yaml entry maskable", str(e),
                                          "use a token without line breaks or control characters")) from None
-            if bundle is not None and (ca := R.plan_ca(node, observed["facts"][node], bundle)) is not None:
+            if bundle is not None and (ca := R.plan_ca(node, observed.facts[node], bundle)) is not None:
                 changes.append(Change(f"node {node}:{R.CA_PATH}", "write",
                                       text_diff(ca.before if ca.had_file else None, ca.after,
                                                 f"{node}{R.CA_PATH}", *ctx.secrets), ca))

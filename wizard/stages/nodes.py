@@ -33,8 +33,8 @@ def node_exec(ctx: Context) -> NodeExec:
 
 def node_facts(ctx: Context, *, fresh: bool = False) -> dict[str, R.NodeFacts]:
     """registries.yaml, k3s unit and loaded containerd config of every node (one probe pod each)."""
-    if "node_facts" in ctx.cache and not fresh:
-        return ctx.cache["node_facts"]
+    if ctx.cache.node_facts is not None and not fresh:
+        return ctx.cache.node_facts
     found = discover_nodes(ctx)
     nodes = [n.name for n in found]
     versions = {n.name: n.kubelet for n in found}  # what k3s generates from registries.yaml depends on it
@@ -50,7 +50,7 @@ def node_facts(ctx: Context, *, fresh: bool = False) -> dict[str, R.NodeFacts]:
                                      f"check that privileged pods can run on {n} in namespace "
                                      f"{ctx.plan.wizard_namespace}"))
         facts[n] = R.parse_facts(n, res.output, ctx.plan, versions.get(n, ""))
-    ctx.cache["node_facts"] = facts
+    ctx.cache.node_facts = facts
     return facts
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from .. import ownership as O
 from ..cluster import label
-from .base import Change, Check, Context, Stage, StageFailed, comparable, failed, object_diff
+from .base import Change, Check, Context, Observation, Stage, StageFailed, comparable, failed, object_diff
 
 
 def obj_key(obj: dict) -> str:
@@ -45,6 +45,13 @@ def adopted(ctx: Context):
     return getattr(ctx.cluster, "adopted", ())
 
 
+@dataclass(frozen=True)
+class Objects(Observation):
+    """An object stage's targets as they are now, by "Kind ns/name" (None: absent)."""
+
+    live: dict[str, dict | None]
+
+
 class ObjectStage(Stage):
     """inspect reads each desired object; plan diffs it; apply server-side-applies the changed ones."""
 
@@ -65,12 +72,16 @@ class ObjectStage(Stage):
         as PlanPatch payloads (or a conflict when it cannot be made right without taking it over)."""
         return []
 
-    def inspect(self, ctx: Context) -> dict:
+    def live(self, ctx: Context) -> dict[str, dict | None]:
+        """Each target as it is now, by "Kind ns/name" (None: absent)."""
         live = {}
         for kind, name, ns in self.targets(ctx):
             obj = ctx.cluster.get(kind, name, ns)
             live[f"{kind} {ns + '/' if ns else ''}{name}"] = obj
-        return {"live": live}
+        return live
+
+    def inspect(self, ctx: Context) -> Objects:
+        return Objects(self.live(ctx))
 
     def conflicts(self, ctx: Context) -> list[Check]:
         out = []
@@ -84,8 +95,8 @@ class ObjectStage(Stage):
                 out.append(conflict_check(ctx, ref, live))
         return out
 
-    def plan(self, ctx: Context, observed: dict) -> list[Change]:
-        live = observed["live"]
+    def plan(self, ctx: Context, observed: Objects) -> list[Change]:
+        live = observed.live
         changes = []
         skip = self.named_by_plan(ctx)
         for obj in self.desired(ctx, live):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from .. import registries as R
 from ..diagnose import BY_KEY
 from ..restart import RollingRestart
-from .base import Change, Check, Context, Paused, Stage, StageFailed, failed, passed, skipped
+from .base import Change, Check, Context, Observation, Paused, Stage, StageFailed, failed, passed, skipped
 from .nodes import node_facts, unrestartable
 from .preflight import discover_nodes
 
@@ -22,6 +23,14 @@ def _broken_check(facts: dict[str, R.NodeFacts]) -> Check | None:
                   {"diagnosis": d.key, "k3s_version": f.k3s_version, "hosts": sorted(f.broken)})
 
 
+@dataclass(frozen=True)
+class RestartSeen(Observation):
+    """Each node's k3s unit and registries.yaml facts, and the nodes in restart order (servers first)."""
+
+    facts: dict[str, R.NodeFacts]
+    nodes: list
+
+
 class RollingRestartStage(Stage):
     key, title, guide_step = "restart", "Rolling restart", "Step 5"
     view = "rollout"
@@ -32,19 +41,19 @@ class RollingRestartStage(Stage):
                    "event, the node is Ready, and containerd's regenerated config names the registry hosts. The first "
                    "node that does not come back stops the rollout.")
 
-    def inspect(self, ctx: Context) -> dict:
+    def inspect(self, ctx: Context) -> RestartSeen:
         facts = node_facts(ctx)
-        return {"facts": facts, "nodes": discover_nodes(ctx)}
+        return RestartSeen(facts, discover_nodes(ctx))
 
-    def plan(self, ctx: Context, observed: dict) -> list[Change]:
-        broken = _broken_check(observed["facts"])
+    def plan(self, ctx: Context, observed: RestartSeen) -> list[Change]:
+        broken = _broken_check(observed.facts)
         if broken is not None:  # restarting more nodes of that release breaks their pulls too
             raise StageFailed(broken)
-        if (no_systemd := unrestartable(observed["facts"])) is not None:
+        if (no_systemd := unrestartable(observed.facts)) is not None:
             raise StageFailed(no_systemd)
         changes = []
-        for n in observed["nodes"]:
-            f = observed["facts"].get(n.name)
+        for n in observed.nodes:
+            f = observed.facts.get(n.name)
             reason = f.restart_reason(ctx.plan) if f else None
             if reason:
                 changes.append(Change(f"node {n.name}: systemctl restart {f.unit or 'k3s'}", "restart", reason,
@@ -57,7 +66,7 @@ class RollingRestartStage(Stage):
         try:
             report = RollingRestart(ctx).run([c.payload for c in changes])
         finally:
-            ctx.cache.pop("node_facts", None)
+            ctx.cache.node_facts = None
         if not report.ok:
             f = report.failed
             raise StageFailed(failed(f"{f.node} came back", f.summary(), f.next_step(),

@@ -60,7 +60,7 @@ class Verify(Stage):
             checks.append(skipped("containerd's view on every node", "needs a privileged pod per node",
                                   "run audit with --node-probes"))
             checks += self._pull_events(ctx)
-        ctx.cache["verify_timing"] = {"wall_ms": (time.perf_counter() - t0) * 1000, "parts_ms": dict(timing)}
+        ctx.cache.verify_timing = {"wall_ms": (time.perf_counter() - t0) * 1000, "parts_ms": dict(timing)}
         return checks
 
     def _operator_checks(self, ctx: Context, flows: dict) -> list[Check]:

@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from .. import manifests as M
 from ..plan import Plan
-from .base import (
-    WARN,
-    Change,
-    Check,
-    Context,
-    Stage,
-    StageFailed,
-    failed,
-    object_diff,
-    passed,
-)
+from .base import WARN, Change, Check, Context, Observation, Stage, StageFailed, failed, object_diff, passed
 from .pods import pull_failure_hint, wait_rollout
 
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
@@ -53,6 +45,15 @@ def pull_secrets_after(spec: dict, patch: dict, plan: Plan) -> list[dict]:
     return [{"name": n} for n in names]
 
 
+@dataclass(frozen=True)
+class WorkloadsSeen(Observation):
+    """The workloads in the plan's namespace, each as (kind, object, pod-spec patch; {} = nothing to move), and the
+    rewrite of the plan's manifest files."""
+
+    workloads: list[tuple[str, dict, dict]]
+    manifests: M.Scan
+
+
 class Workloads(Stage):
     key, title, guide_step = "workloads", "Workloads", "Step 6"
     description = ("Points the live workloads at the Gitea registry: every container image from the plan's GHCR "
@@ -60,27 +61,27 @@ class Workloads(Stage):
                    "then waits for each rollout and explains a failed pull. The plan's manifest files get the same "
                    "edits in place — only those strings change; comments and formatting stay byte for byte.")
 
-    def inspect(self, ctx: Context) -> dict:
+    def inspect(self, ctx: Context) -> WorkloadsSeen:
         found = []
         for kind in WORKLOAD_KINDS:
             for obj in ctx.cluster.list(kind, ctx.plan.workloads_namespace):
                 patch = pod_spec_patch(obj["spec"]["template"]["spec"], ctx.plan)
                 found.append((kind, obj, patch))
-        return {"workloads": found, "manifests": manifest_scan(ctx.plan)}
+        return WorkloadsSeen(found, manifest_scan(ctx.plan))
 
     def precheck(self, ctx: Context) -> list[Check]:
         """Every manifest file of the plan must parse before anything is written anywhere."""
         scan = manifest_scan(ctx.plan)
         return [_unparsable(scan)] if scan.errors else []
 
-    def plan(self, ctx: Context, observed: dict) -> list[Change]:
+    def plan(self, ctx: Context, observed: WorkloadsSeen) -> list[Change]:
         changes = []
-        scan = observed.get("manifests") or M.Scan()
+        scan = observed.manifests
         if scan.errors:
             raise StageFailed(_unparsable(scan))
         for rw in scan.changed:
             changes.append(Change(f"file {rw.path}", "write", rw.diff(), rw))
-        for kind, obj, patch in observed["workloads"]:
+        for kind, obj, patch in observed.workloads:
             if not patch:
                 continue
             md = obj["metadata"]
@@ -143,7 +144,7 @@ class Workloads(Stage):
     def verify(self, ctx: Context) -> list[Check]:
         p = ctx.plan
         checks = []
-        for kind, obj, patch in self.inspect(ctx)["workloads"]:
+        for kind, obj, patch in self.inspect(ctx).workloads:
             md = obj["metadata"]
             name = f"{kind} {md['namespace']}/{md['name']}"
             tmpl = obj["spec"]["template"]["spec"]
