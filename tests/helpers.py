@@ -90,6 +90,18 @@ def migrate_then_audit_clean(sb: Sandbox, node_timeout: str = "20") -> None:
     assert {n: len(v["restarts"]) for n, v in sandbox_state(sb)["nodes"].items()} == dict.fromkeys(nodes, 1)
 
 
+GUIDE_HOSTS = ("registry.bto.bar", "registry.k3s.bto.bar", "gitea.k3s.bto.bar")
+
+
+def guide_registries(hosts=GUIDE_HOSTS, username: str = "registry-user", password: str = "<GITEA_TOKEN>") -> str:
+    """The guide's Step 5 registries.yaml, byte for byte (its layout, for other hosts and a real token too)."""
+    lines = ["configs:"]
+    for h in hosts:
+        lines += [f'  "{h}":', "    tls:", "      insecure_skip_verify: true", "    auth:",
+                  f"      username: {username}", f"      password: {password}"]
+    return "\n".join(lines) + "\n"
+
+
 def poll(fn, timeout: float = 10.0, interval: float = 0.05, what: str = "condition"):
     """fn() until truthy; its value."""
     deadline = time.monotonic() + timeout

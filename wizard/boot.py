@@ -44,21 +44,15 @@ def wizard_start(args, *, audit: bool = False) -> WizardStart | int:
     """``ghcr2gitea`` (no subcommand) and ``ghcr2gitea audit`` on a terminal: a WizardStart, or the exit code
     (2) after a one-line error (bad plan, no token, cluster unreachable)."""
     from . import plan as plan_mod
-    from .credentials import CredentialError, load_ghcr_token, load_token
+    from .credentials import CredentialError, run_tokens
     from .kube import ClusterUnreachable
     plan_path = getattr(args, "plan", None)
     kubeconfig, context = getattr(args, "kubeconfig", None), getattr(args, "context", None)
     session = None
     if plan_path:
-        token = None
-        try:
-            token = load_token(getattr(args, "token_file", None))  # asks on a terminal, before the screen opens
-        except CredentialError as e:
-            if not audit or getattr(args, "token_file", None):
-                _err(str(e))
-                return 2
-        try:
-            ghcr_token = load_ghcr_token(getattr(args, "ghcr_token_file", None))
+        try:  # asks on a terminal, before the screen opens
+            token, ghcr_token = run_tokens(getattr(args, "token_file", None), getattr(args, "ghcr_token_file", None),
+                                           audit=audit)
         except CredentialError as e:
             _err(str(e))
             return 2

@@ -7,7 +7,7 @@ import sys
 
 from . import plan as plan_mod
 from .cluster import ClusterReader
-from .credentials import CredentialError, load_ghcr_token, load_token, mask
+from .credentials import CredentialError, mask, run_tokens
 from .engine import Runner, audit_exit_code, render_audit
 from .kube import ClusterUnreachable
 from .lock import LockHeld, LockLost
@@ -50,15 +50,9 @@ def _run_command(args) -> int:
     plan = plan_or_report(args.plan, args.resolve)
     if plan is None:
         return 2
-    token = None
     try:
-        token = load_token(args.token_file, prompt=None)
-    except CredentialError as e:
-        if args.command != "audit" or args.token_file:
-            _err(str(e))
-            return 2
-    try:
-        ghcr_token = load_ghcr_token(getattr(args, "ghcr_token_file", None))
+        token, ghcr_token = run_tokens(args.token_file, getattr(args, "ghcr_token_file", None),
+                                       audit=args.command == "audit", prompt=None)
     except CredentialError as e:
         _err(str(e))
         return 2

@@ -103,6 +103,20 @@ def load_token(token_file: str | None = None, *, prompt: bool | None = None) -> 
                           "to be asked")
 
 
+def run_tokens(token_file: str | None, ghcr_token_file: str | None, *, audit: bool,
+               prompt: bool | None = None) -> tuple[Secret | None, Secret | None]:
+    """A run's two tokens, by one rule for every face: Gitea's (load_token) is required, except by an audit not
+    given --token-file (it reads without one and says what it skipped: None); GHCR's is optional. Raises
+    CredentialError naming the one that failed."""
+    token = None
+    try:
+        token = load_token(token_file, prompt=prompt)
+    except CredentialError:
+        if not audit or token_file:
+            raise
+    return token, load_ghcr_token(ghcr_token_file)
+
+
 def mask(text: str, *secrets: Secret | str | None) -> str:
     """Replace every occurrence of the secrets (and their base64 forms) in ``text``."""
     import base64

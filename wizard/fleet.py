@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import plan as plan_mod
-from .credentials import CredentialError, load_token, mask
+from .credentials import CredentialError, mask, run_tokens
 from .engine import Runner, audit_exit_code
 from .kube import ClusterUnreachable
 from .run import connect, load_plan
@@ -99,13 +99,11 @@ def run_fleet(args) -> int:
     except FleetError as e:
         print(f"ghcr2gitea: {e}", file=sys.stderr)
         return 2
-    token = None
-    try:
-        token = load_token(args.token_file, prompt=None)
+    try:  # an audit: without --token-file and GITEA_TOKEN it reads what it can without one
+        token, _ = run_tokens(args.token_file, None, audit=True, prompt=None)
     except CredentialError as e:
-        if args.token_file:
-            print(f"ghcr2gitea: {e}", file=sys.stderr)
-            return 2
+        print(f"ghcr2gitea: {e}", file=sys.stderr)
+        return 2
     with ThreadPoolExecutor(max_workers=min(8, len(contexts)), thread_name_prefix="audit") as pool:
         audits = list(pool.map(lambda c: audit_one(c, plans[c], args, token), contexts))
     sys.stdout.write(mask(render(audits, args.format), token))

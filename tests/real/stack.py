@@ -213,6 +213,10 @@ class TokenIssuer:
                 for scope in (s for v in query.get("scope", []) for s in v.split(" ") if s):
                     kind, _, rest = scope.partition(":")
                     repo, _, actions = rest.rpartition(":")
+                    if (kind, repo, actions) == ("registry", "catalog", "*"):  # listing every repository: the
+                        if user is not None and "push" in user.actions:  # writer only, as an admin right
+                            access.append({"type": "registry", "name": "catalog", "actions": ["*"]})
+                        continue
                     if kind != "repository" or not repo:
                         continue
                     granted = [a for a in actions.split(",")
@@ -285,6 +289,15 @@ class SkopeoResult:
     @property
     def ok(self) -> bool:
         return self.rc == 0
+
+
+def crane_binary() -> Path:
+    """crane as scripts/build-real builds it (skips locally when missing, fails in CI: require_components)."""
+    from helpers import require_components
+
+    from sandbox import realapi
+    require_components("crane")
+    return realapi.binary("crane")
 
 
 @dataclass
@@ -495,16 +508,46 @@ http {{
         return p.read_text(errors="replace") if p.exists() else ""
 
     # -------------------------------------------------------------- skopeo
-    def skopeo(self, *args: str, trust: bool = True, timeout: float = 60) -> SkopeoResult:
-        """``skopeo ARGS`` as root in its own mount namespace: private /etc/hosts and resolv.conf."""
-        box = self.dir / f"skopeo-{secrets.token_hex(3)}"
+    def _box(self, tool: str) -> Path:
+        """A private folder for one run of a client: its HOME, and the /etc/hosts and resolv.conf it will see
+        (every .test name on 127.0.0.1, no other resolver)."""
+        box = self.dir / f"{tool}-{secrets.token_hex(3)}"
         (box / "home").mkdir(parents=True)
         (box / "run").mkdir()
-        hosts = box / "hosts"
-        hosts.write_text("127.0.0.1 localhost\n" + "".join(f"127.0.0.1 {h}\n" for h in
-                                                          (REGISTRY_HOST, REALM_HOST, NOREALM_HOST)))
-        resolv = box / "resolv.conf"
-        resolv.write_text("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
+        (box / "hosts").write_text("127.0.0.1 localhost\n" + "".join(f"127.0.0.1 {h}\n" for h in
+                                                                    (REGISTRY_HOST, REALM_HOST, NOREALM_HOST)))
+        (box / "resolv.conf").write_text("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
+        return box
+
+    def _run_boxed(self, box: Path, argv: list[str], env: dict, timeout: float) -> SkopeoResult:
+        """``argv`` as root in its own mount namespace, with the box's /etc/hosts and resolv.conf bound over."""
+        script = 'mount --bind "$1" /etc/hosts && mount --bind "$2" /etc/resolv.conf && shift 2 && exec "$@"'
+        full = [self.bins.unshare, "-m", "--propagation", "private", "--", "sh", "-c", script, "sh",
+                str(box / "hosts"), str(box / "resolv.conf"), *argv]
+        p = subprocess.run(full, capture_output=True, text=True, env=env, timeout=timeout, stdin=subprocess.DEVNULL)
+        return SkopeoResult(p.returncode, p.stdout, p.stderr)
+
+    def crane(self, *args: str, user: str = WRITER, peers: tuple[Stack, ...] = (), timeout: float = 60) -> SkopeoResult:
+        """``crane ARGS`` (go-containerregistry, a second independent client) logged in as ``user`` through a
+        Docker config file (mode 600), trusting this stack's CA, in its own mount namespace. ``peers``: other
+        stacks it may also talk to (their writer's login and their CA), e.g. the source of a ``crane copy``."""
+        box = self._box("crane")
+        docker = box / "home" / ".docker"
+        docker.mkdir()
+        auths = {st.registry: {"username": WRITER, "password": st.tokens[WRITER]} for st in peers}
+        auths[self.registry] = {"username": user, "password": self.tokens[user]}
+        fd = os.open(docker / "config.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"auths": auths}, f)
+        bundle = box / "ca.pem"
+        bundle.write_bytes(b"\n".join(st.ca_bundle.read_bytes() for st in (self, *peers)))
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(box / "home"), "DOCKER_CONFIG": str(docker),
+               "SSL_CERT_FILE": str(bundle), "LANG": "C"}
+        return self._run_boxed(box, [str(crane_binary()), *args], env, timeout)
+
+    def skopeo(self, *args: str, trust: bool = True, timeout: float = 60) -> SkopeoResult:
+        """``skopeo ARGS`` as root in its own mount namespace: private /etc/hosts and resolv.conf."""
+        box = self._box("skopeo")
         policy = box / "policy.json"
         policy.write_text('{"default": [{"type": "insecureAcceptAnything"}]}')
         cert_dir = self.certs_dir if trust else box / "no-certs"
@@ -513,12 +556,8 @@ http {{
                "REGISTRY_AUTH_FILE": str(box / "auth.json"), "LANG": "C",
                "CONTAINERS_REGISTRIES_CONF": str(box / "registries.conf")}
         (box / "registries.conf").write_text("")
-        script = 'mount --bind "$1" /etc/hosts && mount --bind "$2" /etc/resolv.conf && shift 2 && exec "$@"'
-        argv = [self.bins.unshare, "-m", "--propagation", "private", "--", "sh", "-c", script, "sh", str(hosts),
-                str(resolv), self.bins.skopeo, "--policy", str(policy), "--tmpdir", str(box), *args]
-        argv = [a.replace("{certs}", str(cert_dir)) for a in argv]
-        p = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout, stdin=subprocess.DEVNULL)
-        return SkopeoResult(p.returncode, p.stdout, p.stderr)
+        argv = [self.bins.skopeo, "--policy", str(policy), "--tmpdir", str(box), *args]
+        return self._run_boxed(box, [a.replace("{certs}", str(cert_dir)) for a in argv], env, timeout)
 
     def skopeo_inspect(self, user: str, password: str, *, trust: bool = True) -> SkopeoResult:
         return self.skopeo("inspect", "--creds", f"{user}:{password}", "--cert-dir", "{certs}",

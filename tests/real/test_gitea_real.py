@@ -9,6 +9,7 @@ skopeo's error must be diagnosed as the entry the probe named.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import urllib.error
 import urllib.request
@@ -143,3 +144,27 @@ def test_gitea_tokens_never_reach_the_probe_evidence(gitea_stack):
     text = json.dumps(flow.evidence())
     assert flow.ok and st.tokens[WRITER] not in text
     assert REGISTRY_HOST in text
+
+
+# ------------------------------------------------------------------ crane beside skopeo, on real Gitea
+def test_crane_and_skopeo_read_the_same_digest_manifest_and_tags_from_real_gitea(gitea_stack):
+    """Two independent clients agree on what real Gitea holds: the digest, the manifest bytes, the tag list.
+    The reader's token may read too; crane's catalog is what this Gitea version answers to /v2/_catalog."""
+    st = gitea_stack
+    ref = f"{st.registry}/{REPO}:latest"
+    sk = st.skopeo("inspect", "--raw", "--creds", f"{WRITER}:{st.tokens[WRITER]}", "--cert-dir", "{certs}",
+                   f"docker://{ref}")
+    assert sk.ok, sk.stderr
+    want = "sha256:" + hashlib.sha256(sk.stdout.encode("utf-8", "surrogateescape")).hexdigest()
+    for user in (WRITER, READER):
+        digest = st.crane("digest", ref, user=user)
+        assert digest.ok and digest.stdout.strip() == want, (user, digest)
+    manifest = st.crane("manifest", ref)
+    assert manifest.ok and manifest.stdout == sk.stdout
+    tags = st.skopeo("list-tags", "--creds", f"{WRITER}:{st.tokens[WRITER]}", "--cert-dir", "{certs}",
+                     f"docker://{st.registry}/{REPO}")
+    assert tags.ok, tags.stderr
+    listed = st.crane("ls", f"{st.registry}/{REPO}")
+    assert listed.ok and sorted(listed.stdout.split()) == sorted(json.loads(tags.stdout)["Tags"]) == ["latest"]
+    catalog = st.crane("catalog", st.registry)
+    assert catalog.ok and REPO in catalog.stdout.split(), catalog

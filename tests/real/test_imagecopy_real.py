@@ -1,9 +1,10 @@
 """The image copy engine (wizard/images) against two real docker-registry 2.8 with token auth.
 
 The engine talks to each registry through a quirk proxy (tests/real/quirkproxy.py) that adds the
-GHCR and Gitea behaviours docker-registry lacks and counts what the engine really sent. skopeo is
-the independent checker: for every tag, the sha256 of ``skopeo inspect --raw`` on the target
-equals the source's, and ``skopeo copy --all --preserve-digests`` out of the target succeeds.
+GHCR and Gitea behaviours docker-registry lacks and counts what the engine really sent. skopeo and
+crane are the independent checkers: for every tag, the sha256 of ``skopeo inspect --raw`` on the
+target equals the source's, ``skopeo copy --all --preserve-digests`` out of the target succeeds,
+and crane reads the same digest and manifest bytes on both (and lists the same tags).
 Test images are built in Python (tests/real/ocibuild.py) and pushed by skopeo.
 """
 
@@ -59,12 +60,20 @@ def run_copy(pair: RegistryPair, jobs: list[CopyJob], *, bulk: bool = True, pass
 
 def assert_same_on_both(pair: RegistryPair, repo_src: str, repo_dst: str, tags, tmp: Path, *,
                         into: str = "oci") -> None:
-    """skopeo's view: byte-identical manifests, and the target's image pulls whole with every platform
-    (``into``: ``oci`` layout, or ``dir`` for Docker media types, which an OCI layout cannot hold as they are)."""
+    """Two independent clients' view. skopeo: byte-identical manifests, and the target's image pulls whole with
+    every platform (``into``: ``oci`` layout, or ``dir`` for Docker media types, which an OCI layout cannot hold
+    as they are). crane: the same digest and the same manifest bytes on both registries."""
     for tag in tags:
         a, b = raw_manifest(pair.source, repo_src, tag), raw_manifest(pair.target, repo_dst, tag)
         assert a is not None and b is not None, f"skopeo cannot read {tag} on {'target' if a else 'source'}"
         assert hashlib.sha256(a).hexdigest() == hashlib.sha256(b).hexdigest(), f"{tag}: the manifest changed"
+        want = f"sha256:{hashlib.sha256(b).hexdigest()}"
+        for st, repo in ((pair.source, repo_src), (pair.target, repo_dst)):
+            digest = st.crane("digest", f"{st.registry}/{repo}:{tag}")
+            assert digest.ok and digest.stdout.strip() == want, f"crane digest {repo}:{tag}: {digest}"
+            raw = st.crane("manifest", f"{st.registry}/{repo}:{tag}")
+            assert raw.ok and hashlib.sha256(raw.stdout.encode("utf-8", "surrogateescape")).hexdigest() == \
+                want.split(":", 1)[1], f"crane manifest {repo}:{tag} differs from skopeo's"
         out = tmp / f"out-{tag}"
         res = pair.target.skopeo("copy", "--all", "--preserve-digests", "--src-creds", pair.creds(pair.target),
                                  "--src-cert-dir", "{certs}", f"docker://{pair.target.registry}/{repo_dst}:{tag}",
@@ -308,6 +317,33 @@ def test_blob_redirects_drop_authorization_and_expired_storage_urls_are_refetche
     assert sum(e.status == 307 for e in sp.entries("GET", "/blobs/")) > len({e.plain for e in storage if
                                                                           e.status == 200})
     assert_same_on_both(pair, REPO, REPO, ["v1"], tmp_path)
+
+
+def test_crane_lists_the_same_tags_and_the_catalog_names_every_copied_repository(registry_pair):
+    """crane, a second client written apart from skopeo and from us: after a copy of every tag, the target lists
+    the source's tags (tag listing), its catalog names each repository copied into, and the digests agree."""
+    pair = registry_pair
+    tags = [f"t{i}" for i in range(4)]
+    seed(pair, lambda lay: lay.image("t0", platforms=("linux/amd64",), attestations=False), ["t0"])
+    for tag in tags[1:]:
+        res = pair.source.crane("tag", f"{pair.source.registry}/{REPO}:t0", tag)
+        assert res.ok, res.stderr
+    report, _, _ = run_copy(pair, [CopyJob(REPO, REPO, tags=tuple(tags)), CopyJob(REPO, "acme/second",
+                                                                                  tags=("t2",))])
+    assert report.ok, json.dumps(report.to_dict(), indent=1)
+
+    def ls(st, repo):
+        res = st.crane("ls", f"{st.registry}/{repo}")
+        assert res.ok, res.stderr
+        return sorted(res.stdout.split())
+    assert ls(pair.target, REPO) == ls(pair.source, REPO) == tags
+    assert ls(pair.target, "acme/second") == ["t2"]
+    catalog = pair.target.crane("catalog", pair.target.registry)
+    assert catalog.ok, catalog.stderr
+    assert {REPO, "acme/second"} <= set(catalog.stdout.split())
+    src = pair.source.crane("digest", f"{pair.source.registry}/{REPO}:t0").stdout.strip()
+    assert src.startswith("sha256:") and {pair.target.crane("digest", f"{pair.target.registry}/{r}:t2").stdout.strip()
+                                          for r in (REPO, "acme/second")} == {src}
 
 
 def test_second_repository_gets_the_blobs_by_mount(registry_pair, tmp_path):

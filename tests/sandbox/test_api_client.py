@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 import httpx
 import pydantic
 import pytest
+from helpers import poll
 from kubernetes import client, dynamic, watch
 from kubernetes.client.rest import ApiException
 
@@ -28,16 +29,6 @@ MERGE = "application/merge-patch+json"
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def wait_for(pred, timeout: float = 10.0, what: str = "condition"):
-    """Poll ``pred`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = pred()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def raw(api: client.ApiClient, method: str, path: str, *, query=(), body=None, content_type: str | None = None,
@@ -233,7 +224,7 @@ def test_field_selectors(core):
     assert [o.metadata.name for o in core.list_namespaced_config_map(ns, field_selector="metadata.name!=y").items] == [
         "x", "z"]
     # spec.nodeName: the guide's pods are scheduled onto nodes
-    pods = wait_for(lambda: (ps := core.list_pod_for_all_namespaces().items) and all(p.spec.node_name for p in ps)
+    pods = poll(lambda: (ps := core.list_pod_for_all_namespaces().items) and all(p.spec.node_name for p in ps)
                     and ps, what="all pods scheduled")
     by_node: dict[str, set] = {}
     for p in pods:
@@ -242,7 +233,7 @@ def test_field_selectors(core):
         got = core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node}").items
         assert {(p.metadata.namespace, p.metadata.name) for p in got} == want
     # involvedObject.name: the kubelet's and scheduler's events for one pod
-    events = wait_for(lambda: core.list_namespaced_event("default", field_selector="involvedObject.name=gwa-runner-0")
+    events = poll(lambda: core.list_namespaced_event("default", field_selector="involvedObject.name=gwa-runner-0")
                       .items, what="events for gwa-runner-0")
     assert {e.involved_object.name for e in events} == {"gwa-runner-0"}
     assert "Scheduled" in {e.reason for e in events}
@@ -388,12 +379,12 @@ def test_scale_subresource(core, apps):
     out = update(apps.read_namespaced_deployment_scale, apps.replace_namespaced_deployment_scale,
                  lambda sc: setattr(sc.spec, "replicas", 2), "s", ns)
     assert out.kind == "Scale" and out.spec.replicas == 2
-    wait_for(lambda: len(core.list_namespaced_pod(ns, label_selector="app=s").items) == 2, what="two pods")
+    poll(lambda: len(core.list_namespaced_pod(ns, label_selector="app=s").items) == 2, what="two pods")
     out = apps.patch_namespaced_deployment_scale("s", ns, {"spec": {"replicas": 1}})
     assert out.kind == "Scale" and out.spec.replicas == 1
     dep = apps.read_namespaced_deployment("s", ns)
     assert dep.spec.replicas == 1 and dep.metadata.generation == 3
-    wait_for(lambda: apps.read_namespaced_deployment_scale("s", ns).status.replicas == 1, what="scaled down")
+    poll(lambda: apps.read_namespaced_deployment_scale("s", ns).status.replicas == 1, what="scaled down")
     assert apps.read_namespaced_deployment_scale("s", ns).status.selector == "app=s"
 
 
@@ -472,7 +463,7 @@ def test_pod_is_pending_then_runs(core):
         "containers": [{"name": "web", "image": "nginx:1.27"}]}})
     assert pod.status.phase == "Pending" and not pod.spec.node_name
     assert pod.spec.restart_policy == "Always" and pod.spec.containers[0].image_pull_policy == "IfNotPresent"
-    running = wait_for(lambda: (p := core.read_namespaced_pod("p", ns)).status.phase == "Running" and p,
+    running = poll(lambda: (p := core.read_namespaced_pod("p", ns)).status.phase == "Running" and p,
                        what="pod Running")
     assert running.spec.node_name in {n.metadata.name for n in core.list_node().items}
     assert running.status.pod_ip and running.status.container_statuses[0].ready
@@ -483,7 +474,7 @@ def test_pod_logs_are_text(core):
     ns = make_ns(core, "t-logs")
     core.create_namespaced_pod(ns, {"metadata": {"name": "hello"}, "spec": {"restartPolicy": "Never", "containers": [
         {"name": "alpine", "image": "alpine", "command": ["sh", "-c", "echo hi; echo there"]}]}})
-    done = wait_for(lambda: (p := core.read_namespaced_pod("hello", ns)).status.phase in ("Succeeded", "Failed") and p,
+    done = poll(lambda: (p := core.read_namespaced_pod("hello", ns)).status.phase in ("Succeeded", "Failed") and p,
                     what="pod finished")
     assert done.status.phase == "Succeeded"
     assert done.status.container_statuses[0].state.terminated.exit_code == 0
@@ -508,7 +499,7 @@ def test_deployment_status_and_restart_rollout(core, apps):
               and st.replicas == 1 and len(pods) == 1 and pods[0].status.phase == "Running")
         return ok and (d, pods[0])
 
-    d, pod = wait_for(lambda: settled(1), what="deployment available")
+    d, pod = poll(lambda: settled(1), what="deployment available")
     assert d.metadata.generation == 1
     assert any(c.type == "Available" and c.status == "True" for c in d.status.conditions)
     stamp = "2026-01-01T00:00:00Z"
@@ -516,7 +507,7 @@ def test_deployment_status_and_restart_rollout(core, apps):
         "kubectl.kubernetes.io/restartedAt": stamp}}}}})
     assert patched.metadata.generation == 2
     assert patched.spec.template.metadata.annotations["kubectl.kubernetes.io/restartedAt"] == stamp
-    d2, pod2 = wait_for(lambda: settled(2), what="rollout done")
+    d2, pod2 = poll(lambda: settled(2), what="rollout done")
     assert pod2.metadata.name != pod.metadata.name
     assert pod2.metadata.annotations["kubectl.kubernetes.io/restartedAt"] == stamp
     assert pod2.metadata.owner_references[0].kind == "Deployment"
@@ -844,7 +835,7 @@ def test_every_served_kind_deserializes_strictly(k8s):
     net, rbac = client.NetworkingV1Api(k8s), client.RbacAuthorizationV1Api(k8s)
     coord = client.CoordinationV1Api(k8s)
     # let the kubelets and controllers write their status first
-    wait_for(lambda: all(p.status.phase == "Running" for p in core.list_pod_for_all_namespaces().items),
+    poll(lambda: all(p.status.phase == "Running" for p in core.list_pod_for_all_namespaces().items),
              what="all pods Running")
     lists = {
         "namespaces": (core.list_namespace, client.V1Namespace),
@@ -938,7 +929,7 @@ def test_sandbox_state_shape(sandbox, core):
     ns = make_ns(core, "t-state")
     core.create_namespaced_pod(ns, {"metadata": {"name": "p", "labels": {"app": "p"}}, "spec": {
         "containers": [{"name": "c", "image": "nginx:1.27"}]}})
-    wait_for(lambda: core.read_namespaced_pod("p", ns).spec.node_name, what="pod scheduled")
+    poll(lambda: core.read_namespaced_pod("p", ns).spec.node_name, what="pod scheduled")
     core.delete_namespaced_pod("p", ns)
     s = sandbox_get(sandbox, "/_sandbox/state")
     assert set(s) == {"nodes", "pods", "requests", "registries", "api"}

@@ -10,6 +10,7 @@ from urllib.parse import parse_qs
 
 import pytest
 import yaml
+from helpers import GUIDE_HOSTS, guide_registries
 
 from sandbox.containerd import (
     CONTAINERD_DIR,
@@ -315,28 +316,7 @@ def test_crictl_output():
 
 
 # ---- registries.yaml and what K3s generates from it -------------------------------------------
-GUIDE = """\
-configs:
-  "registry.bto.bar":
-    tls:
-      insecure_skip_verify: true
-    auth:
-      username: registry-user
-      password: <GITEA_TOKEN>
-  "registry.k3s.bto.bar":
-    tls:
-      insecure_skip_verify: true
-    auth:
-      username: registry-user
-      password: <GITEA_TOKEN>
-  "gitea.k3s.bto.bar":
-    tls:
-      insecure_skip_verify: true
-    auth:
-      username: registry-user
-      password: <GITEA_TOKEN>
-"""
-GUIDE_HOSTS = ["registry.bto.bar", "registry.k3s.bto.bar", "gitea.k3s.bto.bar"]
+GUIDE = guide_registries()
 
 
 def test_render_guide_registries():

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import poll
 
 pytestmark = pytest.mark.kubectl
 
@@ -53,15 +54,6 @@ spec:
 """
 
 
-def wait_for(pred, timeout: float = 15.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        got = pred()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def table(out: str) -> list[dict[str, str]]:
@@ -109,8 +101,8 @@ def test_get_nodes(kubectl):
 
 
 def test_get_pods_wide_shows_nodes(kubectl):
-    wait_for(lambda: all(p["status"].get("phase") == "Running" for p in get_json(kubectl, "pods", "-A")["items"]),
-             what="pods Running")
+    poll(lambda: all(p["status"].get("phase") == "Running" for p in get_json(kubectl, "pods", "-A")["items"]),
+             what="pods Running", timeout=15)
     rows = table(kubectl("get", "pods", "-A", "-o", "wide").stdout)
     items = get_json(kubectl, "pods", "-A")["items"]
     want = {(p["metadata"]["namespace"], p["metadata"]["name"]): p for p in items}
@@ -173,7 +165,7 @@ def test_get_nodes_watch_prints_the_nodes(kubectl, sandbox, tmp_path):
 
 def test_get_events_by_involved_object(kubectl):
     kubectl("run", "evt", "--image=nginx:1.27", "--restart=Never")
-    wait_for(lambda: pod_phase(kubectl, "evt") == "Running", what="pod Running")
+    poll(lambda: pod_phase(kubectl, "evt") == "Running", what="pod Running", timeout=15)
     out = kubectl("get", "events", "--field-selector", "involvedObject.name=evt").stdout
     rows = table(out)
     assert rows and {r["OBJECT"] for r in rows} == {"pod/evt"}
@@ -191,14 +183,14 @@ def test_get_events_by_involved_object(kubectl):
 def test_logs(kubectl):
     kubectl("run", "hello", "--image=alpine", "--restart=Never", "--command", "--", "sh", "-c",
             "echo hi; echo there")
-    wait_for(lambda: pod_phase(kubectl, "hello") == "Succeeded", what="pod Succeeded")
+    poll(lambda: pod_phase(kubectl, "hello") == "Succeeded", what="pod Succeeded", timeout=15)
     assert kubectl("logs", "hello").stdout == "hi\nthere\n"
     assert kubectl("logs", "pod/hello", "--tail=1").stdout == "there\n"
 
 
 def test_delete_pod_then_get_is_not_found(kubectl):
     kubectl("run", "doomed", "--image=nginx:1.27", "--restart=Never")
-    wait_for(lambda: pod_phase(kubectl, "doomed") == "Running", what="pod Running")
+    poll(lambda: pod_phase(kubectl, "doomed") == "Running", what="pod Running", timeout=15)
     out = kubectl("delete", "pod", "doomed").stdout
     assert 'pod "doomed" deleted' in out
     res = kubectl("get", "pod", "doomed", check=False)
@@ -218,8 +210,8 @@ def test_server_side_apply_creates_updates_and_is_idempotent(kubectl, tmp_path):
     cm = get_json(kubectl, "cm", "kc-settings", "--show-managed-fields")
     assert cm["data"] == {"mode": "one"}
     assert [(m["manager"], m["operation"]) for m in cm["metadata"]["managedFields"]] == [("kubectl", "Apply")]
-    wait_for(lambda: get_json(kubectl, "deploy", "kc-web").get("status", {}).get("readyReplicas") == 1,
-             what="kc-web ready")
+    poll(lambda: get_json(kubectl, "deploy", "kc-web").get("status", {}).get("readyReplicas") == 1,
+             what="kc-web ready", timeout=15)
     # an update
     f.write_text(MANIFEST.format(mode="two", image="nginx:1.27"))
     kubectl("apply", "--server-side", "-f", str(f))
@@ -268,8 +260,8 @@ def test_server_side_apply_conflict_needs_force(kubectl, tmp_path):
 # ---------------------------------------------------------------------------------------------- rollouts
 def test_rollout_restart_deployment(kubectl):
     before = get_json(kubectl, "pods", "-l", "app=gwa-webhook")["items"]
-    wait_for(lambda: get_json(kubectl, "deploy", "gwa-webhook").get("status", {}).get("readyReplicas") == 1,
-             what="gwa-webhook ready")
+    poll(lambda: get_json(kubectl, "deploy", "gwa-webhook").get("status", {}).get("readyReplicas") == 1,
+             what="gwa-webhook ready", timeout=15)
     out = kubectl("rollout", "restart", "deployment/gwa-webhook").stdout
     assert out.strip() == "deployment.apps/gwa-webhook restarted"
     res = kubectl("rollout", "status", "deployment/gwa-webhook", "--timeout=20s", timeout=30)
@@ -293,8 +285,8 @@ def test_rollout_restart_statefulset(kubectl):
     sts = get_json(kubectl, "sts", "gwa-runner")
     assert sts["status"]["observedGeneration"] == sts["metadata"]["generation"] == 2
     assert sts["status"]["currentRevision"] == sts["status"]["updateRevision"]
-    pod = wait_for(lambda: (p := get_json(kubectl, "pod", "gwa-runner-0"))["status"].get("phase") == "Running" and p,
-                   what="gwa-runner-0 Running")
+    pod = poll(lambda: (p := get_json(kubectl, "pod", "gwa-runner-0"))["status"].get("phase") == "Running" and p,
+                   what="gwa-runner-0 Running", timeout=15)
     assert pod["metadata"]["uid"] != before
     assert pod["metadata"]["labels"]["controller-revision-hash"] == sts["status"]["updateRevision"]
 
@@ -302,7 +294,7 @@ def test_rollout_restart_statefulset(kubectl):
 def test_scale(kubectl):
     out = kubectl("scale", "deployment/gwa-webhook", "--replicas=2").stdout
     assert out.strip() == "deployment.apps/gwa-webhook scaled"
-    wait_for(lambda: len(get_json(kubectl, "pods", "-l", "app=gwa-webhook")["items"]) == 2, what="two pods")
+    poll(lambda: len(get_json(kubectl, "pods", "-l", "app=gwa-webhook")["items"]) == 2, what="two pods", timeout=15)
     res = kubectl("rollout", "status", "deployment/gwa-webhook", "--timeout=20s", timeout=30)
     assert "successfully rolled out" in res.stdout
     row = table(kubectl("get", "deploy", "gwa-webhook").stdout)[0]
@@ -313,7 +305,7 @@ def test_scale(kubectl):
         res = kubectl("get", "pod", "gwa-runner-1", "-o", "jsonpath={.status.phase}", check=False)
         return res.returncode == 0 and res.stdout == "Running"
 
-    wait_for(second_runner, what="gwa-runner-1 Running")
+    poll(second_runner, what="gwa-runner-1 Running", timeout=15)
     assert table(kubectl("get", "sts", "gwa-runner").stdout)[0]["READY"] == "2/2"
 
 

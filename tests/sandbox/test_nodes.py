@@ -15,7 +15,7 @@ import httpx
 import pytest
 import urllib3
 import yaml
-from helpers import poll
+from helpers import guide_registries, poll
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
@@ -77,11 +77,7 @@ def registries_yaml(sb) -> str:
     token = sb.token_file.read_text().strip()
     hosts = [plan["registry"]["host"], *plan["registry"]["legacy_hosts"],
              plan["gitea"]["root_url"].split("//", 1)[1].rstrip("/")]
-    lines = ["configs:"]
-    for h in hosts:
-        lines += [f'  "{h}":', "    tls:", "      insecure_skip_verify: true", "    auth:",
-                  f"      username: {plan['gitea']['username']}", f"      password: {token}"]
-    return "\n".join(lines) + "\n"
+    return guide_registries(hosts, plan["gitea"]["username"], token)
 
 
 def write_script(text: str) -> str:

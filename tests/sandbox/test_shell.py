@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import textwrap
 
 import pytest
 import yaml
+from helpers import guide_registries
 
 from sandbox.memfs import FSError, MemFS
 from sandbox.shell import SUPPORTED, ShellContext, run_script
@@ -56,50 +58,11 @@ spec:
         - |
           mkdir -p /etc/rancher/k3s
           cat > /etc/rancher/k3s/registries.yaml << 'EOF'
-          configs:
-            "registry.bto.bar":
-              tls:
-                insecure_skip_verify: true
-              auth:
-                username: registry-user
-                password: <GITEA_TOKEN>
-            "registry.k3s.bto.bar":
-              tls:
-                insecure_skip_verify: true
-              auth:
-                username: registry-user
-                password: <GITEA_TOKEN>
-            "gitea.k3s.bto.bar":
-              tls:
-                insecure_skip_verify: true
-              auth:
-                username: registry-user
-                password: <GITEA_TOKEN>
-          EOF
+          {registries}          EOF
           echo "Done on $(hostname)"
-"""
+""".format(registries=textwrap.indent(guide_registries(), " " * 10).lstrip())
 
-EXPECTED_REGISTRIES = """\
-configs:
-  "registry.bto.bar":
-    tls:
-      insecure_skip_verify: true
-    auth:
-      username: registry-user
-      password: <GITEA_TOKEN>
-  "registry.k3s.bto.bar":
-    tls:
-      insecure_skip_verify: true
-    auth:
-      username: registry-user
-      password: <GITEA_TOKEN>
-  "gitea.k3s.bto.bar":
-    tls:
-      insecure_skip_verify: true
-    auth:
-      username: registry-user
-      password: <GITEA_TOKEN>
-"""
+EXPECTED_REGISTRIES = guide_registries()
 
 
 async def run(ctx: ShellContext, script: str):
