@@ -364,6 +364,20 @@ class Sandbox:
 
 
 APP_REPO = "app-repo"
+# everything a sandbox writes in its folder (its client files, the app checkout, a kept world)
+FOLDER_FILES = ("kubeconfig", "plan.yaml", "token", "reader-token", "ca.crt", "resolve", "ghcr-token", "ghcr-resolve",
+                "public-ca.crt", "state-url", APP_REPO, "world.json", "world.json.tmp", "world-blobs")
+
+
+def wipe(directory: Path, also: tuple[str, ...] = ()) -> None:
+    """Remove what a sandbox wrote in ``directory`` (and the names in ``also``); any other file stays."""
+    import shutil
+    for name in (*FOLDER_FILES, *also):
+        path = Path(directory) / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
 APP_DOCKERFILE = """\
 # The application the guide's images are built from (a stand-in: the sandbox's images are generated).
 FROM alpine:3.20

@@ -6,10 +6,10 @@ import json
 import stat
 
 import pytest
+from helpers import fast_options, run_cli, sandbox_state
 
 from sandbox import persist
 from sandbox.server import Sandbox
-from tests.helpers import fast_options, run_cli, sandbox_state
 
 
 def _kube_system_uid(sb: Sandbox) -> str:
