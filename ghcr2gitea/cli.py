@@ -205,10 +205,11 @@ def add_cluster_options(p: argparse.ArgumentParser, *, plan_required: bool = Tru
 
 
 def _stage_key(text: str) -> str:
-    from wizard.stages import BY_KEY
-    if text not in BY_KEY:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a stage key; the keys: {', '.join(BY_KEY)}")
-    return text
+    from wizard.stages import stage_named
+    try:
+        return stage_named(text).key
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _adopt(text: str):
@@ -292,8 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--take-over-stale-lock", action="store_true",
                    help="take the cluster lock from a run that stopped renewing it")
     p.add_argument("--override", action="append", default=[], type=_stage_key, metavar="STAGE",
-                   help="pass over stage STAGE (its key, e.g. images): its changes are not applied and its failed "
-                        "checks do not stop the run; recorded in the journal (repeatable)")
+                   help="pass over stage STAGE (its key or its title, any case: images, \"HTTPS ingress\"): its "
+                        "changes are not applied and its failed checks do not stop the run; recorded in the journal "
+                        "(repeatable)")
     p = sub.add_parser("rotate-token", help="put a new Gitea token in every Secret and on every node, proven")
     add_cluster_options(p)
     p.add_argument("--new-token-file", required=True, metavar="FILE",
