@@ -205,10 +205,11 @@ def add_cluster_options(p: argparse.ArgumentParser, *, plan_required: bool = Tru
 
 
 def _stage_key(text: str) -> str:
-    from wizard.stages import BY_KEY
-    if text not in BY_KEY:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a stage key; the keys: {', '.join(BY_KEY)}")
-    return text
+    from wizard.stages import stage_named
+    try:
+        return stage_named(text).key
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _adopt(text: str):
@@ -258,7 +259,7 @@ EXIT_CODES = {
     "rotate-token": "0 rotated and proven (the old token may be revoked), 1 a stage failed (the old token is still "
                     "needed), 2 could not start, 130 interrupted",
     "demo": "0 quit, 130 quit while something was applied (the line printed says how to resume), "
-            "non-zero for a bad option",
+            "2 the folder's kept world cannot be loaded (other options: --fresh), non-zero for a bad option",
 }
 
 
@@ -292,8 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--take-over-stale-lock", action="store_true",
                    help="take the cluster lock from a run that stopped renewing it")
     p.add_argument("--override", action="append", default=[], type=_stage_key, metavar="STAGE",
-                   help="pass over stage STAGE (its key, e.g. images): its changes are not applied and its failed "
-                        "checks do not stop the run; recorded in the journal (repeatable)")
+                   help="pass over stage STAGE (its key or its title, any case: images, \"HTTPS ingress\"): its "
+                        "changes are not applied and its failed checks do not stop the run; recorded in the journal "
+                        "(repeatable)")
     p = sub.add_parser("rotate-token", help="put a new Gitea token in every Secret and on every node, proven")
     add_cluster_options(p)
     p.add_argument("--new-token-file", required=True, metavar="FILE",
@@ -328,7 +330,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "are replaced, others kept)")
     p = sub.add_parser("demo", help="open the wizard on an embedded sandbox")
     add_sandbox_options(p)
-    p.add_argument("--dir", help="sandbox folder (default: a temporary one)")
+    p.add_argument("--dir", help="the demo's folder: its sandbox's world (kept across runs, so the demo can be "
+                   "resumed), journal and report exports (default: $XDG_STATE_HOME/ghcr2gitea/demo)")
+    p.add_argument("--fresh", action="store_true",
+                   help="start a new demo world: wipe the folder's kept world and journal first (report exports stay)")
     from wizard.images.command import add_parser as add_images_parser
     add_images_parser(sub)
     for name, sub_parser in sub.choices.items():
@@ -391,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_rotate(args)
     if args.command == "demo":
         from screens.demo import run_demo
-        return run_demo(args.dir, sandbox_options(args))
+        return run_demo(args.dir, sandbox_options(args), fresh=args.fresh)
     if args.command is None:
         return _wizard(argparse.Namespace(plan=args.tui_plan, kubeconfig=args.tui_kubeconfig,
                                       context=args.tui_context, token_file=args.tui_token_file))

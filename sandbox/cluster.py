@@ -116,6 +116,8 @@ class Options:
     # a checkout of the application repository in D/app-repo, named by the plan's ci.repo_dir, so stage
     # "CI and RBAC" writes its build workflow there (the demo shows the whole product)
     app_repo: bool = False
+    # the world is kept in D/world.json (sandbox/persist.py): saved after changes and on stop, loaded on start
+    persist: bool = False
 
 
 def node_names(servers: int, agents: int) -> list[tuple[str, str]]:
@@ -166,6 +168,8 @@ class Cluster(NodeHooks):
         self.public_root = make_ca("Sandbox Public Root CA")  # the simulated OS trust store
         self.traefik_cert = traefik_default_cert()
         self.caddy_cert: CertKey | None = None
+        self.pinned_certs: dict[str, CertKey] = {}  # a saved world's leaf certificates (persist.restore_identity)
+        self.restore_from: tuple[dict, Path] | None = None  # a saved world and its folder: build() loads it
         self.network = Network(system_roots=[self.public_root])
         self.network.lookup_hook = self._lookup
         self.gitea: Gitea | None = None
@@ -266,7 +270,9 @@ class Cluster(NodeHooks):
     def build(self) -> None:
         """Create the nodes, the network and the guide's starting objects."""
         opts = self.opts
-        self.caddy_cert = make_cert(REGISTRY_HOST, [REGISTRY_HOST, LEGACY_HOST], issuer=self.lan_ca)
+        pinned = self.pinned_certs
+        self.caddy_cert = pinned.get("caddy_cert") or make_cert(REGISTRY_HOST, [REGISTRY_HOST, LEGACY_HOST],
+                                                                issuer=self.lan_ca)
         if opts.gitea_real:
             self.gitea = self._real_gitea()
         else:
@@ -283,9 +289,9 @@ class Cluster(NodeHooks):
                 repo = f"{ORG}/{image}"
                 digest = self.ghcr.digest(repo, "latest")
                 self.gitea.store(repo, "latest", self.ghcr.repos[repo].closure(digest))
-        self.ghcr_cert = make_cert(GHCR_HOST, [GHCR_HOST], issuer=self.public_root)
-        self.ghcr_storage_cert = make_cert(GHCR_STORAGE_HOST, [GHCR_STORAGE_HOST, "*.githubusercontent.com"],
-                                           issuer=self.public_root)
+        self.ghcr_cert = pinned.get("ghcr_cert") or make_cert(GHCR_HOST, [GHCR_HOST], issuer=self.public_root)
+        self.ghcr_storage_cert = pinned.get("ghcr_storage_cert") or make_cert(
+            GHCR_STORAGE_HOST, [GHCR_STORAGE_HOST, "*.githubusercontent.com"], issuer=self.public_root)
         self.network.add(GHCR_IP, 443, self.ghcr_endpoint())
         self.network.add(GHCR_STORAGE_IP, 443, self.ghcr_storage_endpoint())
         self.traefik = Traefik(
@@ -340,7 +346,10 @@ class Cluster(NodeHooks):
             node.last_lease = now
             self.nodes[name] = node
         self._built_at = now
-        if self.simulates_controllers:  # a Mirror is seeded through its API server: seed_real()
+        if self.restore_from is not None:  # the saved world, instead of the guide's starting objects
+            from . import persist
+            persist.restore_world(self, *self.restore_from)
+        elif self.simulates_controllers:  # a Mirror is seeded through its API server: seed_real()
             gen, created = self._seed(now), None
             with contextlib.suppress(StopIteration):
                 while True:
@@ -506,6 +515,15 @@ class Cluster(NodeHooks):
         if not self.simulates_controllers:  # the real controller-manager runs workloads and the node lifecycle
             return
         self._tasks.append(loop.create_task(self._node_lifecycle()))
+        if self.restore_from is not None:  # the world comes back: kubelets renew, an unfinished restart finishes
+            now = time.time()
+            for node in self.nodes.values():
+                if node.kubelet_up:
+                    self._renew_lease(node, now)
+                if node.state == "activating" and node.restarts and node.restarts[-1].get("end") is None:
+                    node.restarts.pop()  # the restart asked before the world stopped, from its start again
+                    node.state = "active"
+                    self.systemd.restart(node)
         for kind in (DEPLOYMENT, STATEFULSET):
             for obj in list(self.store.kinds[kind].objects.values()):
                 self._queue_reconcile(kind, obj)

@@ -69,6 +69,7 @@ class Sandbox:
         self._error: BaseException | None = None
         self._stopped = threading.Event()
         self._tmp: tempfile.TemporaryDirectory | None = None
+        self._saver: asyncio.Task | None = None  # Options.persist: keeps D/world.json up to date
 
     # ------------------------------------------------------------------ paths
     @property
@@ -129,12 +130,23 @@ class Sandbox:
 
     async def _start(self) -> None:
         opts = self.opts
+        world = None
+        if opts.persist:
+            if opts.api == "real" or opts.gitea_real:
+                raise RuntimeError("a kept world (persist) is the sandbox's own: not with --api real or --gitea real")
+            from . import persist
+            world = persist.load(self.dir, opts)
+            if world is not None:
+                opts.public_port = world["public_port"]  # every host name in the plan and on the nodes has it
         if not opts.public_port:
             opts.public_port = free_port()
         if opts.api == "real":
             await self._start_real()
         else:
             self.cluster = C.Cluster(opts)
+            if world is not None:
+                persist.restore_identity(self.cluster, world)
+                self.cluster.restore_from = (world, self.dir)
             self.cluster.build()
         cl = self.cluster
         # the public HTTPS hosts on one loopback port
@@ -167,6 +179,20 @@ class Sandbox:
         self.state_url = f"{self.api_url}/_sandbox/state"
         cl.start()
         self._write_files(ca.cert_pem)
+        if opts.persist:
+            self._saver = self.loop.create_task(self._keep_world())
+
+    async def _keep_world(self) -> None:
+        """Save the world after it changes (checked every persist.SAVE_EVERY seconds): a killed demo loses at most
+        that much."""
+        from . import persist
+        last = None
+        while True:
+            now = persist.signature(self.cluster)
+            if now != last:
+                persist.save(self.cluster, self.dir)
+                last = now
+            await asyncio.sleep(persist.SAVE_EVERY)
 
     def _sandbox_routes(self) -> dict:
         return {"/_sandbox/state": self._state, "/_sandbox/compact": self._compact, "/_sandbox/faults": self._faults,
@@ -253,6 +279,11 @@ class Sandbox:
                                   **cl.registries()})
 
     async def _shutdown(self) -> None:
+        if self._saver is not None:
+            self._saver.cancel()
+            if self.cluster is not None and self._error is None:  # a clean stop: the world as it is now
+                from . import persist
+                persist.save(self.cluster, self.dir)
         if self.cluster:
             await self.cluster.stop()
         if self.api:
@@ -333,6 +364,20 @@ class Sandbox:
 
 
 APP_REPO = "app-repo"
+# everything a sandbox writes in its folder (its client files, the app checkout, a kept world)
+FOLDER_FILES = ("kubeconfig", "plan.yaml", "token", "reader-token", "ca.crt", "resolve", "ghcr-token", "ghcr-resolve",
+                "public-ca.crt", "state-url", APP_REPO, "world.json", "world.json.tmp", "world-blobs")
+
+
+def wipe(directory: Path, also: tuple[str, ...] = ()) -> None:
+    """Remove what a sandbox wrote in ``directory`` (and the names in ``also``); any other file stays."""
+    import shutil
+    for name in (*FOLDER_FILES, *also):
+        path = Path(directory) / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
 APP_DOCKERFILE = """\
 # The application the guide's images are built from (a stand-in: the sandbox's images are generated).
 FROM alpine:3.20

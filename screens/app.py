@@ -109,8 +109,11 @@ class WizardApp(App):
     def __init__(self, session: Session | None, *, api_factory: Callable | None = None, subtitle: str = "",
                  export_dir: str | Path | None = None, shown: Callable[[str], str] | None = None,
                  blink: bool = True, resume: bool = True, log_clock: Callable[[float], str] = clock,
-                 problem: str = "", resume_command: str = "", ends_with_app: str = ""):
+                 problem: str = "", resume_command: str = "", ends_with_app: str = "", start_fresh: str = ""):
         super().__init__()
+        # the resume offer's other choice when the cluster can be made anew (the demo): what it does; choosing it
+        # ends the app with fresh_asked set, for the caller to start a new cluster
+        self.start_fresh, self.fresh_asked = start_fresh, False
         self.resume_command = resume_command  # what to run again to resume (printed after quitting mid-apply)
         # the cluster ends with the app (the demo's in-memory sandbox): what to say instead of "resume"
         self.ends_with_app = ends_with_app
@@ -316,6 +319,10 @@ class WizardApp(App):
         titles = {st.key: st.title for st in self.session.states}
 
         def answer(resume: bool | None) -> None:
+            if not resume and self.start_fresh:
+                self.fresh_asked = True
+                self.exit(None, 0)
+                return
             if resume:
                 i = self.session.resume(offer)
                 self._log(f"resuming at {self.titles[i]} (journal: {', '.join(offer.done) or 'nothing'} done)")
@@ -326,7 +333,7 @@ class WizardApp(App):
             self._refresh_list()
             self._view(i)
             self._open(i)
-        self.push_screen(ResumeScreen(offer, titles), answer)
+        self.push_screen(ResumeScreen(offer, titles, fresh=self.start_fresh), answer)
 
     @work(thread=True, group="engine", exit_on_error=False)
     def _open(self, i: int) -> None:

@@ -23,7 +23,7 @@ from .engine import StageResult, render_audit
 from .kube import ClusterUnreachable, NodeInfo
 from .lock import LockHeld, LockLost
 from .run import NotStarted, Run
-from .stages import STAGES
+from .stages import STAGES, names
 from .stages.base import (
     FAIL,
     PASS,
@@ -498,7 +498,7 @@ class Session:
         failing = {c.name: c for c in st.failing()}
         if name not in failing:
             raise ValueError(f"{name!r} is not a failing gating check of {st.title}")
-        if not confirms(typed_confirmation, st.key, st.title):
+        if not names(typed_confirmation, st.key, st.title):
             raise ValueError(f"type {st.key!r} (or {st.title!r}) to override")
         from .lock import identity
         o = Override(st.key, name, self.mask(failing[name].cause), typed_confirmation.strip(), identity(),
@@ -675,12 +675,6 @@ class Session:
             got = p.proofs or {}
             lines.append(f"| {node} | {p.phase} | " + " | ".join("✓" if got.get(k) else "✗" for k in PROOFS) + " |")
         return lines
-
-
-def confirms(typed: str, key: str, title: str) -> bool:
-    """The typed words name the stage: its key or its title, case and extra blanks aside."""
-    words = " ".join(typed.split()).lower()
-    return bool(words) and words in (key.lower(), " ".join(title.split()).lower())
 
 
 def _not_started(e: NotStarted) -> Check:

@@ -12,7 +12,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static
 
-from wizard.session import confirms
+from wizard.stages import names
 from wizard.stages.base import Check
 
 from .help import HELP_KEYS
@@ -59,7 +59,7 @@ class OverrideScreen(ModalScreen[tuple[Check, str] | None]):
     @on(Button.Pressed, "#override-ok")
     def _ok(self) -> None:
         typed = self.query_one(Input).value
-        if not confirms(typed, self.key, self.stage_title):
+        if not names(typed, self.key, self.stage_title):
             self.query_one("#override-error", Label).update(
                 Text(f"type {self.key} (or {self.stage_title}) exactly", "bold red"))
             return

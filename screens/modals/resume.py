@@ -21,9 +21,11 @@ class ResumeScreen(ModalScreen[bool]):
     BINDINGS = [Binding("r", "resume", "Resume"), Binding("s", "start_over", "Start over"),
                 Binding("escape", "resume", "Resume", show=False)] + HELP_KEYS
 
-    def __init__(self, offer: ResumeOffer, stage_titles: dict[str, str]):
+    def __init__(self, offer: ResumeOffer, stage_titles: dict[str, str], fresh: str = ""):
+        """``fresh``: what "Start fresh" does, where the cluster can be made anew (the demo); it then replaces
+        "Start over" (which keeps the cluster as it is)."""
         super().__init__()
-        self.offer, self.titles = offer, stage_titles
+        self.offer, self.titles, self.fresh = offer, stage_titles, fresh
 
     def compose(self) -> ComposeResult:
         o = self.offer
@@ -33,12 +35,14 @@ class ResumeScreen(ModalScreen[bool]):
             for line in o.describe(self.titles):
                 style = "bold yellow" if line.startswith("the cluster differs") else ""
                 text.append("• " + line + "\n", style)
+            other = (f"Start fresh {self.fresh}." if self.fresh else
+                     "Start over opens Preflight (the cluster keeps what was applied).")
             text.append("\nResume continues at the first stage that is not done; work already proven is not "
-                        "repeated. Start over opens Preflight (the cluster keeps what was applied).", "dim")
+                        f"repeated. {other}", "dim")
             yield Static(text, id="resume-text")
             with Horizontal(id="resume-actions"):
                 yield Button("Resume (r)", id="resume-yes", variant="primary", compact=True)
-                yield Button("Start over (s)", id="resume-no", compact=True)
+                yield Button("Start fresh (s)" if self.fresh else "Start over (s)", id="resume-no", compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#resume-yes", Button).focus()

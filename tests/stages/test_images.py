@@ -87,8 +87,18 @@ def test_with_images_overridden_workloads_refuses_and_names_every_missing_image(
 def test_override_names_an_unknown_stage_in_one_line(sandbox):
     res = run_cli(sandbox, "apply", *plan_args(sandbox), "--yes", "--override", "imgaes")
     assert res.returncode == 2
-    assert "'imgaes' is not a stage key" in res.stderr and "images" in res.stderr
+    error = res.stderr.strip().splitlines()[-1]
+    assert "'imgaes' is not a stage key or title; the stages: preflight (Preflight), " in error, res.stderr
+    assert "images (Images)" in error and "ingress (HTTPS ingress)" in error
     assert "Traceback" not in res.stderr
+
+
+def test_override_takes_the_stages_title_in_any_case_as_well_as_its_key(sandbox):
+    res = run_cli(sandbox, "apply", *plan_args(sandbox), "--dry-run", "--override", "https  INGRESS",
+                  "--override", "Images")
+    assert "Traceback" not in res.stderr and res.returncode != 2, res.stdout + res.stderr
+    assert "[4/11] Images: overridden (--override images): not applied, not checked" in res.stdout, res.stdout
+    assert "[6/11] HTTPS ingress: overridden (--override ingress): not applied, not checked" in res.stdout
 
 
 def test_a_ghcr_token_file_readable_by_others_is_refused_in_one_line(sandbox, tmp_path):
