@@ -73,7 +73,8 @@ def _causes(report: dict) -> list[str]:
 
 
 @REAL
-def test_the_exported_rbac_is_sufficient_and_minimal_and_its_only_write_is_the_result(sandbox, kubectl, tmp_path):
+def test_the_exported_rbac_is_sufficient_and_minimal_and_its_only_write_is_the_result(sandbox, kubectl, tmp_path,
+                                                                                      monkeypatch, capsys):
     out = tmp_path / "export"
     res = subprocess.run([*GHCR2GITEA, "export", "--plan", str(sandbox.plan), "--kubeconfig", str(sandbox.kubeconfig),
                           "--dir", str(out), "--audit-cronjob", "--audit-image", "registry.example.test/ghcr2gitea:0.1",
@@ -140,6 +141,24 @@ def test_the_exported_rbac_is_sufficient_and_minimal_and_its_only_write_is_the_r
         run = w.audit(mount, container["command"], kc)
         assert run.returncode == 0, run.stdout[-2000:] + run.stderr
         assert w.result()["exit-code"] == "0"
+
+        # as in the pod: no kubeconfig, the in-cluster configuration (service host, the SA's token and CA files)
+        sa_dir = tmp_path / "serviceaccount"
+        sa_dir.mkdir()
+        (sa_dir / "token").write_text(token)
+        (sa_dir / "ca.crt").write_bytes((sandbox.plane.dir / "ca.crt").read_bytes())
+        monkeypatch.setattr("wizard.kube.SERVICE_ACCOUNT_DIR", sa_dir)
+        monkeypatch.delenv("KUBECONFIG", raising=False)
+        monkeypatch.delenv("GITEA_TOKEN", raising=False)
+        monkeypatch.setenv("HOME", str(tmp_path / "home"))
+        monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+        monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(sandbox.plane.api_port))
+        monkeypatch.chdir(mount)
+        before = len([r for r in sandbox.plane.requests() if r["user"] == SA_USER])
+        capsys.readouterr()
+        assert main(container["command"][1:]) == 0, capsys.readouterr().err
+        assert json.loads(capsys.readouterr().out)["cluster"]["server"] == sandbox.plane.url
+        assert len([r for r in sandbox.plane.requests() if r["user"] == SA_USER]) > before  # it was the SA
 
         # every request the SA made was a read, but the result ConfigMap's updates (one per audit that got there)
         mine = [r for r in sandbox.plane.requests() if r["user"] == SA_USER]
