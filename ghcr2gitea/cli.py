@@ -261,7 +261,7 @@ EXIT_CODES = {
     "plan": "0 nothing to change, 3 changes pending, 2 error, 130 interrupted",
     "apply": "0 applied and every check passes, 1 a stage or precheck failed, 2 could not start or go on, "
              "130 interrupted",
-    "audit": "0 no check failed, 1 findings, 2 could not check; on a terminal (or --tui) it opens the read-only "
+    "audit": "0 no check failed, 1 findings, 2 could not check (or --result-configmap not written); on a terminal (or --tui) it opens the read-only "
              "wizard: 130 when quit while it ran",
     "init": "0 written, 2 error",
     "rewrite": "0 nothing to change (or --write wrote it), 3 changes pending, 2 error",

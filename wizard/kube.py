@@ -15,7 +15,6 @@ from kubernetes import client, config
 
 from .problem import Failure
 
-
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 
