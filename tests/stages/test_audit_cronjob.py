@@ -151,3 +151,18 @@ def test_the_result_writer_updates_only_the_wizards_named_configmap(sandbox):
     finally:
         admin.close()
         reader.close()
+
+
+@pytest.mark.parametrize("message, said", [
+    ('nodes is forbidden: User "system:serviceaccount:a:b" cannot list resource "nodes" in API group "" at the '
+     'cluster scope', "forbidden: list nodes"),
+    ('deployments.apps is forbidden: User "x" cannot list resource "deployments" in API group "apps" in the '
+     'namespace "default"', "forbidden: list deployments.apps in namespace default"),
+    ('secrets "gitea-registry-push" is forbidden: User "x" cannot get resource "secrets" in API group "" in the '
+     'namespace "default"', "forbidden: get secrets in namespace default"),
+])
+def test_a_refused_read_says_forbidden_verb_resource(message, said):
+    from wizard.cluster import ApiError
+    e = ApiError(403, "Forbidden", message)
+    assert e.forbidden == said and str(e).startswith(said + " (") and message in str(e)
+    assert ApiError(404, "NotFound", message).forbidden == ""
