@@ -204,6 +204,17 @@ def add_cluster_options(p: argparse.ArgumentParser, *, plan_required: bool = Tru
                    help="how long one API call may take before it is retried (default 30)")
 
 
+def _checked(flag: str, check: str):
+    """An option checked by wizard.auditcron's ``check`` (ValueError: its message, after the flag's name)."""
+    def parse(text: str):
+        from wizard import auditcron
+        try:
+            return getattr(auditcron, check)(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"{flag} {e}") from None
+    return parse
+
+
 def _stage_key(text: str) -> str:
     from wizard.stages import stage_named
     try:
@@ -251,7 +262,7 @@ EXIT_CODES = {
     "plan": "0 nothing to change, 3 changes pending, 2 error, 130 interrupted",
     "apply": "0 applied and every check passes, 1 a stage or precheck failed, 2 could not start or go on, "
              "130 interrupted",
-    "audit": "0 no check failed, 1 findings, 2 could not check; on a terminal (or --tui) it opens the read-only "
+    "audit": "0 no check failed, 1 findings, 2 could not check (or --result-configmap not written); on a terminal (or --tui) it opens the read-only "
              "wizard: 130 when quit while it ran",
     "init": "0 written, 2 error",
     "rewrite": "0 nothing to change (or --write wrote it), 3 changes pending, 2 error",
@@ -313,6 +324,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tui", action="store_true", help="open the wizard in audit mode (read-only)")
     p.add_argument("--node-probes", action="store_true",
                    help="allow short-lived read-only probe pods for node facts (creates and deletes pods)")
+    p.add_argument("--result-configmap", type=_checked("--result-configmap", "parse_configmap_ref"), default=None,
+                   metavar="NAMESPACE/NAME", help="with --format json: also write the report and exit code into this "
+                   "ConfigMap (it must exist and be the wizard's; its only write), as the in-cluster audit does")
     p = sub.add_parser("init", help="write a starting plan discovered from the current cluster")
     p.add_argument("--kubeconfig", metavar="FILE", help="kubeconfig (default: KUBECONFIG, then ~/.kube/config)")
     p.add_argument("--context", help="kubeconfig context (default: current)")
@@ -328,6 +342,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", required=True, metavar="OUT", help="the folder to write (created if missing)")
     p.add_argument("--force", action="store_true", help="write into a folder that is not empty (the export's files "
                    "are replaced, others kept)")
+    p.add_argument("--audit-cronjob", action="store_true",
+                   help="instead: write the in-cluster audit (a CronJob running `audit --format json` on a schedule, "
+                   "its ServiceAccount, read-only RBAC and result ConfigMap) to OUT/audit-cronjob.yaml")
+    p.add_argument("--audit-schedule", type=_checked("--audit-schedule", "check_schedule"), default=None,
+                   metavar="CRON", help="with --audit-cronjob: when it runs, five cron fields or @hourly/@daily/… "
+                   "(default '17 * * * *': hourly)")
+    p.add_argument("--audit-namespace", type=_checked("--audit-namespace", "check_namespace"), default=None,
+                   metavar="NS", help="with --audit-cronjob: the namespace of the CronJob and its result ConfigMap "
+                   "(default ghcr2gitea-audit, created by the export; another must exist)")
+    p.add_argument("--audit-image", type=_checked("--audit-image", "check_image"), default=None, metavar="IMAGE",
+                   help="with --audit-cronjob (required): an image with ghcr2gitea installed, e.g. "
+                   "registry.example.com/tools/ghcr2gitea:0.1")
     p = sub.add_parser("demo", help="open the wizard on an embedded sandbox")
     add_sandbox_options(p)
     p.add_argument("--dir", help="the demo's folder: its sandbox's world (kept across runs, so the demo can be "
@@ -344,6 +370,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.epilog = ("without a COMMAND: the wizard (exit 0 quit, 130 quit while something was applied — the line "
                      "printed says how to resume, 2 error)")
     return parser
+
+
+def _audit_cronjob_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    from wizard.auditcron import DEFAULT_NAMESPACE, DEFAULT_SCHEDULE
+    given = [f for f, v in (("--audit-schedule", args.audit_schedule), ("--audit-namespace", args.audit_namespace),
+                            ("--audit-image", args.audit_image)) if v is not None]
+    if not args.audit_cronjob:
+        if given:
+            parser.error(f"{given[0]} is an option of --audit-cronjob: add --audit-cronjob, or leave it out")
+        return
+    if args.audit_image is None:
+        parser.error("--audit-cronjob needs --audit-image IMAGE: an image with ghcr2gitea installed (the CronJob "
+                     "runs `ghcr2gitea audit` in it)")
+    args.audit_schedule = args.audit_schedule or DEFAULT_SCHEDULE
+    args.audit_namespace = args.audit_namespace or DEFAULT_NAMESPACE
 
 
 def _wizard(args, *, audit: bool = False) -> int:
@@ -364,6 +405,9 @@ def main(argv: list[str] | None = None) -> int:
         return serve(args.dir, sandbox_options(args))
     if args.command == "audit":
         fleet = args.all_contexts or len(args.context) > 1 or bool(args.plan_dir)
+        if args.result_configmap and (args.format != "json" or args.tui or fleet):
+            parser.error("--result-configmap writes one cluster's JSON report: use it with --format json, one "
+                         "--context (no --tui)")
         if fleet:
             if args.tui:
                 parser.error("--tui audits one cluster: give one --context (a fleet audit is headless)")
@@ -387,6 +431,7 @@ def main(argv: list[str] | None = None) -> int:
         from wizard.commands import run_rewrite
         return run_rewrite(args)
     if args.command == "export":
+        _audit_cronjob_options(parser, args)
         from wizard.commands import run_export
         return run_export(args)
     if args.command == "images":

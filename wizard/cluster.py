@@ -83,7 +83,23 @@ class ApiError(Exception):
         self.target = ""  # "Secret default/x": set by the Cluster method that sent the request
         self.retried = False  # the request had been sent before: a 409 may be our own first attempt
 
+    @property
+    def forbidden(self) -> str:
+        """A 403 as ``forbidden: <verb> <resource>`` (from RBAC's message: ``User "u" cannot get resource
+        "secrets" in API group "" in the namespace "default"``); empty for any other error."""
+        if self.status != 403:
+            return ""
+        m = _RBAC_DENIED.search(self.message or "")
+        if m is None:
+            return "forbidden"
+        verb, resource, sub, group, where = m.groups()
+        what = resource + (f"/{sub}" if sub else "") + (f".{group}" if group else "")
+        scope = f" in namespace {where}" if where else ""
+        return f"forbidden: {verb} {what}{scope}"
+
     def __str__(self) -> str:
+        if self.status == 403 and self.forbidden != "forbidden":
+            return f"{self.forbidden} ({self.target + ': ' if self.target else ''}{self.message})"
         if self.status == 422 and self.causes:
             fields = "; ".join(f"field {c.get('field') or '?'}: {_cause_text(c.get('message', ''))}"
                                for c in self.causes[:5])
@@ -437,6 +453,10 @@ def label(obj: dict, stage: str) -> dict:
     md = obj.setdefault("metadata", {})
     md["labels"] = {**(md.get("labels") or {}), **MANAGED_BY, STAGE_LABEL: stage}
     return obj
+
+
+_RBAC_DENIED = re.compile(r'cannot (\S+) resource "([^"]+)"(?: subresource "([^"]+)")?(?: in API group "([^"]*)")?'
+                          r'(?: in the namespace "([^"]+)")?')
 
 
 def _api_error(status: int, data: bytes) -> ApiError:

@@ -128,11 +128,29 @@ def _audit(ctx: Context, args, token) -> int:
         return 2
     info = {"server": ctx.cluster.server, "context": args.context or ctx.plan.context,
             "version": ctx.cluster.server_version()}
-    sys.stdout.write(render_audit(results, info, args.format, secrets=(token,)))
+    report = render_audit(results, info, args.format, secrets=(token,))
+    sys.stdout.write(report)
     sys.stdout.flush()
     if getattr(args, "_report_written", None) is not None:
         args._report_written[0] = True
-    return 2 if runner.could_not_check else audit_exit_code(results)
+    code = 2 if runner.could_not_check else audit_exit_code(results)
+    if getattr(args, "result_configmap", None):
+        return _write_result(ctx, args.result_configmap, report, code)
+    return code
+
+
+def _write_result(ctx: Context, ref: tuple[str, str], report: str, code: int) -> int:
+    """audit --result-configmap: the JSON report into the named ConfigMap (its one write); the exit code stays
+    the audit's, or 2 when the result could not be written."""
+    from .auditcron import Result, ResultNotWritten, ResultWriter
+    writer = ResultWriter(ctx.cluster.api, *ref, patience=ctx.cluster.patience,
+                          request_timeout=ctx.cluster.request_timeout)
+    try:
+        writer.write(Result(report, code))
+    except (ResultNotWritten, ClusterUnreachable) as e:
+        _err(str(e))
+        return 2
+    return code
 
 
 def run_init(args) -> int:
@@ -243,6 +261,8 @@ def run_export(args) -> int:
         _err(f"--dir {out}: the folder is not empty; choose an empty or new folder, or pass --force to write "
              "over the files the export writes (others are kept)")
         return 2
+    if getattr(args, "audit_cronjob", False):
+        return _export_audit_cronjob(args, plan, out)
     try:
         cluster = ClusterReader.connect(args.kubeconfig, args.context or plan.context, on_retry=lambda m: None,
                                         patience=args.api_patience)
@@ -275,4 +295,28 @@ def run_export(args) -> int:
     templates = sum(f.what.endswith("(template)") for f in files)
     _say(f"{len(files)} file(s) in {out}; {templates} template(s) to fill first (see {out / 'README.md'}), then "
          f"kubectl apply --server-side -R -f {out}, or commit the folder")
+    return 0
+
+
+def _export_audit_cronjob(args, plan: plan_mod.Plan, out) -> int:
+    """export --audit-cronjob: the in-cluster audit's objects, from the plan alone (no cluster is read)."""
+    from . import auditcron as A
+    from . import export as X
+    try:
+        objs = A.build(plan, namespace=args.audit_namespace, schedule=args.audit_schedule, image=args.audit_image)
+    except OSError as e:  # a CA file the plan names vanished since the plan was checked
+        _err(f"the plan's CA file {e.filename}: {e.strerror}")
+        return 2
+    files = [X.ExportFile(A.FILE, A.render(objs), f"{len(objs)} objects of the in-cluster audit")]
+    try:
+        X.write(out, files)
+    except OSError as e:
+        _err(f"--dir {out}: {e.strerror or e}")
+        return 2
+    for o in objs:
+        md = o["metadata"]
+        _say(f"  {o['kind']} {md.get('namespace') + '/' if md.get('namespace') else ''}{md['name']}")
+    _say(f"wrote {out / A.FILE}  ({len(objs)} objects); apply it with: kubectl apply --server-side -f "
+         f"{out / A.FILE}; the result: kubectl -n {args.audit_namespace} get configmap {A.RESULT} "
+         "-o jsonpath='{.data.audit\\.json}'")
     return 0

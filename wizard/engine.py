@@ -222,9 +222,17 @@ class Runner:
             except ClusterUnreachable:
                 raise
             except Exception as e:  # noqa: BLE001 - one stage that cannot be checked must not hide the others
-                r.error = f"could not check: {type(e).__name__}: {e}"
-                r.checks = [Check("stage could be checked", FAIL, mask(r.error, *self.ctx.secrets),
-                                  "report this as a bug, with the audit output")]
+                if isinstance(e, ApiError) and e.status == 403:
+                    # RBAC refused a read (an in-cluster audit's ServiceAccount lacks a rule): say which, as
+                    # "forbidden: <verb> <resource>"
+                    r.error = f"could not check: {e.forbidden}"
+                    fix = (f"grant the audit's identity {e.forbidden.removeprefix('forbidden: ')} (`ghcr2gitea export "
+                           "--audit-cronjob` writes the RBAC an audit needs)")
+                    cause = str(e)
+                else:
+                    r.error = f"could not check: {type(e).__name__}: {e}"
+                    fix, cause = "report this as a bug, with the audit output", r.error
+                r.checks = [Check("stage could be checked", FAIL, mask(cause, *self.ctx.secrets), fix)]
                 self.could_not_check = True
             results.append(r)
         return results

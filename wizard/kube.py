@@ -1,7 +1,8 @@
 """Talking to the cluster with the real ``kubernetes`` client: connecting, and what a node looks like.
 
 kubeconfig is resolved as kubectl does it: an explicit path, else ``KUBECONFIG``, else
-``~/.kube/config``, else the in-cluster service account.
+``~/.kube/config``, else, in a pod (``KUBERNETES_SERVICE_HOST`` set), the in-cluster service account:
+its token and CA from ``SERVICE_ACCOUNT_DIR`` (the token re-read as the kubelet rotates it).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from pathlib import Path
 from kubernetes import client, config
 
 from .problem import Failure
+
+SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 
 class ClusterUnreachable(Failure):
@@ -30,11 +33,9 @@ def api_client(kubeconfig: str | None = None, context: str | None = None) -> cli
     if path is None and Path("~/.kube/config").expanduser().exists():
         path = str(Path("~/.kube/config").expanduser())
     if path is None:
-        try:
-            config.load_incluster_config()
-            return client.ApiClient()
-        except config.ConfigException:
-            raise ClusterUnreachable("no kubeconfig: pass --kubeconfig FILE or set KUBECONFIG") from None
+        if os.environ.get("KUBERNETES_SERVICE_HOST"):
+            return in_cluster_client()
+        raise ClusterUnreachable("no kubeconfig: pass --kubeconfig FILE or set KUBECONFIG")
     if not Path(path).exists():
         raise ClusterUnreachable(f"kubeconfig {path}: file not found; pass --kubeconfig FILE or set KUBECONFIG")
     _readable_kubeconfig(path)
@@ -51,6 +52,23 @@ def api_client(kubeconfig: str | None = None, context: str | None = None) -> cli
     except (ValueError, TypeError, KeyError, AttributeError, OSError) as e:  # malformed entries deep inside
         raise ClusterUnreachable(f"kubeconfig {path}: not a usable kubeconfig ({type(e).__name__}: "
                                  f"{str(e)[:120]}); check it with `kubectl config view`") from None
+
+
+def in_cluster_client(sa_dir: Path | None = None, environ=None) -> client.ApiClient:
+    """The pod's own service account: ``https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT`` with the
+    token and CA the kubelet mounts in ``sa_dir`` (a fresh Configuration: the process-wide default is left alone)."""
+    from kubernetes.config.incluster_config import InClusterConfigLoader
+    d = Path(sa_dir or SERVICE_ACCOUNT_DIR)
+    cfg = client.Configuration()
+    try:
+        InClusterConfigLoader(str(d / "token"), str(d / "ca.crt"),
+                              environ=os.environ if environ is None else environ).load_and_set(cfg)
+    except (config.ConfigException, OSError) as e:
+        why = e.strerror if isinstance(e, OSError) else str(e).rstrip(".")
+        raise ClusterUnreachable(f"in-cluster configuration (KUBERNETES_SERVICE_HOST is set, no kubeconfig): "
+                                 f"{why} in {d}; mount the service account token "
+                                 "(automountServiceAccountToken: true) or pass --kubeconfig FILE") from None
+    return client.ApiClient(cfg)
 
 
 def _context_names(path: str) -> list[str] | None:

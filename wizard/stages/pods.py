@@ -69,7 +69,14 @@ def pull_failure_hint(ctx: Context, namespace: str, owner: dict) -> str:
                    .get("matchLabels", {}).items())
     if not sel:
         return ""
-    for pod in ctx.cluster.list("Pod", namespace, labels=sel):
+    from ..cluster import ApiError
+    try:
+        pods = ctx.cluster.list("Pod", namespace, labels=sel)
+    except ApiError as e:  # an in-cluster audit may not read pods (its RBAC): the hint is extra, the finding stands
+        if e.status != 403:
+            raise
+        return f"; its pods' pull errors are not readable here ({e.forbidden})"
+    for pod in pods:
         for cs in (pod.get("status") or {}).get("containerStatuses") or []:
             w = (cs.get("state") or {}).get("waiting") or {}
             if w.get("reason") in ("ErrImagePull", "ImagePullBackOff"):
