@@ -32,7 +32,7 @@ from .modals.help import HelpScreen, key_name
 from .modals.override import OverrideScreen
 from .modals.quit import QuitScreen
 from .modals.report import ReportScreen
-from .modals.resume import ResumeScreen
+from .modals.resume import FreshResumeScreen, ResumeScreen
 from .widgets.checks import ChecksView
 from .widgets.cluster_panel import ClusterPanel
 from .widgets.keys import KeyLog
@@ -333,7 +333,8 @@ class WizardApp(App):
             self._refresh_list()
             self._view(i)
             self._open(i)
-        self.push_screen(ResumeScreen(offer, titles, fresh=self.start_fresh), answer)
+        offer_screen = FreshResumeScreen if self.start_fresh else ResumeScreen
+        self.push_screen(offer_screen(offer, titles, fresh=self.start_fresh), answer)
 
     @work(thread=True, group="engine", exit_on_error=False)
     def _open(self, i: int) -> None:

@@ -54,3 +54,10 @@ class ResumeScreen(ModalScreen[bool]):
     @on(Button.Pressed, "#resume-no")
     def action_start_over(self) -> None:
         self.dismiss(False)
+
+
+class FreshResumeScreen(ResumeScreen):
+    """The offer where the cluster can be made anew (the demo): ``s`` starts fresh, and says so in the footer and
+    the help screen as on its button."""
+
+    BINDINGS = [Binding("s", "start_over", "Start fresh")]

@@ -57,6 +57,7 @@ async def test_the_demo_run_again_offers_to_resume_the_earlier_migration_or_to_s
             assert "done: Preflight, Credentials, Registry secrets, Images" in text, text
             assert "re-inspected: the 4 done stage(s) still pass" in text, text
             assert "Start fresh" in text and "wipes the demo's folder" in text
+            assert "Start over" not in text, "the footer and the button name the same action"
             await pilot.press("r")
             await settle(pilot)
             s = app.session
