@@ -114,6 +114,21 @@ def poll(fn, timeout: float = 10.0, interval: float = 0.05, what: str = "conditi
         time.sleep(interval)
 
 
+async def until(pilot, cond, *, what, timeout: float = 10.0):
+    """``cond()`` until truthy, its value, letting the app work between tries (``pilot.pause()`` without a
+    delay: Textual processes what is pending and waits for idle); fails saying ``what`` was expected (a string,
+    or a callable for a message built at the deadline) once ``timeout`` seconds have passed. The async twin of
+    ``poll``: a Pilot test waits for the state it asserts, never for a fixed time."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what() if callable(what) else what} — not within {timeout} s")
+        await pilot.pause()
+
+
 def require_components(*names: str) -> None:
     """The real components a test needs (scripts/build-real): skip locally when one is missing, fail in CI."""
     from sandbox import realapi, realgitea

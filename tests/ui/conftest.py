@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 
 import pytest
+from helpers import until
 
 from screens.demo import demo_app
 
@@ -50,22 +50,27 @@ def _drawn(app) -> bool:
 
 
 async def _settle(pilot, timeout: float = 60.0, pods: bool = True) -> None:
-    """Wait until no stage is busy, the workers are done, the live panel has its nodes and the screen caught up."""
+    """Wait until no stage is busy, the workers are done, the live panel has its nodes and the screen caught up.
+    A worker a key just started counts until it has finished (a pending one has not set its stage busy yet);
+    quiet must hold across one more round of pending messages, as a step's callback may start the next."""
     app = pilot.app
     deadline = time.monotonic() + timeout
-    while True:
-        await pilot.pause(0.05)
-        busy = app._busy() or any(w.is_running for w in app.workers if w.group == "engine")
+
+    def busy() -> bool:
+        return app._busy() or any(not w.is_finished for w in app.workers if w.group == "engine")
+
+    def quiet() -> bool:
         panel = app.query_one("#cluster")
-        quiet = not busy and panel.nodes and _drawn(app)
-        if quiet and (not pods or not panel.pods):
-            await pilot.pause(0.1)
-            if not app._busy():
-                return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"the wizard did not settle in {timeout} s: busy={busy}, "
-                                 f"stages={[s.busy for s in app.session.states]}, pods={list(panel.pods)}")
-        await asyncio.sleep(0)
+        return not busy() and bool(panel.nodes) and _drawn(app) and (not pods or not panel.pods)
+
+    def why() -> str:
+        return (f"the wizard settled: busy={busy()}, stages={[s.busy for s in app.session.states]}, "
+                f"pods={list(app.query_one('#cluster').pods)}")
+    while True:
+        await until(pilot, quiet, what=why, timeout=max(0.0, deadline - time.monotonic()))
+        await pilot.pause()
+        if quiet():
+            return
 
 
 async def _steady(pilot, timeout: float = 30.0, gap: float = 0.3) -> None:
@@ -82,7 +87,7 @@ async def _steady(pilot, timeout: float = 30.0, gap: float = 0.3) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"the screen kept changing for {timeout} s")
         last = now
-        await pilot.pause(gap)
+        await pilot.pause(gap)  # the interval the screen must stay the same across: the check itself
 
 
 def _screen_text(app) -> str:

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # helpers, which the conftest uses
 
 from conftest import _settle  # noqa: E402 - the UI tests' own wait for quiet
 
