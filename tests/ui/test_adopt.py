@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+from helpers import until
+
 from screens.modals.adopt import AdoptScreen
 from wizard.cluster import Cluster, kind_of
 
@@ -31,11 +33,11 @@ async def test_a_conflict_stops_apply_and_adoption_needs_the_typed_name(wizard, 
             assert json.dumps(cluster.get("ConfigMap", "gitea-proxy-ca", "default"), sort_keys=True) == before
             assert cluster.get("Secret", "gitea-registry-push", "default") is None  # nothing of the stage written
             await pilot.press("t")
-            await pilot.pause(0.2)
-            assert isinstance(app.screen, AdoptScreen)
+            await until(pilot, lambda: isinstance(app.screen, AdoptScreen), what="t opens the adopt dialog")
             await pilot.press(*"yes", "enter")
-            await pilot.pause(0.1)
-            assert isinstance(app.screen, AdoptScreen) and "type gitea-proxy-ca exactly" in screen_text(app)
+            await until(pilot, lambda: "type gitea-proxy-ca exactly" in screen_text(app),
+                        what="a wrong name refused, saying what to type")
+            assert isinstance(app.screen, AdoptScreen)
             app.screen.query_one("Input").value = ""
             await pilot.press(*"gitea-proxy-ca", "enter")
             await settle(pilot)

@@ -48,14 +48,14 @@ def test_a_wizard_run_killed_at_a_crash_point_resumes_headless(point, make_sandb
     assert wizard_pods(sb) == []
 
 
-async def test_a_wizard_run_killed_at_a_crash_point_resumes_in_the_wizard(make_sandbox, settle, tmp_path,
-                                                                          journal_home):
+async def test_a_wizard_run_killed_at_a_crash_point_resumes_in_the_wizard(make_sandbox, settle, screen_text,
+                                                                          tmp_path, journal_home):
     sb = make_sandbox(restart_seconds=(0.2, 0.3))
     killed = kill_wizard_at(sb, "before:registries", journal_home)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-800:]
     app = demo_app(sb, node_timeout=30, blink=False, export_dir=tmp_path / "export")
     async with app.run_test(size=(120, 36)) as pilot:
-        await wait_resume_offer(pilot, "the wizard offered no resume after the killed run")
+        await wait_resume_offer(pilot, screen_text, "the wizard offering to resume after the killed run")
         await pilot.press("r")
         await settle(pilot, pods=False)
         s = app.session

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from helpers import until
+
 from screens.modals.authflow import AuthFlowScreen
 from screens.widgets.keys import KeyScroll
 
@@ -12,8 +14,7 @@ async def _view(pilot, key: str) -> None:
     i = [st.key for st in app.session.states].index(key)
     app.query_one("#stages").focus()
     await pilot.press("home", *["down"] * i, "enter")
-    await pilot.pause(0.1)
-    assert app.viewing == i
+    await until(pilot, lambda: app.viewing == i, what=f"Enter on the list opens {key}")
 
 
 async def _tab_to(pilot, widget_id: str, presses: int = 12) -> None:
@@ -21,28 +22,22 @@ async def _tab_to(pilot, widget_id: str, presses: int = 12) -> None:
     for _ in range(presses):
         if pilot.app.focused is not None and pilot.app.focused.id == widget_id:
             return
-        await pilot.press("tab")
-        await pilot.pause(0.02)
+        await pilot.press("tab")  # press waits until the key is handled: focus has moved
     raise AssertionError(f"#{widget_id} is not reachable with Tab (focus: {pilot.app.focused})")
 
 
 async def _scrolls_from_the_keyboard(pilot, pane) -> None:
     assert pane.max_scroll_y >= 2, "the test needs a pane taller than the screen"
     await pilot.press("j")
-    await pilot.pause(0.05)
-    assert pane.scroll_y == 1
+    await until(pilot, lambda: pane.scroll_y == 1, what=f"j scrolls one line down (at {pane.scroll_y})")
     await pilot.press("k")
-    await pilot.pause(0.05)
-    assert pane.scroll_y == 0
+    await until(pilot, lambda: pane.scroll_y == 0, what="k scrolls back to the top")
     await pilot.press("down", "pagedown")
-    await pilot.pause(0.05)
-    assert pane.scroll_y > 1
+    await until(pilot, lambda: pane.scroll_y > 1, what="down and pagedown scroll past the first line")
     await pilot.press("end")
-    await pilot.pause(0.05)
-    assert pane.scroll_y == pane.max_scroll_y
+    await until(pilot, lambda: pane.scroll_y == pane.max_scroll_y, what="end scrolls to the bottom")
     await pilot.press("home")
-    await pilot.pause(0.05)
-    assert pane.scroll_y == 0
+    await until(pilot, lambda: pane.scroll_y == 0, what="home scrolls to the top")
 
 
 async def test_diffs_checks_and_the_log_scroll_from_the_keyboard_and_each_diff_opens_at_its_top(
@@ -57,36 +52,33 @@ async def test_diffs_checks_and_the_log_scroll_from_the_keyboard_and_each_diff_o
         assert changes.has_focus and app.screen.get_style_at(*changes.region.offset).bgcolor is not None
         await _scrolls_from_the_keyboard(pilot, changes)
         await pilot.press("end")
-        await pilot.pause(0.05)
-        assert changes.scroll_y > 0
+        await until(pilot, lambda: changes.scroll_y > 0, what="end scrolls the diff down")
         # another stage's Changes tab starts at the top of ITS diff, not at the last one's offset
         await _view(pilot, "secrets")
         await pilot.click("#--content-tab-tab-changes")
-        await pilot.pause(0.1)
-        assert "gitea-registry-push" in str(app.query_one("#changes").render())
-        assert changes.scroll_y == 0 and changes.max_scroll_y > 0
+        await until(pilot, lambda: "gitea-registry-push" in str(app.query_one("#changes").render())
+                    and changes.max_scroll_y > 0, what="the Registry secrets diff on the Changes tab")
+        assert changes.scroll_y == 0
         # the checks: j/k move the table's cursor, the detail pane below follows it and scrolls too
         await pilot.click("#--content-tab-tab-checks")
         await _tab_to(pilot, "checks")
         table = app.query_one("#checks")
         assert table.row_count > 1 and table.cursor_row == 0
         await pilot.press("j")
-        await pilot.pause(0.05)
-        assert table.cursor_row == 1 and app.query_one("#checks-view").highlighted.name in str(
-            app.query_one("#check-detail").render())
+        await until(pilot, lambda: table.cursor_row == 1 and app.query_one("#checks-view").highlighted.name in str(
+            app.query_one("#check-detail").render()), what="j moves to the second check and its detail follows")
         await pilot.press("k")
-        await pilot.pause(0.05)
-        assert table.cursor_row == 0
+        await until(pilot, lambda: table.cursor_row == 0, what="k moves back to the first check")
         await _tab_to(pilot, "check-detail-scroll")
         # the log: open it, Tab to it, scroll it
         await pilot.press("l")
         for i in range(80):
             app._log(f"line {i}")
-        await pilot.pause(0.2)
-        await _tab_to(pilot, "log", presses=20)
         log = app.query_one("#log")
+        await until(pilot, lambda: log.max_scroll_y >= 2, what="80 lines in the log, taller than its pane")
+        await _tab_to(pilot, "log", presses=20)
         await pilot.press("home")
-        await pilot.pause(0.05)
+        await until(pilot, lambda: log.scroll_y == 0, what="home scrolls the log to its top")
         await _scrolls_from_the_keyboard(pilot, log)
 
 
@@ -96,14 +88,12 @@ async def test_the_auth_flow_scrolls_from_the_keyboard(wizard, settle):
         await settle(pilot)
         await _view(pilot, "verify")
         await pilot.press("f")
-        await pilot.pause(0.2)
-        assert isinstance(app.screen, AuthFlowScreen)
+        await until(pilot, lambda: isinstance(app.screen, AuthFlowScreen), what="f opens the auth flow")
         flow = app.screen.query_one("#flow-scroll", KeyScroll)
         assert flow.has_focus  # focused on open: the keys scroll at once
         await _scrolls_from_the_keyboard(pilot, flow)
         await pilot.press("escape")
-        await pilot.pause(0.1)
-        assert not isinstance(app.screen, AuthFlowScreen)
+        await until(pilot, lambda: not isinstance(app.screen, AuthFlowScreen), what="escape closes the auth flow")
 
 
 async def test_at_80x24_help_and_quit_stay_in_the_footer_and_every_action_is_reachable(wizard, settle,
@@ -116,15 +106,15 @@ async def test_at_80x24_help_and_quit_stay_in_the_footer_and_every_action_is_rea
         # the buttons that do not fit (Re-check, Override) keep their keys, in the footer and in the help
         assert "v Re-check" in footer and "o Override" in footer
         await pilot.press("question_mark")
-        await pilot.pause(0.2)
+        await until(pilot, lambda: "Help — keys of the wizard" in screen_text(app), what="? opens the help")
         listed = {name for _, rows in app.screen.groups for _, name, _ in rows}  # what the help pane scrolls
         assert all(name in listed for name, _ in app.ACTIONS_HELP.values())
         assert "Help — keys of the wizard" in screen_text(app)
         assert ("Ctrl+P", "Command palette") in {r[:2] for _, rows in app.screen.groups for r in rows}
         await pilot.press("escape")
         await pilot.resize_terminal(120, 36)
-        await pilot.pause(0.3)
-        assert "palette" in screen_text(app).rstrip("\n").splitlines()[-1]
+        await until(pilot, lambda: "palette" in screen_text(app).rstrip("\n").splitlines()[-1],
+                    what="the palette's key in the footer once there is room")
 
 
 async def test_proof_names_show_at_120_columns_and_letters_with_a_legend_at_80(screen_text):
@@ -144,13 +134,13 @@ async def test_proof_names_show_at_120_columns_and_letters_with_a_legend_at_80(s
                                 ["✓start"])):
         app = One()
         async with app.run_test(size=size) as pilot:
-            await pilot.pause(0.1)
             view = app.query_one(RolloutView)
             view.update_runs({"dellmini1": Progress("restart", "dellmini1: waiting for heartbeat", "dellmini1",
                                                     "waiting", got, 0.0, 1.0)})
-            await pilot.pause(0.3)
+            drawn = f"{shows} on the screen at {size}"
+            await until(pilot, lambda a=app, want=shows: all(w in screen_text(a) for w in want), what=drawn)
             text = screen_text(app)
-            assert all(s in text for s in shows) and not any(h in text for h in hides), (size, text)
+            assert not any(h in text for h in hides), (size, text)  # drawn in the same frame as what it shows
 
 
 async def test_an_advisory_warning_is_said_on_the_stage_and_names_the_safer_option(wizard, settle, screen_text):

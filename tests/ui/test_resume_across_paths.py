@@ -45,9 +45,7 @@ async def test_a_headless_run_resumes_in_the_wizard_from_another_machine(wizard,
     poll(lambda: any(r["end"] is not None for r in sandbox_state(sb)["nodes"]["dellmini3"]["restarts"]),
          timeout=30, what="dellmini3's restart to finish")
     async with app.run_test(size=(120, 36)) as pilot:
-        await wait_resume_offer(pilot, "the wizard on another machine offered no resume")
-        await pilot.pause(0.3)
-        offer = screen_text(app)
+        offer = await wait_resume_offer(pilot, screen_text, "the wizard on another machine offering to resume")
         assert "Unfinished migration" in offer and "stopped in: Rolling restart" in offer, offer
         await pilot.press("r")
         await settle(pilot, pods=False)

@@ -7,6 +7,7 @@ and resume views are fed fixed data through the same paths the engine uses.
 from __future__ import annotations
 
 import pytest
+from helpers import until
 
 from screens.app import WizardApp
 from screens.modals.authflow import AuthFlowScreen
@@ -91,8 +92,7 @@ def test_override_confirmation(shot, settle, size):
         app.session.ctx.token = Secret("a-wrong-token-" + "x" * 20)
         await _next(pilot, settle)
         await pilot.press("o")
-        await pilot.pause(0.2)
-        assert isinstance(app.screen, OverrideScreen)
+        await until(pilot, lambda: isinstance(app.screen, OverrideScreen), what="o opens the override dialog")
         await pilot.press(*"cred")
     assert shot(size, before)
 
@@ -124,9 +124,10 @@ def test_rolling_restart_view(shot, settle, size):
         for node, phase, n, elapsed, message in steps:
             got = {k: i < n for i, k in enumerate(proofs)}
             s._progress(Progress("restart", message, node, phase, got, 0.0, elapsed))  # as the engine reports
-        await pilot.pause(0.3)
-        s._changed(s.current)
-        await pilot.pause(0.3)
+        view = app.query_one(RolloutView)
+        await until(pilot, lambda: set(view.runs) == {n for n, *_ in steps} and not app.events._scheduled,
+                    what="the five nodes' progress delivered to the rollout view")
+        s._changed(s.current)  # then the stage repaints, as after the engine's step (steady waits for it drawn)
     assert shot(size, before)
 
 
@@ -156,7 +157,7 @@ def test_auth_flow_view(shot, size):
 
     async def before(pilot, app, sb):
         app.push_screen(AuthFlowScreen("Verify", checks, app.shown))
-        await pilot.pause(0.2)
+        await until(pilot, lambda: isinstance(app.screen, AuthFlowScreen), what="the auth flow view up")
     assert shot(size, before)
 
 
@@ -170,7 +171,7 @@ def test_resume_offer(shot, size):
     async def before(pilot, app, sb):
         titles = {st.key: st.title for st in app.session.states}
         app.push_screen(ResumeScreen(offer, titles))
-        await pilot.pause(0.2)
+        await until(pilot, lambda: isinstance(app.screen, ResumeScreen), what="the resume offer up")
     assert shot(size, before)
 
 
@@ -178,7 +179,7 @@ def test_resume_offer(shot, size):
 def test_report(shot, size):
     async def before(pilot, app, sb):
         app.push_screen(ReportScreen(app.session, "Report"))
-        await pilot.pause(0.2)
+        await until(pilot, lambda: isinstance(app.screen, ReportScreen), what="the report up")
     assert shot(size, before)
 
 

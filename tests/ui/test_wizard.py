@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from helpers import mutating_requests, sandbox_state
+from helpers import mutating_requests, sandbox_state, until
 from textual.widgets import Button, DataTable
 
 from sandbox.containerd import REGISTRIES_PATH
@@ -41,21 +41,24 @@ async def drive(pilot, settle, *, until: str | None = None, screens: list | None
 async def wait_restarting(pilot, node: str | None = None) -> None:
     """Until ``node``'s restart (any node's, without one) is under way: restarting or waiting for its proofs."""
     s = pilot.app.session
-    for _ in range(1500):
-        await pilot.pause(0.02)
+
+    def under_way() -> bool:
         phases = [s.node_phases.get(node)] if node else list(s.node_phases.values())
-        if any(p and p.phase in ("restarting", "waiting") for p in phases):
-            return
-    raise AssertionError(f"{node or 'no node'} never started restarting")
+        return any(p and p.phase in ("restarting", "waiting") for p in phases)
+    await until(pilot, under_way, what=f"{node or 'a node'} restarting", timeout=60)
 
 
-async def wait_resume_offer(pilot, what: str = "no resume offer") -> None:
-    """Until the wizard offers to resume an unfinished migration (its ResumeScreen is up)."""
-    for _ in range(1500):
-        await pilot.pause(0.02)
-        if isinstance(pilot.app.screen, ResumeScreen):
-            return
-    raise AssertionError(what)
+async def wait_resume_offer(pilot, screen_text, what: str = "a resume offer") -> str:
+    """Until the wizard offers to resume an unfinished migration: its ResumeScreen up and drawn; its text."""
+    app = pilot.app
+    await until(pilot, lambda: isinstance(app.screen, ResumeScreen), what=what, timeout=60)
+    await until(pilot, lambda: "Unfinished migration" in screen_text(app), what=f"{what}: its text drawn")
+    return screen_text(app)
+
+
+def said(app, prefix: str) -> bool:
+    """A notification starting with ``prefix`` was shown."""
+    return any(n.message.startswith(prefix) for n in app._notifications)
 
 
 def restarts(sb) -> dict[str, int]:
@@ -77,8 +80,8 @@ async def test_demo_runs_every_stage_to_a_finished_migration(wizard, settle, scr
         report = screen_text(app)
         assert "Verify" in report and "Overrides: none" in report
         await pilot.press("e")
+        await until(pilot, lambda: len(app.exported) == 2, what="e exports the report as JSON and Markdown")
         await settle(pilot)
-        await pilot.pause(0.2)
         log = "\n".join(app.log_lines)
         assert "restarted and proven" in log
         screens.append(screen_text(app))
@@ -122,26 +125,25 @@ async def test_next_is_disabled_while_a_check_fails_and_an_override_is_typed_and
         await pilot.press("n")  # does nothing but say why
         await settle(pilot)
         assert s.current == 1
-        said = [n.message for n in app._notifications]
-        assert any(m.startswith("Next is closed: 1 gating check(s) fail: token accepted by Gitea") for m in said), said
+        assert said(app, "Next is closed: 1 gating check(s) fail: token accepted by Gitea"), \
+            [n.message for n in app._notifications]
         await pilot.press("a")  # nothing to apply here: says so, and why Next is closed
-        await pilot.pause(0.1)
-        said = [n.message for n in app._notifications]
-        assert any(m.startswith("nothing to apply: the cluster already matches the plan") for m in said), said
+        await until(pilot, lambda: said(app, "nothing to apply: the cluster already matches the plan"),
+                    what=lambda: f"a saying there is nothing to apply: {[n.message for n in app._notifications]}")
         # the auth flow view shows the hops, with the diagnosis
         await pilot.press("f")
-        await pilot.pause(0.2)
-        assert isinstance(app.screen, AuthFlowScreen)
+        await until(pilot, lambda: isinstance(app.screen, AuthFlowScreen), what="f opens the auth flow")
+        await until(pilot, lambda: "diagnosis" in screen_text(app), what="the auth flow's diagnosis on screen")
         flow = screen_text(app)
-        assert "401" in flow and "diagnosis" in flow
+        assert "401" in flow
         await pilot.press("escape")
         # override: a wrong word is refused, the stage key is accepted
         await pilot.press("o")
-        await pilot.pause(0.2)
-        assert isinstance(app.screen, OverrideScreen)
+        await until(pilot, lambda: isinstance(app.screen, OverrideScreen), what="o opens the override dialog")
         await pilot.press(*"yes", "enter")
-        await pilot.pause(0.1)
-        assert isinstance(app.screen, OverrideScreen) and "type credentials (or Credentials) exactly" in screen_text(app)
+        await until(pilot, lambda: "type credentials (or Credentials) exactly" in screen_text(app),
+                    what="a wrong word refused, saying what to type")
+        assert isinstance(app.screen, OverrideScreen)
         app.screen.query_one("Input").value = ""
         await pilot.press(*"credentials", "enter")
         await settle(pilot)
@@ -202,8 +204,7 @@ async def test_an_override_passes_over_a_failed_check_never_over_unapplied_chang
         await settle(pilot)
         assert st.error is not None and st.error.name == "Workloads: manifest files parse"
         await pilot.press("o")
-        await pilot.pause(0.2)
-        assert isinstance(app.screen, OverrideScreen)
+        await until(pilot, lambda: isinstance(app.screen, OverrideScreen), what="o opens the override dialog")
         app.screen.query_one("Input").value = "registry  SECRETS"  # its title is accepted as its key, in any case
         await pilot.press("enter")
         await settle(pilot)
@@ -246,7 +247,8 @@ async def test_a_node_that_never_returns_is_shown_failed_and_the_rollout_stops(w
         assert phases == {"dellmini1": "done", "dellmini3": "failed", "dellmini5": "skipped", "dellmini2": "skipped",
                           "lenovomini": "skipped"}
         app.query_one("#tabs").active = "tab-rollout"
-        await pilot.pause(0.2)
+        await until(pilot, lambda: "down: dellmini3" in screen_text(app),
+                    what="the rollout tab drawn, with dellmini3 down")
         text = screen_text(app)
         assert "not proven:" in text and "unit restarted" in text
         assert "failed" in text and "down: dellmini3" in text
@@ -290,18 +292,13 @@ async def test_a_server_held_by_the_quorum_guard_shows_why_and_pause_stops_befor
         s = app.session
         await pilot.press("a")
         rollout = app.query_one(RolloutView)
-        for _ in range(1500):
-            await pilot.pause(0.02)
-            if getattr(rollout.runs.get("server2"), "phase", "") == "held":
-                break
-        assert rollout.runs["server2"].phase == "held", {n: p.phase for n, p in rollout.runs.items()}
+        await until(pilot, lambda: getattr(rollout.runs.get("server2"), "phase", "") == "held", timeout=60,
+                    what=lambda: f"server2 held by the quorum guard: {[(n, p.phase) for n, p in rollout.runs.items()]}")
         app.query_one("#tabs").active = "tab-rollout"
-        for _ in range(100):  # until the tab and its row are painted
-            await pilot.pause(0.05)
-            text = screen_text(app)
-            if "waiting: the API not ready (quorum" in text:
-                break
-        assert "held" in text and "waiting: the API not ready (quorum" in text, text
+        await until(pilot, lambda: "waiting: the API not ready (quorum" in screen_text(app),
+                    what="the rollout tab painted with server2's wait reason")
+        text = screen_text(app)
+        assert "held" in text, text
         await pilot.press("p")
         await settle(pilot, pods=False)
         st = s.states[s.current]
@@ -318,20 +315,18 @@ async def test_quit_while_applying_asks_says_what_finishes_first_and_how_to_resu
         await pilot.press("a")
         await wait_restarting(pilot, "dellmini1")
         await pilot.press("q")
-        await pilot.pause(0.2)
-        assert isinstance(app.screen, QuitScreen), "q while applying must ask first"
+        await until(pilot, lambda: isinstance(app.screen, QuitScreen), what="q while applying asks first")
+        await until(pilot, lambda: "is being applied" in screen_text(app), what="the quit dialog drawn")
         text = screen_text(app)
         assert "Rolling restart is being applied" in text and "dellmini1 is restarting now" in text
         await pilot.press("n")  # stay: nothing happens
-        await pilot.pause(0.1)
-        assert not isinstance(app.screen, QuitScreen) and app.return_code is None
+        await until(pilot, lambda: not isinstance(app.screen, QuitScreen), what="n closes the quit dialog")
+        assert app.return_code is None
         await pilot.press("q")
-        await pilot.pause(0.2)
+        await until(pilot, lambda: isinstance(app.screen, QuitScreen), what="q asks again")
         await pilot.press("y")
-        for _ in range(1500):
-            if app.return_code is not None:
-                break
-            await pilot.pause(0.02)
+        await until(pilot, lambda: app.return_code is not None, timeout=60,
+                    what="y quits once the current node is done")
     assert app.return_code == INTERRUPTED
     assert finish(app) == INTERRUPTED
     err = capsys.readouterr().err
@@ -344,31 +339,28 @@ async def test_help_lists_the_keys_of_the_screen_and_escape_closes_it(wizard, se
     app, sb = wizard()
     async with app.run_test(size=(120, 36)) as pilot:
         await settle(pilot)
+        base = app.screen_stack[0]
         for key in ("question_mark", "f1"):
             await pilot.press(key)
-            await pilot.pause(0.2)
-            assert isinstance(app.screen, HelpScreen), key
+            await until(pilot, lambda: isinstance(app.screen, HelpScreen), what=f"{key} opens the help")
+            await until(pilot, lambda: "Override a failed check" in screen_text(app), what="the help drawn")
             text = screen_text(app)
             for b in app.BINDINGS:  # every binding of the wizard, with its name
                 if b.show or b.action in ("adopt", "toggle_cluster", "toggle_dark"):
                     assert app.ACTIONS_HELP[b.action][0] in text, b.action
             assert "Re-check" in text and "Override a failed check" in text and "Pass over a failed" in text
             await pilot.press("escape")
-            await pilot.pause(0.1)
-            assert app.screen is app.screen_stack[0]
+            await until(pilot, lambda: app.screen is base, what="escape closes the help")
         # over a dialog: the dialog's own keys; Escape closes the help, then the dialog
         app.action_report()
-        await pilot.pause(0.2)
+        await until(pilot, lambda: isinstance(app.screen, ReportScreen), what="the report opens")
         await pilot.press("question_mark")
-        await pilot.pause(0.2)
-        assert isinstance(app.screen, HelpScreen)
-        assert "Export JSON + Markdown" in screen_text(app)
+        await until(pilot, lambda: isinstance(app.screen, HelpScreen), what="? over the report opens the help")
+        await until(pilot, lambda: "Export JSON + Markdown" in screen_text(app), what="the report's keys in the help")
         await pilot.press("escape")
-        await pilot.pause(0.1)
-        assert isinstance(app.screen, ReportScreen)
+        await until(pilot, lambda: isinstance(app.screen, ReportScreen), what="escape closes only the help")
         await pilot.press("escape")
-        await pilot.pause(0.1)
-        assert app.screen is app.screen_stack[0]
+        await until(pilot, lambda: app.screen is base, what="escape closes the report")
 
 
 async def test_help_open_during_the_restart_does_not_stop_the_progress(wizard, settle):
@@ -380,17 +372,17 @@ async def test_help_open_during_the_restart_does_not_stop_the_progress(wizard, s
         await wait_restarting(pilot)
         await pilot.press("question_mark")
         s = app.session
-        for _ in range(1500):  # the help stays open while every node restarts
-            await pilot.pause(0.02)
-            if not s.states[s.current].busy:
-                break
+        # the help stays open while every node restarts
+        await until(pilot, lambda: not s.states[s.current].busy, timeout=60, what="the rollout finished")
         assert isinstance(app.screen, HelpScreen)
         assert set(restarts(sb).values()) == {1}, restarts(sb)
         await pilot.press("escape")
-        await pilot.pause(0.2)
         table = app.query_one("#rollout", DataTable)
-        assert all("done" in str(table.get_cell(n, "phase")).lower() or "ready" in str(table.get_cell(n, "phase")).lower()
-                   for n in table.rows), [str(table.get_cell(n, "phase")) for n in table.rows]
+
+        def phases() -> list[str]:
+            return [str(table.get_cell(n, "phase")).lower() for n in table.rows]
+        await until(pilot, lambda: len(phases()) == 5 and all("done" in p or "ready" in p for p in phases()),
+                    what=lambda: f"every rollout row done once the help closes: {phases()}")
 
 
 async def test_progress_arriving_while_the_app_shuts_down_is_dropped(wizard, settle):
@@ -419,17 +411,12 @@ async def test_the_rollout_row_moves_while_a_node_restarts(wizard, settle, scree
         s._progress(Progress("restart", "dellmini1: waiting for heartbeat, kubelet Starting event, Ready",
                              "dellmini1", "waiting", got, 0.0, 4.2))  # as the engine reports it
         table = app.query_one("#rollout", DataTable)
-        for _ in range(100):
-            await pilot.pause(0.05)
-            if "dellmini1" in table.rows:
-                break
+        await until(pilot, lambda: "dellmini1" in table.rows, what="dellmini1's rollout row")
         assert str(table.get_cell("dellmini1", "elapsed")) == "4.2 s"
         now[0] += 3  # three seconds without a word from the engine: the row still moves
-        for _ in range(60):
-            await pilot.pause(0.05)
-            if str(table.get_cell("dellmini1", "elapsed")) == "7.2 s":
-                break
-        assert str(table.get_cell("dellmini1", "elapsed")) == "7.2 s"
+        await until(pilot, lambda: str(table.get_cell("dellmini1", "elapsed")) == "7.2 s",
+                    what=lambda: f"the row's elapsed moving to 7.2 s: {table.get_cell('dellmini1', 'elapsed')}")
+        await until(pilot, lambda: "7.2 s" in screen_text(app), what="the moved row drawn")
         text = screen_text(app)
         assert "waiting for heartbeat, kubelet Starting event" in text  # the wait reason, on the row
         assert "✓start ✓unit ·beat" in text  # each proof lights as it is proven
@@ -443,12 +430,7 @@ async def test_abort_stops_at_the_next_safe_point_and_apply_continues(wizard, se
         await drive(pilot, settle, until="restart")
         s = app.session
         await pilot.press("a")
-        for _ in range(1000):
-            await pilot.pause(0.02)
-            if any(p.phase in ("restarting", "waiting") for p in s.node_phases.values()):
-                break
-        else:
-            raise AssertionError("no node started restarting")
+        await wait_restarting(pilot)
         await pilot.press("x")
         await settle(pilot, pods=False)
         st = s.states[s.current]
@@ -471,9 +453,7 @@ async def test_resume_after_the_app_is_closed_mid_restart(wizard, settle, screen
     from screens.demo import demo_app
     app2 = demo_app(sb, node_timeout=30, blink=False)
     async with app2.run_test(size=(120, 36)) as pilot:
-        await wait_resume_offer(pilot)
-        await pilot.pause(0.3)
-        offer = screen_text(app2)
+        offer = await wait_resume_offer(pilot, screen_text)
         assert "Unfinished migration" in offer and "stopped in: Rolling restart" in offer
         assert "done: Preflight, Credentials, Registry secrets" in offer and "started " in offer
         await pilot.press("r")
@@ -529,13 +509,9 @@ async def test_audit_mode_is_read_only_and_offers_no_apply(wizard, settle, scree
         assert statuses[0] == "done" and "failed" in statuses
         await pilot.press("a")  # no Apply: nothing happens
         await pilot.press("down", "enter")  # any stage can be looked at
-        await pilot.pause(0.2)
-        assert app.viewing == 1
+        await until(pilot, lambda: app.viewing == 1, what="down, enter opens the second stage")
         await pilot.press("e")
-        for _ in range(200):
-            await pilot.pause(0.05)
-            if len(app.exported) == 2:
-                break
+        await until(pilot, lambda: len(app.exported) == 2, what="e exports the audit as JSON and Markdown")
     assert mutating_requests(sb) == before
     json_file, md_file = sorted((tmp_path / "export").glob("ghcr2gitea-audit-*"))
     report = json.loads(json_file.read_text())
