@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 
 import pytest
 from helpers import mutating_requests as mutating_requests_of
-from helpers import run_cli
+from helpers import run_cli, until
 
 CANARY = "canary-3b1f9e7c2d4a6f80b5e1c9d7a3f2e6b4d8c0a1e9"
 
@@ -94,15 +93,15 @@ async def test_ui_screens_export_and_report_never_show_the_token(make_sandbox, t
     app = demo_app(sb, blink=False, export_dir=tmp_path / "report")
     shots = []
     async with app.run_test(size=(120, 36)) as pilot:
+        def idle() -> bool:  # a worker the key started counts until it has finished, pending ones too
+            return not app._busy() and all(w.is_finished for w in app.workers if w.group in ("engine", "export"))
         for key in ("", "n", "a", "n", "a", "n", "e"):  # Preflight → Credentials → Registry secrets (applied) → export
             if key:
-                await pilot.press(key)
-            await pilot.pause(0.1)  # let the key's work start before waiting for it to end
-            deadline = time.monotonic() + 90  # a loaded machine is slow, never a reason to go on early
-            while app._busy() or any(w.is_running for w in app.workers if w.group == "engine"):
-                assert time.monotonic() < deadline, f"the wizard stayed busy after {key!r}"
-                await pilot.pause(0.05)
+                await pilot.press(key)  # returns once the key is handled: its worker exists
+            # a loaded machine is slow, never a reason to go on early
+            await until(pilot, idle, what=f"the wizard idle after {key!r}", timeout=90)
             shots.append(app.export_screenshot())
+        assert len(app.exported) == 2, app.exported  # the report export was written, and is scanned below
     applied = [m for m in mutating_requests_of(sb) if "/secrets/gitea-registry-push" in m]
     assert applied, "the UI did not get as far as applying the registry secrets"
     res = run_cli(sb, "export", "--plan", str(sb.plan), "--dir", str(tmp_path / "gitops"))
