@@ -710,7 +710,7 @@ def test_watch_sees_changes_made_while_it_runs(core):
     rv = core.list_namespaced_config_map(ns).metadata.resource_version
 
     def later():
-        time.sleep(0.2)
+        time.sleep(0.2)  # likely after the watch began; if not, the watch from rv still replays it: no luck needed
         core.create_namespaced_config_map(ns, cm("late"))
 
     t = threading.Thread(target=later)
@@ -774,7 +774,7 @@ def test_watch_after_compaction_is_410_then_relist_works(sandbox, core):
     assert [o.metadata.name for o in listed.items] == ["a"]
 
     def later():
-        time.sleep(0.2)
+        time.sleep(0.2)  # likely after the watch began; if not, the watch from rv still replays it: no luck needed
         core.create_namespaced_config_map(ns, cm("b"))
 
     t = threading.Thread(target=later)

@@ -153,7 +153,7 @@ def test_get_nodes_watch_prints_the_nodes(kubectl, sandbox, tmp_path):
                 got.append(lines.get(timeout=0.1))
             except queue.Empty:
                 pass
-        time.sleep(0.3)
+        time.sleep(0.3)  # a negative check: a kubectl that did not watch exits at once after the list
         assert proc.poll() is None, proc.stderr.read()  # still watching
     finally:
         proc.kill()

@@ -339,7 +339,8 @@ def test_node_that_never_returns(make_sandbox):
         stalled = lease_time(api, "dellmini3")
         other = lease_time(api, "dellmini5")
         poll(lambda: lease_time(api, "dellmini5") > other, timeout=5, what="other node heartbeat")
-        time.sleep(1.5)  # more than one lease interval
+        # a negative check: a stalled kubelet that still renewed would do so within one lease interval (1 s)
+        time.sleep(1.5)
         assert lease_time(api, "dellmini3") == stalled
         assert lease_time(api, "dellmini5") > other
 
@@ -347,7 +348,7 @@ def test_node_that_never_returns(make_sandbox):
         assert v1.read_namespaced_pod(name, NS).status.phase in ("Pending", "Running")
         probe = node_pod("dellmini3", "echo hi")
         v1.create_namespaced_pod(NS, probe)
-        time.sleep(0.5)
+        time.sleep(0.5)  # a negative check: on a live kubelet the probe would be running by then
         assert v1.read_namespaced_pod(probe["metadata"]["name"], NS).status.phase == "Pending"
         assert state(sb)["nodes"]["dellmini3"]["unit_state"] == "activating"
     finally:
@@ -464,7 +465,7 @@ def test_an_invalid_registries_yaml_keeps_k3s_waiting_at_start_for_ever():
         systemd = Systemd(NodeHooks(), lambda n: 0.1)
         fs.write(REGISTRIES, b"configs:\n  registry.example.test:\n    tls: [unclosed\n")
         task = systemd.restart(node)
-        await asyncio.sleep(0.5)  # five times the restart's duration
+        await asyncio.sleep(0.5)  # a negative check: five times the restart's duration, it would be done by now
         stuck = (task.done(), node.state, node.kubelet_up, node.restarts[-1]["kubelet"])
         task.cancel()
         fs.write(REGISTRIES, b"configs: {}\n")  # fixed: the next start loads it

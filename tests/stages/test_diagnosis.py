@@ -19,7 +19,7 @@ import time
 
 import pytest
 import yaml
-from helpers import fast_options
+from helpers import fast_options, poll
 
 from sandbox import cluster as C
 from wizard import plan as plan_mod
@@ -84,27 +84,21 @@ class Migrated:
             self.wait_node_ready(node)
 
     def wait_node_ready(self, node: str, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def back() -> bool:
             obj = self.cluster.get("Node", node) or {}
             ready = [c for c in obj.get("status", {}).get("conditions", []) if c["type"] == "Ready"]
             state = self.sb.call(lambda: self.sb.cluster.nodes[node].state)
-            if ready and ready[0]["status"] == "True" and state == "active":
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"{node} not back in {timeout} s")
+            return bool(ready) and ready[0]["status"] == "True" and state == "active"
+        poll(back, timeout=timeout, what=f"{node} back: Ready and its unit active")
 
     def restart_proxy(self) -> None:
         p = self.plan
         for pod in self.cluster.list("Pod", p.proxy_namespace, labels=f"app={p.proxy_name}"):
             self.operator.delete("Pod", pod["metadata"]["name"], p.proxy_namespace)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
+        def running() -> bool:
             pods = self.cluster.list("Pod", p.proxy_namespace, labels=f"app={p.proxy_name}")
-            if pods and all((x.get("status") or {}).get("phase") == "Running" for x in pods):
-                return
-            time.sleep(0.05)
-        raise AssertionError("the auth proxy did not come back")
+            return bool(pods) and all((x.get("status") or {}).get("phase") == "Running" for x in pods)
+        poll(running, timeout=20, what="the auth proxy back, its pods Running")
 
     def set_proxy_cert(self, cert_pem: bytes, key_pem: bytes, *, ca_pem: bytes | None = None) -> None:
         p = self.plan
@@ -293,7 +287,7 @@ def test_cluster_dns_mirror_in_registries_yaml(migrated):
 
 def test_registries_yaml_written_but_k3s_not_restarted(migrated):
     # systemd and stat report whole seconds: write in a later second than k3s's last start
-    time.sleep(1.1)
+    time.sleep(1.1)  # not a wait for a state: the scenario needs the write one whole second after the start
     migrated.write_registries(NODE, migrated.registries(NODE), restart=False)
     [check] = assert_diagnosed(migrated.verify("registries", "restart", "verify"), "not-restarted")
     assert check.name == f"{NODE}: registries.yaml loaded"
@@ -378,13 +372,12 @@ def test_socat_as_the_auth_proxy(migrated):
     p = migrated.plan
     migrated.operator.patch("Deployment", p.proxy_name, p.proxy_namespace, {"spec": {"template": {"spec": {
         "containers": [{"name": "nginx", "image": "alpine/socat:1.8.0.0"}]}}}})
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+
+    def socat_running() -> bool:
         pods = migrated.cluster.list("Pod", p.proxy_namespace, labels=f"app={p.proxy_name}")
-        if [x["spec"]["containers"][0]["image"] for x in pods] == ["alpine/socat:1.8.0.0"] and \
-                pods[0].get("status", {}).get("phase") == "Running":
-            break
-        time.sleep(0.05)
+        return [x["spec"]["containers"][0]["image"] for x in pods] == ["alpine/socat:1.8.0.0"] and \
+            pods[0].get("status", {}).get("phase") == "Running"
+    poll(socat_running, timeout=20, what="the proxy replaced by one running alpine/socat pod")
     [check] = assert_diagnosed(migrated.verify("verify"), "socat-proxy")
     assert "alpine/socat" in check.cause
 

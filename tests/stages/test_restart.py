@@ -6,10 +6,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from helpers import run_cli, sandbox_state
+from helpers import poll, run_cli, sandbox_state
 
 
 def wizard_pods(state: dict) -> list[str]:
@@ -49,14 +48,8 @@ def test_killed_mid_restart_then_resumed(make_sandbox, tmp_path):
     proc = subprocess.Popen([str(Path(sys.executable).parent / "ghcr2gitea"), "apply", "--plan", str(sb.plan),
                              "--yes"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            r = sandbox_state(sb)["nodes"]["dellmini3"]["restarts"]
-            if r and r[0]["end"] is None:
-                break
-            time.sleep(0.05)
-        else:
-            raise AssertionError("dellmini3 never started restarting")
+        poll(lambda: (r := sandbox_state(sb)["nodes"]["dellmini3"]["restarts"]) and r[0]["end"] is None,
+             timeout=60, what="dellmini3 restarting")
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.wait(10)
