@@ -3,7 +3,7 @@ world (kept by the sandbox in the folder), or to start fresh."""
 
 from __future__ import annotations
 
-from helpers import fast_options
+from helpers import fast_options, until
 
 from sandbox.cluster import NAMESPACE
 from screens.demo import default_dir, demo_app, demo_kw, start_demo
@@ -17,12 +17,9 @@ def _app(sb):
 
 async def _offered(pilot, screen_text) -> str:
     """Until the resume offer is up and drawn; its text."""
-    await wait_resume_offer(pilot, "the demo run again did not offer to resume")
-    for _ in range(200):
-        if "done:" in (text := screen_text(pilot.app)):
-            return text
-        await pilot.pause(0.05)
-    raise AssertionError("the resume offer was not drawn")
+    await wait_resume_offer(pilot, screen_text, "the demo run again offering to resume")
+    await until(pilot, lambda: "done:" in screen_text(pilot.app), what="the resume offer's done stages drawn")
+    return screen_text(pilot.app)
 
 
 def _uid(sb) -> str:
@@ -41,7 +38,7 @@ async def test_the_demo_run_again_offers_to_resume_the_earlier_migration_or_to_s
             assert [st.key for st in app.session.states if st.done] == ["preflight", "credentials", "secrets",
                                                                        "images"]
             await pilot.press("q")
-            await pilot.pause(0.2)
+            await until(pilot, lambda: app.return_code is not None, what="q quits (nothing is being applied)")
         gitea = sb.cluster.registries()["gitea"]
         assert gitea
     finally:
@@ -64,7 +61,7 @@ async def test_the_demo_run_again_offers_to_resume_the_earlier_migration_or_to_s
             assert s.states[s.current].key == "proxy"
             assert [st.key for st in s.states if st.done] == ["preflight", "credentials", "secrets", "images"]
             await pilot.press("q")
-            await pilot.pause(0.2)
+            await until(pilot, lambda: app.return_code is not None, what="q quits (nothing is being applied)")
     finally:
         sb.stop()
 
@@ -75,7 +72,7 @@ async def test_the_demo_run_again_offers_to_resume_the_earlier_migration_or_to_s
         async with app.run_test(size=(120, 36)) as pilot:
             await _offered(pilot, screen_text)
             await pilot.press("s")
-            await pilot.pause(0.2)
+            await until(pilot, lambda: app.return_code is not None, what="Start fresh ends the app")
         assert app.fresh_asked
     finally:
         sb.stop()
