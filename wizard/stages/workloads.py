@@ -270,8 +270,10 @@ def manifest_checks(plan: Plan, pins: M.Pins | None = None) -> list[Check]:
         checks.append(failed("manifest files use the Gitea registry",
                              f"{sum(len(rw.edits) for rw in pending)} GHCR image or pull-secret reference(s) left in "
                              f"{len(pending)} file(s): {', '.join(where[:5])}{' …' if len(where) > 5 else ''}",
-                             f"apply stage Workloads, or: ghcr2gitea rewrite --plan {plan.source_path or 'PLAN'} "
-                             "--write " + " ".join(map(str, M.plan_paths(plan))), {"files": [rw.path for rw in pending]}))
+                             "apply stage Workloads" + ("" if pins is not None else  # rewrite does not pin
+                                                         f", or: ghcr2gitea rewrite --plan {plan.source_path or 'PLAN'} "
+                                                         "--write " + " ".join(map(str, M.plan_paths(plan)))),
+                             {"files": [rw.path for rw in pending]}))
     elif scan.rewrites:
         checks.append(passed("manifest files use the Gitea registry", {"files": len(scan.rewrites)}))
     notes = [line for rw in scan.rewrites for line in rw.notes_text()]
