@@ -134,12 +134,21 @@ def test_a_digest_only_reference_is_copied_by_digest_and_cronjobs_move_while_job
         api.batch.create_namespaced_cron_job("default", client.V1CronJob(
             metadata=client.V1ObjectMeta(name="nightly"), spec=client.V1CronJobSpec(
                 schedule="0 3 * * *", job_template=client.V1JobTemplateSpec(spec=job_spec))))
+        api.batch.create_namespaced_cron_job("default", client.V1CronJob(
+            metadata=client.V1ObjectMeta(name="report"), spec=client.V1CronJobSpec(
+                schedule="0 4 * * *", job_template=client.V1JobTemplateSpec(spec=client.V1JobSpec(
+                    template=client.V1PodTemplateSpec(spec=pod("report", f"ghcr.io/{ORG}/nightly-report:2",
+                                                               restart_policy="Never")))))))
         api.batch.create_namespaced_job("default", client.V1Job(metadata=client.V1ObjectMeta(name="migrate-once"),
                                                                 spec=job_spec))
         api.core.create_namespaced_pod("default", client.V1Pod(metadata=client.V1ObjectMeta(name="debug"),
                                                                spec=pod("hook", f"ghcr.io/{ORG}/gwa-webhook:latest")))
     finally:
         api.close()
+    # init finds images that only a CronJob runs (it lists what the Images stage would copy)
+    init = run_cli(sb, "init", "--kubeconfig", str(sb.kubeconfig))
+    assert init.returncode == 0, init.stderr
+    assert f"ghcr.io/{ORG}/nightly-report" in {i.source for i in P.loads(init.stdout).images}
     res = run_cli(sb, "apply", *plan_args(sb), "--yes")
     assert res.returncode == 0, res.stdout + res.stderr
     out = res.stdout
