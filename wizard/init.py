@@ -81,17 +81,10 @@ def discover(cluster: ClusterReader) -> dict:
         found["coredns_ip"] = ip
     elif ip not in (None, "", "None"):
         skipped.append(f"init: skipped kube-system/kube-dns clusterIP {_shown(ip)}: not an IP address")
-    from .cluster import ApiError
-    from .stages.images import RUNNING_KINDS, pod_spec
+    from .stages.images import RUNNING_KINDS, list_served, pod_spec
     images: set[str] = set()
     for kind in RUNNING_KINDS:  # what the Images stage copies from: CronJobs, Jobs and bare Pods too
-        try:
-            objects = cluster.list(kind, None)
-        except ApiError as e:
-            if e.status != 404:  # 404: the API serves no such kind (a cluster without batch/v1)
-                raise
-            objects = []
-        for obj in objects:
+        for obj in list_served(cluster, kind, None):
             md = obj.get("metadata") or {}
             if kind == "Pod" and md.get("ownerReferences"):
                 continue  # a controller's pod: its owner is listed

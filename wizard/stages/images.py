@@ -35,6 +35,17 @@ from .base import (
 RUNNING_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "Pod")
 
 
+def list_served(cluster, kind: str, namespace: str | None) -> list[dict]:
+    """``cluster.list``, where a kind the API does not serve (404: a cluster without batch/v1) lists nothing."""
+    from ..cluster import ApiError
+    try:
+        return cluster.list(kind, namespace)
+    except ApiError as e:
+        if e.status != 404:
+            raise
+        return []
+
+
 def pod_spec(kind: str, obj: dict) -> dict:
     """The pod spec of a workload object (a bare Pod's own spec; a CronJob's job template's)."""
     spec = obj.get("spec") or {}
@@ -77,15 +88,8 @@ def running_references(cluster, plan: Plan) -> dict[tuple[str, str], Wanted]:
         w.where.add(where)
         return w
 
-    from ..cluster import ApiError
     for kind in RUNNING_KINDS:
-        try:
-            objects = cluster.list(kind, None)
-        except ApiError as e:
-            if e.status != 404:  # 404: the API serves no such kind (a cluster without batch/v1): none run
-                raise
-            objects = []
-        for obj in objects:
+        for obj in list_served(cluster, kind, None):
             md = obj.get("metadata") or {}
             spec = pod_spec(kind, obj)
             where = f"{kind} {md.get('namespace')}/{md.get('name')}"

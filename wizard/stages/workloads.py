@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from .. import manifests as M
 from ..plan import Plan
 from .base import WARN, Change, Check, Context, Observation, Stage, StageFailed, failed, object_diff, passed
-from .images import pod_spec
+from .images import list_served, pod_spec
 from .pods import pull_failure_hint, wait_rollout
 
 # the kinds patched: their pod template is what future pods are made from (a CronJob's: its job template's)
@@ -67,7 +67,7 @@ class Workloads(Stage):
 
     def inspect(self, ctx: Context) -> WorkloadsSeen:
         p = ctx.plan
-        objects = [(kind, obj) for kind in WORKLOAD_KINDS for obj in _list(ctx, kind, p.workloads_namespace)]
+        objects = [(kind, obj) for kind in WORKLOAD_KINDS for obj in list_served(ctx.cluster, kind, p.workloads_namespace)]
         pins = digest_pins(ctx, objects) if p.pin_digests else None
         found = [(kind, obj, pod_spec_patch(pod_spec(kind, obj), p, pins)) for kind, obj in objects]
         return WorkloadsSeen(found, manifest_scan(p, pins), pins, immutable_users(ctx))
@@ -198,16 +198,6 @@ def manifest_scan(plan: Plan, pins: M.Pins | None = None) -> M.Scan:
     return M.scan(M.plan_paths(plan), plan, pins) if plan.manifests else M.Scan()
 
 
-def _list(ctx: Context, kind: str, namespace: str) -> list[dict]:
-    from ..cluster import ApiError
-    try:
-        return ctx.cluster.list(kind, namespace)
-    except ApiError as e:
-        if e.status != 404:  # 404: the API serves no such kind (a cluster without batch/v1): none run
-            raise
-        return []
-
-
 def digest_pins(ctx: Context, objects: list[tuple[str, dict]]) -> M.Pins:
     """``workloads.pin_digests``: the digest to pin each tag the workloads and manifest files name — the one Gitea
     holds, which the pods run now (the Images stage's gate and Lookup; HEAD requests only). {} without a token."""
@@ -238,7 +228,7 @@ def immutable_users(ctx: Context) -> tuple[str, ...]:
     p = ctx.plan
     out = []
     for kind in IMMUTABLE_KINDS:
-        for obj in _list(ctx, kind, p.workloads_namespace):
+        for obj in list_served(ctx.cluster, kind, p.workloads_namespace):
             md, st = obj.get("metadata") or {}, obj.get("status") or {}
             if kind == "Pod" and (md.get("ownerReferences") or st.get("phase") in ("Succeeded", "Failed")):
                 continue  # a controller's pod (its owner is patched or reported), or finished
