@@ -61,6 +61,9 @@ KINDS: tuple[Kind, ...] = (
     Kind("apps", "v1", "Deployment", "deployments", True, ("deploy",), ("status", "scale"), ("all",)),
     Kind("apps", "v1", "StatefulSet", "statefulsets", True, ("sts",), ("status", "scale"), ("all",)),
     Kind("apps", "v1", "DaemonSet", "daemonsets", True, ("ds",), ("status",), ("all",)),
+    # batch/v1 is served (stored, validated, patched) but runs nothing: no Job controller makes pods
+    Kind("batch", "v1", "Job", "jobs", True, (), ("status",), ("all",)),
+    Kind("batch", "v1", "CronJob", "cronjobs", True, ("cj",), ("status",), ("all",)),
     Kind("networking.k8s.io", "v1", "Ingress", "ingresses", True, ("ing",), ("status",)),
     Kind("rbac.authorization.k8s.io", "v1", "Role", "roles", True),
     Kind("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", True),

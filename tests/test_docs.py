@@ -71,6 +71,8 @@ def expected_default(attr: str) -> str:
         return "none"
     if default == ():
         return "`[]`"
+    if isinstance(default, bool):  # as the plan's YAML writes it
+        return "`true`" if default else "`false`"
     return f"`{default}`"
 
 

@@ -81,11 +81,14 @@ def discover(cluster: ClusterReader) -> dict:
         found["coredns_ip"] = ip
     elif ip not in (None, "", "None"):
         skipped.append(f"init: skipped kube-system/kube-dns clusterIP {_shown(ip)}: not an IP address")
+    from .stages.images import RUNNING_KINDS, list_served, pod_spec
     images: set[str] = set()
-    for kind in ("Deployment", "StatefulSet", "DaemonSet"):
-        for obj in cluster.list(kind, None):
+    for kind in RUNNING_KINDS:  # what the Images stage copies from: CronJobs, Jobs and bare Pods too
+        for obj in list_served(cluster, kind, None):
             md = obj.get("metadata") or {}
-            spec = ((obj.get("spec") or {}).get("template") or {}).get("spec") or {}
+            if kind == "Pod" and md.get("ownerReferences"):
+                continue  # a controller's pod: its owner is listed
+            spec = pod_spec(kind, obj)
             for c in (spec.get("initContainers") or []) + (spec.get("containers") or []):
                 img = c.get("image", "")
                 source = _source_of(img)

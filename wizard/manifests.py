@@ -79,7 +79,8 @@ class Rewrite:
     after: str
     edits: tuple[Edit, ...] = ()
     notes: tuple[Note, ...] = field(default=())
-    root: str | None = None  # the tree the operator named: writes never leave it (see fsutil.write_atomic)
+    root: str | None = None
+    images: tuple[str, ...] = ()  # the plan images' references the file holds (image: scalars), as written  # the tree the operator named: writes never leave it (see fsutil.write_atomic)
 
     @property
     def changed(self) -> bool:
@@ -118,6 +119,43 @@ def plan_image(image: str, plan: Plan) -> Image | None:
     return None
 
 
+def split_ref(image: str, plan: Plan) -> tuple[Image, str, str] | None:
+    """(plan image, tag, digest) of a container image that is a plan image on GHCR or on Gitea, else None.
+    A reference without tag or digest is ``latest``; a digest-only reference has tag ""."""
+    for img in plan.images:
+        for base in (img.source, img.target):
+            if image == base or image.startswith((base + ":", base + "@")):
+                rest = image[len(base):]
+                ref, _, digest = rest.partition("@")
+                tag = ref[1:] if ref.startswith(":") else ""
+                if not tag and not digest:
+                    tag = "latest"
+                return img, tag, digest
+    return None
+
+
+Pins = dict[tuple[str, str], str]  # (plan image source, tag) → the digest Gitea holds for it (workloads.pin_digests)
+
+
+def migrated_ref(image: str, plan: Plan, pins: Pins | None = None) -> str | None:
+    """The Gitea reference for a plan image, or None when ``image`` needs no change.
+
+    ``pins`` None: a GHCR reference gets the target's prefix, its tag or digest kept. ``pins`` given
+    (``workloads.pin_digests``): GHCR and Gitea references alike become ``<target>@sha256:…`` — their own
+    digest, else the pinned digest of their tag; a GHCR tag without a pin keeps the tag form."""
+    hit = split_ref(image, plan)
+    if hit is None:
+        return None
+    img, tag, digest = hit
+    on_source = image == img.source or image.startswith((img.source + ":", img.source + "@"))
+    new = img.target + image[len(img.source):] if on_source else image
+    if pins is not None:
+        pin = digest or pins.get((img.source, tag))
+        if pin:
+            new = f"{img.target}@{pin}"
+    return new if new != image else None
+
+
 def is_source_image(image: str) -> bool:
     return image.startswith(SOURCE_REGISTRY)
 
@@ -145,8 +183,8 @@ def read_text(path: str | os.PathLike) -> str:
         raise ManifestError(str(path), f"not UTF-8 text (byte {e.start}); not touched") from None
 
 
-def rewrite_text(text: str, plan: Plan, path: str = "<text>") -> Rewrite:
-    """The rewrite of one file's text; raises ManifestError (file, line, column) when it is not YAML."""
+def rewrite_text(text: str, plan: Plan, path: str = "<text>", pins: Pins | None = None) -> Rewrite:
+    """The rewrite of one file's text (``pins``: as ``migrated_ref``); raises ManifestError (file, line, column) when it is not YAML."""
     try:
         docs = [d for d in yaml.compose_all(text, Loader=yaml.SafeLoader) if d is not None]
     except yaml.MarkedYAMLError as e:
@@ -156,7 +194,7 @@ def rewrite_text(text: str, plan: Plan, path: str = "<text>") -> Rewrite:
                             mark.line + 1 if mark else None, mark.column + 1 if mark else None) from None
     except yaml.YAMLError as e:
         raise ManifestError(path, f"not valid YAML: {e}; not touched") from None
-    finder = _Finder(text, plan, Path(path).name)
+    finder = _Finder(text, plan, Path(path).name, pins)
     for doc in docs:
         finder.document(doc)
     edits = sorted(finder.edits.values(), key=lambda e: e.start)
@@ -169,18 +207,19 @@ def rewrite_text(text: str, plan: Plan, path: str = "<text>") -> Rewrite:
         except yaml.YAMLError as e:  # pragma: no cover - a bug in the splicer, never the operator's file
             raise ManifestError(path, f"internal error: the rewrite would not parse ({e}); not touched") from None
     notes = sorted(finder.notes.values(), key=lambda n: (n.line, n.column))
-    return Rewrite(path, text, out, tuple(edits), tuple(notes))
+    return Rewrite(path, text, out, tuple(edits), tuple(notes), images=tuple(dict.fromkeys(finder.images)))
 
 
-def rewrite_file(path: str | os.PathLike, plan: Plan) -> Rewrite:
-    return rewrite_text(read_text(path), plan, str(path))
+def rewrite_file(path: str | os.PathLike, plan: Plan, pins: Pins | None = None) -> Rewrite:
+    return rewrite_text(read_text(path), plan, str(path), pins)
 
 
 class _Finder:
     """Walks composed nodes; records edits (deduplicated: an alias is the anchored node) and notes."""
 
-    def __init__(self, text: str, plan: Plan, filename: str):
-        self.text, self.plan, self.filename = text, plan, filename
+    def __init__(self, text: str, plan: Plan, filename: str, pins: Pins | None = None):
+        self.text, self.plan, self.filename, self.pins = text, plan, filename, pins
+        self.images: list[str] = []
         self.edits: dict[tuple[int, int], Edit] = {}
         self.notes: dict[tuple[int, int, str], Note] = {}
         self._seen: set[int] = set()
@@ -228,6 +267,13 @@ class _Finder:
 
     def _image(self, node: ScalarNode, what: str) -> None:
         value = node.value
+        if what == "image" and split_ref(value, self.plan) is not None:
+            self.images.append(value)
+            if self.pins is not None:  # workloads.pin_digests: the whole reference becomes <target>@sha256:…
+                new = migrated_ref(value, self.plan, self.pins)
+                if new is not None:
+                    self._splice(node, value, new, what)
+                return
         img = plan_image(value, self.plan)
         line, col = node.start_mark.line + 1, node.start_mark.column + 1
         if img is None:
@@ -352,7 +398,7 @@ class Scan:
         return [r for r in self.rewrites if r.changed]
 
 
-def scan(paths: Iterable[str | os.PathLike], plan: Plan) -> Scan:
+def scan(paths: Iterable[str | os.PathLike], plan: Plan, pins: Pins | None = None) -> Scan:
     out = Scan()
     for p in map(Path, paths):
         if not p.exists():
@@ -361,7 +407,7 @@ def scan(paths: Iterable[str | os.PathLike], plan: Plan) -> Scan:
         root = p if p.is_dir() else p.parent
         for f in collect([p]):
             try:
-                out.rewrites.append(dataclasses.replace(rewrite_file(f, plan), root=str(root)))
+                out.rewrites.append(dataclasses.replace(rewrite_file(f, plan, pins), root=str(root)))
             except ManifestError as e:
                 out.errors.append(e)
     return out

@@ -297,6 +297,9 @@ class Plan:
     gitea_port: int = 3000
     workloads_namespace: str = "default"
     manifests: tuple[str, ...] = ()
+    # workloads.pin_digests: the Workloads stage writes <target>@sha256:<digest> (the digest the pods run now,
+    # which Gitea holds) instead of <target>:<tag>, in live workloads and in the manifest files
+    pin_digests: bool = False
     runner_namespace: str = "default"
     runner_service_account: str = "gwa-actions-runner"
     runner_role: str = "gwa-actions-runner"
@@ -355,7 +358,7 @@ SCHEMA: dict[str, dict[str, str]] = {
               "ca_configmap": "proxy_ca_configmap", "config_configmap": "proxy_config_configmap",
               "image": "proxy_image", "cert_days": "cert_days", "coredns_ip": "coredns_ip"},
     "ingress": {"namespace": "ingress_namespace", "name": "ingress_name"},
-    "workloads": {"namespace": "workloads_namespace", "manifests": "manifests"},
+    "workloads": {"namespace": "workloads_namespace", "manifests": "manifests", "pin_digests": "pin_digests"},
     "ci": {"namespace": "runner_namespace", "service_account": "runner_service_account", "role": "runner_role",
            "workflow": "workflow", "repo_dir": "ci_repo_dir", "branch": "ci_branch"},
     "vault": {"path": "vault_path"},
@@ -449,6 +452,10 @@ def from_dict(data, source: str = "") -> Plan:
                 values.pop(attr)
                 continue
             values[attr] = tuple(v)
+        elif typ == "bool":
+            if not isinstance(v, bool):
+                problems.append(_problem(path, v, "expected true or false (unquoted)"))
+                values.pop(attr)
         elif typ == "int":
             if not isinstance(v, int) or isinstance(v, bool):
                 problems.append(_problem(path, v, "expected a whole number"))

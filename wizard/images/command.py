@@ -203,7 +203,7 @@ def _text(report) -> None:
         for e in img.errors:
             print(f"{img.source} → {img.target}: FAILED: {e}")
         for t in img.tags:
-            sep = "@" if t.kind == "referrer" else ":"
+            sep = "@" if t.by_digest else ":"
             digest = t.source_digest or "-"
             line = f"{img.source}{sep}{t.tag} → {img.target}{sep}{t.tag}  {digest}  {t.status}"
             if t.error:

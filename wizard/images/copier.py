@@ -60,6 +60,7 @@ class CopyJob:
     source: str
     target: str
     tags: tuple[str, ...] = ()
+    digests: tuple[str, ...] = ()  # manifests the cluster runs by digest only (image@sha256:…): copied by digest
     all_tags: bool = False
     tag_pattern: str | None = None  # a regular expression every listed tag is matched against (fullmatch)
     mount_from: tuple[str, ...] = ()  # other target repositories that may already hold the blobs
@@ -95,7 +96,12 @@ class TagResult:
     error: str = ""
     media_type: str = ""
     platforms: tuple[str, ...] = ()
-    kind: str = "tag"  # tag | fallback (sha256-… tag) | referrer (by digest)
+    kind: str = "tag"  # tag | fallback (sha256-… tag) | referrer (by digest) | digest (run by digest, no tag)
+
+    @property
+    def by_digest(self) -> bool:
+        """Pushed under its digest, not a tag: a referrer, or a manifest the cluster runs by digest only."""
+        return self.kind in ("referrer", "digest")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -140,7 +146,7 @@ class CopyReport:
         out = {}
         for img in self.images:
             for t in img.tags:
-                sep = "@" if t.kind == "referrer" else ":"
+                sep = "@" if t.by_digest else ":"
                 out[f"{img.source}{sep}{t.tag}"] = {"target": f"{img.target}{sep}{t.tag}",
                                                     "source_digest": t.source_digest,
                                                     "target_digest": t.target_digest, "status": t.status}
@@ -269,7 +275,7 @@ class Copier:
             pattern = re.compile(job.tag_pattern) if job.tag_pattern else None
             names += [t for t in listed or [] if t not in names and (pattern is None or pattern.fullmatch(t))
                       and not _is_fallback(t)]
-        if not names:
+        if not names and not job.digests:
             res.errors.append(f"{res.source}: no tag selected (give tags, --all-tags or --tags REGEX)")
             return
         # tags that differ only in case collide in Gitea, which lowercases them
@@ -285,6 +291,7 @@ class Copier:
                 t.result.error = (f"tags {', '.join(group)} differ only in case: Gitea stores tags lowercase, so "
                                   "they would overwrite each other; rename all but one on the source or select one")
             tags.append(t)
+        tags += [_Tag(TagResult(d, kind="digest")) for d in dict.fromkeys(job.digests)]
         res.tags = [t.result for t in tags]
         live = [t for t in tags if t.result.status != "failed"]
         await asyncio.gather(*(self._resolve(img, t) for t in live))
@@ -401,7 +408,7 @@ class Copier:
                     got = await self.target.put_manifest(job.target, m.digest, m.body, m.media_type, scopes=scopes)
                     if got and got != m.digest:
                         raise RegistryError(f"{img.result.target}@{m.digest}: the target stored it as {got}")
-                ref = r.source_digest if r.kind == "referrer" else r.tag
+                ref = r.source_digest if r.by_digest else r.tag
                 got = await self.target.put_manifest(job.target, ref, t.top.body, t.top.media_type, scopes=scopes)
         except RegistryError as e:
             r.status, r.error = "failed", str(e)

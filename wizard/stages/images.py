@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass, field
 
 from ..credentials import Secret
+from ..manifests import split_ref
 from ..plan import Image, Plan
 from .base import (
     WARN,
@@ -34,6 +35,17 @@ from .base import (
 RUNNING_KINDS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "Pod")
 
 
+def list_served(cluster, kind: str, namespace: str | None) -> list[dict]:
+    """``cluster.list``, where a kind the API does not serve (404: a cluster without batch/v1) lists nothing."""
+    from ..cluster import ApiError
+    try:
+        return cluster.list(kind, namespace)
+    except ApiError as e:
+        if e.status != 404:
+            raise
+        return []
+
+
 def pod_spec(kind: str, obj: dict) -> dict:
     """The pod spec of a workload object (a bare Pod's own spec; a CronJob's job template's)."""
     spec = obj.get("spec") or {}
@@ -42,21 +54,6 @@ def pod_spec(kind: str, obj: dict) -> dict:
     if kind == "CronJob":
         spec = ((spec.get("jobTemplate") or {}).get("spec")) or {}
     return ((spec.get("template") or {}).get("spec")) or {}
-
-
-def split_ref(image: str, plan: Plan) -> tuple[Image, str, str] | None:
-    """(plan image, tag, digest) of a container image that is a plan image on GHCR or on Gitea, else None.
-    A reference without tag or digest is ``latest``; a digest-only reference has tag ""."""
-    for img in plan.images:
-        for base in (img.source, img.target):
-            if image == base or image.startswith((base + ":", base + "@")):
-                rest = image[len(base):]
-                ref, _, digest = rest.partition("@")
-                tag = ref[1:] if ref.startswith(":") else ""
-                if not tag and not digest:
-                    tag = "latest"
-                return img, tag, digest
-    return None
 
 
 @dataclass
@@ -91,15 +88,8 @@ def running_references(cluster, plan: Plan) -> dict[tuple[str, str], Wanted]:
         w.where.add(where)
         return w
 
-    from ..cluster import ApiError
     for kind in RUNNING_KINDS:
-        try:
-            objects = cluster.list(kind, None)
-        except ApiError as e:
-            if e.status != 404:  # 404: the API serves no such kind (a cluster without batch/v1): none run
-                raise
-            objects = []
-        for obj in objects:
+        for obj in list_served(cluster, kind, None):
             md = obj.get("metadata") or {}
             spec = pod_spec(kind, obj)
             where = f"{kind} {md.get('namespace')}/{md.get('name')}"
@@ -200,15 +190,33 @@ def look_up(ctx: Context, wanted: dict[tuple[str, str], Wanted], *, source: bool
 def missing_in_gitea(ctx: Context, refs: set[tuple[str, str]] | None = None) -> list[Check]:
     """The gate: each reference (of ``refs``, default all the cluster runs) that Gitea does not hold with the
     digest its pods run now (or, where no pod runs it, the source's digest) — a failed check each."""
+    return gate(ctx, refs)[1]
+
+
+def gate(ctx: Context, refs: set[tuple[str, str]] | None = None,
+         more: dict[tuple[str, str], Wanted] | None = None) -> tuple[Lookup, list[Check]]:
+    """``missing_in_gitea`` with the Lookup it judged by (what Gitea holds for each reference: the digests
+    ``workloads.pin_digests`` writes). ``more``: references nothing runs (a manifest file's tags) to look up
+    too; Gitea's digest is all that is asked of them."""
     wanted = running_references(ctx.cluster, ctx.plan)
     if refs is not None:
         wanted = {k: w for k, w in wanted.items() if k in refs}
+        by_source = {i.source: i for i in ctx.plan.images}
+        for src, ref in refs - set(wanted):  # what no pod spec names yet: a digest the Workloads stage pins
+            if src in by_source:
+                digest = ref if ref.startswith("sha256:") else ""
+                wanted[(src, ref)] = Wanted(by_source[src], "" if digest else ref, digest)
+    checked = set(wanted)
+    for k, w in (more or {}).items():
+        wanted.setdefault(k, w)
     if not wanted:
-        return []
-    need_source = any(not w.running and not w.digest for w in wanted.values())
+        return Lookup(wanted), []
+    need_source = any(not w.running and not w.digest for k, w in wanted.items() if k in checked)
     found = look_up(ctx, wanted, source=need_source)
     out = []
     for key, w in wanted.items():
+        if key not in checked:
+            continue
         have = found.target.get(key)
         expect = found.expected(key)
         target = f"{w.image.target}{':' + w.tag if w.tag else '@' + w.digest}"
@@ -222,7 +230,17 @@ def missing_in_gitea(ctx: Context, refs: set[tuple[str, str]] | None = None) -> 
                           "through CI; nothing was patched", {"image": w.image.source, "tag": w.reference,
                                                               "gitea": have or "", "pods": sorted(w.running),
                                                               "where": sorted(w.where)}))
-    return out
+    return found, out
+
+
+def pinned(found: Lookup, key: tuple[str, str]) -> str | None:
+    """The digest to pin a reference to: the one Gitea holds for it, when that is what its pods run (run by
+    none: the source's digest, where the source was asked; else whatever Gitea holds); None when Gitea lacks it or holds another digest (the gate names it)."""
+    have = found.target.get(key)
+    if have is None or not have.startswith("sha256:"):
+        return None
+    expect = found.expected(key) if key in found.wanted else set()
+    return have if not expect or have in expect else None
 
 
 @dataclass(frozen=True)
@@ -283,10 +301,12 @@ class Images(Stage):
         from ..credentials import mask
         from ..images.command import progress_line, registries
         from ..images.copier import CopyJob, CopyOptions, copy
+        # a digest-only reference (image@sha256:…, no tag) is copied by its digest, the same bytes
         jobs = [CopyJob(img.source_repo, img.target_repo, tags=tuple(t for t in refs if not t.startswith("sha256:")),
+                        digests=tuple(t for t in refs if t.startswith("sha256:")),
                         mount_from=tuple(j.target_repo for j in ctx.plan.images if j.target_repo != img.target_repo))
                 for img, refs in (ch.payload for ch in changes)]
-        jobs = [j for j in jobs if j.tags]
+        jobs = [j for j in jobs if j.tags or j.digests]
         if not jobs:
             return
         creds = source_credentials(ctx)
@@ -349,4 +369,4 @@ class Images(Stage):
         return checks
 
 
-__all__ = ["Images", "missing_in_gitea", "running_references"]
+__all__ = ["Images", "gate", "missing_in_gitea", "pinned", "running_references"]
