@@ -30,6 +30,8 @@ def test_every_stage_inspects_into_a_frozen_observation_the_screen_can_read(sand
             kinds[st.key] = type(seen).__name__
             lines = describe_observed(seen, ctx)
             assert lines and not any("inspected" in line or "object at 0x" in line for line in lines), (st.key, lines)
+            internal = ("lookup:", "pins:", "immutable:", "facts:")  # field names are not words for the screen
+            assert not any(line.startswith(internal) for line in lines), (st.key, lines)
             st.plan(ctx, seen)  # each plan() takes what its own inspect() returned
         # the stages that look at something each say what, in a type of their own
         assert kinds["preflight"] == "PreflightSeen" and kinds["restart"] == "RestartSeen"

@@ -57,6 +57,15 @@ class WorkloadsSeen(Observation):
     pins: M.Pins | None = None  # workloads.pin_digests: (image, tag) → the digest Gitea holds and the pods run
     immutable: tuple[str, ...] = ()  # "Job ns/name runs IMAGE": what cannot be patched and keeps GHCR
 
+    def items(self):
+        """What the screen shows: the workloads and manifest files, then pinning and what stays on GHCR in words."""
+        out = [("workloads", self.workloads), ("manifests", self.manifests)]
+        if self.pins is not None:
+            out.append(("digest_pinning", f"on — {len(self.pins)} image reference(s) resolved to a digest"))
+        if self.immutable:
+            out.append(("left_on_GHCR_until_replaced", "; ".join(self.immutable)))
+        return out
+
 
 class Workloads(Stage):
     key, title, guide_step = "workloads", "Workloads", "Step 6"
