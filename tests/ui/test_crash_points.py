@@ -23,9 +23,10 @@ from .test_wizard import drive, restarts, wait_resume_offer
 DRIVER = Path(__file__).with_name("kill_driver.py")
 
 
-def kill_wizard_at(sb, point: str, state: Path) -> subprocess.CompletedProcess:
+def kill_wizard_at(sb, point: str, state: Path, **extra: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "GITEA_TOKEN")}
-    env.update(GITEA_TOKEN=sb.token_file.read_text().strip(), XDG_STATE_HOME=str(state), GHCR2GITEA_KILL_AT=point)
+    env.update(GITEA_TOKEN=sb.token_file.read_text().strip(), XDG_STATE_HOME=str(state), GHCR2GITEA_KILL_AT=point,
+               **extra)
     return subprocess.run([sys.executable, str(DRIVER), str(sb.plan), str(sb.kubeconfig)], env=env,
                           capture_output=True, text=True, timeout=280, stdin=subprocess.DEVNULL)
 
@@ -33,6 +34,23 @@ def kill_wizard_at(sb, point: str, state: Path) -> subprocess.CompletedProcess:
 def wizard_pods(sb) -> list[str]:
     return [p["name"] for p in sandbox_state(sb)["pods"]
             if "ghcr2gitea.io/role" in (p.get("labels") or {}) and not p["deleted"]]
+
+
+def test_the_wizards_path_passes_every_crash_point_of_the_fault_suite(make_sandbox, tmp_path):
+    """The fault suite kills the headless run at each crash point and resumes it (tests/reliability/
+    test_faults.py). The wizard's run passes the very same points — those of every stage it applies, and each
+    node's restart — so each of those kills can land on its path too; the tests below kill it at samples and
+    resume. The stages that only check (Preflight, Credentials, Verify) have nothing to apply in the wizard,
+    so no kill point lies inside them there."""
+    from reliability.test_faults import KILL_POINTS
+    sb = make_sandbox(restart_seconds=(0.2, 0.3))
+    log = tmp_path / "crash-points.log"
+    done = kill_wizard_at(sb, "", tmp_path / "state", GHCR2GITEA_CRASH_LOG=str(log))
+    assert done.returncode == 0, done.stderr[-800:]
+    reached = log.read_text().split()
+    only_checks = {f"{when}:{key}" for when in ("before", "after") for key in ("preflight", "credentials", "verify")}
+    assert set(reached) == set(KILL_POINTS) - only_checks, sorted(set(reached) ^ (set(KILL_POINTS) - only_checks))
+    assert len(reached) == len(set(reached)), "a crash point passed twice"
 
 
 @pytest.mark.parametrize("point", ["after:secrets", "restart:dellmini3"])
