@@ -67,10 +67,18 @@ def cluster_reads(p: Plan) -> list[dict]:
         rule("apps", "deployments", ["list"]),  # the workloads' images (plan's workloads namespace)
         rule("apps", "statefulsets", ["list"]),
         rule("apps", "daemonsets", ["list"]),
+        rule("batch", "cronjobs", ["list"]),  # CronJobs running plan images (patched by Workloads)
+        rule("batch", "jobs", ["list"]),  # running Jobs (cannot be patched: reported)
         rule("networking.k8s.io", "ingresses", ["list"]),
         rule("rbac.authorization.k8s.io", "roles", ["get"], {p.runner_role}),
         rule("rbac.authorization.k8s.io", "rolebindings", ["get"], {p.runner_role}),
     ]
+
+
+def pod_reads(p: Plan) -> dict:
+    """The one namespaced read of pods: listed in the workloads namespace only (bare Pods running plan images,
+    which cannot be patched and are reported), never cluster-wide, never exec or logs."""
+    return {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}
 
 
 def secret_reads(p: Plan) -> dict[str, list[str]]:
@@ -209,6 +217,12 @@ def build(p: Plan, *, namespace: str, schedule: str, image: str) -> list[dict]:
              "subjects": [sa]},
         ]
     objs += [
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+         "metadata": _meta(f"{NAME}-pods", p.workloads_namespace), "rules": [pod_reads(p)]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+         "metadata": _meta(f"{NAME}-pods", p.workloads_namespace),
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": f"{NAME}-pods"},
+         "subjects": [sa]},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": _meta(f"{NAME}-result", namespace),
          "rules": [{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": [RESULT],
                     "verbs": ["get", "update"]}]},

@@ -45,8 +45,8 @@ def test_the_export_writes_the_audits_objects_labelled_valid_and_needs_no_cluste
                              "*/30 8-18 * * mon-fri")
     assert code == 0, err
     docs = list(yaml.safe_load_all((tmp_path / "out" / A.FILE).read_text()))
-    assert [d["kind"] for d in docs] == ["Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role",
-                                         "RoleBinding", "Role", "RoleBinding", "ConfigMap", "ConfigMap", "CronJob"]
+    assert [d["kind"] for d in docs] == ["Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
+                                         *["Role", "RoleBinding"] * 3, "ConfigMap", "ConfigMap", "CronJob"]
     assert f"wrote {tmp_path / 'out' / A.FILE}" in out
     for d in docs:
         assert d["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "ghcr2gitea"
@@ -68,6 +68,9 @@ def test_the_export_writes_the_audits_objects_labelled_valid_and_needs_no_cluste
     (secrets,) = by[("Role", f"{A.NAME}-secrets")]["rules"]
     assert secrets == {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"],
                        "resourceNames": ["gitea-proxy-tls", "gitea-registry-push", "gitea-registry-secret"]}
+    (pods,) = by[("Role", f"{A.NAME}-pods")]["rules"]  # bare Pods, listed in the workloads namespace only
+    assert pods == {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}
+    assert by[("Role", f"{A.NAME}-pods")]["metadata"]["namespace"] == "default"
     (result,) = by[("Role", f"{A.NAME}-result")]["rules"]
     assert result["resourceNames"] == [A.RESULT] and result["verbs"] == ["get", "update"]
     assert "data" not in by[("ConfigMap", A.RESULT)]  # applying the file again keeps the last result
