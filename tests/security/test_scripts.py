@@ -202,6 +202,7 @@ def test_hostile_values_cannot_reach_a_script_through_the_plan(field):
 
 def test_a_kube_dns_clusterip_that_is_not_an_ip_never_reaches_nginx():
     """The resolver nginx gets is read from the cluster when the plan leaves it out: only an IP gets through."""
+    from wizard.stages.base import RunCache
     from wizard.stages.preflight import coredns_ip
 
     class Cluster:
@@ -211,7 +212,7 @@ def test_a_kube_dns_clusterip_that_is_not_an_ip_never_reaches_nginx():
     class Ctx:
         plan = plans()["sandbox-like"]
         cluster = Cluster()
-        cache: dict = {}
+        cache = RunCache()
     assert coredns_ip(Ctx) is None
 
 
