@@ -346,6 +346,29 @@ def test_crane_lists_the_same_tags_and_the_catalog_names_every_copied_repository
                                           for r in (REPO, "acme/second")} == {src}
 
 
+@pytest.mark.parametrize("claimed", ['sha256:' + 'a' * 64 + '" # x', "sha256:" + "A" * 64,
+                                     "sha256:abc", "md5:" + "a" * 64, "sha256:" + "a" * 64 + " extra"])
+def test_a_digest_a_registry_names_must_be_sha256_hex_or_the_call_fails(registry_pair, claimed):
+    """A Docker-Content-Digest is registry data that workloads.pin_digests writes into pod specs and into the
+    operator's manifest files: anything but sha256:<64 hex> (a quote, a comment, another algorithm) is refused
+    where it is read, named in the error, never returned."""
+    from wizard.images.client import RegistryError
+    pair = registry_pair
+    seed(pair, lambda lay: lay.image("v1", platforms=("linux/amd64",), attestations=False), ["v1"])
+    pair.source_proxy.q.reject_429 = [{"match": "/manifests/v1", "count": 1, "status": 200,
+                                       "headers": {"Docker-Content-Digest": claimed}}]
+
+    async def head():
+        async with netclient.async_client(pair.resolve(), ca_file=str(pair.source.ca_bundle), timeout=30) as http:
+            src = Registry(pair.source_proxy.url, http, retry=FAST_RETRY,
+                           credentials=Credentials(WRITER, Secret(pair.source.tokens[WRITER])))
+            return await src.head_manifest(REPO, "v1", scopes=(f"repository:{REPO}:pull",))
+    with pytest.raises(RegistryError, match="not sha256:<64 hex digits>") as err:
+        asyncio.run(head())
+    assert err.value.code == "BAD_DIGEST"
+    assert asyncio.run(head()).startswith("sha256:")  # the registry's own answer, next time, is taken
+
+
 def test_second_repository_gets_the_blobs_by_mount(registry_pair, tmp_path):
     pair = registry_pair
     facts = {}

@@ -43,6 +43,9 @@ _HINT = re.compile(r"retry-after:\s*([0-9.]+)\s*(ns|µs|us|ms|s|m)?", re.IGNOREC
 _UNITS = {"ns": 1e-9, "µs": 1e-6, "us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, None: 1.0}
 
 
+SHA256_DIGEST = re.compile(r"sha256:[0-9a-f]{64}", re.ASCII)
+
+
 class RegistryError(Exception):
     """One registry request that did not do what the copy needs: method, URL (no query), status, why."""
 
@@ -400,13 +403,23 @@ class Registry:
                                   headers={"Accept": MANIFEST_TYPES}, ok=(200, 404))
         if resp.status_code == 404:
             return None
-        return resp.headers.get("docker-content-digest") or None
+        return self._named_digest(resp, f"HEAD {repo}:{reference}") or None
+
+    def _named_digest(self, resp: httpx.Response, what: str) -> str:
+        """The Docker-Content-Digest a registry answered, when it has the digest grammar ("" when absent). It is
+        registry data that ends up in pod specs and the operator's manifest files (workloads.pin_digests):
+        anything else is refused here, never spliced."""
+        claimed = resp.headers.get("docker-content-digest") or ""
+        if claimed and not SHA256_DIGEST.fullmatch(claimed):
+            raise RegistryError(f"{self.name}: {what} answered Docker-Content-Digest {claimed[:80]!r}, not "
+                                "sha256:<64 hex digits>", status=resp.status_code, code="BAD_DIGEST")
+        return claimed
 
     async def put_manifest(self, repo: str, reference: str, body: bytes, media_type: str, *,
                            scopes: tuple[str, ...]) -> str:
         resp = await self.request("PUT", f"/v2/{repo}/manifests/{reference}", scopes=scopes,
                                   headers={"Content-Type": media_type}, content=body, ok=(200, 201))
-        return resp.headers.get("docker-content-digest") or ""
+        return self._named_digest(resp, f"PUT {repo}:{reference}")
 
     async def has_blob(self, repo: str, digest: str, *, scopes: tuple[str, ...]) -> bool:
         resp = await self.request("HEAD", f"/v2/{repo}/blobs/{digest}", scopes=scopes, ok=(200, 404))
