@@ -269,6 +269,8 @@ EXIT_CODES = {
     "export": "0 written, 2 error",
     "rotate-token": "0 rotated and proven (the old token may be revoked), 1 a stage failed (the old token is still "
                     "needed), 2 could not start, 130 interrupted",
+    "rollback": "0 rolled back and proven, 1 a stage failed (run it again once fixed: it continues), 2 could not "
+                "start (no journal of a migration, or no --yes), 130 interrupted",
     "demo": "0 quit, 130 quit while something was applied (the line printed says how to resume), "
             "2 the folder's kept world cannot be loaded (other options: --fresh), non-zero for a bad option",
 }
@@ -314,6 +316,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--yes", action="store_true", help="confirm: every node's registries.yaml changes, k3s restarts")
     p.add_argument("--node-timeout", type=_count("--node-timeout", 1), default=180, metavar="SECONDS",
                    help="how long a restarting node may take to be proven back (default 180)")
+    p = sub.add_parser("rollback", help="take the migration back: workloads, node files and the wizard's objects "
+                       "as they were, proven")
+    add_cluster_options(p)
+    p.add_argument("--yes", action="store_true", help="confirm: every node's registries.yaml changes, k3s restarts")
+    p.add_argument("--dry-run", action="store_true", help="print the plan of the rollback; change nothing")
+    p.add_argument("--adopted", choices=("leave", "restore"), default="leave",
+                   help="objects the migration adopted: leave them as they are (default) or give them back the "
+                        "fields recorded before (not a Secret's data, which is never recorded)")
+    p.add_argument("--node-timeout", type=_count("--node-timeout", 1), default=180, metavar="SECONDS",
+                   help="how long a restarting node may take to be proven back (default 180)")
+    p.add_argument("--take-over-stale-lock", dest="take_over", action="store_true",
+                   help="take the cluster lock from a run that stopped renewing it")
     p = sub.add_parser("audit", help="inspect and verify every stage without changing anything")
     add_cluster_options(p, plan_required=False, fleet=True)
     p.add_argument("--all-contexts", action="store_true",
@@ -436,6 +450,9 @@ def main(argv: list[str] | None = None) -> int:
         return run_export(args)
     if args.command == "images":
         return args.run(args)
+    if args.command == "rollback":
+        from wizard.rollback import run_rollback
+        return run_rollback(args)
     if args.command == "rotate-token":
         from wizard.rotate import run_rotate
         return run_rotate(args)

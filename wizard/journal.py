@@ -24,6 +24,14 @@ from .fsutil import write_atomic
 CONFIGMAP = "ghcr2gitea-journal"
 CONFIGMAP_NAMESPACE = "kube-system"
 VERSION = 1
+# each kind of run keeps its own journal: a rollback's never replaces the migration's, whose undo records it reads
+KINDS = {"migration": ("", CONFIGMAP), "rollback": (".rollback", "ghcr2gitea-rollback-journal")}
+UNDO = "undo"  # an event that says how to take one change back (wizard/rollback.py reads them)
+ROLLED_BACK = "rolled_back"  # the undo records before it were taken back
+
+
+def journal_path(cid: str, kind: str = "migration") -> Path:
+    return state_dir() / f"{cid}{KINDS[kind][0]}.json"
 
 
 def state_dir() -> Path:
@@ -49,24 +57,26 @@ class Journal:
     path: Path | None = None
     secrets: tuple = ()
     mirror: object = None  # a Cluster to mirror into, or None
+    kind: str = "migration"  # which run's journal (KINDS): its file and ConfigMap
     persist: bool = True  # False until the run first changes something: a run that stops before writes nothing
 
     # ---------------------------------------------------------------- reading
     @classmethod
-    def load(cls, cid: str, cluster=None) -> Journal | None:
+    def load(cls, cid: str, cluster=None, kind: str = "migration") -> Journal | None:
         """The newest journal for this cluster: the local file or the cluster's ConfigMap."""
         local = None
-        path = state_dir() / f"{cid}.json"
+        path = journal_path(cid, kind)
+        name = KINDS[kind][1]
         try:
-            local = cls._from_dict(json.loads(path.read_text()), path)
+            local = cls._from_dict(json.loads(path.read_text()), path, kind)
         except (OSError, ValueError, KeyError):
             pass
         remote = None
         if cluster is not None:
             try:
-                cm = cluster.get("ConfigMap", CONFIGMAP, CONFIGMAP_NAMESPACE)
+                cm = cluster.get("ConfigMap", name, CONFIGMAP_NAMESPACE)
                 if cm and (cm.get("data") or {}).get("journal.json"):
-                    remote = cls._from_dict(json.loads(cm["data"]["journal.json"]), path)
+                    remote = cls._from_dict(json.loads(cm["data"]["journal.json"]), path, kind)
             except (ValueError, KeyError, OSError):
                 remote = None
             except Exception:  # noqa: BLE001 - an unreachable mirror must not stop a run
@@ -75,10 +85,10 @@ class Journal:
         return max(found, key=lambda j: j.updated) if found else None
 
     @classmethod
-    def _from_dict(cls, d: dict, path: Path) -> Journal:
+    def _from_dict(cls, d: dict, path: Path, kind: str = "migration") -> Journal:
         return cls(cluster_id=d["cluster_id"], server=d.get("server", ""), started=d["started"],
                    holder=d.get("holder", ""), finished=d.get("finished"), events=list(d.get("events") or []),
-                   path=path)
+                   path=path, kind=kind)
 
     @property
     def updated(self) -> float:
@@ -105,6 +115,17 @@ class Journal:
         return None
 
     @property
+    def undo(self) -> list[dict]:
+        """The undo records not yet taken back (those after the last rollback), oldest first."""
+        out: list[dict] = []
+        for e in self.events:
+            if e.get("type") == ROLLED_BACK:
+                out = []
+            elif e.get("type") == UNDO:
+                out.append(e)
+        return out
+
+    @property
     def nodes_proven(self) -> list[str]:
         return [e["node"] for e in self.events if e.get("type") == "node_proven"]
 
@@ -122,15 +143,24 @@ class Journal:
     # ---------------------------------------------------------------- writing
     @classmethod
     def start(cls, cid: str, *, server: str, holder: str, secrets: tuple[Secret | None, ...] = (),
-              mirror=None, resume: Journal | None = None) -> Journal:
+              mirror=None, resume: Journal | None = None, previous: Journal | None = None,
+              kind: str = "migration") -> Journal:
+        """A new run's journal (or ``resume``'s, continued). ``previous``: the cluster's last journal of this kind,
+        whose undo records not yet taken back are carried over — a second ``apply`` that changes nothing must
+        not lose the way back the first one recorded."""
         if resume is not None and resume.unfinished():
             j = resume
             j.secrets, j.mirror, j.holder, j.persist = secrets, mirror, holder, True
             j.record({"type": "run_resumed"})
             return j
-        j = cls(cluster_id=cid, server=server, holder=holder, path=state_dir() / f"{cid}.json", secrets=secrets,
-                mirror=mirror, persist=False)
+        j = cls(cluster_id=cid, server=server, holder=holder, path=journal_path(cid, kind), secrets=secrets,
+                mirror=mirror, kind=kind, persist=False)
+        carried = previous.undo if previous is not None and previous.cluster_id == cid else []
+        j.events.extend(dict(e, carried=True) for e in carried)
         j.record({"type": "run_started"})
+        if carried:
+            j.persist = True  # the records must survive this run even if it changes nothing
+            j.save()
         return j
 
     def activate(self) -> None:
@@ -163,7 +193,7 @@ class Journal:
         if self.mirror is not None:
             try:
                 self.mirror.apply({"apiVersion": "v1", "kind": "ConfigMap",
-                                   "metadata": {"name": CONFIGMAP, "namespace": CONFIGMAP_NAMESPACE},
+                                   "metadata": {"name": KINDS[self.kind][1], "namespace": CONFIGMAP_NAMESPACE},
                                    "data": {"journal.json": text}}, "journal")
             except Exception:  # noqa: BLE001 - the local file is the journal; the mirror is best effort
                 pass

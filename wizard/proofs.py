@@ -212,13 +212,32 @@ class ContainerdConfig(Proof):
         return False, f"containerd has no config for {', '.join(missing) or 'the plan hosts'}"
 
 
+class ContainerdUnloaded(Proof):
+    """The rollback's last proof: containerd's regenerated config no longer holds any plan host that the
+    node's registries.yaml does not name (k3s regenerates certs.d and config.toml from the file at start). It
+    takes ContainerdConfig's place, under the same name: the rollout view, journal and report read alike."""
+
+    name, short, final = ContainerdConfig.name, ContainerdConfig.short, True
+
+    def check(self, subject: Restarted) -> tuple[bool, str]:
+        f = subject.facts
+        if f is None:
+            return False, "no probe of the node answered yet"
+        still = f.still_loaded()
+        if still:
+            return False, f"containerd still has config for {', '.join(still)}"
+        return True, "containerd has no config the node's registries.yaml does not name"
+
+
 GUARDS: tuple[type[Guard], ...] = (NodeExists, Quorum)
 PROOFS: tuple[type[Proof], ...] = (UnitRestarted, Heartbeat, StartingEvent, Ready, ContainerdConfig)
+UNDO_PROOFS: tuple[type[Proof], ...] = (UnitRestarted, Heartbeat, StartingEvent, Ready, ContainerdUnloaded)
 
 
 def guards(cluster) -> list[Guard]:
     return [g(cluster) for g in GUARDS]
 
 
-def proofs(cluster) -> list[Proof]:
-    return [p(cluster) if issubclass(p, _ClusterProof) else p() for p in PROOFS]
+def proofs(cluster, *, undo: bool = False) -> list[Proof]:
+    """The proofs of one node's restart; ``undo``: a rollback's, where containerd must drop the plan hosts."""
+    return [p(cluster) if issubclass(p, _ClusterProof) else p() for p in (UNDO_PROOFS if undo else PROOFS)]

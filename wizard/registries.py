@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
 import hashlib
 import re
 import tomllib
@@ -346,6 +347,30 @@ class NodeFacts:
         return None
 
 
+    def still_loaded(self) -> list[str]:
+        """Plan hosts containerd still has a config for although registries.yaml no longer names them (after a
+        rollback, until k3s restarts and regenerates containerd's config)."""
+        try:
+            in_file = set(parse(self.text).get("configs") or {}) if self.text is not None else set()
+        except RegistriesInvalid:
+            in_file = set()
+        if self.generated:
+            loaded = [h for h, (state, _) in self.generated.items() if state != MISSING]
+        else:
+            loaded = [h for h, t in self.loaded_hosts.items() if t]
+        return sorted(h for h in loaded if h not in in_file)
+
+    def unload_reason(self, plan: Plan) -> str | None:
+        """Why this node needs a k3s restart to drop what the migration configured (rollback), or None."""
+        still = self.still_loaded()
+        if still:
+            return f"containerd still has config for {', '.join(still)} (k3s has not reloaded registries.yaml)"
+        began = self.started_by if self.started_by is not None else self.active_enter
+        if self.mtime is not None and began is not None and self.mtime > began:
+            return "registries.yaml changed after k3s last started"
+        return None
+
+
 def parse_facts(node: str, output: str, plan: Plan, k3s_version: str = "") -> NodeFacts:
     """The probe's output; ``k3s_version`` is the Node's kubeletVersion (an unknown one: the layout on disk)."""
     kv, unsafe, odd = {}, [], []
@@ -569,6 +594,8 @@ class NodePlan:
     new_checks: tuple[tuple[int, str], ...]  # (1-based line, value) credential values to compare on read-back
     before: str  # display texts (credential values masked / fingerprinted)
     after: str
+    added: tuple[str, ...] = ()  # the plan hosts whose entries the splice adds (the node's file had none)
+    configs_added: bool = False  # the splice added the `configs:` key itself
 
 
 def plan_node(node: str, lay: Layout | None, plan: Plan, token: Secret, same: dict[int, bool]) -> NodePlan | None:
@@ -579,7 +606,8 @@ def plan_node(node: str, lay: Layout | None, plan: Plan, token: Secret, same: di
     tok_text = token_value_text(token)
     if lay is None:
         text = render(merge({}, plan, token))
-        return _finish(node, False, [], [text], [("chunk", 0)], None, None, same, tok_text)
+        return dataclasses.replace(_finish(node, False, [], [text], [("chunk", 0)], None, None, same, tok_text),
+                                   added=tuple(plan.node_hosts), configs_added=True)
     configs = dict(lay.data.get("configs") or {})
     reps: list[tuple[int, int, str]] = []  # (start, end, chunk) over 0-based lines
     own_lines = own_password_lines(lay, plan)
@@ -629,8 +657,9 @@ def plan_node(node: str, lay: Layout | None, plan: Plan, token: Secret, same: di
     if cur < len(lay.lines):
         ops.append(("keep", cur + 1, len(lay.lines)))
     old = "".join(lay.lines)
-    return _finish(node, True, list(lay.lines), chunks, ops, hashlib.sha256(old.encode()).hexdigest(), own_lines,
-                   same, tok_text)
+    np = _finish(node, True, list(lay.lines), chunks, ops, hashlib.sha256(old.encode()).hexdigest(), own_lines,
+                 same, tok_text)
+    return dataclasses.replace(np, added=tuple(new_entries), configs_added=bool(new_entries) and lay.configs is None)
 
 
 def _finish(node, had_file, lines, chunks, ops, old_sha, own_lines, same, tok_text) -> NodePlan:
@@ -730,8 +759,16 @@ def write_script(np: NodePlan | None, backup: str | None, *, secret: str, ca: CA
         s.add('mv "$T" "$F"')
         if np.had_file and not backup:
             s.add("rm -f {src}", src=src)
+        # the written file's sha256 (never its text): the rollback restores the backup only over this very file
+        s.add('echo "written_sha256=$(sha256sum < "$F")"')
     s.add("echo written")
     return s
+
+
+def written_sha(output: str) -> str | None:
+    """The sha256 the write script printed for the file it wrote, or None."""
+    m = re.search(r"^written_sha256=([0-9a-f]{64})  -$", output or "", re.M)
+    return m.group(1) if m else None
 
 
 def chunk_key(node: str, index: int) -> str:

@@ -115,7 +115,7 @@ def _rollout_connection(cluster):
 
 
 class RollingRestart:
-    def __init__(self, ctx, *, poll: float = 0.05):
+    def __init__(self, ctx, *, poll: float = 0.05, undo: bool = False):
         from .stages.preflight import discover_nodes
         self.ctx = ctx
         self.cluster = _rollout_connection(ctx.cluster)
@@ -126,7 +126,11 @@ class RollingRestart:
         self.runs: dict[str, NodeRun] = {}
         self.stop = ctx.stop  # Pause: finish the current node(s), then stop; Abort: at the next progress event
         self.guards = P.guards(self.cluster)
-        self.proofs = P.proofs(self.cluster)
+        self.proofs = P.proofs(self.cluster, undo=undo)
+        self.undo = undo  # a rollback's restart: containerd must DROP the plan hosts
+
+    def reason(self, f) -> str | None:
+        return f.unload_reason(self.plan) if self.undo else f.restart_reason(self.plan)
 
     @property
     def stop_requested(self) -> bool:
@@ -144,7 +148,7 @@ class RollingRestart:
         for i, n in enumerate(ordered(self.nodes, names), 1):
             f = facts.get(n.name)
             unit = (f.unit if f else None) or ("k3s" if n.role == "server" else "k3s-agent")
-            reason = f.restart_reason(self.plan) if f else "needs restart"
+            reason = self.reason(f) if f else "needs restart"
             lines.append(f"  {i}. {n.name} ({n.role}, systemctl restart {unit}): {reason}")
         skipped = [n.name for n in self.nodes if n.name not in set(names)]
         if skipped:
@@ -162,7 +166,7 @@ class RollingRestart:
         for n in order:
             f = facts.get(n.name)
             unit = (f.unit if f and f.unit else None) or ("k3s" if n.role == "server" else "k3s-agent")
-            self.runs[n.name] = NodeRun(n.name, n.role, unit, reason=(f.restart_reason(self.plan) if f else "") or "")
+            self.runs[n.name] = NodeRun(n.name, n.role, unit, reason=(self.reason(f) if f else "") or "")
             # the reason has its own parentheses ("… (k3s has not loaded them)"): after a colon, not inside more
             reason = self.runs[n.name].reason
             self._emit(self.runs[n.name], f"{n.name}: queued" + (f": {reason}" if reason else ""))

@@ -76,8 +76,9 @@ class Run:
     """The lock, sweep, journal, prechecks, crash points, progress stream and stop token of one migration."""
 
     def __init__(self, ctx: Context, stages: tuple[Stage, ...] = STAGES, *, journal: bool = True,
-                 take_over_stale: bool = False):
+                 take_over_stale: bool = False, journal_kind: str = "migration"):
         self.ctx = ctx
+        self.journal_kind = journal_kind  # wizard/journal.py KINDS: a rollback keeps its own
         self.stages = tuple(stages)
         self.stop: StopToken = ctx.stop
         self.take_over_stale = take_over_stale
@@ -92,6 +93,7 @@ class Run:
         self._subscribers: list[Callable[[Progress], None]] = []
         self._adopted_recorded: set = set()
         ctx.progress = self._progress
+        ctx.record = self.record  # the stages' undo records (wizard/rollback.py reads them)
 
     # ------------------------------------------------------------------ progress
     def subscribe(self, fn: Callable[[Progress], None]) -> Callable[[Progress], None]:
@@ -143,9 +145,16 @@ class Run:
             cid = J.cluster_id(self.ctx.cluster)
             # mirrored to the cluster whenever this run may write to it: another machine can resume it
             mirror = self.ctx.cluster.sibling(patience=3) if isinstance(self.ctx.cluster, Cluster) else None
+            previous = None
+            if self.resume_from is None:
+                try:
+                    previous = J.Journal.load(cid, self.ctx.cluster, self.journal_kind)
+                except Exception:  # noqa: BLE001 - see below
+                    previous = None
             self.journal = J.Journal.start(cid, server=self.ctx.cluster.server,
                                            holder=self.lock.me if self.lock else identity(),
-                                           secrets=self.ctx.secrets, mirror=mirror, resume=self.resume_from)
+                                           secrets=self.ctx.secrets, mirror=mirror, resume=self.resume_from,
+                                           previous=previous, kind=self.journal_kind)
         except Exception:  # noqa: BLE001 - without a journal there is just no resume
             self.journal = None
 
@@ -155,7 +164,7 @@ class Run:
             return None
         from . import journal as J
         try:
-            previous = J.Journal.load(J.cluster_id(self.ctx.cluster), self.ctx.cluster)
+            previous = J.Journal.load(J.cluster_id(self.ctx.cluster), self.ctx.cluster, self.journal_kind)
         except Exception:  # noqa: BLE001 - an unreadable journal means no resume, not no run
             return None
         return previous if previous is not None and previous.unfinished() else None

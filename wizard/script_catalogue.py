@@ -64,6 +64,15 @@ def _registries_scripts(plan: Plan) -> dict[str, str]:
         ca = R.CAPlan("node1", "", "0" * 64, np.had_file, "", "")
         out[f"node: registries.yaml and CA bundle write ({label})"] = R.write_script(
             np, backup, secret="s", ca=ca, ca_backup=R.ca_backup_path() if np.had_file else None).text()
+    # the rollback's (wizard/rollback.py): read the sha256s, put the backup back, remove the file, unmerge
+    from . import rollback as RB
+    backup = R.backup_path()
+    out["node: rollback state"] = RB.node_state_script(backup, R.ca_backup_path()).text()
+    out["node: rollback restore backup"] = RB.restore_script(R.PATH, "0" * 64, backup).text()
+    out["node: rollback remove file"] = RB.restore_script(R.PATH, "0" * 64, None).text()
+    lay = R.layout(_NODE_FILE, R.PATH)
+    out["node: rollback unmerge"] = R.write_script(RB.unmerge("node1", lay, ["other.example.com"], False), None,
+                                                   secret="s").text()
     out["node: CA bundle write alone"] = R.write_script(None, None, secret="s", ca=R.CAPlan(
         "node1", "", "0" * 64, True, "", ""), ca_backup=R.ca_backup_path()).text()
     return out

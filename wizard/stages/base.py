@@ -212,6 +212,12 @@ class Context:
     stop: StopToken = field(default_factory=StopToken)  # Pause / Abort, from the UI (never set headless)
     retired_secrets: tuple = ()  # secrets this run replaces (rotate-token's old token): masked like the token
     node_backups: dict = field(default_factory=dict)  # node → the registries.yaml backup this run wrote there
+    # an undo record for the run's journal (the Run sets it): how to take one change back ({"what": …}); the
+    # record is written BEFORE the change it undoes, so a crash in between leaves a record, never a change without
+    record: Callable[[dict], None] = lambda event: None
+
+    def undo(self, what: str, **fields) -> None:
+        self.record({"type": "undo", "what": what, **fields})
 
     def say(self, stage: str, message: str, **kw) -> None:
         import time

@@ -99,6 +99,9 @@ class CiRbac(ObjectStage):
             if isinstance(ch.payload, WorkflowFile):
                 wf = ch.payload
                 ctx.say(self.key, f"write {wf.path}")
+                import hashlib
+                ctx.undo("file", path=str(wf.path), existed=wf.existing is not None,
+                         sha256=hashlib.sha256(wf.text.encode("utf-8")).hexdigest())
                 try:
                     wf.path.parent.mkdir(parents=True, exist_ok=True)
                     M.write_atomic(wf.path, wf.text.encode("utf-8"))

@@ -165,11 +165,21 @@ class NodeRegistries(Stage):
                                        secret=SECRET_NAME, ca=cas.get(n),
                                        ca_backup=ca_backup if n in cas and cas[n].had_file else None)
                      for n in [*by_node, *(n for n in cas if n not in by_node)]}
+            for np in plans:  # the way back, recorded before the write (ghcr2gitea rollback)
+                ctx.undo("node_file", node=np.node, had_file=np.had_file,
+                         backup=backup if np.had_file else None, added=list(np.added),
+                         configs_added=np.configs_added)
+            for n, ca in cas.items():
+                ctx.undo("ca_file", node=n, had_file=ca.had_file, backup=ca_backup if ca.had_file else None,
+                         sha256=ca.sha)
             ctx.say(self.key, f"writing registries.yaml on {len(plans)} node(s)"
                     + (f", the CA bundle on {len(cas)}" if cas else ""))
             results = node_exec(ctx).run_many({n: b.text() for n, b in built.items()}, stage=self.key,
                                               purpose="write", env={n: b.env for n, b in built.items()},
                                               timeout=ctx.node_timeout)
+            for n, r in results.items():
+                if r.ok and n in by_node and (sha := R.written_sha(r.output)):
+                    ctx.undo("node_file_written", node=n, sha256=sha)
             bad = {n: r for n, r in results.items() if not r.ok}
             if bad:
                 n, r = next(iter(bad.items()))

@@ -121,6 +121,39 @@ class ObjectStage(Stage):
             ctx.say(self.key, f"{ch.action} {ch.target}")
             if isinstance(ch.payload, PlanPatch):
                 p = ch.payload
+                live = ctx.cluster.get(p.kind, p.name, p.namespace)
+                if live is not None:
+                    ctx.undo("patched", kind=p.kind, namespace=p.namespace or "", name=p.name,
+                             reverse=reverse_merge(live, p.merge))
                 ctx.cluster.patch(p.kind, p.name, p.namespace, p.merge, patch_type="merge", named_by_plan=True)
             else:
+                self._record(ctx, ch)
                 ctx.cluster.apply(ch.payload, self.key)
+
+    def _record(self, ctx: Context, ch: Change) -> None:
+        """The way back from this write (ghcr2gitea rollback), recorded before it: what the wizard creates is
+        deleted; an adopted object gets its fields back (a Secret's data never enters the journal)."""
+        md = ch.payload["metadata"]
+        ref = dict(kind=ch.payload["kind"], namespace=md.get("namespace") or "", name=md["name"])
+        if ch.action == "create":
+            ctx.undo("created", **ref)
+            return
+        live = ctx.cluster.get(ref["kind"], ref["name"], md.get("namespace"))
+        if live is not None and not O.owned(live):
+            secret = ref["kind"] == "Secret"
+            ctx.undo("adopted", **ref, reverse=None if secret else reverse_merge(live, ch.payload),
+                     **({"why": "a Secret's data is never kept in the journal"} if secret else {}))
+
+
+def reverse_merge(live: dict, merge: dict) -> dict:
+    """The JSON merge patch that takes ``merge`` back on ``live``: each field it sets gets its live value again,
+    and fields it adds are removed (null)."""
+    out = {}
+    for k, v in merge.items():
+        if k not in live or live[k] is None:
+            out[k] = None
+        elif isinstance(v, dict) and isinstance(live[k], dict):
+            out[k] = reverse_merge(live[k], v)
+        else:
+            out[k] = live[k]
+    return out

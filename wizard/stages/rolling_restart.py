@@ -41,12 +41,17 @@ class RollingRestartStage(Stage):
                    "event, the node is Ready, and containerd's regenerated config names the registry hosts. The first "
                    "node that does not come back stops the rollout.")
 
+    undo_restart = False  # the rollback's restart: containerd must drop the plan hosts (wizard/rollback.py)
+
+    def reason(self, ctx: Context, f: R.NodeFacts) -> str | None:
+        return f.unload_reason(ctx.plan) if self.undo_restart else f.restart_reason(ctx.plan)
+
     def inspect(self, ctx: Context) -> RestartSeen:
         facts = node_facts(ctx)
         return RestartSeen(facts, discover_nodes(ctx))
 
     def plan(self, ctx: Context, observed: RestartSeen) -> list[Change]:
-        broken = _broken_check(observed.facts)
+        broken = None if self.undo_restart else _broken_check(observed.facts)
         if broken is not None:  # restarting more nodes of that release breaks their pulls too
             raise StageFailed(broken)
         if (no_systemd := unrestartable(observed.facts)) is not None:
@@ -54,7 +59,7 @@ class RollingRestartStage(Stage):
         changes = []
         for n in observed.nodes:
             f = observed.facts.get(n.name)
-            reason = f.restart_reason(ctx.plan) if f else None
+            reason = self.reason(ctx, f) if f else None
             if reason:
                 changes.append(Change(f"node {n.name}: systemctl restart {f.unit or 'k3s'}", "restart", reason,
                                       n.name))
@@ -64,7 +69,7 @@ class RollingRestartStage(Stage):
         if not changes:
             return
         try:
-            report = RollingRestart(ctx).run([c.payload for c in changes])
+            report = RollingRestart(ctx, undo=self.undo_restart).run([c.payload for c in changes])
         finally:
             ctx.cache.node_facts = None
         if not report.ok:
@@ -78,7 +83,7 @@ class RollingRestartStage(Stage):
             raise Paused(left)
 
     def dry_run(self, ctx: Context, changes: list[Change]) -> list[str]:
-        return RollingRestart(ctx).dry_run([c.payload for c in changes]) if changes else []
+        return RollingRestart(ctx, undo=self.undo_restart).dry_run([c.payload for c in changes]) if changes else []
 
     def verify(self, ctx: Context) -> list[Check]:
         if ctx.audit and not ctx.node_probes:
@@ -87,8 +92,8 @@ class RollingRestartStage(Stage):
         facts = node_facts(ctx, fresh=not ctx.audit)
         checks = []
         for node, f in facts.items():
-            reason = f.restart_reason(ctx.plan)
-            if f.broken:
+            reason = self.reason(ctx, f)
+            if f.broken and not self.undo_restart:
                 checks.append(_broken_check({node: f}))
             elif reason:
                 d = BY_KEY["not-restarted"]

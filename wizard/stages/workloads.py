@@ -117,6 +117,7 @@ class Workloads(Stage):
             ctx.say(self.key, f"warning: {line}")
         for ch in files:
             ctx.say(self.key, f"write {ch.target}")
+            ctx.undo("manifest", **manifest_undo(ch.payload))
             try:
                 ch.payload.write()
             except (M.ManifestError, OSError) as e:
@@ -125,6 +126,9 @@ class Workloads(Stage):
         for ch in changes:
             kind, name, ns, patch = ch.payload
             ctx.say(self.key, f"patch {ch.target}")
+            live = ctx.cluster.get(kind, name, ns)
+            if live is not None:  # the images and pull secrets as they are now: the way back (ghcr2gitea rollback)
+                ctx.undo("workload", kind=kind, namespace=ns, name=name, before=template_refs(pod_spec(kind, live)))
             # the operator's workload, named by the plan's images: a strategic patch of the containers' images
             # and imagePullSecrets only (by name), never a server-side-apply takeover of its other fields
             body = {"template": {"spec": patch}}
@@ -192,6 +196,25 @@ class Workloads(Stage):
                                 gating=False))
         checks += manifest_checks(ctx.plan, observed.pins)
         return checks or [passed("no workload uses the GHCR images", {"namespace": p.workloads_namespace})]
+
+
+def template_refs(spec: dict) -> dict:
+    """What the Workloads stage changes in a pod template: each container's image (by name) and the pull
+    secrets, as they are (the rollback puts exactly these back)."""
+    out = {k: [{"name": c.get("name"), "image": c.get("image")} for c in spec.get(k) or []]
+           for k in ("initContainers", "containers")}
+    out["imagePullSecrets"] = [{"name": s.get("name")} for s in spec.get("imagePullSecrets") or []]
+    return out
+
+
+def manifest_undo(rw: M.Rewrite) -> dict:
+    """How to take a file's rewrite back: each edit's text and where it sits in the rewritten file."""
+    import hashlib
+    edits, shift = [], 0
+    for e in sorted(rw.edits, key=lambda e: e.start):
+        edits.append({"at": e.start + shift, "old": e.old, "new": e.new, "line": e.line})
+        shift += len(e.new) - len(e.old)
+    return {"path": str(rw.path), "edits": edits, "sha256": hashlib.sha256(rw.after.encode()).hexdigest()}
 
 
 def _readiness(kind: str, obj: dict) -> tuple[int, int]:
