@@ -90,6 +90,19 @@ def migrate_then_audit_clean(sb: Sandbox, node_timeout: str = "20") -> None:
     assert {n: len(v["restarts"]) for n, v in sandbox_state(sb)["nodes"].items()} == dict.fromkeys(nodes, 1)
 
 
+# a node's registries.yaml before the migration: a docker.io mirror and another registry's credentials
+EXISTING_REGISTRIES = """mirrors:
+  docker.io:
+    endpoint:
+      - "https://mirror.example.test"
+configs:
+  "quay.example.test":
+    auth:
+      username: robot
+      password: keep-me
+"""
+
+
 GUIDE_HOSTS = ("registry.bto.bar", "registry.k3s.bto.bar", "gitea.k3s.bto.bar")
 
 

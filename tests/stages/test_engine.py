@@ -6,20 +6,11 @@ import json
 
 import pytest
 import yaml
-from helpers import mutating_requests, run_cli, sandbox_state
+from helpers import EXISTING_REGISTRIES, mutating_requests, run_cli, sandbox_state
 
 from sandbox.containerd import REGISTRIES_PATH
 
-EXISTING = """mirrors:
-  docker.io:
-    endpoint:
-      - "https://mirror.example.test"
-configs:
-  "quay.example.test":
-    auth:
-      username: robot
-      password: keep-me
-"""
+EXISTING = EXISTING_REGISTRIES
 
 
 def plan_args(sb) -> list[str]:

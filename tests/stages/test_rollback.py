@@ -12,22 +12,13 @@ import json
 
 import pytest
 import yaml
-from helpers import run_cli, sandbox_state
+from helpers import EXISTING_REGISTRIES, run_cli, sandbox_state
 
 from sandbox.containerd import REGISTRIES_PATH
 from wizard.cluster import Cluster
 
-EXISTING = """# the node's own file: comments, a mirror and another registry's credentials stay
-mirrors:
-  docker.io:
-    endpoint:
-      - "https://mirror.example.test"
-configs:
-  "quay.example.test":
-    auth:
-      username: robot
-      password: keep-me
-"""
+# the node's own file: a comment, a mirror and another registry's credentials stay
+EXISTING = "# kept byte for byte\n" + EXISTING_REGISTRIES
 
 WORKLOADS = (("Deployment", "gwa-webhook"), ("Deployment", "gwa-orchestrator"), ("StatefulSet", "gwa-runner"))
 
