@@ -143,3 +143,87 @@ def test_rollback_killed_then_rerun_ends_the_same(migrated, point):
     assert pod_templates(sb) == before["templates"]
     assert wizard_objects(sb) == before["objects"]
     assert restarts(sb) == {n: k + 1 for n, k in after_apply.items()}
+
+
+MANIFEST = """# the operator's deployment: comments and layout stay
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: gwa-webhook
+spec:
+  template:
+    spec:
+      imagePullSecrets:
+        - name: ghcr-secret   # the GHCR pull secret
+      containers:
+        - name: webhook
+          image: ghcr.io/jaybrto/gwa-webhook:latest   # pinned by CI
+"""
+
+
+def test_rollback_takes_back_manifest_edits_and_the_workflow_it_wrote_even_without_the_local_journal(make_sandbox):
+    """The reverse surgical edit restores the manifest byte for byte; the generated workflow goes (unchanged since
+    written); and with the laptop's journal lost the cluster's mirror is enough."""
+    sb = make_sandbox(servers=1, agents=1, app_repo=True)
+    k8s = sb.dir / "k8s"
+    k8s.mkdir()
+    (k8s / "webhook.yaml").write_text(MANIFEST)
+    plan = yaml.safe_load(sb.plan.read_text())
+    plan.setdefault("workloads", {})["manifests"] = ["k8s"]
+    sb.plan.write_text(yaml.safe_dump(plan))
+    workflow = sb.app_repo / ".github" / "workflows" / "build-image.yml"
+    assert not workflow.exists()
+    res = run_cli(sb, "apply", "--plan", str(sb.plan), "--yes", "--node-timeout", "20")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert (k8s / "webhook.yaml").read_text() != MANIFEST and workflow.is_file()
+    for journal in (sb.dir / "xdg-state" / "ghcr2gitea").glob("*.json"):
+        journal.unlink()  # the laptop is lost: only the ConfigMap mirror is left
+    out = run_cli(sb, "rollback", "--plan", str(sb.plan), "--yes", "--node-timeout", "20")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert (k8s / "webhook.yaml").read_text() == MANIFEST
+    assert not workflow.exists()
+
+
+def test_rollback_after_a_token_rotation_still_restores_the_original_files(migrated, tmp_path):
+    """rotate-token rewrites every node's file (and removes its own backups): the rollback still puts back the
+    file as it was before the migration — the first record of a node says how it was, the last what was written."""
+    import os
+
+    from sandbox import cluster as C
+    sb, before = migrated
+    new = "rotated-5f4e3d2c1b0a9f8e7d6c5b4a3f2e1d0c9b8a7f6e"
+    sb.cluster.gitea.users[C.USERNAME].more_tokens.add(new)
+    new_file = tmp_path / "new-token"
+    new_file.write_text(new + "\n")
+    os.chmod(new_file, 0o600)
+    rot = run_cli(sb, "rotate-token", "--plan", str(sb.plan), "--new-token-file", str(new_file), "--yes",
+                  "--node-timeout", "20")
+    assert rot.returncode == 0, rot.stdout + rot.stderr
+    res = run_cli(sb, "rollback", "--plan", str(sb.plan), "--yes", "--node-timeout", "20", token=new)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert node_files(sb) == before["files"]
+    assert new not in res.stdout + res.stderr
+
+
+def test_the_reverse_of_a_merge_patch_gives_the_object_back():
+    from wizard.rollback import _merged
+    from wizard.stages.objects import reverse_merge
+    live = {"metadata": {"name": "r", "labels": {"team": "ci"}}, "rules": [{"verbs": ["get"]}], "keep": 1}
+    merge = {"metadata": {"labels": {"app.kubernetes.io/managed-by": "ghcr2gitea"}},
+             "rules": [{"verbs": ["get"]}, {"verbs": ["patch"]}], "added": {"x": 1}}
+    assert _merged(_merged(live, merge), reverse_merge(live, merge)) == live
+
+
+def test_undo_records_fold_first_before_last_written():
+    from wizard.rollback import Undo
+    u = Undo.of([
+        {"what": "node_file", "node": "n1", "had_file": True, "backup": "/b1", "added": ["h"]},
+        {"what": "node_file_written", "node": "n1", "sha256": "a" * 64},
+        {"what": "node_file", "node": "n1", "had_file": True, "backup": "/b2", "added": []},  # rotate-token
+        {"what": "node_file_written", "node": "n1", "sha256": "b" * 64},
+        {"what": "workload", "kind": "Deployment", "namespace": "d", "name": "w", "before": {"containers": [1]}},
+        {"what": "workload", "kind": "Deployment", "namespace": "d", "name": "w", "before": {"containers": [2]}},
+    ])
+    assert u.node_files["n1"]["backup"] == "/b1" and u.node_files["n1"]["added"] == ["h"]
+    assert u.node_files["n1"]["sha256"] == "b" * 64
+    assert u.workloads[("Deployment", "d", "w")] == {"containers": [1]}
