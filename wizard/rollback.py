@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -644,6 +645,50 @@ def mark_rolled_back(journal, cluster) -> None:
     journal.record({"type": "rolled_back"})
 
 
+ROLLED_BACK_LINE = ("rolled back: workloads on their original images, node files as they were, the wizard's objects "
+                    "removed; the images copied to Gitea stay there, and nothing on GHCR was touched")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a rollback ended: ``code`` as the command's exit code; ``line`` what to tell the operator last."""
+
+    code: int
+    line: str
+
+
+def rollback(cluster, plan, *, out: Callable[[str], None], node_timeout: float, restore_adopted: bool = False,
+             dry_run: bool = False, take_over_stale: bool = False, on_progress: Callable | None = None,
+             stop=None) -> Outcome:
+    """The rollback, for both faces: the four stages under the cluster lock, with a journal of their own
+    (resumed when an earlier rollback stopped), then the migration's journal marked as taken back. ``NoRecord``
+    when there is nothing to take back; ``LockHeld`` when another run holds the lock. ``out`` hears the stages'
+    lines, ``on_progress`` every progress event (the rollout's per-node phases), ``stop`` Pause/Abort."""
+    from .engine import Runner
+    from .run import Run
+    undo, journal = load_undo(cluster)
+    ctx = Context(plan=plan, cluster=cluster, token=None, node_timeout=float(node_timeout))
+    if stop is not None:
+        ctx.stop = stop
+    chosen = stages(undo, restore_adopted=restore_adopted)
+    run = Run(ctx, chosen, journal_kind="rollback", take_over_stale=take_over_stale)
+    if on_progress is not None:
+        run.subscribe(on_progress)
+    runner = Runner(ctx, out, chosen, run=run)
+    if dry_run:
+        out(f"rollback of the migration recorded in {journal.path} (dry run: nothing is changed)")
+        return Outcome(runner.apply(dry_run=True), "")
+    try:
+        run.begin(resume_unfinished=True)
+        code = runner.apply()
+        if code != 0:
+            return Outcome(code, "")
+        mark_rolled_back(journal, cluster)
+        return Outcome(0, ROLLED_BACK_LINE)
+    finally:
+        run.close()
+
+
 def _err(msg: str) -> int:
     print(f"ghcr2gitea: {msg}", file=sys.stderr, flush=True)
     return 2
@@ -651,55 +696,35 @@ def _err(msg: str) -> int:
 
 def run_rollback(args) -> int:
     from .commands import plan_or_report
-    from .credentials import mask
-    from .engine import Runner
     from .kube import ClusterUnreachable
     from .lock import LockHeld, LockLost
-    from .run import Run, connect
+    from .run import connect
     plan = plan_or_report(args.plan, args.resolve)
     if plan is None:
         return 2
-    token = None  # the way back needs no Gitea token: node files are compared by sha256, never read in clear
+    if not (args.yes or args.dry_run):
+        return _err("rollback changes every node and restarts k3s on each: pass --yes to confirm "
+                    "(or --dry-run to see the plan of the rollback)")
     try:
         cluster = connect(plan, kubeconfig=args.kubeconfig, context=args.context, on_retry=lambda m: None,
                           patience=args.api_patience, request_timeout=args.api_timeout)
     except ClusterUnreachable as e:
         return _err(str(e))
     try:
-        try:
-            undo, journal = load_undo(cluster)
-        except NoRecord as e:
-            return _err(str(e))
-        ctx = Context(plan=plan, cluster=cluster, token=token, node_timeout=float(args.node_timeout))
-        chosen = stages(undo, restore_adopted=args.adopted == "restore")
-        run = Run(ctx, chosen, journal_kind="rollback", take_over_stale=getattr(args, "take_over", False))
-        runner = Runner(ctx, lambda text: print(text, flush=True), chosen, run=run)
-        if args.dry_run:
-            print(f"rollback of the migration recorded in {journal.path} (dry run: nothing is changed)", flush=True)
-            return runner.apply(dry_run=True)
-        if not args.yes:
-            return _err("rollback changes every node and restarts k3s on each: pass --yes to confirm "
-                        "(or --dry-run to see the plan of the rollback)")
-        try:
-            try:
-                run.begin(resume_unfinished=True)
-            except LockHeld as e:
-                return _err(str(e))
-            code = runner.apply()
-            if code != 0:
-                return code
-            mark_rolled_back(journal, cluster)
-            print("rolled back: workloads on their original images, node files as they were, the wizard's objects "
-                  "removed; the images copied to Gitea stay there, and nothing on GHCR was touched", flush=True)
-            return 0
-        finally:
-            run.close()
+        done = rollback(cluster, plan, out=lambda text: print(text, flush=True), node_timeout=args.node_timeout,
+                        restore_adopted=args.adopted == "restore", dry_run=args.dry_run,
+                        take_over_stale=args.take_over)
+        if done.line:
+            print(done.line, flush=True)
+        return done.code
+    except (NoRecord, LockHeld) as e:
+        return _err(str(e))
     except (ClusterUnreachable, LockLost) as e:
-        return _err(mask(str(e), token))
+        return _err(str(e))
     except KeyboardInterrupt:
         _err("interrupted; run the same command again to finish the rollback")
         return 130
     except Exception as e:  # noqa: BLE001 - never a traceback
-        return _err(mask(f"internal error: {type(e).__name__}: {e}; run the same command again", token))
+        return _err(f"internal error: {type(e).__name__}: {e}; run the same command again")
     finally:
         cluster.close()
