@@ -491,6 +491,7 @@ class RestartBack(RollingRestartStage):
                    "proven like the migration's, and its last proof is that containerd's regenerated config no "
                    "longer names the hosts registries.yaml dropped.")
     undo_restart = True
+    loaded_name = "containerd dropped the registry hosts"
 
 
 # ---------------------------------------------------------------------- 4. objects
@@ -536,8 +537,8 @@ class ObjectsBack(Stage):
         for key, rec in list(self.undo.patched.items()) + (list(self.undo.adopted.items()) if self.restore_adopted
                                                             else []):
             live = observed.live.get(key)
-            if live is None or not rec.get("reverse") or O.owned(live) and key in self.undo.created:
-                continue
+            if live is None or not rec.get("reverse"):
+                continue  # gone, or nothing recorded that can be put back (a Secret's data)
             if _merged(live, rec["reverse"]) != live:
                 changes.append(Change(_key_text(key), "update", object_diff(live, _merged(live, rec["reverse"]),
                                                                           _key_text(key), *ctx.secrets),

@@ -42,6 +42,7 @@ class RollingRestartStage(Stage):
                    "node that does not come back stops the rollout.")
 
     undo_restart = False  # the rollback's restart: containerd must drop the plan hosts (wizard/rollback.py)
+    loaded_name = "registries.yaml loaded"  # what each node's check says is proven
 
     def reason(self, ctx: Context, f: R.NodeFacts) -> str | None:
         return f.unload_reason(ctx.plan) if self.undo_restart else f.restart_reason(ctx.plan)
@@ -97,9 +98,9 @@ class RollingRestartStage(Stage):
                 checks.append(_broken_check({node: f}))
             elif reason:
                 d = BY_KEY["not-restarted"]
-                checks.append(failed(f"{node}: registries.yaml loaded", reason, d.fix))
+                checks.append(failed(f"{node}: {self.loaded_name}", reason, d.fix))
             else:
-                checks.append(passed(f"{node}: registries.yaml loaded",
+                checks.append(passed(f"{node}: {self.loaded_name}",
                                      {"unit": f.unit, "since": time.strftime("%Y-%m-%d %H:%M:%S",
                                                                              time.gmtime(f.active_enter or 0))}))
         return checks
