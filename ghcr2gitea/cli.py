@@ -348,6 +348,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--audit-schedule", type=_checked("--audit-schedule", "check_schedule"), default=None,
                    metavar="CRON", help="with --audit-cronjob: when it runs, five cron fields or @hourly/@daily/… "
                    "(default '17 * * * *': hourly)")
+    p.add_argument("--audit-timezone", type=_checked("--audit-timezone", "check_timezone"), default=None,
+                   metavar="TZ", help="with --audit-cronjob: the IANA time zone the schedule is read in, e.g. "
+                   "Europe/Berlin (the CronJob's spec.timeZone; default: the kube-controller-manager's zone)")
     p.add_argument("--audit-namespace", type=_checked("--audit-namespace", "check_namespace"), default=None,
                    metavar="NS", help="with --audit-cronjob: the namespace of the CronJob and its result ConfigMap "
                    "(default ghcr2gitea-audit, created by the export; another must exist)")
@@ -375,7 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _audit_cronjob_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     from wizard.auditcron import DEFAULT_NAMESPACE, DEFAULT_SCHEDULE
     given = [f for f, v in (("--audit-schedule", args.audit_schedule), ("--audit-namespace", args.audit_namespace),
-                            ("--audit-image", args.audit_image)) if v is not None]
+                            ("--audit-timezone", args.audit_timezone), ("--audit-image", args.audit_image))
+             if v is not None]
     if not args.audit_cronjob:
         if given:
             parser.error(f"{given[0]} is an option of --audit-cronjob: add --audit-cronjob, or leave it out")
