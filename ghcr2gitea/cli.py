@@ -123,7 +123,7 @@ def add_sandbox_options(p: argparse.ArgumentParser) -> None:
                    help="fraction of API requests answered with 500/503 or a timeout (--api sandbox only)")
     p.add_argument("--existing-registries", metavar="FILE",
                    help="a registries.yaml pre-installed (and loaded) on every node")
-    p.add_argument("--seed", type=int, default=1, help="random seed for the simulation")
+    p.add_argument("--seed", type=int, default=1, help="random seed for the simulation (default 1)")
     p.add_argument("--gitea-version", type=_gitea_version, default=None, metavar="V",
                    help="the Gitea version the model behaves as: up to 1.22.0 the realm is ROOT_URL; from 1.22.1 "
                    "it follows the request's Host and X-Forwarded-Proto, from 1.26 always (default 1.22.0)")
@@ -300,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node-timeout", type=_count("--node-timeout", 1), default=180, metavar="SECONDS",
                    help="how long a restarting node may take to be proven back (default 180)")
     p.add_argument("--max-unavailable", type=_count("--max-unavailable", 1), default=1, metavar="N",
-                   help="agents restarted at once (servers are always one at a time)")
+                   help="agents restarted at once (servers are always one at a time; default 1)")
     p.add_argument("--take-over-stale-lock", action="store_true",
                    help="take the cluster lock from a run that stopped renewing it")
     p.add_argument("--override", action="append", default=[], type=_stage_key, metavar="STAGE",
