@@ -123,7 +123,7 @@ def add_sandbox_options(p: argparse.ArgumentParser) -> None:
                    help="fraction of API requests answered with 500/503 or a timeout (--api sandbox only)")
     p.add_argument("--existing-registries", metavar="FILE",
                    help="a registries.yaml pre-installed (and loaded) on every node")
-    p.add_argument("--seed", type=int, default=1, help="random seed for the simulation")
+    p.add_argument("--seed", type=int, default=1, help="random seed for the simulation (default 1)")
     p.add_argument("--gitea-version", type=_gitea_version, default=None, metavar="V",
                    help="the Gitea version the model behaves as: up to 1.22.0 the realm is ROOT_URL; from 1.22.1 "
                    "it follows the request's Host and X-Forwarded-Proto, from 1.26 always (default 1.22.0)")
@@ -302,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node-timeout", type=_count("--node-timeout", 1), default=180, metavar="SECONDS",
                    help="how long a restarting node may take to be proven back (default 180)")
     p.add_argument("--max-unavailable", type=_count("--max-unavailable", 1), default=1, metavar="N",
-                   help="agents restarted at once (servers are always one at a time)")
+                   help="agents restarted at once (servers are always one at a time; default 1)")
     p.add_argument("--take-over-stale-lock", action="store_true",
                    help="take the cluster lock from a run that stopped renewing it")
     p.add_argument("--override", action="append", default=[], type=_stage_key, metavar="STAGE",
@@ -362,6 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--audit-schedule", type=_checked("--audit-schedule", "check_schedule"), default=None,
                    metavar="CRON", help="with --audit-cronjob: when it runs, five cron fields or @hourly/@daily/… "
                    "(default '17 * * * *': hourly)")
+    p.add_argument("--audit-timezone", type=_checked("--audit-timezone", "check_timezone"), default=None,
+                   metavar="TZ", help="with --audit-cronjob: the IANA time zone the schedule is read in, e.g. "
+                   "Europe/Berlin (the CronJob's spec.timeZone; default: the kube-controller-manager's zone)")
     p.add_argument("--audit-namespace", type=_checked("--audit-namespace", "check_namespace"), default=None,
                    metavar="NS", help="with --audit-cronjob: the namespace of the CronJob and its result ConfigMap "
                    "(default ghcr2gitea-audit, created by the export; another must exist)")
@@ -389,7 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _audit_cronjob_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     from wizard.auditcron import DEFAULT_NAMESPACE, DEFAULT_SCHEDULE
     given = [f for f, v in (("--audit-schedule", args.audit_schedule), ("--audit-namespace", args.audit_namespace),
-                            ("--audit-image", args.audit_image)) if v is not None]
+                            ("--audit-timezone", args.audit_timezone), ("--audit-image", args.audit_image))
+             if v is not None]
     if not args.audit_cronjob:
         if given:
             parser.error(f"{given[0]} is an option of --audit-cronjob: add --audit-cronjob, or leave it out")

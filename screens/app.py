@@ -33,6 +33,7 @@ from .modals.override import OverrideScreen
 from .modals.quit import QuitScreen
 from .modals.report import ReportScreen
 from .modals.resume import FreshResumeScreen, ResumeScreen
+from .modals.rotate import RotateTokenScreen, RotationScreen
 from .widgets.checks import ChecksView
 from .widgets.cluster_panel import ClusterPanel
 from .widgets.keys import KeyLog
@@ -51,6 +52,7 @@ NO_PLAN = ("No migration plan given.\n\n"
 # the exit code after quitting while something was being applied: the run was interrupted (as Ctrl-C in the
 # headless apply, docs/usage.md "Exit code"); the same command resumes it
 INTERRUPTED = 130
+ROTATION = "Token rotation"  # what is being applied while the token is rotated (the quit dialog says it)
 
 
 def clock(t: float) -> str:
@@ -71,6 +73,7 @@ class WizardApp(App):
         Binding("v", "recheck", "Re-check"),
         Binding("o", "override", "Override"),
         Binding("t", "adopt", "Adopt", show=False),
+        Binding("r", "rotate_token", "Rotate token", show=False),
         Binding("p", "pause", "Pause"),
         Binding("x", "abort", "Abort"),
         Binding("f", "auth_flow", "Auth flow"),
@@ -84,7 +87,8 @@ class WizardApp(App):
         Binding("d", "toggle_dark", "Dark/light", show=False),
         # a binding that is shown disabled does not run: these, tried next for the same key, say why
         *(Binding(k, f"why_not('{action}')", show=False) for k, action in
-          (("a", "apply"), ("n", "next"), ("o", "override"), ("t", "adopt"), ("p", "pause"), ("x", "abort"))),
+          (("a", "apply"), ("n", "next"), ("o", "override"), ("t", "adopt"), ("r", "rotate_token"), ("p", "pause"),
+           ("x", "abort"))),
     ]
     ACTIONS_HELP = {  # command palette: every action, with what it does
         "apply": ("Apply", "Apply the current stage's planned changes"),
@@ -93,6 +97,9 @@ class WizardApp(App):
         "override": ("Override a failed check", "Pass over a failed gating check (typed confirmation, recorded)"),
         "adopt": ("Adopt an object", "Let the wizard change an existing object it does not own (type its name; "
                   "recorded)"),
+        "rotate_token": ("Rotate the Gitea token", "Put a new Gitea token in both Secrets and on every node, "
+                         "restart and prove each node, verify pulls with it; then the old token may be revoked "
+                         "(the new token's file, typed confirmation)"),
         "pause": ("Pause the rollout", "Finish the node restarting now, then stop"),
         "abort": ("Abort", "Stop what is being applied at the next safe point"),
         "auth_flow": ("Auth flow", "The token flow hop by hop, per vantage point, with the diagnosis"),
@@ -291,7 +298,7 @@ class WizardApp(App):
 
     # ------------------------------------------------------------------ workers (the engine is synchronous)
     def _busy(self) -> bool:
-        return self.session is not None and any(st.busy for st in self.session.states)
+        return self.session is not None and (self.session.rotating or any(st.busy for st in self.session.states))
 
     def _guard(self, fn, *args) -> None:
         try:
@@ -428,6 +435,8 @@ class WizardApp(App):
             return None if st.busy else True
         if action == "auth_flow":
             return bool(flow_checks(st.checks or []))
+        if action == "rotate_token":
+            return False if s.audit else None if self._busy() else True
         return True
 
     def action_why_not(self, action: str) -> None:
@@ -484,6 +493,8 @@ class WizardApp(App):
         self._advance()
 
     def _busy_line(self) -> str:
+        if self.session.rotating:
+            return "the token is being rotated: wait for it (or x to abort)"
         st = next((st for st in self.session.states if st.busy), None)
         return f"{st.title} is {st.busy}: wait for it" + (" (or x to abort)" if st.busy == "applying" else "") \
             if st is not None else ""
@@ -538,6 +549,29 @@ class WizardApp(App):
                 self._adopt(result[0], result[1])
         self.push_screen(AdoptScreen(ref, cause, self.shown, blink=self.blink), done)
 
+    def action_rotate_token(self) -> None:
+        """Ask for the new token's file and the typed word, then rotate (Session.rotate_token, on its screen)."""
+        s = self.session
+        if s is None or s.audit:
+            self.notify("audit mode is read-only: there is no token rotation" if s else
+                        "no migration plan: open the wizard with --plan FILE", severity="warning")
+            return
+        if self._busy():
+            self.notify(self._busy_line(), severity="warning")
+            return
+
+        def chosen(new) -> None:
+            if new is not None:
+                self._log("token rotation confirmed (typed): the rotation's lines are on its screen")
+                self.push_screen(RotationScreen(s, new, self.shown), self._rotated)
+        self.push_screen(RotateTokenScreen(self.shown, blink=self.blink), chosen)
+
+    def _rotated(self, code: int | None) -> None:
+        self._log("token rotated: the old token may be revoked in Gitea" if code == 0 else
+                  "token rotation did not finish: the old token is still needed")
+        if code == 0:
+            self._recheck(self.viewing)  # the Secrets and nodes changed: what the stage shows is read again
+
     def action_pause(self) -> None:
         if self.session is not None:
             self.session.pause()
@@ -559,6 +593,12 @@ class WizardApp(App):
             self.notify("already quitting: waiting for the apply to stop at a safe point", severity="warning")
             return
         s = self.session
+        if s is not None and s.rotating:
+            def rotation_answer(yes: bool | None) -> None:
+                if yes:
+                    self._quit_mid_apply(ROTATION)
+            self.push_screen(QuitScreen(ROTATION, self._finishes_first(None)), rotation_answer)
+            return
         applying = next((st for st in s.states if st.busy == "applying"), None) if s is not None else None
         if applying is None:
             self.exit()
@@ -573,7 +613,7 @@ class WizardApp(App):
     def _finishes_first(self, st) -> str:
         """What the wizard lets finish before it leaves, in the operator's words."""
         s = self.session
-        if st.view == "rollout":
+        if st is None or st.view == "rollout":  # None: the token rotation, whose rollout is the restart's
             moving = [n for n, p in s.node_phases.items() if p.phase in ("restarting", "waiting")]
             if moving:
                 names = ", ".join(moving)
@@ -592,6 +632,11 @@ class WizardApp(App):
         self._log(f"quit asked while applying {title}: stopping at the next safe point")
         self.notify(f"quitting: {title} stops at the next safe point…", severity="warning", timeout=30)
         again = f"run `{self.resume_command}` again" if self.resume_command else "run the same command again"
+        if title == ROTATION:
+            self.exit_note = ("ghcr2gitea: quit while rotating the Gitea token; the old token is still needed: do not "
+                              f"revoke it — {again} and press r (or run ghcr2gitea rotate-token) to finish")
+            self._leave_when_stopped()
+            return
         self.exit_note = (f"ghcr2gitea: quit while applying {title}; {self.ends_with_app}" if self.ends_with_app else
                           f"ghcr2gitea: quit while applying {title}; nothing is lost — to resume, {again}: it "
                           "offers to continue where the cluster is")

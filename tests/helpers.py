@@ -52,6 +52,23 @@ def sandbox_state(sb: Sandbox) -> dict:
             time.sleep(0.05)
 
 
+def secrets_and_node_files(sb: Sandbox) -> str:
+    """Every Secret's decoded data and every node file, as one text to scan for a token."""
+    import base64
+
+    from wizard.cluster import Cluster
+    state = sandbox_state(sb)
+    texts = [body for node in state["nodes"].values() for body in node["files"].values() if isinstance(body, str)]
+    api = Cluster.connect(str(sb.kubeconfig))
+    try:
+        for s in api.list("Secret", None):
+            for v in (s.get("data") or {}).values():
+                texts.append(base64.b64decode(v).decode(errors="replace"))
+    finally:
+        api.close()
+    return "\n".join(texts)
+
+
 MUTATING = ("POST", "PUT", "PATCH", "DELETE")
 
 

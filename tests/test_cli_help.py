@@ -25,3 +25,21 @@ def test_every_subcommand_help_has_a_description_and_its_exit_codes():
         if name in EXIT_CODES:
             assert "exit codes: " in text, name
     assert set(EXIT_CODES) >= {"plan", "apply", "audit", "rewrite", "demo"}
+
+
+def _options(parser, name=""):
+    import argparse
+    for a in parser._actions:
+        if isinstance(a, argparse._SubParsersAction):
+            for sub_name, sub in a.choices.items():
+                yield from _options(sub, f"{name} {sub_name}".strip())
+        elif a.option_strings:
+            yield name, a
+
+
+def test_every_option_with_a_default_says_it_in_its_help():
+    # issue 17: "defaults are shown" — an option that does something when left out says what
+    missing = [f"{name} {a.option_strings[-1]} (default {a.default!r})" for name, a in _options(build_parser())
+               if a.default not in (None, False, [], ()) and a.default != "==SUPPRESS=="
+               and "default" not in (a.help or "").lower()]
+    assert not missing, missing

@@ -136,6 +136,17 @@ def _check_item(text: str, item: str, name: str, low: int, high: int, names: tup
         raise ValueError(f"{text!r}: {name} range {base!r} runs backwards")
 
 
+def check_timezone(text: str) -> str:
+    """The CronJob's ``spec.timeZone``: an IANA time zone name (``Europe/Berlin``, ``UTC``) known to the tz
+    database; raises ValueError naming what to pass instead."""
+    import zoneinfo
+    if text in zoneinfo.available_timezones():
+        return text
+    near = sorted(z for z in zoneinfo.available_timezones() if z.lower() == text.strip().lower())
+    raise ValueError(f"{text!r} is not an IANA time zone name"
+                     + (f" (did you mean {near[0]!r}?)" if near else " such as 'Europe/Berlin' or 'UTC'"))
+
+
 def check_image(text: str) -> str:
     from .images.reference import ReferenceError, parse
     try:
@@ -192,7 +203,7 @@ def plan_for_pod(p: Plan) -> dict[str, str]:
     return {"plan.yaml": head + yaml.safe_dump(raw, sort_keys=False, default_flow_style=False), **files}
 
 
-def build(p: Plan, *, namespace: str, schedule: str, image: str) -> list[dict]:
+def build(p: Plan, *, namespace: str, schedule: str, image: str, timezone: str | None = None) -> list[dict]:
     """The objects, in the order they must be applied."""
     sa = {"kind": "ServiceAccount", "name": NAME, "namespace": namespace}
     objs: list[dict] = []
@@ -233,7 +244,7 @@ def build(p: Plan, *, namespace: str, schedule: str, image: str) -> list[dict]:
         # no data: an apply (or a GitOps sync) of this file never wipes the last result
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(RESULT, namespace)},
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(PLAN_CM, namespace), "data": plan_for_pod(p)},
-        cronjob(namespace, schedule, image),
+        cronjob(namespace, schedule, image, timezone),
     ]
     return objs
 
@@ -244,7 +255,9 @@ def command(namespace: str) -> list[str]:
             "--result-configmap", f"{namespace}/{RESULT}"]
 
 
-def cronjob(namespace: str, schedule: str, image: str) -> dict:
+def cronjob(namespace: str, schedule: str, image: str, timezone: str | None = None) -> dict:
+    """The CronJob; ``timezone`` (an IANA name, checked by check_timezone) is the zone its schedule is read in
+    (``spec.timeZone``); without it, the kube-controller-manager's own zone."""
     labels = {**MANAGED_BY, STAGE_LABEL: STAGE}
     container = {
         "name": "audit", "image": image, "command": command(namespace), "workingDir": MOUNT,
@@ -259,13 +272,15 @@ def cronjob(namespace: str, schedule: str, image: str) -> dict:
                                "seccompProfile": {"type": "RuntimeDefault"}},
            "containers": [container],
            "volumes": [{"name": "plan", "configMap": {"name": PLAN_CM}}, {"name": "tmp", "emptyDir": {}}]}
-    return {"apiVersion": "batch/v1", "kind": "CronJob", "metadata": _meta(NAME, namespace),
-            "spec": {"schedule": schedule, "concurrencyPolicy": "Forbid", "successfulJobsHistoryLimit": 3,
-                     "failedJobsHistoryLimit": 3,
-                     # one try per schedule: exit 1 (findings) is the answer, not a failure to retry
-                     "jobTemplate": {"metadata": {"labels": labels},
-                                     "spec": {"backoffLimit": 0, "activeDeadlineSeconds": 900,
-                                              "template": {"metadata": {"labels": labels}, "spec": pod}}}}}
+    spec: dict = {"schedule": schedule}
+    if timezone:
+        spec["timeZone"] = timezone
+    spec.update({"concurrencyPolicy": "Forbid", "successfulJobsHistoryLimit": 3, "failedJobsHistoryLimit": 3,
+                 # one try per schedule: exit 1 (findings) is the answer, not a failure to retry
+                 "jobTemplate": {"metadata": {"labels": labels},
+                                 "spec": {"backoffLimit": 0, "activeDeadlineSeconds": 900,
+                                          "template": {"metadata": {"labels": labels}, "spec": pod}}}})
+    return {"apiVersion": "batch/v1", "kind": "CronJob", "metadata": _meta(NAME, namespace), "spec": spec}
 
 
 def render(objs: list[dict]) -> str:

@@ -303,7 +303,8 @@ def _export_audit_cronjob(args, plan: plan_mod.Plan, out) -> int:
     from . import auditcron as A
     from . import export as X
     try:
-        objs = A.build(plan, namespace=args.audit_namespace, schedule=args.audit_schedule, image=args.audit_image)
+        objs = A.build(plan, namespace=args.audit_namespace, schedule=args.audit_schedule, image=args.audit_image,
+                       timezone=args.audit_timezone)
     except OSError as e:  # a CA file the plan names vanished since the plan was checked
         _err(f"the plan's CA file {e.filename}: {e.strerror}")
         return 2

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from .authflow import secret_credentials
 from .credentials import CredentialError, Secret, load_token, mask
@@ -22,7 +24,7 @@ from .registries import PATH
 from .run import Run, connect
 from .script import Script
 from .stages import BY_KEY
-from .stages.base import Context
+from .stages.base import Context, Progress, StopToken
 from .stages.nodes import node_exec
 
 STAGES = tuple(BY_KEY[k] for k in ("credentials", "secrets", "registries", "restart", "verify"))
@@ -45,6 +47,69 @@ def remove_backups_script(backup: str) -> Script:
     return Script(strict=True).add("rm -f {bak}", bak=backup).add("echo removed")
 
 
+class Refused(Exception):
+    """The rotation cannot start (no migration to rotate, the same token, the lock held): one line, the fix."""
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """How a rotation ended: ``code`` 0 when the old token may be revoked; ``line`` what to tell the operator
+    last (the revoke line at 0; otherwise what is left to do, or "" when the stages' own lines said it)."""
+
+    code: int
+    line: str
+
+
+REVOKE = ("the new token is in every Secret and on every node, and pulls with it are proven: the old token can "
+          "now be revoked in Gitea (Settings → Applications)")
+
+
+def token_in_use(cluster, plan, new: Secret, *, field: str = "--new-token-file") -> Secret:
+    """The token the migration put in the push secret, which ``new`` replaces; ``Refused`` when there is none
+    (not migrated) or it is ``new`` already. ``field``: how the operator gave the new token, for the message."""
+    held = secret_credentials(cluster, plan).get("push-secret")
+    old = held[1] if held else None
+    if old is None:
+        raise Refused(f"the push secret {plan.secrets_namespace}/{plan.push_secret} holds no token for "
+                      f"{plan.internal_service}: migrate first (ghcr2gitea apply), then rotate")
+    if old == new:
+        raise Refused(f"{field} holds the token already in use: create a new token in Gitea "
+                      "(Settings → Applications) and pass that one")
+    return old
+
+
+def rotate(cluster, plan, new: Secret, old: Secret, *, out: Callable[[str], None], node_timeout: float,
+           on_progress: Callable[[Progress], None] | None = None, stop: StopToken | None = None) -> Rotation:
+    """The rotation, for both faces: STAGES with the new token under the cluster lock (``Refused`` when another
+    run holds it), then the backups this rotation wrote removed. ``out`` hears the stages' lines (masked),
+    ``on_progress`` every progress event (the rollout's per-node phases and proofs), ``stop`` Pause/Abort."""
+    ctx = Context(plan=plan, cluster=cluster, token=new, retired_secrets=(old,), node_timeout=float(node_timeout))
+    if stop is not None:
+        ctx.stop = stop
+    run = Run(ctx, STAGES)
+    if on_progress is not None:
+        run.subscribe(on_progress)
+    runner = Runner(ctx, out, STAGES, run=run)
+    try:
+        try:
+            run.begin()
+        except LockHeld as e:
+            raise Refused(str(e)) from None
+        code = runner.apply()
+        if code != 0:
+            return Rotation(code, "")
+        if ctx.node_backups:
+            results = node_exec(ctx).run_many({n: remove_backups_script(b) for n, b in ctx.node_backups.items()},
+                                              stage="registries", purpose="exec", timeout=ctx.node_timeout)
+            left = sorted(n for n, r in results.items() if "removed" not in (r.output or ""))
+            if left:
+                return Rotation(2, f"the backups on {', '.join(left)} ({sorted(set(ctx.node_backups.values()))[0]}) "
+                                   "still hold the old token: remove them by hand before revoking it")
+        return Rotation(0, REVOKE)
+    finally:
+        run.close()
+
+
 def run_rotate(args) -> int:
     from .commands import plan_or_report
     plan = plan_or_report(args.plan, args.resolve)
@@ -61,40 +126,18 @@ def run_rotate(args) -> int:
         return _err(str(e))
     old: Secret | None = None
     try:
-        held = secret_credentials(cluster, plan).get("push-secret")
-        old = held[1] if held else None
-        if old is None:
-            return _err(f"the push secret {plan.secrets_namespace}/{plan.push_secret} holds no token for "
-                        f"{plan.internal_service}: migrate first (ghcr2gitea apply), then rotate")
-        if old == new:
-            return _err("--new-token-file holds the token already in use: create a new token in Gitea "
-                        "(Settings → Applications) and pass that one")
+        old = token_in_use(cluster, plan, new)
         if not args.yes:
             return _err("rotate-token changes every node and restarts k3s on each: pass --yes to confirm")
-        ctx = Context(plan=plan, cluster=cluster, token=new, retired_secrets=(old,),
-                      node_timeout=float(args.node_timeout))
-        run = Run(ctx, STAGES)
-        runner = Runner(ctx, lambda text: print(text, flush=True), STAGES, run=run)
-        try:
-            try:
-                run.begin()
-            except LockHeld as e:
-                return _err(str(e))
-            code = runner.apply()
-            if code != 0:
-                return code
-            if ctx.node_backups:
-                results = node_exec(ctx).run_many({n: remove_backups_script(b) for n, b in ctx.node_backups.items()},
-                                                  stage="registries", purpose="exec", timeout=ctx.node_timeout)
-                left = sorted(n for n, r in results.items() if "removed" not in (r.output or ""))
-                if left:
-                    return _err(f"the backups on {', '.join(left)} ({sorted(set(ctx.node_backups.values()))[0]}) "
-                                "still hold the old token: remove them by hand before revoking it")
-            print("the new token is in every Secret and on every node, and pulls with it are proven: the old token "
-                  "can now be revoked in Gitea (Settings → Applications)", flush=True)
-            return 0
-        finally:
-            run.close()
+        done = rotate(cluster, plan, new, old, out=lambda text: print(text, flush=True),
+                      node_timeout=args.node_timeout)
+        if done.code == 0:
+            print(done.line, flush=True)
+        elif done.line:
+            _err(done.line)
+        return done.code
+    except Refused as e:
+        return _err(mask(str(e), new, old))
     except (ClusterUnreachable, LockLost) as e:
         return _err(mask(str(e), new, old))
     except KeyboardInterrupt:

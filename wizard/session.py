@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import registries as R
-from .credentials import mask
+from .credentials import Secret, mask
 from .engine import StageResult, render_audit
 from .kube import ClusterUnreachable, NodeInfo
 from .lock import LockHeld, LockLost
@@ -44,6 +44,7 @@ from .stages.base import (
 DONE, CURRENT, FAILED, PENDING, LOCKED = "done", "current", "failed", "pending", "locked"
 OVERRIDDEN = "overridden"  # done, with a failed check passed over by the operator: never shown as ✓
 PAUSED = "paused"  # the rollout stopped between nodes when asked; Apply resumes it
+INTERRUPTED = 130  # a rotation aborted by the operator (the headless commands' Ctrl-C code)
 SKIPPED = "skipped"  # audit: every check of the stage was skipped (it needs probe pods)
 
 
@@ -164,6 +165,7 @@ class Session:
         self.last_proven = ""  # the node the rollout proved last (for "paused after …")
         self._busy = threading.RLock()  # a verb holds it across the steps it is made of (apply, then verify…)
         self._closed = False
+        self.rotating = False  # rotate_token is under way (the screens show it busy)
         self.run.subscribe(self._progress)
 
     @property
@@ -602,6 +604,52 @@ class Session:
         for st in self.states:
             st.done = False
         self.current = 0
+
+    # ------------------------------------------------------------------ day two
+    def rotate_token(self, new: Secret, *, out: Callable[[str], None],
+                     on_progress: Callable[[Progress], None] | None = None):
+        """``ghcr2gitea rotate-token`` from the wizard: the same function as the headless command
+        (wizard/rotate.py: its stages under the cluster lock, the backups removed), with this session's cluster
+        and plan. Returns its ``Rotation``; ``rotate.Refused`` when it cannot start. Both tokens are masked on
+        everything this session says from the start; on success the session goes on with the new token."""
+        from . import rotate as rot
+        if self.audit:
+            raise ReadOnly("audit mode is read-only: no token is rotated")
+        if not self._busy.acquire(blocking=False):
+            raise rot.Refused("something is being applied: wait for it, then rotate")
+        try:
+            self.ctx.retired_secrets = (*self.ctx.retired_secrets, new)
+            old = rot.token_in_use(self.ctx.cluster, self.ctx.plan, new, field="the new token file")
+            self.ctx.retired_secrets = (*self.ctx.retired_secrets, old)
+            if self.run.lock is not None:  # the rotation takes the cluster lock itself (this same holder)
+                self.run.lock.release()
+                self.run.lock = None
+            self.rotating = True
+            self.stop.clear()  # Abort (and quitting) reaches the rotation through this session's stop token
+            again = "the old token is still needed: do not revoke it; rotate again to finish"
+
+            def heard(p: Progress) -> None:  # the rollout's nodes, as for a migration's (what Quit says)
+                if p.node and p.phase:
+                    self.node_phases[p.node] = p
+                if on_progress is not None:
+                    on_progress(p)
+            try:
+                done = rot.rotate(self.ctx.cluster, self.ctx.plan, new, old, out=lambda t: out(self.mask(t)),
+                                  node_timeout=self.ctx.node_timeout, on_progress=heard, stop=self.stop)
+            except Aborted:
+                return rot.Rotation(INTERRUPTED, f"aborted by the operator; {again}")
+            except (ClusterUnreachable, LockLost) as e:
+                return rot.Rotation(2, self.mask(f"{e}; {again}"))
+            except Exception as e:  # noqa: BLE001 - never a traceback on screen (it could carry a token)
+                return rot.Rotation(2, self.mask(f"{type(e).__name__}: {e}; {again}"))
+            if done.code == 0:
+                self.ctx.token = new  # the old one may be revoked now: what follows uses the new one
+            elif not done.line:
+                done = rot.Rotation(done.code, f"the rotation stopped (see the log above); {again}")
+            return done
+        finally:
+            self.rotating = False
+            self._busy.release()
 
     def close(self, wait: float = 30.0) -> None:
         """Stop what runs (Abort), wait for it to unwind, release the lock."""

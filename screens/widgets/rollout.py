@@ -155,8 +155,9 @@ class RolloutView(Vertical):
                           "red" if p.phase == "failed" else "yellow" if p.phase == "held" else "cyan"))
             if node in table.rows:
                 for key, value in zip(("node", "phase", "elapsed", "bar", "proofs", "now"), cells, strict=True):
-                    # the Now column grows with what a node waits for (a row added while queued had nothing)
-                    table.update_cell(node, key, value, update_width=key == "now")
+                    # the Now column grows with what a node waits for (a row added while queued had nothing), the
+                    # Phase column with the phase ("queued" first, "restarting" later: never cut to "restar")
+                    table.update_cell(node, key, value, update_width=key in ("now", "phase"))
             else:
                 self.order.append(node)
                 table.add_row(*cells, key=node)

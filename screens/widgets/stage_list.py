@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 
 from rich.text import Text
@@ -17,12 +18,20 @@ MARK = {"done": "✓", "current": "▶", "failed": "✗", "pending": "○", "loc
         "overridden": "⚠", "paused": "‖"}
 
 
+NOTE_INDENT = " " * 5  # under the title, past the mark and the number
+# the list's narrowest content (24 columns at 80, less its border) less the indent: a note wraps to it by words,
+# each line indented, instead of the terminal wrapping "paused — Apply resumes" back to the list's edge
+NOTE_WIDTH = 22 - len(NOTE_INDENT)
+
+
 def stage_prompt(number: int, title: str, state: str, note: str = "") -> Text:
     text = Text()
     text.append(f"{MARK.get(state, '?')} ", style=STYLE.get(state, "") or "bold")
     text.append(f"{number:>2} {title}", style=STYLE.get(state, ""))
-    if note:  # on its own line, indented under the title: it never wraps the title
-        text.append(f"\n     {note}", style="magenta" if state in ("overridden", "current") else "yellow")
+    if note:  # on its own lines, indented under the title: it never wraps the title, nor back to the edge
+        lines = textwrap.wrap(note, NOTE_WIDTH) or [note]
+        text.append("".join(f"\n{NOTE_INDENT}{line}" for line in lines),
+                    style="magenta" if state in ("overridden", "current") else "yellow")
     return text
 
 

@@ -101,6 +101,11 @@ def test_another_namespace_is_the_operators_and_is_not_exported(tmp_path, capsys
     (["--audit-cronjob", "--audit-image", IMAGE, "--audit-schedule", "0 0 * foo *"], "month 'foo' is not a number"),
     (["--audit-cronjob", "--audit-image", IMAGE, "--audit-schedule", "@every 1h"], "expected 5 fields"),
     (["--audit-cronjob", "--audit-image", IMAGE, "--audit-namespace", "Ops_1"], "not a valid namespace name"),
+    (["--audit-cronjob", "--audit-image", IMAGE, "--audit-timezone", "Mars/Olympus"],
+     "--audit-timezone 'Mars/Olympus' is not an IANA time zone name such as 'Europe/Berlin'"),
+    (["--audit-cronjob", "--audit-image", IMAGE, "--audit-timezone", "europe/berlin"], "did you mean 'Europe/Berlin'"),
+    (["--audit-cronjob", "--audit-image", IMAGE, "--audit-timezone", "CET+1"], "--audit-timezone 'CET+1' is not"),
+    (["--audit-timezone", "UTC"], "--audit-timezone is an option of --audit-cronjob"),
 ])
 def test_bad_options_are_refused_in_one_line_naming_the_fix(tmp_path, capsys, flags, said):
     with pytest.raises(SystemExit) as e:
@@ -108,6 +113,20 @@ def test_bad_options_are_refused_in_one_line_naming_the_fix(tmp_path, capsys, fl
     err = capsys.readouterr().err
     assert e.value.code == 2 and said in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_the_timezone_is_the_cronjobs_and_without_it_there_is_none(tmp_path, capsys):
+    code, _, err = _export(tmp_path, capsys, "--audit-cronjob", "--audit-image", IMAGE, "--audit-schedule",
+                           "0 6 * * *", "--audit-timezone", "Europe/Berlin")
+    assert code == 0, err
+    (cron,) = [d for d in yaml.safe_load_all((tmp_path / "out" / A.FILE).read_text()) if d["kind"] == "CronJob"]
+    assert cron["spec"]["schedule"] == "0 6 * * *" and cron["spec"]["timeZone"] == "Europe/Berlin"
+    for version in VERSIONS:
+        kubernetes_validate.validate(cron, version, strict=True)
+    code, _, err = _export(tmp_path, capsys, "--audit-cronjob", "--audit-image", IMAGE, "--force")
+    assert code == 0, err
+    (cron,) = [d for d in yaml.safe_load_all((tmp_path / "out" / A.FILE).read_text()) if d["kind"] == "CronJob"]
+    assert "timeZone" not in cron["spec"]  # the controller manager's zone, as before
 
 
 @pytest.mark.parametrize("schedule", ["17 * * * *", "@daily", "0 0 1,15 * 0", "0 3 * jan-mar 7", "5-55/10 * * * *",

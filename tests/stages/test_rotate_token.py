@@ -7,38 +7,22 @@ once more and proven, pulls verified — and neither token appears in any output
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 
-from helpers import run_cli, sandbox_state
+from helpers import run_cli, sandbox_state, secrets_and_node_files
 
 from sandbox import cluster as C
-from wizard.cluster import Cluster
 
 OLD = "old-canary-7d1e0c5b9a8f4e3d2c1b0a9f8e7d6c5b4a3f2e1d"
 NEW = "new-canary-1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b"
-
-
-def everything(sb) -> str:
-    """Every Secret's decoded data and every node file, as one text to scan."""
-    state = sandbox_state(sb)
-    texts = [body for node in state["nodes"].values() for body in node["files"].values() if isinstance(body, str)]
-    api = Cluster.connect(str(sb.kubeconfig))
-    try:
-        for s in api.list("Secret", None):
-            for v in (s.get("data") or {}).values():
-                texts.append(base64.b64decode(v).decode(errors="replace"))
-    finally:
-        api.close()
-    return "\n".join(texts)
 
 
 def test_rotate_token_replaces_the_old_one_everywhere_and_proves_it(make_sandbox, tmp_path):
     sb = make_sandbox(servers=1, agents=1, gitea_token=OLD)
     res = run_cli(sb, "apply", "--plan", str(sb.plan), "--yes", "--node-timeout", "20")
     assert res.returncode == 0, res.stdout + res.stderr
-    assert OLD in everything(sb)
+    assert OLD in secrets_and_node_files(sb)
     restarts = {n: len(v["restarts"]) for n, v in sandbox_state(sb)["nodes"].items()}
     sb.cluster.gitea.users[C.USERNAME].more_tokens.add(NEW)  # made in Gitea (Settings → Applications)
     new_file = tmp_path / "new-token"
@@ -50,7 +34,7 @@ def test_rotate_token_replaces_the_old_one_everywhere_and_proves_it(make_sandbox
     assert "the old token can now be revoked" in out.stdout
     for stream in (out.stdout, out.stderr, res.stdout, res.stderr):
         assert OLD not in stream and NEW not in stream
-    world = everything(sb)
+    world = secrets_and_node_files(sb)
     assert OLD not in world, "the old token is still in a Secret or a node file"
     assert NEW in world
     after = {n: len(v["restarts"]) for n, v in sandbox_state(sb)["nodes"].items()}

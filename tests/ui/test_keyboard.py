@@ -151,3 +151,37 @@ async def test_an_advisory_warning_is_said_on_the_stage_and_names_the_safer_opti
         text = screen_text(app)
         assert "! warning: nodes verify the registry's certificate — safer: registry.node_tls: ca" in text
         assert "!1" in text  # counted on the Checks tab, beside ✓ and ✗
+
+
+async def test_after_a_migration_the_ingress_stage_warns_of_traefiks_default_certificate(make_sandbox, tmp_path,
+                                                                                         settle, screen_text):
+    # issue 17: the HTTPS ingress stage passed while the realm served Traefik's default certificate, unsaid
+    from helpers import run_cli
+
+    from screens.demo import demo_app
+    sb = make_sandbox(servers=1, agents=1)
+    res = run_cli(sb, "apply", "--plan", str(sb.plan), "--yes", "--node-timeout", "20")
+    assert res.returncode == 0, res.stdout + res.stderr
+    app = demo_app(sb, audit=True, node_timeout=20, blink=False, export_dir=tmp_path / "export",
+                   log_clock=lambda t: "--:--:--")
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(pilot)
+        await _view(pilot, "ingress")
+        await until(pilot, lambda: "Stage 6/11 · HTTPS ingress" in screen_text(app), what="the ingress stage shown")
+        text = screen_text(app)
+        assert "! warning: the realm's certificate can be verified — safer: registry.node_tls: ca" in text, text
+
+
+def test_the_usage_docs_key_table_lists_every_key_of_the_wizard():
+    # issue 17: "docs/usage.md describes the UI as it is" — a key added to the app is a row in the table
+    import re
+    from pathlib import Path
+
+    from screens.app import WizardApp
+    from screens.modals.help import key_name
+    text = (Path(__file__).parents[2] / "docs" / "usage.md").read_text()
+    section = text.split("## The wizard", 1)[1].split("\n## ", 1)[0]
+    documented = {k for row in section.splitlines() if row.startswith("| `")
+                  for k in re.findall(r"`([^`]+)`", row.split("|")[1])}
+    keys = {key_name(None, b.key) for b in WizardApp.BINDINGS if not b.action.startswith("why_not")}
+    assert keys and keys <= documented, keys - documented

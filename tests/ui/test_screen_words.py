@@ -51,3 +51,31 @@ async def test_a_long_cause_is_cut_at_a_word_with_the_whole_text_in_the_detail_p
             assert kept.split()[-1] in app.shown(check.cause).split() or " " not in kept, cell
             detail = " ".join(str(app.query_one("#check-detail").render()).split())
             assert " ".join(app.shown(check.cause).split()) in detail
+
+
+async def test_a_stage_note_wraps_under_its_title_never_back_to_the_lists_edge(screen_text):
+    from helpers import until
+    from textual.app import App
+
+    from screens.widgets.stage_list import StageList
+    from wizard.stages import STAGES
+
+    class Stages(App):
+        CSS_PATH = "../../screens/app.tcss"
+        HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
+
+        def compose(self):
+            yield StageList([s.title for s in STAGES], id="stages")
+
+    for size in ((80, 24), (120, 36)):
+        app = Stages()
+        async with app.run_test(size=size) as pilot:
+            stages = app.query_one(StageList)
+            stages.set_state(2, "overridden", note="overridden (2)")
+            stages.set_state(7, "paused", note="paused — Apply resumes")
+            await until(pilot, lambda a=app: "paused" in screen_text(a), what=f"the notes drawn at {size}")
+            rows = [line.split("│")[1] for line in screen_text(app).splitlines() if line.startswith("│")]
+            assert [r.strip() for r in rows if r.startswith("     ")][:3] == ["overridden (2)", "paused — Apply",
+                                                                          "resumes"], (size, rows)
+            for row in rows:  # every line is a stage (its mark first) or a note under one, or empty
+                assert row[0] in "·⚠‖▶✓✗○" or not row[:5].strip(), (size, rows)

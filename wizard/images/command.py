@@ -63,7 +63,7 @@ def add_parser(sub) -> None:
     p.add_argument("--dry-run", action="store_true", help="only GET and HEAD: report what would be copied")
     p.add_argument("--all-tags", action="store_true", help="every tag of each source image")
     p.add_argument("--tags", type=_regex, metavar="REGEX", help="the source tags matching REGEX (whole tag)")
-    p.add_argument("--format", choices=("text", "json"), default="text", help="the report on stdout")
+    p.add_argument("--format", choices=("text", "json"), default="text", help="the report on stdout (default text)")
     p.add_argument("--concurrency", type=_workers, default=2, metavar="N", help="blob uploads at once (default 2)")
     p.add_argument("--chunk-mib", type=_mib, default=16, metavar="N",
                    help="chunk size of chunked uploads in MiB (default 16)")
