@@ -21,7 +21,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Header, RichLog, Static
 
-from wizard.session import Aborted, Session
+from wizard.session import ROLLBACK, ROTATION, Aborted, Session
 from wizard.stages import STAGES
 from wizard.stages.base import Progress
 
@@ -33,6 +33,7 @@ from .modals.override import OverrideScreen
 from .modals.quit import QuitScreen
 from .modals.report import ReportScreen
 from .modals.resume import FreshResumeScreen, ResumeScreen
+from .modals.rollback import RollbackConfirmScreen, RollbackScreen
 from .modals.rotate import RotateTokenScreen, RotationScreen
 from .widgets.checks import ChecksView
 from .widgets.cluster_panel import ClusterPanel
@@ -52,7 +53,6 @@ NO_PLAN = ("No migration plan given.\n\n"
 # the exit code after quitting while something was being applied: the run was interrupted (as Ctrl-C in the
 # headless apply, docs/usage.md "Exit code"); the same command resumes it
 INTERRUPTED = 130
-ROTATION = "Token rotation"  # what is being applied while the token is rotated (the quit dialog says it)
 
 
 def clock(t: float) -> str:
@@ -74,6 +74,7 @@ class WizardApp(App):
         Binding("o", "override", "Override"),
         Binding("t", "adopt", "Adopt", show=False),
         Binding("r", "rotate_token", "Rotate token", show=False),
+        Binding("b", "rollback", "Roll back", show=False),
         Binding("p", "pause", "Pause"),
         Binding("x", "abort", "Abort"),
         Binding("f", "auth_flow", "Auth flow"),
@@ -87,7 +88,8 @@ class WizardApp(App):
         Binding("d", "toggle_dark", "Dark/light", show=False),
         # a binding that is shown disabled does not run: these, tried next for the same key, say why
         *(Binding(k, f"why_not('{action}')", show=False) for k, action in
-          (("a", "apply"), ("n", "next"), ("o", "override"), ("t", "adopt"), ("r", "rotate_token"), ("p", "pause"),
+          (("a", "apply"), ("n", "next"), ("o", "override"), ("t", "adopt"), ("r", "rotate_token"), ("b", "rollback"),
+           ("p", "pause"),
            ("x", "abort"))),
     ]
     ACTIONS_HELP = {  # command palette: every action, with what it does
@@ -100,6 +102,9 @@ class WizardApp(App):
         "rotate_token": ("Rotate the Gitea token", "Put a new Gitea token in both Secrets and on every node, "
                          "restart and prove each node, verify pulls with it; then the old token may be revoked "
                          "(the new token's file, typed confirmation)"),
+        "rollback": ("Roll the migration back", "Workloads on their original images, every node's registries.yaml "
+                     "as it was, every node restarted and proven, the wizard's objects removed (typed "
+                     "confirmation); the images in Gitea stay"),
         "pause": ("Pause the rollout", "Finish the node restarting now, then stop"),
         "abort": ("Abort", "Stop what is being applied at the next safe point"),
         "auth_flow": ("Auth flow", "The token flow hop by hop, per vantage point, with the diagnosis"),
@@ -298,7 +303,7 @@ class WizardApp(App):
 
     # ------------------------------------------------------------------ workers (the engine is synchronous)
     def _busy(self) -> bool:
-        return self.session is not None and (self.session.rotating or any(st.busy for st in self.session.states))
+        return self.session is not None and bool(self.session.operation or any(st.busy for st in self.session.states))
 
     def _guard(self, fn, *args) -> None:
         try:
@@ -435,7 +440,7 @@ class WizardApp(App):
             return None if st.busy else True
         if action == "auth_flow":
             return bool(flow_checks(st.checks or []))
-        if action == "rotate_token":
+        if action in ("rotate_token", "rollback"):
             return False if s.audit else None if self._busy() else True
         return True
 
@@ -493,8 +498,8 @@ class WizardApp(App):
         self._advance()
 
     def _busy_line(self) -> str:
-        if self.session.rotating:
-            return "the token is being rotated: wait for it (or x to abort)"
+        if self.session.operation:
+            return f"{self.session.operation} is under way: wait for it (or x to abort)"
         st = next((st for st in self.session.states if st.busy), None)
         return f"{st.title} is {st.busy}: wait for it" + (" (or x to abort)" if st.busy == "applying" else "") \
             if st is not None else ""
@@ -572,6 +577,28 @@ class WizardApp(App):
         if code == 0:
             self._recheck(self.viewing)  # the Secrets and nodes changed: what the stage shows is read again
 
+    def action_rollback(self) -> None:
+        """Ask for the typed word, then roll back (Session.rollback, on its screen)."""
+        s = self.session
+        if s is None or s.audit:
+            self.notify("audit mode is read-only: there is no rollback" if s else
+                        "no migration plan: open the wizard with --plan FILE", severity="warning")
+            return
+        if self._busy():
+            self.notify(self._busy_line(), severity="warning")
+            return
+
+        def chosen(options) -> None:
+            if options is not None:
+                self._log("rollback confirmed (typed): its lines are on its screen")
+                self.push_screen(RollbackScreen(s, self.shown, **options), self._rolled_back)
+        self.push_screen(RollbackConfirmScreen(self.shown, blink=self.blink), chosen)
+
+    def _rolled_back(self, code: int | None) -> None:
+        self._log("rolled back: the cluster is as it was before the migration" if code == 0 else
+                  "the rollback did not finish: press b again to continue it")
+        self._recheck(self.viewing)  # what the stage shows is read again
+
     def action_pause(self) -> None:
         if self.session is not None:
             self.session.pause()
@@ -593,11 +620,13 @@ class WizardApp(App):
             self.notify("already quitting: waiting for the apply to stop at a safe point", severity="warning")
             return
         s = self.session
-        if s is not None and s.rotating:
-            def rotation_answer(yes: bool | None) -> None:
+        if s is not None and s.operation:
+            name = s.operation
+
+            def operation_answer(yes: bool | None) -> None:
                 if yes:
-                    self._quit_mid_apply(ROTATION)
-            self.push_screen(QuitScreen(ROTATION, self._finishes_first(None)), rotation_answer)
+                    self._quit_mid_apply(name)
+            self.push_screen(QuitScreen(name, self._finishes_first(None)), operation_answer)
             return
         applying = next((st for st in s.states if st.busy == "applying"), None) if s is not None else None
         if applying is None:
@@ -635,6 +664,11 @@ class WizardApp(App):
         if title == ROTATION:
             self.exit_note = ("ghcr2gitea: quit while rotating the Gitea token; the old token is still needed: do not "
                               f"revoke it — {again} and press r (or run ghcr2gitea rotate-token) to finish")
+            self._leave_when_stopped()
+            return
+        if title == ROLLBACK:
+            self.exit_note = (f"ghcr2gitea: quit during the rollback; nothing is lost — {again} and press b (or run "
+                              "ghcr2gitea rollback) to finish it")
             self._leave_when_stopped()
             return
         self.exit_note = (f"ghcr2gitea: quit while applying {title}; {self.ends_with_app}" if self.ends_with_app else

@@ -617,24 +617,25 @@ def stages(undo: Undo, *, restore_adopted: bool = False) -> tuple[Stage, ...]:
 
 
 # ---------------------------------------------------------------------- the command
-class NoRecord(Exception):
-    """Neither the local journal nor the cluster's mirror holds a migration to take back."""
+class Refused(Exception):
+    """The rollback cannot start: no migration to take back (neither the local journal nor the cluster's mirror
+    holds one), another run holds the cluster lock, or something else is applied (the wizard)."""
 
 
 def load_undo(cluster) -> tuple[Undo, object]:
-    """The undo records of the cluster's last migration, and its journal; ``NoRecord`` with what is missing."""
+    """The undo records of the cluster's last migration, and its journal; ``Refused`` with what is missing."""
     from . import journal as J
     cid = J.cluster_id(cluster)
     found = J.Journal.load(cid, cluster)
     if found is None:
-        raise NoRecord(f"no journal of a migration of this cluster: neither {J.journal_path(cid)} nor the ConfigMap "
+        raise Refused(f"no journal of a migration of this cluster: neither {J.journal_path(cid)} nor the ConfigMap "
                        f"{J.CONFIGMAP_NAMESPACE}/{J.CONFIGMAP} exists; rollback needs one of them (it holds the "
                        "images and node files as they were before the migration). Copy the journal file from the "
                        "machine that ran the migration, or undo the migration by hand (docs/usage.md, `rollback`)")
     undo = Undo.of(found.undo)
     if undo.empty:
         rolled = any(e.get("type") == J.ROLLED_BACK for e in found.events)
-        raise NoRecord("the last migration of this cluster " + ("was already rolled back" if rolled else
+        raise Refused("the last migration of this cluster " + ("was already rolled back" if rolled else
                        "recorded no change to take back") + f" (journal {found.path}); nothing to do")
     return undo, found
 
@@ -662,7 +663,7 @@ def rollback(cluster, plan, *, out: Callable[[str], None], node_timeout: float, 
              dry_run: bool = False, take_over_stale: bool = False, on_progress: Callable | None = None,
              stop=None) -> Outcome:
     """The rollback, for both faces: the four stages under the cluster lock, with a journal of their own
-    (resumed when an earlier rollback stopped), then the migration's journal marked as taken back. ``NoRecord``
+    (resumed when an earlier rollback stopped), then the migration's journal marked as taken back. ``Refused``
     when there is nothing to take back; ``LockHeld`` when another run holds the lock. ``out`` hears the stages'
     lines, ``on_progress`` every progress event (the rollout's per-node phases), ``stop`` Pause/Abort."""
     from .engine import Runner
@@ -718,7 +719,7 @@ def run_rollback(args) -> int:
         if done.line:
             print(done.line, flush=True)
         return done.code
-    except (NoRecord, LockHeld) as e:
+    except (Refused, LockHeld) as e:
         return _err(str(e))
     except (ClusterUnreachable, LockLost) as e:
         return _err(str(e))

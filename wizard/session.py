@@ -45,6 +45,7 @@ DONE, CURRENT, FAILED, PENDING, LOCKED = "done", "current", "failed", "pending",
 OVERRIDDEN = "overridden"  # done, with a failed check passed over by the operator: never shown as ✓
 PAUSED = "paused"  # the rollout stopped between nodes when asked; Apply resumes it
 INTERRUPTED = 130  # a rotation aborted by the operator (the headless commands' Ctrl-C code)
+ROTATION, ROLLBACK = "Token rotation", "Rollback"  # the day-two operations, as the screens name them
 SKIPPED = "skipped"  # audit: every check of the stage was skipped (it needs probe pods)
 
 
@@ -165,7 +166,7 @@ class Session:
         self.last_proven = ""  # the node the rollout proved last (for "paused after …")
         self._busy = threading.RLock()  # a verb holds it across the steps it is made of (apply, then verify…)
         self._closed = False
-        self.rotating = False  # rotate_token is under way (the screens show it busy)
+        self.operation = ""  # a day-two operation under way (ROTATION, ROLLBACK): the screens show it busy
         self.run.subscribe(self._progress)
 
     @property
@@ -606,6 +607,35 @@ class Session:
         self.current = 0
 
     # ------------------------------------------------------------------ day two
+    @property
+    def rotating(self) -> bool:
+        return self.operation == ROTATION
+
+    def _operation(self, name: str, refused, on_progress: Callable[[Progress], None] | None):
+        """Start a day-two operation: this session's busy lock (``refused`` when something is applied), its
+        cluster lock handed over (the operation takes it itself, as the same holder), the stop token cleared;
+        returns the progress hook that keeps the rollout's node phases (what Quit says)."""
+        if self.audit:
+            raise ReadOnly(f"audit mode is read-only: no {name.lower()}")
+        if not self._busy.acquire(blocking=False):
+            raise refused(f"something is being applied: wait for it, then start the {name.lower()}")
+        if self.run.lock is not None:
+            self.run.lock.release()
+            self.run.lock = None
+        self.operation = name
+        self.stop.clear()  # Abort (and quitting) reaches the operation through this session's stop token
+
+        def heard(p: Progress) -> None:
+            if p.node and p.phase:
+                self.node_phases[p.node] = p
+            if on_progress is not None:
+                on_progress(p)
+        return heard
+
+    def _operation_done(self) -> None:
+        self.operation = ""
+        self._busy.release()
+
     def rotate_token(self, new: Secret, *, out: Callable[[str], None],
                      on_progress: Callable[[Progress], None] | None = None):
         """``ghcr2gitea rotate-token`` from the wizard: the same function as the headless command
@@ -613,26 +643,12 @@ class Session:
         and plan. Returns its ``Rotation``; ``rotate.Refused`` when it cannot start. Both tokens are masked on
         everything this session says from the start; on success the session goes on with the new token."""
         from . import rotate as rot
-        if self.audit:
-            raise ReadOnly("audit mode is read-only: no token is rotated")
-        if not self._busy.acquire(blocking=False):
-            raise rot.Refused("something is being applied: wait for it, then rotate")
+        self.ctx.retired_secrets = (*self.ctx.retired_secrets, new)
+        heard = self._operation(ROTATION, rot.Refused, on_progress)
         try:
-            self.ctx.retired_secrets = (*self.ctx.retired_secrets, new)
             old = rot.token_in_use(self.ctx.cluster, self.ctx.plan, new, field="the new token file")
             self.ctx.retired_secrets = (*self.ctx.retired_secrets, old)
-            if self.run.lock is not None:  # the rotation takes the cluster lock itself (this same holder)
-                self.run.lock.release()
-                self.run.lock = None
-            self.rotating = True
-            self.stop.clear()  # Abort (and quitting) reaches the rotation through this session's stop token
             again = "the old token is still needed: do not revoke it; rotate again to finish"
-
-            def heard(p: Progress) -> None:  # the rollout's nodes, as for a migration's (what Quit says)
-                if p.node and p.phase:
-                    self.node_phases[p.node] = p
-                if on_progress is not None:
-                    on_progress(p)
             try:
                 done = rot.rotate(self.ctx.cluster, self.ctx.plan, new, old, out=lambda t: out(self.mask(t)),
                                   node_timeout=self.ctx.node_timeout, on_progress=heard, stop=self.stop)
@@ -648,8 +664,34 @@ class Session:
                 done = rot.Rotation(done.code, f"the rotation stopped (see the log above); {again}")
             return done
         finally:
-            self.rotating = False
-            self._busy.release()
+            self._operation_done()
+
+    def rollback(self, *, out: Callable[[str], None], restore_adopted: bool = False,
+                 on_progress: Callable[[Progress], None] | None = None):
+        """``ghcr2gitea rollback`` from the wizard: the same function as the headless command
+        (wizard/rollback.py), with this session's cluster and plan. Returns its ``Outcome``;
+        ``rollback.Refused`` when it cannot start (nothing to take back, the lock held)."""
+        from . import rollback as rb
+        heard = self._operation(ROLLBACK, rb.Refused, on_progress)
+        again = "run the rollback again to finish (it continues where the cluster is)"
+        try:
+            try:
+                done = rb.rollback(self.ctx.cluster, self.ctx.plan, out=lambda t: out(self.mask(t)),
+                                   node_timeout=self.ctx.node_timeout, restore_adopted=restore_adopted,
+                                   on_progress=heard, stop=self.stop)
+            except LockHeld as e:
+                raise rb.Refused(str(e)) from None
+            except Aborted:
+                return rb.Outcome(INTERRUPTED, f"aborted by the operator; {again}")
+            except (ClusterUnreachable, LockLost) as e:
+                return rb.Outcome(2, self.mask(f"{e}; {again}"))
+            except Exception as e:  # noqa: BLE001 - never a traceback on screen
+                return rb.Outcome(2, self.mask(f"{type(e).__name__}: {e}; {again}"))
+            if done.code != 0 and not done.line:
+                done = rb.Outcome(done.code, f"the rollback stopped (see the log above); {again}")
+            return done
+        finally:
+            self._operation_done()
 
     def close(self, wait: float = 30.0) -> None:
         """Stop what runs (Abort), wait for it to unwind, release the lock."""

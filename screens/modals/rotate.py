@@ -12,18 +12,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen, Screen
-from textual.widgets import Button, Footer, Input, Label, RichLog, Static
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Static
 
 from wizard.credentials import CredentialError, Secret, load_token
 
-from ..coalesce import Coalescer
-from ..widgets.rollout import RolloutView
 from .help import HELP_KEYS
+from .operation import OperationScreen
 
 WORD = "rotate"  # what the operator types to confirm
 
@@ -96,90 +95,22 @@ class RotateTokenScreen(ModalScreen[Secret | None]):
         self.dismiss(None)
 
 
-class RotationScreen(Screen[int]):
-    """The rotation under way: the rollout of the node restarts, the stages' lines, and how it ended.
-    Dismisses with the rotation's exit code (0: the old token may be revoked)."""
+class RotationScreen(OperationScreen):
+    """The rotation under way (Session.rotate_token). Dismisses with its exit code (0: the old token may go)."""
 
-    BINDINGS = [Binding("escape", "close", "Close"), Binding("x", "abort", "Abort")] + HELP_KEYS
+    noun = "rotation"
+    starting = "Rotating the Gitea token: checking the new token…"
+    restarting = "Rotating the Gitea token: restarting the nodes one at a time (x aborts)"
+    detail = "The new token is checked and written first; then the nodes restart: servers one at a time, then agents."
 
     def __init__(self, session, new: Secret, shown):
-        super().__init__()
-        self.session, self.new, self.shown = session, new, shown
-        self.code: int | None = None  # None while the rotation runs
-        self.lines: list[str] = []  # what the log holds, as plain text
-        self.events = Coalescer(self, self._flush)
+        super().__init__(session, shown)
+        self.new = new
 
-    def compose(self) -> ComposeResult:
-        with Vertical(id="rotation"):
-            yield Static(Text("Rotating the Gitea token: checking the new token…", "bold cyan"), id="rotate-status")
-            yield RolloutView(id="rotate-rollout")
-            log = RichLog(id="rotate-log", wrap=True, markup=False, max_lines=2000)
-            log.border_title = "Rotation"
-            yield log
-        yield Footer(compact=True)
-
-    def on_mount(self) -> None:
-        self.rollout = self.query_one(RolloutView)
-        self.log_view = self.query_one("#rotate-log", RichLog)
-        self.rollout.query_one("#rollout-detail", Static).update(
-            "The new token is checked and written first; then the nodes restart: servers one at a time, then agents.")
-        self._rotate()
-
-    @on(Coalescer.Ready)
-    def _coalesced(self, event: Coalescer.Ready) -> None:
-        event.stop()
-        event.coalescer.ready()
-
-    def _flush(self, latest: dict, items: list) -> None:
-        if not self.is_attached:
-            return
-        for text in items:
-            line = self.shown(text)
-            self.lines.append(line)
-            self.log_view.write(Text(line))
-        runs = {k[1]: v for k, v in latest.items() if k[0] == "node"}
-        if runs:
-            self.rollout.update_runs(runs)
-            self.rollout.set_nodes(self.app.panel.nodes)
-            self.query_one("#rotate-status", Static).update(
-                Text("Rotating the Gitea token: restarting the nodes one at a time (x aborts)", "bold cyan"))
-
-    def _progress(self, p) -> None:
-        if p.node and p.phase:
-            self.events.put(("node", p.node), p)
-
-    @work(thread=True, group="rotate", exit_on_error=False)
-    def _rotate(self) -> None:
+    def start(self):
         from wizard.rotate import Refused
         try:
             done = self.session.rotate_token(self.new, out=self.events.append, on_progress=self._progress)
-            code, line = done.code, done.line
         except Refused as e:
-            code, line = 2, f"not started: {e}"
-        except Exception as e:  # noqa: BLE001 - never a traceback on screen (it could carry a token)
-            code, line = 2, self.session.mask(f"{type(e).__name__}: {e}")
-        self.app.call_from_thread(self._finished, code, line)
-
-    def _finished(self, code: int, line: str) -> None:
-        self.code = code
-        status = self.query_one("#rotate-status", Static)
-        if code == 0:
-            status.update(Text(self.shown(line[:1].upper() + line[1:]) + ". Esc closes.", "bold green"))
-        else:
-            status.update(Text(self.shown(line[:1].upper() + line[1:]) + " — Esc closes.", "bold red"))
-        self.lines.append(self.shown(line))
-        self.log_view.write(Text(self.shown(line), "bold green" if code == 0 else "bold red"))
-
-    def action_close(self) -> None:
-        if self.code is None:
-            self.notify("the rotation is running: x aborts it (the node restarting now finishes first)",
-                        severity="warning")
-            return
-        self.dismiss(self.code)
-
-    def action_abort(self) -> None:
-        if self.code is not None:
-            self.notify("the rotation has ended: Esc closes", severity="warning")
-            return
-        self.session.abort()
-        self.notify("aborting the rotation at the next safe point…", severity="warning")
+            return 2, f"not started: {e}"
+        return done.code, done.line
