@@ -158,13 +158,13 @@ async def registries(plan, token, source_credentials, *, source_url: str | None 
     over HTTPS yet — from the registry host's own ``/v2/token`` (credentials never go to plain HTTP).
     """
     from .. import netclient
-    from .client import Credentials, Registry
+    from .client import BULK_READ, Credentials, Registry
     source_url = (source_url or plan.source_url).rstrip("/")
     ca = source_ca_file if source_ca_file is not None else plan.ghcr_ca_file
     s_async = netclient.async_client(plan.resolve, ca_file=ca, timeout=60)
     t_async = netclient.async_client(plan.resolve, ca_file=plan.registry_ca_file, timeout=60)
-    s_bulk = netclient.client(plan.resolve, ca_file=ca, timeout=60)
-    t_bulk = netclient.client(plan.resolve, ca_file=plan.registry_ca_file, timeout=60)
+    s_bulk = netclient.client(plan.resolve, ca_file=ca, timeout=60, read_size=BULK_READ)
+    t_bulk = netclient.client(plan.resolve, ca_file=plan.registry_ca_file, timeout=60, read_size=BULK_READ)
     src = Registry(source_url, s_async, bulk=s_bulk, credentials=source_credentials)
     dst = Registry(plan.registry_url, t_async, bulk=t_bulk, read_only=read_only, token_fallback=True,
                    credentials=Credentials(plan.username, token) if token is not None else None)
