@@ -144,8 +144,13 @@ async def _copy(args, plan, token, source_secret, source_host: str):
 
 def progress_line(p) -> str:
     """One copier Progress as the CLI and the Images stage print it: bytes and blobs of one image."""
-    mib = 1024 * 1024
-    return f"{p.image}: {p.bytes_done / mib:.1f}/{p.bytes_total / mib:.1f} MiB, {p.blobs_done}/{p.blobs_total} blobs"
+    return f"{p.image}: {progress_counts(p)}"
+
+
+def progress_counts(p) -> str:
+    """``12.0/264.0 MiB, 3/9 blobs`` (KiB when the image is under 1 MiB): what the UI writes next to a bar."""
+    unit, div = ("MiB", 1024 * 1024) if p.bytes_total >= 1024 * 1024 else ("KiB", 1024)
+    return f"{p.bytes_done / div:.1f}/{p.bytes_total / div:.1f} {unit}, {p.blobs_done}/{p.blobs_total} blobs"
 
 
 @contextlib.asynccontextmanager

@@ -13,6 +13,7 @@ image Gitea does not have with the digest its pods run now.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 
 from ..credentials import Secret
@@ -24,6 +25,7 @@ from .base import (
     Check,
     Context,
     Observation,
+    Progress,
     Stage,
     StageFailed,
     failed,
@@ -315,6 +317,8 @@ class Images(Stage):
         def progress(p) -> None:
             last[p.image] = p
             ctx.stop.check()  # Abort: raised here, and the copy unwinds
+            # no message (the log gets one line per image at the end): the UI draws a bar per image from it
+            ctx.progress(Progress(self.key, "", time=time.time(), transfer=p))
 
         for img, refs in (ch.payload for ch in changes):
             ctx.say(self.key, f"copy {img.source} → {img.target}: {', '.join(refs)}")
