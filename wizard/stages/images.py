@@ -110,6 +110,31 @@ def running_references(cluster, plan: Plan) -> dict[tuple[str, str], Wanted]:
     return dict(sorted(wanted.items()))
 
 
+def running_by_image(plan: Plan, wanted: dict[tuple[str, str], Wanted]) -> dict[str, tuple[str, ...]]:
+    """``{plan image source: (tag or @digest, …)}`` of what the cluster runs (``running_references``), in its order."""
+    out: dict[str, tuple[str, ...]] = {i.source: () for i in plan.images}
+    for w in wanted.values():
+        out[w.image.source] = (*out.get(w.image.source, ()), w.reference)
+    return out
+
+
+def copy_jobs(plan: Plan, refs: dict[str, tuple[str, ...]], *, all_tags: bool = False,
+              tag_pattern: str | None = None) -> list:
+    """One ``CopyJob`` per plan image (its tags, and its digest-only references copied by digest, the same bytes);
+    ``refs``: plan image source → tags or digests. Images with nothing selected are left out."""
+    from ..images.copier import CopyJob
+    jobs = []
+    for img in plan.images:
+        chosen = refs.get(img.source, ())
+        job = CopyJob(img.source_repo, img.target_repo, tags=tuple(t for t in chosen if not t.startswith("sha256:")),
+                      digests=tuple(t for t in chosen if t.startswith("sha256:")), all_tags=all_tags,
+                      tag_pattern=tag_pattern,
+                      mount_from=tuple(j.target_repo for j in plan.images if j.target_repo != img.target_repo))
+        if job.tags or job.digests or all_tags or tag_pattern:
+            jobs.append(job)
+    return jobs
+
+
 def source_credentials(ctx: Context):
     """The source registry's credentials: GHCR_TOKEN / --ghcr-token-file (``ctx.ghcr_token``), else the
     old pull secret's entry for the source host (what the cluster pulls with today), else anonymous."""
@@ -302,13 +327,8 @@ class Images(Stage):
         from .. import authflow
         from ..credentials import mask
         from ..images.command import progress_line, registries
-        from ..images.copier import CopyJob, CopyOptions, copy
-        # a digest-only reference (image@sha256:…, no tag) is copied by its digest, the same bytes
-        jobs = [CopyJob(img.source_repo, img.target_repo, tags=tuple(t for t in refs if not t.startswith("sha256:")),
-                        digests=tuple(t for t in refs if t.startswith("sha256:")),
-                        mount_from=tuple(j.target_repo for j in ctx.plan.images if j.target_repo != img.target_repo))
-                for img, refs in (ch.payload for ch in changes)]
-        jobs = [j for j in jobs if j.tags or j.digests]
+        from ..images.copier import CopyOptions, copy
+        jobs = copy_jobs(ctx.plan, {img.source: refs for img, refs in (ch.payload for ch in changes)})
         if not jobs:
             return
         creds = source_credentials(ctx)
@@ -373,4 +393,4 @@ class Images(Stage):
         return checks
 
 
-__all__ = ["Images", "gate", "missing_in_gitea", "pinned", "running_references"]
+__all__ = ["Images", "copy_jobs", "gate", "missing_in_gitea", "pinned", "running_by_image", "running_references"]
