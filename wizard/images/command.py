@@ -127,7 +127,14 @@ def _running(args, plan) -> dict[str, tuple[str, ...]] | None:
     """What to copy of each plan image: the tags and digests the cluster runs (stage Images' reading of every
     namespace, pods' imageID included). No cluster to read: with --kubeconfig/--context that is an error (None);
     otherwise a note, and only --tags/--all-tags, else ``latest``."""
-    from ..cluster import ApiError, ClusterReader, ClusterUnreachable
+    from ..kube import ClusterUnreachable, cluster_configured
+    selected = {i.source: () if (args.all_tags or args.tags) else ("latest",) for i in plan.images}
+    chosen = "the tags --tags/--all-tags select" if (args.all_tags or args.tags) else "the tag latest"
+    if not args.context and not cluster_configured(args.kubeconfig):
+        _err(f"note: no kubeconfig (pass --kubeconfig FILE or set KUBECONFIG) to read what the cluster runs: "
+             f"copying {chosen} of each image")
+        return selected
+    from ..cluster import ApiError, ClusterReader
     from ..stages.images import running_by_image, running_references
     try:
         cluster = ClusterReader.connect(args.kubeconfig, args.context or plan.context, patience=10,
@@ -140,9 +147,8 @@ def _running(args, plan) -> dict[str, tuple[str, ...]] | None:
         if args.kubeconfig or args.context:
             _err(f"images: cannot read what the cluster runs: {e}")
             return None
-        chosen = "the tags --tags/--all-tags select" if (args.all_tags or args.tags) else "the tag latest"
         _err(f"note: no cluster to read ({e}): copying {chosen} of each image")
-        return {i.source: () if (args.all_tags or args.tags) else ("latest",) for i in plan.images}
+        return selected
     return running_by_image(plan, wanted)
 
 
