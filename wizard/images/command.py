@@ -153,9 +153,8 @@ def _running(args, plan) -> dict[str, tuple[str, ...]] | None:
 
 
 async def _copy(args, plan, token, source_secret, source_host: str, running: dict[str, tuple[str, ...]]):
-    from ..stages.images import copy_jobs
     from .client import Credentials
-    from .copier import CopyOptions, copy
+    from .copier import CopyOptions, copy, copy_jobs
     mib = 1024 * 1024
     user = os.environ.get("GHCR_USER", "").strip() or "ghcr2gitea"
     jobs = copy_jobs(plan, running, all_tags=args.all_tags, tag_pattern=args.tags)

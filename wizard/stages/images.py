@@ -118,23 +118,6 @@ def running_by_image(plan: Plan, wanted: dict[tuple[str, str], Wanted]) -> dict[
     return out
 
 
-def copy_jobs(plan: Plan, refs: dict[str, tuple[str, ...]], *, all_tags: bool = False,
-              tag_pattern: str | None = None) -> list:
-    """One ``CopyJob`` per plan image (its tags, and its digest-only references copied by digest, the same bytes);
-    ``refs``: plan image source → tags or digests. Images with nothing selected are left out."""
-    from ..images.copier import CopyJob
-    jobs = []
-    for img in plan.images:
-        chosen = refs.get(img.source, ())
-        job = CopyJob(img.source_repo, img.target_repo, tags=tuple(t for t in chosen if not t.startswith("sha256:")),
-                      digests=tuple(t for t in chosen if t.startswith("sha256:")), all_tags=all_tags,
-                      tag_pattern=tag_pattern,
-                      mount_from=tuple(j.target_repo for j in plan.images if j.target_repo != img.target_repo))
-        if job.tags or job.digests or all_tags or tag_pattern:
-            jobs.append(job)
-    return jobs
-
-
 def source_credentials(ctx: Context):
     """The source registry's credentials: GHCR_TOKEN / --ghcr-token-file (``ctx.ghcr_token``), else the
     old pull secret's entry for the source host (what the cluster pulls with today), else anonymous."""
@@ -327,7 +310,7 @@ class Images(Stage):
         from .. import authflow
         from ..credentials import mask
         from ..images.command import progress_line, registries
-        from ..images.copier import CopyOptions, copy
+        from ..images.copier import CopyOptions, copy, copy_jobs
         jobs = copy_jobs(ctx.plan, {img.source: refs for img, refs in (ch.payload for ch in changes)})
         if not jobs:
             return
@@ -393,4 +376,4 @@ class Images(Stage):
         return checks
 
 
-__all__ = ["Images", "copy_jobs", "gate", "missing_in_gitea", "pinned", "running_by_image", "running_references"]
+__all__ = ["Images", "gate", "missing_in_gitea", "pinned", "running_by_image", "running_references"]
