@@ -86,7 +86,9 @@ def _ours_argv(pair, targets: list[str], tmp: Path, tag: str = "v1") -> tuple[li
     path = tmp / f"plan-{time.monotonic_ns()}.yaml"
     path.write_text(yaml.safe_dump(plan))
     env = {k: v for k, v in os.environ.items() if k not in ("GITEA_TOKEN", "GHCR_TOKEN")}
-    env.update(GITEA_TOKEN=b.tokens["registry-user"], GHCR_TOKEN=a.tokens["registry-user"], GHCR_USER="registry-user")
+    env.update(GITEA_TOKEN=b.tokens["registry-user"], GHCR_TOKEN=a.tokens["registry-user"], GHCR_USER="registry-user",
+               # the code of this checkout (a worktree), not the one the venv's editable install points at
+               PYTHONPATH=os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p))
     return [*cli(), "images", "--plan", str(path), "--tags", tag, "--format", "json", "--source-url",
             f"https://{a.registry}", "--source-ca-file", str(a.ca_bundle)], env
 

@@ -19,12 +19,14 @@ Modelled on what clients meet at ghcr.io (research/image-copy.md and the issue t
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import json
 import re
 import secrets
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -68,6 +70,7 @@ class Ghcr:
         self.requests: deque[tuple[str, str, str, int]] = deque(maxlen=10000)  # (method, host, path, status)
         self._secret = secrets.token_bytes(32)
         self._tokens: dict[str, tuple[frozenset[str], float]] = {}  # token → (pullable repos, issued)
+        self._held: dict[str, threading.Event] = {}  # blob digest → the storage host answers once it is set
 
     # ---- content ------------------------------------------------------------------------
     def put(self, repo: str, tag: str, content: oci.Content) -> str:
@@ -267,7 +270,15 @@ class Ghcr:
         expires = int(self.clock() + self.url_ttl)
         return f"https://{host}{path}?se={expires}&sig={self._sign(path, expires)}"
 
+    def hold(self, digest: str) -> threading.Event:
+        """The storage host answers GETs of blob ``digest`` only once the returned event is set (at most 60 s
+        later): a copy that stays under way for as long as a test needs to look at it."""
+        return self._held.setdefault(digest, threading.Event())
+
     async def storage(self, req: HttpRequest) -> HttpResponse:
+        held = next((ev for d, ev in self._held.items() if req.path.endswith("/" + d)), None)
+        if held is not None:
+            await asyncio.to_thread(held.wait, 60)
         resp = self._storage(req)
         self.requests.append((req.method, STORAGE_HOST, req.path, resp.status))
         return resp

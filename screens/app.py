@@ -37,6 +37,7 @@ from .modals.rollback import RollbackConfirmScreen, RollbackScreen
 from .modals.rotate import RotateTokenScreen, RotationScreen
 from .widgets.checks import ChecksView
 from .widgets.cluster_panel import ClusterPanel
+from .widgets.copies import CopiesView
 from .widgets.keys import KeyLog
 from .widgets.rollout import RolloutView
 from .widgets.stage_list import StageList
@@ -187,6 +188,7 @@ class WizardApp(App):
         if self.session is not None:
             self.stage_view = self.query_one(StageView)
             self.rollout = self.query_one(RolloutView)
+            self.copies = self.query_one(CopiesView)
         if self.session is None:
             for i in range(len(self.titles)):
                 self.query_one(StageList).set_state(i, "locked", viewable=False)
@@ -230,6 +232,8 @@ class WizardApp(App):
         """From a worker thread: per-node progress is coalesced by node; every message goes to the log."""
         if p.node and p.phase:
             self.events.put(("node", p.node), p)
+        if p.transfer is not None:  # an image copy: its latest bytes and blobs, one redraw per flush
+            self.events.put(("copy", p.stage, p.transfer.image), p.transfer)
         key = p.node or p.stage
         if p.message and self._last_message.get(key) != p.message:
             self._last_message[key] = p.message
@@ -251,6 +255,9 @@ class WizardApp(App):
         runs = {k[1]: v for k, v in latest.items() if k[0] == "node"}
         if runs:
             self.rollout.update_runs(runs)
+        copies = {k[1:]: v for k, v in latest.items() if k[0] == "copy"}
+        if copies:
+            self.copies.update_copies(copies)
         stages = sorted(k[1] for k in latest if k[0] == "stage")
         if stages:
             self._refresh_list()
@@ -477,6 +484,7 @@ class WizardApp(App):
             gate = "Next is open" if s.can_advance(i) else s.next_reason(i)
             self.notify(self.shown(f"{what} — {gate}"), severity="warning")
             return
+        self.copies.reset(s.states[i].key)  # a new apply's bars, not the last one's
         if s.states[i].view == "rollout":
             self.query_one(RolloutView).reset()
             self.query_one("#tabs").active = "tab-rollout"

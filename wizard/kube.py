@@ -10,10 +10,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-
-from kubernetes import client, config
+from typing import TYPE_CHECKING
 
 from .problem import Failure
+
+if TYPE_CHECKING:  # the client is imported where a connection is made: it costs half a second to import
+    from kubernetes import client
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
@@ -28,10 +30,24 @@ class ClusterUnauthorized(ClusterUnreachable):
     """The API answered 401: the kubeconfig's credentials are wrong or expired (never retried)."""
 
 
-def api_client(kubeconfig: str | None = None, context: str | None = None) -> client.ApiClient:
+def kubeconfig_path(kubeconfig: str | None = None) -> str | None:
+    """The kubeconfig kubectl would read: the explicit path, else ``KUBECONFIG``'s first, else ~/.kube/config if
+    it exists; None when there is none (then only a pod's service account is left)."""
     path = kubeconfig or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or None
     if path is None and Path("~/.kube/config").expanduser().exists():
         path = str(Path("~/.kube/config").expanduser())
+    return path
+
+
+def cluster_configured(kubeconfig: str | None = None) -> bool:
+    """Is there a cluster to connect to at all (a kubeconfig, or a pod's service account)? Without importing the
+    client: a command that can do without the cluster asks this first."""
+    return kubeconfig_path(kubeconfig) is not None or bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+
+
+def api_client(kubeconfig: str | None = None, context: str | None = None) -> client.ApiClient:
+    from kubernetes import config
+    path = kubeconfig_path(kubeconfig)
     if path is None:
         if os.environ.get("KUBERNETES_SERVICE_HOST"):
             return in_cluster_client()
@@ -57,6 +73,7 @@ def api_client(kubeconfig: str | None = None, context: str | None = None) -> cli
 def in_cluster_client(sa_dir: Path | None = None, environ=None) -> client.ApiClient:
     """The pod's own service account: ``https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT`` with the
     token and CA the kubelet mounts in ``sa_dir`` (a fresh Configuration: the process-wide default is left alone)."""
+    from kubernetes import client, config
     from kubernetes.config.incluster_config import InClusterConfigLoader
     d = Path(sa_dir or SERVICE_ACCOUNT_DIR)
     cfg = client.Configuration()

@@ -54,16 +54,67 @@ def mapping_of(resolve: tuple[str, ...] | list[str] | Mapping) -> Mapping:
     return parse_resolve(resolve)
 
 
+class GreedyStream(httpcore.NetworkStream):
+    """A sync stream whose ``read`` returns whatever the socket already holds, up to ``read_size`` bytes.
+
+    httpcore asks for 64 KiB and TLS hands over one record (16 KiB) per call, so a large body costs
+    one trip through h11 and httpx per 16 KiB — measured at half the CPU of a registry copy. After the
+    first (blocking) read this one keeps reading without blocking while data is there: one trip per
+    ``read_size``. Everything else is the wrapped stream's.
+    """
+
+    def __init__(self, inner: httpcore.NetworkStream, read_size: int):
+        self.inner, self.read_size = inner, read_size
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        first = self.inner.read(max_bytes, timeout)
+        sock = self.inner.get_extra_info("socket")
+        if not first or sock is None or len(first) >= self.read_size:
+            return first
+        parts, n = [first], len(first)
+        sock.settimeout(0.0)
+        try:
+            while n < self.read_size:
+                try:
+                    data = sock.recv(min(self.read_size - n, 256 * 1024))
+                except OSError:  # nothing more yet (SSLWantRead, EAGAIN), or an error the next read raises
+                    break
+                if not data:
+                    break
+                parts.append(data)
+                n += len(data)
+        finally:
+            sock.settimeout(timeout)
+        return b"".join(parts)
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self.inner.write(buffer, timeout)
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def start_tls(self, ssl_context, server_hostname=None, timeout=None) -> httpcore.NetworkStream:
+        return GreedyStream(self.inner.start_tls(ssl_context, server_hostname, timeout), self.read_size)
+
+    def get_extra_info(self, info: str):
+        return self.inner.get_extra_info(info)
+
+
 class MappedBackend(httpcore.SyncBackend):
-    def __init__(self, mapping: Mapping):
+    """httpcore's sync backend, connecting to the --resolve address (TLS still by name); ``read_size``:
+    reads gather what the socket holds up to that many bytes (GreedyStream), for bulk transfers."""
+
+    def __init__(self, mapping: Mapping, read_size: int | None = None):
         self.mapping = mapping
+        self.read_size = read_size
 
     def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
         try:
             addr = connect_address(self.mapping, host, port)
         except HostNotMapped as e:
             raise httpcore.ConnectError(str(e)) from None
-        return super().connect_tcp(addr, port, timeout, local_address, socket_options)
+        stream = super().connect_tcp(addr, port, timeout, local_address, socket_options)
+        return GreedyStream(stream, self.read_size) if self.read_size else stream
 
 
 class MappedAsyncBackend(httpcore.AsyncNetworkBackend):
@@ -129,11 +180,13 @@ def _make_context(ca_file: str | None, verify: bool, *, system_roots: bool, chec
 
 
 def client(resolve: tuple[str, ...] | list[str] = (), *, ca_file: str | None = None, verify: bool = True,
-           timeout: float = 10.0) -> httpx.Client:
+           timeout: float = 10.0, read_size: int | None = None) -> httpx.Client:
+    """A sync httpx.Client that honours --resolve; ``read_size``: for bulk bodies, see GreedyStream."""
     ctx = ssl_context(ca_file, verify)
     transport = httpx.HTTPTransport(verify=ctx)
     # httpx 0.28 takes no network backend; the connection pool is where httpcore accepts one
-    transport._pool = httpcore.ConnectionPool(ssl_context=ctx, network_backend=MappedBackend(mapping_of(resolve)))
+    transport._pool = httpcore.ConnectionPool(ssl_context=ctx,
+                                              network_backend=MappedBackend(mapping_of(resolve), read_size))
     return httpx.Client(transport=transport, timeout=timeout, follow_redirects=False, trust_env=False)
 
 

@@ -13,6 +13,7 @@ from textual.widgets import Button, Label, Static, TabbedContent, TabPane
 from wizard.session import Session
 
 from .checks import ChecksView
+from .copies import CopiesView
 from .keys import KeyScroll
 from .rollout import RolloutView
 
@@ -65,6 +66,7 @@ class StageView(Vertical):
                 yield Static("", id="about")
                 yield Static("", id="found")
             with TabPane("Changes", id="tab-changes"), KeyScroll(id="changes-scroll"):
+                yield CopiesView(id="copies")  # a bar per image while stage Images copies
                 yield Static("", id="changes")
             with TabPane("Rollout", id="tab-rollout"):
                 yield RolloutView(id="rollout-view")
@@ -153,6 +155,7 @@ class StageView(Vertical):
                     changes.append(diff_text(self.shown(ch.diff)))
                 changes.append("\n")
         self.query_one("#changes", Static).update(changes)
+        self.query_one(CopiesView).show_stage(st.key)
         if entering or self._seen.get(i, (False,))[0] != (st.changes is not None):
             # another stage, or a new plan: its diff from the top, not the last one's scroll offset
             for pane in ("#changes-scroll", "#overview-scroll"):

@@ -14,12 +14,13 @@ import sys
 from wizard import netclient
 from wizard.credentials import Secret
 from wizard.images import CopyJob, CopyOptions, Credentials, Registry, copy
+from wizard.images.client import BULK_READ
 
 
 async def main(cfg: dict) -> dict:
     def side(name: str, env: str):
         http = netclient.async_client(cfg["resolve"], ca_file=cfg[name]["ca_file"], timeout=60)
-        bulk = netclient.client(cfg["resolve"], ca_file=cfg[name]["ca_file"], timeout=60)
+        bulk = netclient.client(cfg["resolve"], ca_file=cfg[name]["ca_file"], timeout=60, read_size=BULK_READ)
         return http, Registry(cfg[name]["url"], http, bulk=bulk, credentials=Credentials(cfg[name]["user"],
                                                                                          Secret(os.environ[env])))
     sh, src = side("source", "SOURCE_TOKEN")

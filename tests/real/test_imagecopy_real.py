@@ -27,6 +27,7 @@ from real.stack import REPO, WRITER, RegistryPair, push_layout, raw_manifest
 from wizard import netclient
 from wizard.credentials import Secret
 from wizard.images import CopyJob, CopyOptions, Credentials, Registry, RetryPolicy, copy
+from wizard.images.client import BULK_READ
 
 FAST_RETRY = RetryPolicy(attempts=5, base=0.05, cap=0.5)
 
@@ -40,8 +41,10 @@ def run_copy(pair: RegistryPair, jobs: list[CopyJob], *, bulk: bool = True, pass
     async def go():
         sh = netclient.async_client(pair.resolve(), ca_file=str(pair.source.ca_bundle), timeout=30)
         th = netclient.async_client(pair.resolve(), ca_file=str(pair.target.ca_bundle), timeout=30)
-        sb = netclient.client(pair.resolve(), ca_file=str(pair.source.ca_bundle), timeout=30) if bulk else None
-        tb = netclient.client(pair.resolve(), ca_file=str(pair.target.ca_bundle), timeout=30) if bulk else None
+        sb = netclient.client(pair.resolve(), ca_file=str(pair.source.ca_bundle), timeout=30,
+                              read_size=BULK_READ) if bulk else None
+        tb = netclient.client(pair.resolve(), ca_file=str(pair.target.ca_bundle), timeout=30,
+                              read_size=BULK_READ) if bulk else None
         try:
             src = Registry(pair.source_proxy.url, sh, bulk=sb, retry=FAST_RETRY,
                            credentials=Credentials(WRITER, Secret(pair.source.tokens[WRITER])))

@@ -110,3 +110,46 @@ def test_a_ghcr_token_file_readable_by_others_is_refused_in_one_line(sandbox, tm
     assert res.stderr.strip().splitlines() == [f"ghcr2gitea: --ghcr-token-file {f}: readable by group or others "
                                                f"(mode 644); run: chmod 600 {f}"]
     assert "ghp_" not in res.stdout + res.stderr
+
+
+def test_images_command_copies_the_tags_and_digests_the_cluster_runs(make_sandbox):
+    """``ghcr2gitea images`` without --tags: every tag and digest the cluster runs (a bare Pod on an old tag, a
+    Job on a digest only, besides the guide's Deployments on latest) — not just latest."""
+    import json
+
+    from kubernetes import client
+
+    from wizard.kube import api_client
+    sb = make_sandbox(gitea_preloaded=False)
+    regs = sandbox_state(sb)["registries"]["ghcr"]
+    agents = f"{ORG}/github-workflow-agents"
+    old, digest = f"{agents}:v1.0.3", regs[f"{ORG}/gwa-webhook:latest"]
+    api = api_client(str(sb.kubeconfig))
+    try:
+        client.CoreV1Api(api).create_namespaced_pod("default", {
+            "metadata": {"name": "old-agent"},
+            "spec": {"containers": [{"name": "agent", "image": f"ghcr.io/{old}"}]}})
+        client.BatchV1Api(api).create_namespaced_job("default", {
+            "metadata": {"name": "pinned-hook"},
+            "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [
+                {"name": "hook", "image": f"ghcr.io/{ORG}/gwa-webhook@{digest}"}]}}}})
+    finally:
+        api.close()
+    ghcr = {"GHCR_TOKEN": (sb.dir / "ghcr-token").read_text().strip()}
+    res = run_cli(sb, "images", "--plan", str(sb.plan), "--format", "json", env=ghcr)
+    assert res.returncode == 0, res.stdout + res.stderr
+    report = json.loads(res.stdout)
+    copied = {(i["source"].split("/", 1)[1], t["tag"]): t for i in report["images"] for t in i["tags"]}
+    assert (agents, "v1.0.3") in copied, (sorted(copied), res.stderr)
+    assert copied[(agents, "v1.0.3")]["target_digest"] == regs[old]
+    assert copied[(f"{ORG}/gwa-webhook", digest)]["target_digest"] == digest  # by digest: no tag needed
+    for name in GUIDE_IMAGES:
+        assert copied[(f"{ORG}/{name}", "latest")]["target_digest"] == regs[f"{ORG}/{name}:latest"]
+    gitea = sandbox_state(sb)["registries"]["gitea"]
+    assert gitea[old] == regs[old] and f"{agents}:v1.0.4" not in gitea  # only what runs
+    # a cluster named but not readable: one line, exit 2, nothing copied
+    bad = run_cli(sb, "images", "--plan", str(sb.plan), "--kubeconfig", str(sb.dir / "nope"), env=ghcr)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().splitlines() == [f"ghcr2gitea: images: cannot read what the cluster runs: kubeconfig "
+                                               f"{sb.dir / 'nope'}: file not found; pass --kubeconfig FILE or set "
+                                               "KUBECONFIG"]

@@ -565,3 +565,44 @@ async def test_the_cluster_panel_says_written_for_node_files_this_run_wrote(wiza
         s = app.session
         assert s.written == set(sandbox_state(sb)["nodes"])
         assert set(s.registries_states().values()) == {"written"}, s.registries_states()
+
+
+async def test_the_images_stage_shows_a_bar_per_image_with_bytes_and_blobs_while_it_copies(wizard, settle, screen_text):
+    from screens.widgets.copies import CopiesView, CopyRow
+    app, sb = wizard()
+    ghcr = sb.cluster.ghcr
+    size = sb.opts.ghcr_layer_size
+    base = {d for r in ghcr.repos.values() for d, data in r.blobs.items() if len(data) == size}
+    held = [ghcr.hold(d) for d in base]  # the shared base layers: the copy stays under way until released
+    try:
+        async with app.run_test(size=(140, 40)) as pilot:
+            await drive(pilot, settle, until="images")
+            s = app.session
+            st = s.states[s.current]
+            images = len(st.changes)
+            assert images, "Gitea starts empty: stage Images has images to copy"
+            await pilot.press("a")
+            view = app.query_one(CopiesView)
+
+            def moving() -> list[CopyRow]:
+                rows = [r for r in view.query(CopyRow) if r.is_mounted]
+                return [r for r in rows if 0 < r.p.bytes_done < r.p.bytes_total and r.p.blobs_done < r.p.blobs_total]
+            rows = await until(pilot, moving, what="a bar with bytes copied and blobs still to go", timeout=30)
+            assert st.busy == "applying"
+            row = rows[0]
+            bar = row.query_one("ProgressBar")
+            assert 0 < bar.progress < bar.total == row.p.bytes_total
+            await until(pilot, lambda: f"{row.p.blobs_done}/{row.p.blobs_total} blobs" in screen_text(app),
+                        what=lambda: f"the image's bytes and blobs drawn next to its bar:\n{screen_text(app)}")
+            assert row.p.image.split("/", 1)[1] in screen_text(app)  # which image: its repository
+            for ev in held:
+                ev.set()
+            await settle(pilot)
+            assert st.applied and not st.busy
+            done = list(view.query(CopyRow))
+            assert len(done) == images  # one bar per image copied
+            assert all(r.p.bytes_done == r.p.bytes_total and r.p.blobs_done == r.p.blobs_total for r in done)
+            assert all(r.query_one("ProgressBar").percentage == 1 for r in done)
+    finally:
+        for ev in held:
+            ev.set()

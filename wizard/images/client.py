@@ -37,6 +37,7 @@ from ..credentials import Secret
 from ..netclient import error_text
 
 BULK_MIN = 256 * 1024  # request bodies from this size go out through the ``bulk`` client's thread
+BULK_READ = 1024 * 1024  # the bulk client reads what its socket holds up to this much at once (GreedyStream)
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 TRANSIENT = (httpx.TransportError,)  # resets, refused, timeouts, a cut-off body
 _HINT = re.compile(r"retry-after:\s*([0-9.]+)\s*(ns|µs|us|ms|s|m)?", re.IGNORECASE)

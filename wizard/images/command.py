@@ -3,8 +3,10 @@
 The command is thin: it reads the plan and the credentials, builds the two registry clients
 (``--resolve`` and the plan's CA file for Gitea, the system roots for GHCR) and hands the jobs
 to ``copier.copy``. Progress goes to stderr, the report to stdout (text, or JSON with
-``--format json``). Until the Images stage discovers the tags the cluster runs, the tags are
-``latest`` unless ``--all-tags`` or ``--tags REGEX`` says otherwise.
+``--format json``). What is copied of each image: the tags and digests the cluster runs (read as
+stage Images reads them: every namespace and workload kind, the pods' ``imageID``), plus
+``--all-tags`` or ``--tags REGEX``; with no cluster to read (and none named), those alone, else
+``latest``.
 
 Credentials: the Gitea token as every command reads it (``--token-file`` or GITEA_TOKEN); GHCR
 anonymously for public images, or a GitHub token with ``read:packages`` from ``--ghcr-token-file`` or GHCR_TOKEN.
@@ -71,6 +73,9 @@ def add_parser(sub) -> None:
                    "mirror, or a test registry")
     p.add_argument("--source-ca-file", metavar="FILE", help="CA bundle for the source registry (default: the "
                    "system roots)")
+    p.add_argument("--kubeconfig", metavar="FILE", help="the cluster whose running tags and digests are copied "
+                   "(default: KUBECONFIG, then ~/.kube/config)")
+    p.add_argument("--context", help="kubeconfig context (default: the plan's cluster.context, else current)")
     p.set_defaults(run=run)
 
 
@@ -102,9 +107,12 @@ def run(args) -> int:
         _err(f"images: the sources are on {len(sources)} registries ({', '.join(sorted(sources))}); one run copies "
              "from one registry")
         return 2
+    running = _running(args, plan)
+    if running is None:
+        return 2
     import asyncio
     try:
-        report = asyncio.run(_copy(args, plan, token, source_secret, sources.pop()))
+        report = asyncio.run(_copy(args, plan, token, source_secret, sources.pop(), running))
     except KeyboardInterrupt:
         _err("interrupted: nothing half-written is tagged; run the same command again to send what is missing")
         return 130
@@ -115,15 +123,45 @@ def run(args) -> int:
     return 0 if report.ok else 1
 
 
-async def _copy(args, plan, token, source_secret, source_host: str):
+def _running(args, plan) -> dict[str, tuple[str, ...]] | None:
+    """What to copy of each plan image: the tags and digests the cluster runs (stage Images' reading of every
+    namespace, pods' imageID included). No cluster to read: with --kubeconfig/--context that is an error (None);
+    otherwise a note, and only --tags/--all-tags, else ``latest``."""
+    from ..kube import ClusterUnreachable, cluster_configured
+    selected = {i.source: () if (args.all_tags or args.tags) else ("latest",) for i in plan.images}
+    chosen = "the tags --tags/--all-tags select" if (args.all_tags or args.tags) else "the tag latest"
+    if not args.context and not cluster_configured(args.kubeconfig):
+        _err(f"note: no kubeconfig (pass --kubeconfig FILE or set KUBECONFIG) to read what the cluster runs: "
+             f"copying {chosen} of each image")
+        return selected
+    from ..cluster import ApiError, ClusterReader
+    from ..stages.images import running_by_image, running_references
+    try:
+        cluster = ClusterReader.connect(args.kubeconfig, args.context or plan.context, patience=10,
+                                        on_retry=lambda m: None)
+        try:
+            wanted = running_references(cluster, plan)
+        finally:
+            cluster.close()
+    except (ClusterUnreachable, ApiError) as e:
+        if args.kubeconfig or args.context:
+            _err(f"images: cannot read what the cluster runs: {e}")
+            return None
+        _err(f"note: no cluster to read ({e}): copying {chosen} of each image")
+        return selected
+    return running_by_image(plan, wanted)
+
+
+async def _copy(args, plan, token, source_secret, source_host: str, running: dict[str, tuple[str, ...]]):
     from .client import Credentials
-    from .copier import CopyJob, CopyOptions, copy
+    from .copier import CopyOptions, copy, copy_jobs
     mib = 1024 * 1024
     user = os.environ.get("GHCR_USER", "").strip() or "ghcr2gitea"
-    tags = () if (args.all_tags or args.tags) else ("latest",)
-    jobs = [CopyJob(i.source_repo, i.target_repo, tags=tags, all_tags=args.all_tags, tag_pattern=args.tags,
-                    mount_from=tuple(j.target_repo for j in plan.images if j.target_repo != i.target_repo))
-            for i in plan.images]
+    jobs = copy_jobs(plan, running, all_tags=args.all_tags, tag_pattern=args.tags)
+    for img in plan.images:
+        if not any(j.source == img.source_repo for j in jobs):
+            _err(f"note: {img.source}: the cluster runs none of its tags; nothing selected (give --tags REGEX or "
+                 "--all-tags to copy tags nothing runs)")
     shown: dict[str, float] = {}
 
     def progress(p) -> None:
@@ -144,8 +182,13 @@ async def _copy(args, plan, token, source_secret, source_host: str):
 
 def progress_line(p) -> str:
     """One copier Progress as the CLI and the Images stage print it: bytes and blobs of one image."""
-    mib = 1024 * 1024
-    return f"{p.image}: {p.bytes_done / mib:.1f}/{p.bytes_total / mib:.1f} MiB, {p.blobs_done}/{p.blobs_total} blobs"
+    return f"{p.image}: {progress_counts(p)}"
+
+
+def progress_counts(p) -> str:
+    """``12.0/264.0 MiB, 3/9 blobs`` (KiB when the image is under 1 MiB): what the UI writes next to a bar."""
+    unit, div = ("MiB", 1024 * 1024) if p.bytes_total >= 1024 * 1024 else ("KiB", 1024)
+    return f"{p.bytes_done / div:.1f}/{p.bytes_total / div:.1f} {unit}, {p.blobs_done}/{p.blobs_total} blobs"
 
 
 @contextlib.asynccontextmanager
@@ -158,13 +201,13 @@ async def registries(plan, token, source_credentials, *, source_url: str | None 
     over HTTPS yet — from the registry host's own ``/v2/token`` (credentials never go to plain HTTP).
     """
     from .. import netclient
-    from .client import Credentials, Registry
+    from .client import BULK_READ, Credentials, Registry
     source_url = (source_url or plan.source_url).rstrip("/")
     ca = source_ca_file if source_ca_file is not None else plan.ghcr_ca_file
     s_async = netclient.async_client(plan.resolve, ca_file=ca, timeout=60)
     t_async = netclient.async_client(plan.resolve, ca_file=plan.registry_ca_file, timeout=60)
-    s_bulk = netclient.client(plan.resolve, ca_file=ca, timeout=60)
-    t_bulk = netclient.client(plan.resolve, ca_file=plan.registry_ca_file, timeout=60)
+    s_bulk = netclient.client(plan.resolve, ca_file=ca, timeout=60, read_size=BULK_READ)
+    t_bulk = netclient.client(plan.resolve, ca_file=plan.registry_ca_file, timeout=60, read_size=BULK_READ)
     src = Registry(source_url, s_async, bulk=s_bulk, credentials=source_credentials)
     dst = Registry(plan.registry_url, t_async, bulk=t_bulk, read_only=read_only, token_fallback=True,
                    credentials=Credentials(plan.username, token) if token is not None else None)

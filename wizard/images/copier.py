@@ -663,10 +663,26 @@ def _short(text: str) -> str:
     return f"{code}: {message}" if code else ""
 
 
+def copy_jobs(plan, refs: dict[str, tuple[str, ...]], *, all_tags: bool = False,
+              tag_pattern: str | None = None) -> list[CopyJob]:
+    """One ``CopyJob`` per plan image (its tags, and its digest-only references copied by digest, the same bytes);
+    ``refs``: plan image source → tags or digests. Images with nothing selected are left out."""
+    jobs = []
+    for img in plan.images:
+        chosen = refs.get(img.source, ())
+        job = CopyJob(img.source_repo, img.target_repo, tags=tuple(t for t in chosen if not t.startswith("sha256:")),
+                      digests=tuple(t for t in chosen if t.startswith("sha256:")), all_tags=all_tags,
+                      tag_pattern=tag_pattern,
+                      mount_from=tuple(j.target_repo for j in plan.images if j.target_repo != img.target_repo))
+        if job.tags or job.digests or all_tags or tag_pattern:
+            jobs.append(job)
+    return jobs
+
+
 async def copy(source: Registry, target: Registry, jobs: list[CopyJob], options: CopyOptions | None = None
                ) -> CopyReport:
     """Run ``jobs`` from ``source`` to ``target``; the report has source → target digests per tag."""
     return await Copier(source, target, options).run(jobs)
 
 
-__all__ = ["Copier", "CopyJob", "CopyOptions", "CopyReport", "ImageResult", "TagResult", "Progress", "copy"]
+__all__ = ["Copier", "CopyJob", "copy_jobs", "CopyOptions", "CopyReport", "ImageResult", "TagResult", "Progress", "copy"]

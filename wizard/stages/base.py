@@ -101,6 +101,7 @@ class Progress:
     time: float = 0.0
     elapsed: float | None = None
     wrote: str = ""  # a node file this event says was written and read back (its path on ``node``)
+    transfer: Any = None  # an image copy's ``wizard.images.copier.Progress`` (bytes and blobs of one image)
 
 
 class Aborted(Exception):

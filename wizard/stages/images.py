@@ -13,6 +13,7 @@ image Gitea does not have with the digest its pods run now.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 
 from ..credentials import Secret
@@ -24,6 +25,7 @@ from .base import (
     Check,
     Context,
     Observation,
+    Progress,
     Stage,
     StageFailed,
     failed,
@@ -106,6 +108,14 @@ def running_references(cluster, plan: Plan) -> dict[tuple[str, str], Wanted]:
                 if w is not None and "@sha256:" in image_id:
                     w.running.add("sha256:" + image_id.rsplit("@sha256:", 1)[1])
     return dict(sorted(wanted.items()))
+
+
+def running_by_image(plan: Plan, wanted: dict[tuple[str, str], Wanted]) -> dict[str, tuple[str, ...]]:
+    """``{plan image source: (tag or @digest, …)}`` of what the cluster runs (``running_references``), in its order."""
+    out: dict[str, tuple[str, ...]] = {i.source: () for i in plan.images}
+    for w in wanted.values():
+        out[w.image.source] = (*out.get(w.image.source, ()), w.reference)
+    return out
 
 
 def source_credentials(ctx: Context):
@@ -300,13 +310,8 @@ class Images(Stage):
         from .. import authflow
         from ..credentials import mask
         from ..images.command import progress_line, registries
-        from ..images.copier import CopyJob, CopyOptions, copy
-        # a digest-only reference (image@sha256:…, no tag) is copied by its digest, the same bytes
-        jobs = [CopyJob(img.source_repo, img.target_repo, tags=tuple(t for t in refs if not t.startswith("sha256:")),
-                        digests=tuple(t for t in refs if t.startswith("sha256:")),
-                        mount_from=tuple(j.target_repo for j in ctx.plan.images if j.target_repo != img.target_repo))
-                for img, refs in (ch.payload for ch in changes)]
-        jobs = [j for j in jobs if j.tags or j.digests]
+        from ..images.copier import CopyOptions, copy, copy_jobs
+        jobs = copy_jobs(ctx.plan, {img.source: refs for img, refs in (ch.payload for ch in changes)})
         if not jobs:
             return
         creds = source_credentials(ctx)
@@ -315,6 +320,8 @@ class Images(Stage):
         def progress(p) -> None:
             last[p.image] = p
             ctx.stop.check()  # Abort: raised here, and the copy unwinds
+            # no message (the log gets one line per image at the end): the UI draws a bar per image from it
+            ctx.progress(Progress(self.key, "", time=time.time(), transfer=p))
 
         for img, refs in (ch.payload for ch in changes):
             ctx.say(self.key, f"copy {img.source} → {img.target}: {', '.join(refs)}")
@@ -369,4 +376,4 @@ class Images(Stage):
         return checks
 
 
-__all__ = ["Images", "gate", "missing_in_gitea", "pinned", "running_references"]
+__all__ = ["Images", "gate", "missing_in_gitea", "pinned", "running_by_image", "running_references"]
