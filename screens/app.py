@@ -562,22 +562,28 @@ class WizardApp(App):
                 self._adopt(result[0], result[1])
         self.push_screen(AdoptScreen(ref, cause, self.shown, blink=self.blink), done)
 
-    def action_rotate_token(self) -> None:
-        """Ask for the new token's file and the typed word, then rotate (Session.rotate_token, on its screen)."""
+    def _day_two(self, noun: str, confirm, run, done) -> None:
+        """A day-two operation: the ``confirm`` dialog (typed), then ``run(answer)``'s screen, then ``done(code)``;
+        refused (and said why) in audit mode, without a plan, or while something is applied."""
         s = self.session
         if s is None or s.audit:
-            self.notify("audit mode is read-only: there is no token rotation" if s else
+            self.notify(f"audit mode is read-only: there is no {noun}" if s else
                         "no migration plan: open the wizard with --plan FILE", severity="warning")
             return
         if self._busy():
             self.notify(self._busy_line(), severity="warning")
             return
 
-        def chosen(new) -> None:
-            if new is not None:
-                self._log("token rotation confirmed (typed): the rotation's lines are on its screen")
-                self.push_screen(RotationScreen(s, new, self.shown), self._rotated)
-        self.push_screen(RotateTokenScreen(self.shown, blink=self.blink), chosen)
+        def chosen(answer) -> None:
+            if answer is not None:
+                self._log(f"{noun} confirmed (typed): its lines are on its screen")
+                self.push_screen(run(answer), done)
+        self.push_screen(confirm, chosen)
+
+    def action_rotate_token(self) -> None:
+        """Ask for the new token's file and the typed word, then rotate (Session.rotate_token, on its screen)."""
+        self._day_two("token rotation", RotateTokenScreen(self.shown, blink=self.blink),
+                      lambda new: RotationScreen(self.session, new, self.shown), self._rotated)
 
     def _rotated(self, code: int | None) -> None:
         self._log("token rotated: the old token may be revoked in Gitea" if code == 0 else
@@ -587,20 +593,8 @@ class WizardApp(App):
 
     def action_rollback(self) -> None:
         """Ask for the typed word, then roll back (Session.rollback, on its screen)."""
-        s = self.session
-        if s is None or s.audit:
-            self.notify("audit mode is read-only: there is no rollback" if s else
-                        "no migration plan: open the wizard with --plan FILE", severity="warning")
-            return
-        if self._busy():
-            self.notify(self._busy_line(), severity="warning")
-            return
-
-        def chosen(options) -> None:
-            if options is not None:
-                self._log("rollback confirmed (typed): its lines are on its screen")
-                self.push_screen(RollbackScreen(s, self.shown, **options), self._rolled_back)
-        self.push_screen(RollbackConfirmScreen(self.shown, blink=self.blink), chosen)
+        self._day_two("rollback", RollbackConfirmScreen(self.shown, blink=self.blink),
+                      lambda options: RollbackScreen(self.session, self.shown, **options), self._rolled_back)
 
     def _rolled_back(self, code: int | None) -> None:
         self._log("rolled back: the cluster is as it was before the migration" if code == 0 else
