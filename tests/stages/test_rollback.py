@@ -227,3 +227,30 @@ def test_undo_records_fold_first_before_last_written():
     assert u.node_files["n1"]["backup"] == "/b1" and u.node_files["n1"]["added"] == ["h"]
     assert u.node_files["n1"]["sha256"] == "b" * 64
     assert u.workloads[("Deployment", "d", "w")] == {"containers": [1]}
+
+
+def test_an_adopted_object_gets_its_recorded_fields_back_when_the_operator_chooses_restore(make_sandbox):
+    """--adopted restore: the ConfigMap the operator let the wizard adopt gets the data and labels it had before
+    (the default, leave, keeps it as the migration made it and says so)."""
+    sb = make_sandbox(servers=1, agents=1)
+    api = Cluster.connect(str(sb.kubeconfig))
+    try:
+        theirs = {"apiVersion": "v1", "kind": "ConfigMap",
+                  "metadata": {"name": "gitea-proxy-ca", "namespace": "default", "labels": {"team": "payments"}},
+                  "data": {"ca.crt": "the payments team's CA bundle\n"}}
+        api.request("POST", "/api/v1/namespaces/default/configmaps", body=theirs,
+                    query={"fieldManager": "kubectl-client-side-apply"}, content_type="application/json")
+        res = run_cli(sb, "apply", "--plan", str(sb.plan), "--yes", "--node-timeout", "20",
+                      "--adopt", "ConfigMap/default/gitea-proxy-ca")
+        assert res.returncode == 0, res.stdout + res.stderr
+        adopted = api.get("ConfigMap", "gitea-proxy-ca", "default")
+        assert adopted["data"] != theirs["data"]
+        out = run_cli(sb, "rollback", "--plan", str(sb.plan), "--yes", "--node-timeout", "20",
+                      "--adopted", "restore")
+        assert out.returncode == 0, out.stdout + out.stderr
+        back = api.get("ConfigMap", "gitea-proxy-ca", "default")
+        assert back is not None, "an adopted object was deleted"
+        assert back["data"] == theirs["data"]
+        assert back["metadata"].get("labels") == {"team": "payments"}
+    finally:
+        api.close()
