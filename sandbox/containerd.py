@@ -21,6 +21,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import yaml
 
 from wizard import k3sversions as KV
+from wizard.registries import go_quoted
 
 from .http import Headers, HttpRequest, HttpResponse, NetError, TLSConfig
 
@@ -150,6 +151,11 @@ def _q(s: str) -> str:
     return json.dumps(s, ensure_ascii=False)  # a JSON string is a valid TOML basic string
 
 
+def _go_q(s: str) -> str:
+    """k3s's template writes the auth values with Go's ``printf "%q"``."""
+    return f'"{go_quoted(s)}"'
+
+
 def _tls_lines(tls: dict, indent: str) -> list[str]:
     lines = []
     if tls.get("ca_file"):
@@ -246,7 +252,7 @@ def _registry_lines(reg: dict, cri: str, lines: list[str], version: KV.K3sVersio
         # Only auth: configs."host".tls next to config_path stops the CRI plugin from loading.
         if cfg.get("auth"):
             lines += ["", f"{cri}.registry.configs.{_q(host)}.auth]"]
-            lines += [f"  {_TOML_AUTH_KEYS[k]} = {_q(v)}" for k, v in cfg["auth"].items() if v]
+            lines += [f"  {_TOML_AUTH_KEYS[k]} = {_go_q(v)}" for k, v in cfg["auth"].items() if v]
     return "\n".join(lines) + "\n"
 
 
@@ -262,7 +268,7 @@ def _legacy_registry_lines(reg: dict, cri: str, lines: list[str]) -> str:
     for host, cfg in sorted(reg["configs"].items()):
         if cfg.get("auth"):
             lines += ["", f"{cri}.registry.configs.{_q(host)}.auth]"]
-            lines += [f"  {_TOML_AUTH_KEYS[k]} = {_q(v)}" for k, v in cfg["auth"].items() if v]
+            lines += [f"  {_TOML_AUTH_KEYS[k]} = {_go_q(v)}" for k, v in cfg["auth"].items() if v]
         tls = cfg.get("tls") or {}
         if tls:
             lines += ["", f"{cri}.registry.configs.{_q(host)}.tls]"]

@@ -145,8 +145,11 @@ def _facts_head(s: Script) -> None:
     s.add("F={path}", path=PATH)
 
 
-def facts_script(plan: Plan) -> str:
-    """Read-only: what a node has on disk and what its k3s unit says. One key=value per line."""
+def facts_script(plan: Plan, check: TokenCheck | None = None) -> str:
+    """Read-only: what a node has on disk and what its k3s unit says. One key=value per line.
+
+    ``check``: also whether each plan host's auth password in containerd's config.toml is the token (what
+    k3s loaded, not just that a password is there): ``auth_same_I=1`` or ``0``."""
     s = Script()
     _facts_head(s)
     s.add("C={dir}", dir=CONTAINERD_DIR)
@@ -196,6 +199,16 @@ def facts_script(plan: Plan) -> str:
     # `key = value` lines leave the node, every credential key's value replaced by the marker ON the node
     s.add('echo "config=$(grep -a -E {keep} "$C"/config.toml 2>/dev/null | sed -E {mask} | base64 -w0)"',
           keep=CONFIG_KEEP_RE, mask=f"s/{CONFIG_MASK_RE}/\\1 \"{M.MARKER}\"/")
+    if check is not None:
+        # the first `password = "…"` after the host's auth table header (k3s writes it on the next lines),
+        # salted and hashed on the node: only the verdict leaves it
+        for i, host in enumerate(plan.node_hosts):
+            s.add('H=$(grep -a -n -E {hdr} "$C"/config.toml 2>/dev/null | sed -n -E {first})',
+                  hdr=_auth_header_re(host), first="1s/^([0-9]+):.*$/\\1/p")
+            s.add('[ -n "$H" ] && [ "$(printf "%s\\n" {salt}"$(sed -n "$H"{rest} "$C"/config.toml | grep -a -E {pw} '
+                  '| sed -n -E {value})" | sha256sum)" = {want} ] && echo "auth_same_"{i}"=1" '
+                  '|| echo "auth_same_"{i}"=0"', rest=",$p", pw=_PASSWORD_RE, value=f"1s/{_PASSWORD_RE}/\\1/p",
+                  salt=check.salt, want=check.want, i=i)
     # the CA bundle (node_tls: ca): presence, sha256 and mode only (certificates are public, but not needed here)
     s.add('[ -f {ca} ] && echo "ca_present=1" || echo "ca_present=0"', ca=CA_PATH)
     s.add('[ -f {ca} ] && echo "ca_sha=$(sha256sum < {ca})" || true', ca=CA_PATH)
@@ -209,6 +222,49 @@ CONFIG_KEEP_RE = "^[ \t]*(\\[.*\\]|[A-Za-z0-9_.-]+[ \t]*=.*)[ \t]*$"
 CONFIG_MASK_RE = f"^([ \t]*[\"']?{M.CRED}[\"']?[ \t]*=).*$"
 # what k3s generated for one plan host, as the containerd-config proof judges it
 OK, MISSING, STALE, BROKEN = "ok", "missing", "stale", "broken"
+# config.toml's auth table of one host in the CRI registry section, as k3s's template writes it (any release)
+_CRI_PLUGINS = "([\"']io\\.containerd\\.grpc\\.v1\\.cri[\"']|[\"']io\\.containerd\\.cri\\.v1\\.images[\"']|cri)"
+_PASSWORD_RE = "^[ \t]*password[ \t]*=[ \t]*\"(.*)\"[ \t]*$"
+
+
+def _ere_literal(text: str) -> str:
+    """``text`` as a POSIX ERE that matches it literally."""
+    return "".join("\\" + c if c in ".[\\*^$+?(){}|" else c for c in text)
+
+
+def _auth_header_re(host: str) -> str:
+    return f"^[ \t]*\\[plugins\\.{_CRI_PLUGINS}\\.registry\\.configs\\.[\"']{_ere_literal(host)}[\"']\\.auth\\][ \t]*$"
+
+
+def go_quoted(text: str) -> str:
+    """``text`` inside the double quotes of Go's ``%q``: how k3s's template writes a password into config.toml."""
+    named = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\v": "\\v",
+             '"': '\\"', "\\": "\\\\"}
+    out = []
+    for c in text:
+        if c in named:
+            out.append(named[c])
+        elif c.isprintable():
+            out.append(c)
+        else:
+            n = ord(c)
+            out.append(f"\\x{n:02x}" if n < 0x80 else f"\\u{n:04x}" if n <= 0xFFFF else f"\\U{n:08x}")
+    return "".join(out)
+
+
+@dataclass(frozen=True)
+class TokenCheck:
+    """What the facts probe compares each plan host's config.toml auth password with: a salted hash of the
+    token as k3s writes it (the script never holds the token, and only ``auth_same_I=1|0`` leaves the node)."""
+
+    salt: str
+    want: str  # `sha256sum` output for salt + the quoted password + newline
+
+    @classmethod
+    def of(cls, token: Secret) -> TokenCheck:
+        import secrets
+        salt = secrets.token_hex(16)
+        return cls(salt, hashlib.sha256((salt + go_quoted(token.reveal()) + "\n").encode()).hexdigest() + "  -")
 
 
 def _toml(text: str | None) -> dict | None:
@@ -225,7 +281,7 @@ def _get(doc, *keys):
 
 
 def generated_state(host: str, plan: Plan, version: KV.K3sVersion | None, hosts_toml: str,
-                    config: dict | None) -> tuple[str, str]:
+                    config: dict | None, same_token: bool | None = None) -> tuple[str, str]:
     """(state, why) of what this node's k3s generated for ``host``: OK, MISSING/STALE (registries.yaml as the
     wizard wrote it is not loaded: a restart is needed), BROKEN (loaded, but containerd ignores it). Read
     where THIS release writes it (wizard/k3sversions.py): config.toml before Feb 2024, else certs.d."""
@@ -236,6 +292,8 @@ def generated_state(host: str, plan: Plan, version: KV.K3sVersion | None, hosts_
     auth_ok = isinstance(auth, dict) and bool(auth.get("username")) and bool(auth.get("password"))
     skip = plan.node_tls != "ca"
     want = "skip verification" if skip else f"trust {CA_PATH}"
+    stale_token = f'config.toml registry.configs."{host}".auth holds another password than the token ' \
+        "(k3s loaded an earlier registries.yaml)"
     certs_d = version.certs_d if version else bool(hosts_toml) or "config_path" in registry
     if not certs_d:
         where = f'config.toml registry.configs."{host}"'
@@ -246,7 +304,9 @@ def generated_state(host: str, plan: Plan, version: KV.K3sVersion | None, hosts_
             return STALE, f"{where}.tls does not {want}"
         if not auth_ok:
             return STALE, f"{where}.auth has no username and password"
-        return OK, f"{where}: tls ({'insecure_skip_verify' if skip else 'ca_file'}) and auth"
+        if same_token is False:
+            return STALE, stale_token
+        return OK, f"{where}: tls ({'insecure_skip_verify' if skip else 'ca_file'}) and auth" + _token_note(same_token)
     where = f"certs.d/{host}/hosts.toml"
     if not hosts_toml:
         return MISSING, f"{where} is absent (k3s has not loaded registries.yaml)"
@@ -260,7 +320,13 @@ def generated_state(host: str, plan: Plan, version: KV.K3sVersion | None, hosts_
         return STALE, f"{where} does not {want}"
     if not auth_ok:
         return STALE, f'config.toml {sections[0] if version else "CRI"} registry.configs."{host}".auth is absent'
-    return OK, f"{where} ({'skip_verify' if skip else 'ca'}, [host]) and the auth in config.toml"
+    if same_token is False:
+        return STALE, stale_token
+    return OK, f"{where} ({'skip_verify' if skip else 'ca'}, [host]) and the auth in config.toml" + _token_note(same_token)
+
+
+def _token_note(same_token: bool | None) -> str:
+    return " (the token)" if same_token else ""
 
 
 @dataclass(frozen=True)
@@ -397,7 +463,8 @@ def parse_facts(node: str, output: str, plan: Plan, k3s_version: str = "") -> No
         hosts[host] = base64.b64decode(raw).decode(errors="replace") if raw else ""
     config = _toml(base64.b64decode(kv.get("config", "")).decode(errors="replace")) if kv.get("config") else None
     version = KV.parse(k3s_version)
-    generated = {h: generated_state(h, plan, version, t, config) for h, t in hosts.items()}
+    same = {h: kv[f"auth_same_{i}"] == "1" for i, h in enumerate(plan.node_hosts) if f"auth_same_{i}" in kv}
+    generated = {h: generated_state(h, plan, version, t, config, same.get(h)) for h, t in hosts.items()}
     mono = _int(kv.get(f"{prefix}_mono", ""))
     began = _int(kv.get(f"{prefix}_start_mono", "")) or _int(kv.get(f"{prefix}_exec_mono", "")) or mono
     offset = clock_offset(kv.get("clock_real0", ""), kv.get("clock_uptime", ""), kv.get("clock_real1", ""))

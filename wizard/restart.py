@@ -128,6 +128,8 @@ class RollingRestart:
         self.guards = P.guards(self.cluster)
         self.proofs = P.proofs(self.cluster, undo=undo)
         self.undo = undo  # a rollback's restart: containerd must DROP the plan hosts
+        # the containerd-config proof compares the loaded password with the token (salted, on the node)
+        self.token_check = R.TokenCheck.of(ctx.token) if ctx.token is not None and not undo else None
 
     def reason(self, f) -> str | None:
         return f.unload_reason(self.plan) if self.undo else f.restart_reason(self.plan)
@@ -256,7 +258,7 @@ class RollingRestart:
         unit = self.proofs[0]  # unit restarted: read by a probe pod, which runs only once the kubelet is back
         subject = P.Restarted(run.node, run.unit, before_mono)
         while time.time() < deadline:
-            res = self.exec.run_many({run.node: R.facts_script(self.plan)}, stage="restart", purpose="proof",
+            res = self.exec.run_many({run.node: R.facts_script(self.plan, self.token_check)}, stage="restart", purpose="proof",
                                      timeout=max(1.0, deadline - time.time()))[run.node]
             if res.ok:
                 subject = P.Restarted(run.node, run.unit, before_mono,

@@ -28,6 +28,8 @@ def node_scripts(plan: Plan, cluster: ClusterValues = ClusterValues()) -> dict[s
     from .stages.auth_proxy import proxy_probe_script
     out = {
         "node: registries facts": registries.facts_script(plan),
+        "node: registries facts, with the token compare": registries.facts_script(
+            plan, registries.TokenCheck("salt", "0" * 64 + "  -")),
         **_registries_scripts(plan),
         "node: containerd pull": authflow.pull_script(plan.images[0].target + ":latest"),
         "pod: auth proxy probe": proxy_probe_script(cluster.proxy_ip),

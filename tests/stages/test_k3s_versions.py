@@ -40,7 +40,8 @@ def wizard_file(node_tls: str = "skip_verify") -> str:
     return R.render(R.merge({}, plan(node_tls), Secret(TOKEN)))
 
 
-def probe(version: str, text: str | None, node_tls: str = "skip_verify") -> tuple[R.NodeFacts, str]:
+def probe(version: str, text: str | None, node_tls: str = "skip_verify",
+          check: R.TokenCheck | None = None) -> tuple[R.NodeFacts, str]:
     """The wizard's facts script on a simulated node whose k3s ``version`` loaded ``text``; (facts, raw output)."""
     fs = MemFS()
     fs.mkdir("/etc/rancher/k3s", parents=True)
@@ -53,7 +54,7 @@ def probe(version: str, text: str | None, node_tls: str = "skip_verify") -> tupl
 
     async def go():
         ctx = ShellContext(fs=fs, hostname="n1", env={}, commands={"systemctl": systemctl})
-        return await run_script(R.facts_script(plan(node_tls)), ctx)
+        return await run_script(R.facts_script(plan(node_tls), check), ctx)
     res = asyncio.run(go())
     return R.parse_facts("n1", res.stdout, plan(node_tls), version), res.stdout
 
@@ -143,6 +144,49 @@ def test_the_probe_masks_config_toml_the_same_with_real_grep_and_sed(tmp_path):
     assert TOKEN not in out
     facts = R.parse_facts("n1", out, plan(), PRE_2024)
     assert proof(facts)[0], facts.generated
+
+
+def probe_real(tmp_path, version: str, text: str, check: R.TokenCheck) -> tuple[R.NodeFacts, str]:
+    """The same probe in sh with the machine's GNU grep and sed, on the files the model generates."""
+    root = tmp_path / "containerd"
+    for path, content in C.render(text, version).items():
+        target = root / path.removeprefix(C.CONTAINERD_DIR + "/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(content)
+    script = R.facts_script(plan(), check).replace(C.CONTAINERD_DIR, str(root))
+    script = re.sub(r"/etc/rancher/k3s", str(tmp_path / "etc"), script)
+    res = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=30)
+    assert "unsupported" not in res.stderr and "unknown command" not in res.stderr, res.stderr
+    return R.parse_facts("n1", res.stdout, plan(), version), res.stdout
+
+
+@pytest.mark.parametrize("shell", ["simulated", "real"])
+@pytest.mark.parametrize("version", [PRE_2024, CURRENT])
+def test_the_proof_needs_the_token_itself_in_containerds_config_not_just_a_password(tmp_path, shell, version):
+    """k3s that loaded an earlier registries.yaml (an older token: a rotation whose restart did not happen) has
+    a password in config.toml all the same: the proof compares it with the token, salted on the node, and
+    fails naming the stale password, and the node needs a restart. Go's %q quoting (k3s's template) included."""
+    for loaded, token, same in (("tok-now-1", "tok-now-1", True), ("tok-old-0", "tok-now-1", False),
+                                ('q"b\\s', 'q"b\\s', True), ('q"b\\s', 'q"b\\t', False)):
+        text = R.render(R.merge({}, plan(), Secret(loaded)))
+        check = R.TokenCheck.of(Secret(token))
+        at = tmp_path / f"{len(loaded)}-{same}"
+        at.mkdir()
+        facts, out = probe(version, text, check=check) if shell == "simulated" else \
+            probe_real(at, version, text, check)
+        assert loaded not in out and token not in out and check.want not in out
+        assert [ln for ln in out.splitlines() if ln.startswith("auth_same_")] == \
+            [f"auth_same_{i}={int(same)}" for i in range(2)], (loaded, token)
+        ok, why = proof(facts)
+        assert ok is same, why
+        if same:
+            assert "(the token)" in why and facts.restart_reason(plan()) is None
+        else:
+            assert f'registry.configs."{HOST}".auth holds another password than the token' in why
+            assert "another password than the token" in (facts.restart_reason(plan()) or "")
+    # without a token to compare (an audit with only the GHCR side), presence is all that is judged
+    facts, out = probe(version, R.render(R.merge({}, plan(), Secret("tok-old-0"))))
+    assert "auth_same_" not in out and proof(facts)[0]
 
 
 # ---------------------------------------------------------------------- the whole migration, per release

@@ -38,7 +38,7 @@ def node_facts(ctx: Context, *, fresh: bool = False) -> dict[str, R.NodeFacts]:
     found = discover_nodes(ctx)
     nodes = [n.name for n in found]
     versions = {n.name: n.kubelet for n in found}  # what k3s generates from registries.yaml depends on it
-    script = R.facts_script(ctx.plan)
+    script = R.facts_script(ctx.plan, R.TokenCheck.of(ctx.token) if ctx.token is not None else None)
     results = node_exec(ctx).run_many({n: script for n in nodes}, stage="registries", purpose="facts",
                                       timeout=ctx.node_timeout)
     facts = {}
