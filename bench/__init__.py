@@ -4,4 +4,4 @@
 """
 
 BENCHMARKS = ("sandbox_startup", "rolling_restart", "audit_wall", "authflow_concurrency", "ui_latency", "image_copy",
-              "fleet_audit")
+              "fleet_audit", "rollback")
