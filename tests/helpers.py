@@ -15,6 +15,7 @@ from sandbox.cluster import Options
 from sandbox.server import Sandbox
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+REPO = Path(__file__).resolve().parent.parent  # the checkout under test (a worktree's, not the editable install's)
 
 
 def require_binary(name: str) -> str:
@@ -88,6 +89,8 @@ def run_cli(sb: Sandbox | None, *args: str, token: str | None = "sandbox", env: 
         full["GITEA_TOKEN"] = token
     if sb is not None:
         full["XDG_STATE_HOME"] = str(sb.dir / "xdg-state")  # journals stay with the test's sandbox
+    # the venv's entry point imports the package the venv was installed from; the checkout's code goes first
+    full["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), full.get("PYTHONPATH", "")) if p)
     full.update(env or {})
     return subprocess.run([str(Path(sys.executable).parent / "ghcr2gitea"), *args], capture_output=True, text=True,
                           env=full, timeout=timeout, stdin=subprocess.DEVNULL)
