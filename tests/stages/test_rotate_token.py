@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import os
 
-from helpers import run_cli, sandbox_state, secrets_and_node_files
+import pytest
+from helpers import mutating_requests, run_cli, sandbox_state, secrets_and_node_files
 
 from sandbox import cluster as C
+from wizard.rotate import REVOKE
 
 OLD = "old-canary-7d1e0c5b9a8f4e3d2c1b0a9f8e7d6c5b4a3f2e1d"
 NEW = "new-canary-1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b"
@@ -59,3 +61,37 @@ def test_rotate_token_refuses_the_token_in_use_and_a_readable_file(make_sandbox,
     os.chmod(same, 0o644)
     out = run_cli(sb, "rotate-token", "--plan", str(sb.plan), "--new-token-file", str(same), "--yes")
     assert out.returncode == 2 and "--new-token-file" in out.stderr and "chmod 600" in out.stderr
+
+
+def node_files(sb) -> dict:
+    return {n: v["files"] for n, v in sandbox_state(sb)["nodes"].items()}
+
+
+@pytest.mark.parametrize("kind", ["unknown to Gitea", "read-only"])
+def test_rotate_token_stops_at_credentials_when_the_new_token_cannot_push(make_sandbox, tmp_path, kind):
+    """A new token Gitea does not know, or one scoped read:package (it logs in and pulls, never pushes): the
+    rotation stops at Credentials, before its first write — no Secret, no node file, no restart, no revoke line."""
+    sb = make_sandbox(servers=1, agents=1, gitea_token=OLD)
+    assert run_cli(sb, "apply", "--plan", str(sb.plan), "--yes", "--node-timeout", "20").returncode == 0
+    if kind == "read-only":
+        sb.cluster.gitea.users[C.USERNAME].read_tokens.add(NEW)  # made in Gitea with read:package only
+    world, files = secrets_and_node_files(sb), node_files(sb)
+    restarts = {n: len(v["restarts"]) for n, v in sandbox_state(sb)["nodes"].items()}
+    writes = len(mutating_requests(sb))
+    new_file = tmp_path / "new-token"
+    new_file.write_text(NEW + "\n")
+    os.chmod(new_file, 0o600)
+    out = run_cli(sb, "rotate-token", "--plan", str(sb.plan), "--new-token-file", str(new_file), "--yes",
+                  "--node-timeout", "20")
+    both = out.stdout + out.stderr
+    assert out.returncode != 0, both
+    failed = "token accepted by Gitea" if kind == "unknown to Gitea" else "token may push"
+    assert f"[1/5] Credentials: FAILED — {failed}" in out.stdout, both
+    assert "[2/5]" not in both, both  # no later stage began
+    assert REVOKE not in both and "can now be revoked" not in both, both  # the old token must stay
+    assert OLD not in both and NEW not in both
+    assert secrets_and_node_files(sb) == world, "a Secret or a node file changed"
+    assert node_files(sb) == files
+    assert {n: len(v["restarts"]) for n, v in sandbox_state(sb)["nodes"].items()} == restarts
+    wrote = mutating_requests(sb)[writes:]
+    assert not [w for w in wrote if "/secrets/" in w or "/pods/" in w], wrote  # no Secret, no node exec
