@@ -2,19 +2,33 @@
 
 On a migrated sandbox, with a second access token made for registry-user in Gitea: afterwards the old token
 is in no Secret and no node file (the rotation's own backups, which held it, are gone), every node restarted
-once more and proven, pulls verified — and neither token appears in any output.
+once more and proven, pulls verified — and neither token appears in any output, the journal and its mirror,
+any other cluster object, Secret or node file, or a pod log. A new token Gitea refuses, or one that may not
+push, stops the rotation at Credentials before anything is written.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 
 import pytest
-from helpers import mutating_requests, run_cli, sandbox_state, secrets_and_node_files
+from helpers import (
+    assert_nowhere,
+    left_in_the_world,
+    mutating_requests,
+    run_cli,
+    sandbox_state,
+    secrets_and_node_files,
+)
 
 from sandbox import cluster as C
+from wizard.plan import load
+from wizard.registries import PATH as REGISTRIES
 from wizard.rotate import REVOKE
+
+CONTAINERD_CONFIG = "/var/lib/rancher/k3s/agent/etc/containerd/config.toml"  # k3s writes it from registries.yaml
 
 OLD = "old-canary-7d1e0c5b9a8f4e3d2c1b0a9f8e7d6c5b4a3f2e1d"
 NEW = "new-canary-1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b"
@@ -22,6 +36,7 @@ NEW = "new-canary-1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b"
 
 def test_rotate_token_replaces_the_old_one_everywhere_and_proves_it(make_sandbox, tmp_path):
     sb = make_sandbox(servers=1, agents=1, gitea_token=OLD)
+    plan = load(sb.plan)
     res = run_cli(sb, "apply", "--plan", str(sb.plan), "--yes", "--node-timeout", "20")
     assert res.returncode == 0, res.stdout + res.stderr
     assert OLD in secrets_and_node_files(sb)
@@ -43,6 +58,21 @@ def test_rotate_token_replaces_the_old_one_everywhere_and_proves_it(make_sandbox
     assert after == {n: k + 1 for n, k in restarts.items()}, (restarts, after)  # each once more, proven
     for name in after:
         assert f"{name}: restarted and proven" in out.stdout
+    # canary scan: where neither token may be — the journal file and its ConfigMap mirror, the state directory,
+    # every cluster object but the Secrets, every pod log; every Secret but the two that must hold the new token;
+    # every node file but registries.yaml and the containerd config k3s renders from it
+    produced = {"apply output": res.stdout + res.stderr, "rotate-token output": out.stdout + out.stderr}
+    produced.update(left_in_the_world(sb))
+    secrets = secret_texts(sb)
+    holders = {f"{plan.secrets_namespace}/{plan.push_secret}", f"{plan.secrets_namespace}/{plan.pull_secret}"}
+    assert {where for where, text in secrets.items() if NEW in text} == holders, sorted(secrets)
+    produced.update({where: text for where, text in secrets.items() if where not in holders})
+    for node, files in node_files(sb).items():  # the wizard's registries.yaml, and containerd's config k3s makes of it
+        holding = {path for path, body in files.items() if isinstance(body, str) and NEW in body}
+        assert holding == {REGISTRIES, CONTAINERD_CONFIG}, (node, holding)
+        produced.update({f"{node}:{path}": body for path, body in files.items()
+                         if path not in holding and isinstance(body, str)})
+    assert_nowhere(produced, OLD, NEW)
     # the old token may now go: the cluster works on the new one alone
     sb.cluster.gitea.users[C.USERNAME].token = NEW
     sb.cluster.gitea.users[C.USERNAME].more_tokens.clear()
@@ -61,6 +91,18 @@ def test_rotate_token_refuses_the_token_in_use_and_a_readable_file(make_sandbox,
     os.chmod(same, 0o644)
     out = run_cli(sb, "rotate-token", "--plan", str(sb.plan), "--new-token-file", str(same), "--yes")
     assert out.returncode == 2 and "--new-token-file" in out.stderr and "chmod 600" in out.stderr
+
+
+def secret_texts(sb) -> dict[str, str]:
+    """Every Secret's decoded data, by ``namespace/name``."""
+    from wizard.cluster import Cluster
+    api = Cluster.connect(str(sb.kubeconfig))
+    try:
+        return {f"{s['metadata']['namespace']}/{s['metadata']['name']}": "\n".join(
+            base64.b64decode(v).decode(errors="replace") for v in (s.get("data") or {}).values())
+            for s in api.list("Secret", None)}
+    finally:
+        api.close()
 
 
 def node_files(sb) -> dict:
