@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -64,11 +65,22 @@ class GiteaUser:
     can_pull: set[str] = field(default_factory=set)  # further orgs it may only pull from
     revoked: bool = False  # revoked/expired access token: Basic and issued JWTs → 401
     more_tokens: set[str] = field(default_factory=set)  # further access tokens of the user (Gitea allows many)
+    read_tokens: set[str] = field(default_factory=set)  # further tokens scoped read:package: they pull, never push
+    read_only: bool = False  # this request came with one of read_tokens (a per-request view, never in ``users``)
 
     def has_token(self, secret: str) -> bool:
-        return any(hmac.compare_digest(t, secret) for t in (self.token, *sorted(self.more_tokens)))
+        return any(hmac.compare_digest(t, secret)
+                   for t in (self.token, *sorted(self.more_tokens), *sorted(self.read_tokens)))
+
+    def as_token(self, secret: str) -> GiteaUser:
+        """The user as the token ``secret`` (one of its own) lets a request act: read-only for a read token."""
+        if any(hmac.compare_digest(t, secret) for t in sorted(self.read_tokens)):
+            return dataclasses.replace(self, read_only=True)
+        return self
 
     def may(self, action: str, repo: str) -> bool:
+        if action == "push" and self.read_only:
+            return False  # as Gitea's token scopes: read:package may pull, the push is refused (reqPackageAccess)
         org = repo.split("/", 1)[0]
         # Gitea also lets every user push to its own namespace.
         pushable = org == self.name or org in self.can_push
@@ -200,6 +212,8 @@ class Gitea:
         now = int(self.clock())
         claims = {"iss": "gitea", "sub": user.name if user else "", "aud": SERVICE,
                   "exp": now + 3600, "iat": now, "access": access}
+        if user is not None and user.read_only:
+            claims["read_only"] = True  # the JWT carries the access token's scope, as Gitea's does
         signing_input = _b64url(b'{"alg":"HS256","typ":"JWT"}') + "." + _b64url(json.dumps(claims).encode())
         sig = hmac.new(self._secret, signing_input.encode(), hashlib.sha256).digest()
         return signing_input + "." + _b64url(sig)
@@ -231,7 +245,10 @@ class Gitea:
             claims = self.token_user(value.strip())
             if claims is None:
                 return "bad", None
-            return ("user", self.users[claims["sub"]]) if claims["sub"] else ("ghost", None)
+            if not claims["sub"]:
+                return "ghost", None
+            user = self.users[claims["sub"]]
+            return "user", dataclasses.replace(user, read_only=True) if claims.get("read_only") else user
         if scheme.lower() == "basic":
             try:
                 name, _, secret = base64.b64decode(value.strip()).decode().partition(":")
@@ -239,7 +256,7 @@ class Gitea:
                 return "bad", None
             user = self.users.get(name)
             if user and not user.revoked and user.has_token(secret):
-                return "user", user
+                return "user", user.as_token(secret)
             return "bad", None
         return "none", None
 

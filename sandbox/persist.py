@@ -102,7 +102,8 @@ def snapshot(cluster) -> tuple[dict, dict[str, bytes]]:
     world = {"version": VERSION, "saved": time.time(), "shape": shape(cluster.opts),
              "public_port": cluster.public_port, "rv": store.rv,
              "tokens": {"gitea": cluster.token, "reader": cluster.reader_token, "ghcr": cluster.ghcr_token,
-                        "more": {u.name: sorted(u.more_tokens) for u in cluster.gitea.users.values()}},
+                        "more": {u.name: sorted(u.more_tokens) for u in cluster.gitea.users.values()},
+                        "read": {u.name: sorted(u.read_tokens) for u in cluster.gitea.users.values() if u.read_tokens}},
              "certs": certs, "objects": objects, "nodes": nodes, "gitea": repos}
     return world, blobs
 
@@ -191,3 +192,7 @@ def restore_world(cluster, world: dict, directory: Path) -> None:
         user = cluster.gitea.users.get(name)
         if user is not None:
             user.more_tokens.update(more)
+    for name, read in (world["tokens"].get("read") or {}).items():
+        user = cluster.gitea.users.get(name)
+        if user is not None:
+            user.read_tokens.update(read)

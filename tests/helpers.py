@@ -15,6 +15,7 @@ from sandbox.cluster import Options
 from sandbox.server import Sandbox
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+REPO = Path(__file__).resolve().parent.parent  # the checkout under test (a worktree's, not the editable install's)
 
 
 def require_binary(name: str) -> str:
@@ -88,6 +89,8 @@ def run_cli(sb: Sandbox | None, *args: str, token: str | None = "sandbox", env: 
         full["GITEA_TOKEN"] = token
     if sb is not None:
         full["XDG_STATE_HOME"] = str(sb.dir / "xdg-state")  # journals stay with the test's sandbox
+    # the venv's entry point imports the package the venv was installed from; the checkout's code goes first
+    full["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), full.get("PYTHONPATH", "")) if p)
     full.update(env or {})
     return subprocess.run([str(Path(sys.executable).parent / "ghcr2gitea"), *args], capture_output=True, text=True,
                           env=full, timeout=timeout, stdin=subprocess.DEVNULL)
@@ -171,3 +174,65 @@ def require_components(*names: str) -> None:
         if IN_CI:
             pytest.fail(f"{e} (CI must build it: make test runs scripts/build-real)")
         pytest.skip(str(e))
+
+
+def secret_forms(secret: str, username: str = "registry-user") -> list[str]:
+    """The secret and the encodings a leak would likely take: base64 alone (its last characters depend on what
+    follows it, so they are left off) and in a ``user:secret`` pair, JSON-escaped, YAML single-quoted."""
+    import base64
+    import json
+    forms = [secret, base64.b64encode(secret.encode()).decode().rstrip("=")[:-2]]
+    forms.append(base64.b64encode(f"{username}:{secret}".encode()).decode().rstrip("=")[:-4])
+    forms.append(json.dumps(secret)[1:-1])
+    forms.append(secret.replace("'", "''"))
+    return list(dict.fromkeys(forms))
+
+
+def assert_nowhere(produced: dict[str, str], *secrets: str) -> None:
+    """None of ``secrets``, in any of its ``secret_forms``, in any text of ``produced`` (``{where: text}``)."""
+    for where, text in produced.items():
+        for secret in secrets:
+            for form in secret_forms(secret):
+                assert form not in text, f"{secret[:10]}… (as {form[:14]}…) leaked into {where}"
+
+
+def pod_logs(sb: Sandbox) -> dict[str, str]:
+    """Every container log the sandbox's kubelets hold (what ``pods/NAME/log`` serves), ``{where: text}``."""
+    return {f"pod log {ns}/{name}": text for (ns, name, _), text in list(sb.cluster.logs.items())}
+
+
+CLUSTER_LISTS = ("/api/v1/configmaps", "/api/v1/pods", "/api/v1/events", "/apis/apps/v1/deployments",
+                 "/apis/apps/v1/statefulsets", "/apis/coordination.k8s.io/v1/leases",
+                 "/apis/networking.k8s.io/v1/ingresses")
+
+
+def left_in_the_world(sb: Sandbox, state: Path | None = None) -> dict[str, str]:
+    """Where a run may leave a token that is neither a Secret nor a node file, as ``{where: text}``: every cluster
+    object of CLUSTER_LISTS (ConfigMaps, pods, events, Deployments, StatefulSets, Leases, Ingresses), the journal's
+    ConfigMap mirror, each file under the state directory ``state`` (default: the one run_cli gives the sandbox),
+    every pod log, and a real control plane's logs (its audit log among them)."""
+    import json
+
+    from kubernetes import client
+
+    from wizard.kube import api_client
+    api = api_client(str(sb.kubeconfig))
+    try:
+        auth = (api.configuration.api_key.get("authorization", "")
+                or f"Bearer {api.configuration.api_key.get('BearerToken', '')}")
+        produced = {f"cluster objects {path}": api.call_api("GET", api.configuration.host + path,
+                                                            header_params={"Authorization": auth}).read().decode()
+                    for path in CLUSTER_LISTS}
+        journal = client.CoreV1Api(api).read_namespaced_config_map("ghcr2gitea-journal", "kube-system")
+        produced["journal ConfigMap"] = journal.data["journal.json"]
+    finally:
+        api.close()
+    assert json.loads(produced["journal ConfigMap"])["events"], "the journal mirror is empty"
+    files = [f for f in (state or sb.dir / "xdg-state").rglob("*") if f.is_file()]
+    assert any(f.suffix == ".json" for f in files), "no journal file was written"  # <cluster id>.json
+    produced.update({str(f): f.read_text(errors="replace") for f in files})
+    produced.update(pod_logs(sb))
+    if sb.plane is not None:
+        produced.update({f"real control plane: {f.name}": f.read_text(errors="replace")
+                         for f in sb.plane.dir.glob("*.log")})
+    return produced

@@ -32,6 +32,7 @@ class ClusterAudit:
     context: str
     code: int  # 0 no check failed, 1 findings, 2 could not check
     doc: dict = field(default_factory=dict)  # the single audit's JSON object, or {"cluster":…, "error": …}
+    unreachable: bool = False  # the API could not be reached (not: its plan is invalid, an internal error)
 
     @property
     def stages(self) -> dict[str, str]:
@@ -76,7 +77,7 @@ def audit_one(context: str, plan_path: str, args, token) -> ClusterAudit:
         doc = {"cluster": info, "stages": [r.to_dict() for r in results]}
         return ClusterAudit(context, 2 if runner.could_not_check else audit_exit_code(results), doc)
     except ClusterUnreachable as e:
-        return _unchecked(context, str(e))
+        return _unchecked(context, str(e), unreachable=True)
     except Exception as e:  # noqa: BLE001 - one cluster's surprise is its finding; the fleet report goes on
         return _unchecked(context, f"internal error: {type(e).__name__}: {e}")
     finally:
@@ -84,8 +85,9 @@ def audit_one(context: str, plan_path: str, args, token) -> ClusterAudit:
             cluster.close()
 
 
-def _unchecked(context: str, message: str) -> ClusterAudit:
-    return ClusterAudit(context, 2, {"cluster": {"context": context}, "stages": [], "error": message})
+def _unchecked(context: str, message: str, *, unreachable: bool = False) -> ClusterAudit:
+    return ClusterAudit(context, 2, {"cluster": {"context": context}, "stages": [], "error": message},
+                        unreachable=unreachable)
 
 
 def run_fleet(args) -> int:
@@ -111,6 +113,10 @@ def run_fleet(args) -> int:
     return max(a.code for a in audits)
 
 
+VERDICT = {0: "ok", 1: "findings", 2: "could not check"}
+WIDTH = 120  # the text table fits a 120-column terminal for the 11 stages and cluster names up to 13 characters
+
+
 def render(audits: list[ClusterAudit], fmt: str) -> str:
     if fmt == "json":
         return json.dumps({"clusters": {a.context: a.doc for a in audits}}, indent=2, default=str) + "\n"
@@ -121,25 +127,43 @@ def render(audits: list[ClusterAudit], fmt: str) -> str:
             if s["key"] not in titles:
                 keys.append(s["key"])
                 titles[s["key"]] = s.get("name", s["key"])
-    verdict = {0: "ok", 1: "findings", 2: "could not check"}
     if fmt == "markdown":
         lines = ["# ghcr2gitea fleet audit", "", "| Cluster | Result | " + " | ".join(titles[k] for k in keys) + " |",
                  "|---|---|" + "---|" * len(keys)]
         for a in audits:
             cells = [a.stages.get(k, "—") for k in keys]
-            lines.append(f"| {a.context} | {verdict[a.code]} | " + " | ".join(cells) + " |")
+            lines.append(f"| {a.context} | {VERDICT[a.code]} | " + " | ".join(cells) + " |")
         for a in audits:
             if a.doc.get("error"):
                 lines += ["", f"**{a.context}** could not be checked: {a.doc['error'].replace('|', '/')}"]
         return "\n".join(lines) + "\n"
-    width = max(len(a.context) for a in audits)
-    lines = [f"fleet audit of {len(audits)} clusters"]
+    return render_table(audits, keys)
+
+
+def render_table(audits: list[ClusterAudit], keys: list[str]) -> str:
+    """The text report: a row per cluster, a column per stage (its key as header, its status as cell), the exit
+    code of each cluster; an unchecked cluster's row says why in one word and its error follows the table."""
+    header = ["cluster", "exit", *keys]
+    rows = []
     for a in audits:
-        line = f"{a.context:<{width}}  {verdict[a.code]}"
         if a.doc.get("error"):
-            line += f" — {a.doc['error']}"
+            rows.append([a.context, str(a.code), "unreachable" if a.unreachable else "not checked"])
         else:
-            bad = [f"{titles[k]}: {st}" for k, st in a.stages.items() if st not in ("pass", "skip")]
-            line += (" — " + ", ".join(bad)) if bad else ""
-        lines.append(line)
+            rows.append([a.context, str(a.code), *(a.stages.get(k, "-") for k in keys)])
+    widths = [len(h) for h in header]
+    for row in rows:  # an unchecked cluster's last cell spans the stage columns: it sets no width
+        for i, cell in enumerate(row if len(row) == len(header) else row[:-1]):
+            widths[i] = max(widths[i], len(cell))
+    sep = "  " if sum(widths) + 2 * (len(widths) - 1) <= WIDTH else " "
+
+    def line(cells: list[str]) -> str:
+        return sep.join([*(c.ljust(w) for c, w in zip(cells[:-1], widths, strict=False)), cells[-1]])
+
+    worst = max(a.code for a in audits)
+    lines = [f"fleet audit of {len(audits)} clusters", line(header), *(line(r) for r in rows)]
+    errors = [f"{a.context}: {a.doc['error']}" for a in audits if a.doc.get("error")]
+    if errors:
+        lines += ["", *errors]
+    lines += ["", f"exit {worst}: the worst of the clusters (0 ok, 1 findings, 2 could not check)",
+              "a cluster's causes and fixes: ghcr2gitea audit --plan F --context NAME"]
     return "\n".join(lines) + "\n"

@@ -1,27 +1,19 @@
 """A recognisable token and the proxy's private key must appear nowhere the tool writes.
 
 The whole demo migration, a resumed run, plan, dry-run, audit in every format, the
-journal (file and ConfigMap mirror), every object in the cluster but the Secrets, and
+journal (file and ConfigMap mirror), every object in the cluster but the Secrets, every pod log, and
 everything under the test's state directory are scanned.
 """
 
 from __future__ import annotations
 
 import base64
-import json
 
 import pytest
+from helpers import assert_nowhere, left_in_the_world, run_cli, until
 from helpers import mutating_requests as mutating_requests_of
-from helpers import run_cli, until
 
 CANARY = "canary-3b1f9e7c2d4a6f80b5e1c9d7a3f2e6b4d8c0a1e9"
-
-
-def _forms(secret: str) -> list[str]:
-    """The secret and the encodings a leak would likely take."""
-    forms = [secret, base64.b64encode(secret.encode()).decode().rstrip("=")]
-    forms.append(base64.b64encode(f"registry-user:{secret}".encode()).decode().rstrip("=")[:-4])
-    return forms
 
 
 @pytest.mark.parametrize("world_api", ["sandbox", pytest.param("real", marks=pytest.mark.real)], indirect=True)
@@ -45,35 +37,15 @@ def test_no_token_and_no_private_key_in_anything_the_tool_produced(world_api, ma
 
     from wizard.kube import api_client
     api = api_client(str(sb.kubeconfig))
-    core = client.CoreV1Api(api)
-    key_b64 = core.read_namespaced_secret("gitea-proxy-tls", "default").data["tls.key"]
+    key_b64 = client.CoreV1Api(api).read_namespaced_secret("gitea-proxy-tls", "default").data["tls.key"]
+    api.close()
     private_key = base64.b64decode(key_b64).decode()
     key_body = "".join(private_key.splitlines()[1:-1])[:64]
-    cluster_text = []
-    for path in ("/api/v1/configmaps", "/api/v1/pods", "/api/v1/events", "/apis/apps/v1/deployments",
-                 "/apis/apps/v1/statefulsets", "/apis/coordination.k8s.io/v1/leases",
-                 "/apis/networking.k8s.io/v1/ingresses"):
-        resp = api.call_api("GET", api.configuration.host + path,
-                            header_params={"Authorization": api.configuration.api_key.get("authorization", "")
-                                           or f"Bearer {api.configuration.api_key.get('BearerToken', '')}"})
-        cluster_text.append(resp.read().decode())
-    journal_cm = core.read_namespaced_config_map("ghcr2gitea-journal", "kube-system").data["journal.json"]
-    api.close()
 
     produced = {f"output {i}": o.stdout + o.stderr for i, o in enumerate(outputs)}
-    produced["cluster objects (not Secrets)"] = "\n".join(cluster_text)
-    produced["journal ConfigMap"] = journal_cm
-    for f in state.rglob("*"):
-        if f.is_file():
-            produced[str(f)] = f.read_text(errors="replace")
-    if sb.plane is not None:  # a real API server: its audit log and the control plane's own logs too
-        for f in sb.plane.dir.glob("*.log"):
-            produced[f"real control plane: {f.name}"] = f.read_text(errors="replace")
-    assert any("journal" in k or k.endswith(".json") for k in produced), "no journal file was written"
-    assert json.loads(journal_cm)["events"], "the journal mirror is empty"
+    produced.update(left_in_the_world(sb, state))  # cluster objects but Secrets, journal and its mirror, pod logs
+    assert_nowhere(produced, CANARY)
     for where, text in produced.items():
-        for form in _forms(CANARY):
-            assert form not in text, f"the token (as {form[:12]}…) leaked into {where}"
         assert key_body not in text, f"the proxy's private key leaked into {where}"
     if world_api == "real":
         reliability.record("secrets", "the same runs on a real kube-apiserver", "neither appears in any output, "
@@ -113,8 +85,6 @@ async def test_ui_screens_export_and_report_never_show_the_token(make_sandbox, t
         if f.is_file():
             produced[str(f)] = f.read_text(errors="replace")
     assert any("gitops" in k for k in produced) and len(shots) == 7
-    for where, text in produced.items():
-        for form in _forms(CANARY):
-            assert form not in text, f"the token (as {form[:12]}…) leaked into {where}"
+    assert_nowhere(produced, CANARY)
     reliability.record("secrets", "canary token through the UI (screens after each step, report export) and the "
                        "GitOps export", "the token appears on no screen and in no exported file")

@@ -8,12 +8,19 @@ wrote or the cluster logged, and the merge kept the node's own lines byte for by
 
 from __future__ import annotations
 
-import base64
 import json
 
 import pytest
 import yaml
-from helpers import fast_options, mutating_requests, run_cli, sandbox_state
+from helpers import (
+    assert_nowhere,
+    fast_options,
+    left_in_the_world,
+    mutating_requests,
+    pod_logs,
+    run_cli,
+    sandbox_state,
+)
 
 from sandbox.containerd import REGISTRIES_PATH
 from sandbox.nodes import load_registries
@@ -50,24 +57,12 @@ def _own(host: str) -> str:
 """
 
 
-def _forms(secret: str) -> list[str]:
-    forms = [secret, base64.b64encode(secret.encode()).decode().rstrip("=")[:-2]]
-    forms.append(base64.b64encode(f"registry-user:{secret}".encode()).decode().rstrip("=")[:-4])
-    forms.append(json.dumps(secret)[1:-1])
-    forms.append(secret.replace("'", "''"))  # as YAML writes it in single quotes
-    return forms
-
-
 def install_registries(sb: Sandbox, text: str) -> None:
     """Every node gets ``text`` as registries.yaml, installed before k3s last started (so it is loaded)."""
     for node in sb.cluster.nodes.values():
         node.fs.write(REGISTRIES_PATH, text.encode(), mode=0o600)
         node.fs._files[REGISTRIES_PATH].mtime = node.active_enter - 60
         load_registries(node)
-
-
-def pod_logs(sb: Sandbox) -> dict[str, str]:
-    return {f"pod log {ns}/{name}": text for (ns, name, _), text in list(sb.cluster.logs.items())}
 
 
 def node_files(sb: Sandbox) -> dict[str, str]:
@@ -89,19 +84,9 @@ def migrated(tmp_path_factory):
         runs["plan again"] = run_cli(sb, "plan", *args)
         runs["audit"] = run_cli(sb, "audit", *args, "--format", "json", "--node-probes")
         produced = {f"{k} output": r.stdout + r.stderr for k, r in runs.items()}
-        produced.update(pod_logs(sb))
-        for f in (sb.dir / "xdg-state").rglob("*"):
-            if f.is_file():
-                produced[str(f)] = f.read_text(errors="replace")
+        produced.update(left_in_the_world(sb))  # pod logs, the journal and its mirror, cluster objects but Secrets
         state = sandbox_state(sb)
         produced["pods (specs)"] = json.dumps(state["pods"])
-        from kubernetes import client
-
-        from wizard.kube import api_client
-        api = api_client(str(sb.kubeconfig))
-        produced["journal ConfigMap"] = client.CoreV1Api(api).read_namespaced_config_map(
-            "ghcr2gitea-journal", "kube-system").data["journal.json"]
-        api.close()
         yield {"sb": sb, "runs": runs, "produced": produced, "original": original, "hosts": hosts,
                "files": node_files(sb), "state": state}
     finally:
@@ -122,10 +107,7 @@ def test_no_credential_of_the_node_file_nor_any_token_in_outputs_journal_or_pod_
     assert len(facts_logs) >= 10 and len(write_logs) == 5, sorted(produced)
     assert any(k.endswith(".json") for k in produced), "no journal file was written"
     assert json.loads(produced["journal ConfigMap"])["events"]
-    for where, text in produced.items():
-        for secret in (OTHER, OLD, TOKEN):
-            for form in _forms(secret):
-                assert form not in text, f"{secret[:10]}… (as {form[:14]}…) leaked into {where}"
+    assert_nowhere(produced, OTHER, OLD, TOKEN)
     reliability.record("secrets", "nodes' registries.yaml with another registry's password and an old token; a "
                        "token YAML must quote; plan, dry-run, apply, audit --node-probes",
                        "none of the three values in any output, the journal, a pod spec, or any facts/compare/"
