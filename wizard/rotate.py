@@ -60,6 +60,10 @@ class Rotation:
     line: str
 
 
+# the new token did not pass the first stage: the rotation stopped before it wrote anything
+NOT_ACCEPTED = ("the new token did not pass the Credentials checks, so nothing was changed: the old token stays in "
+                "use — do not revoke it; create a Gitea token that may push packages for {user}, then run "
+                "rotate-token again with it in --new-token-file")
 REVOKE = ("the new token is in every Secret and on every node, and pulls with it are proven: the old token can "
           "now be revoked in Gitea (Settings → Applications)")
 
@@ -89,7 +93,9 @@ def rotate(cluster, plan, new: Secret, old: Secret, *, out: Callable[[str], None
     run = Run(ctx, STAGES)
     if on_progress is not None:
         run.subscribe(on_progress)
-    runner = Runner(ctx, out, STAGES, run=run)
+    # the stages' fixes name the migration's token flags; here the token comes from --new-token-file
+    runner = Runner(ctx, lambda text: out(text.replace("GITEA_TOKEN or --token-file", "--new-token-file")),
+                    STAGES, run=run)
     try:
         try:
             run.begin()
@@ -97,7 +103,7 @@ def rotate(cluster, plan, new: Secret, old: Secret, *, out: Callable[[str], None
             raise Refused(str(e)) from None
         code = runner.apply()
         if code != 0:
-            return Rotation(code, "")
+            return Rotation(code, NOT_ACCEPTED.format(user=plan.username) if run.failed_stage == "credentials" else "")
         if ctx.node_backups:
             results = node_exec(ctx).run_many({n: remove_backups_script(b) for n, b in ctx.node_backups.items()},
                                               stage="registries", purpose="exec", timeout=ctx.node_timeout)

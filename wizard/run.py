@@ -87,6 +87,7 @@ class Run:
         self.journal = None
         self.resume_from = None  # the unfinished journal this run continues (None: a new run)
         self.prechecked = False  # the prechecks passed (adopting an object asks for them again)
+        self.failed_stage: str | None = None  # the key of the stage this run stopped at (stage_failed)
         self._journal_tried = False
         self._closed = False
         self._phase: dict[str, str] = {}  # the last phase of each node the stages reported
@@ -252,6 +253,7 @@ class Run:
                      **extra})
 
     def stage_failed(self, key: str, check: Check) -> None:
+        self.failed_stage = key
         self.record({"type": "stage_failed", "stage": key, "check": check.name, "cause": self.mask(check.cause),
                      "fix": check.fix})
 

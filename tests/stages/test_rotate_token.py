@@ -131,6 +131,9 @@ def test_rotate_token_stops_at_credentials_when_the_new_token_cannot_push(make_s
     assert f"[1/5] Credentials: FAILED — {failed}" in out.stdout, both
     assert "[2/5]" not in both, both  # no later stage began
     assert REVOKE not in both and "can now be revoked" not in both, both  # the old token must stay
+    assert "nothing was changed: the old token stays in use — do not revoke it" in out.stderr, both
+    # the fix names where this command takes the token from, not the migration's flags
+    assert "GITEA_TOKEN or --token-file" not in both, both
     assert OLD not in both and NEW not in both
     assert secrets_and_node_files(sb) == world, "a Secret or a node file changed"
     assert node_files(sb) == files
