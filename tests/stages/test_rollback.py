@@ -184,6 +184,22 @@ def test_rollback_takes_back_manifest_edits_and_the_workflow_it_wrote_even_witho
     assert not workflow.exists()
 
 
+def test_rollback_keeps_a_workflow_edited_since_the_wizard_wrote_it_and_names_it(make_sandbox):
+    """The generated CI workflow, once the operator edited it, is theirs: the rollback keeps it as it is and says
+    which file it left."""
+    sb = make_sandbox(servers=1, agents=1, app_repo=True)
+    workflow = sb.app_repo / ".github" / "workflows" / "build-image.yml"
+    res = run_cli(sb, "apply", "--plan", str(sb.plan), "--yes", "--node-timeout", "20")
+    assert res.returncode == 0, res.stdout + res.stderr
+    edited = workflow.read_text() + "# the team's own step follows\n"
+    workflow.write_text(edited)
+    out = run_cli(sb, "rollback", "--plan", str(sb.plan), "--yes", "--node-timeout", "20")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert workflow.read_text() == edited
+    warned = [line for line in out.stdout.splitlines() if line.strip().startswith("warn ")]
+    assert any(str(workflow) in line and "changed since the wizard wrote it" in line for line in warned), out.stdout
+
+
 def test_rollback_after_a_token_rotation_still_restores_the_original_files(migrated, tmp_path):
     """rotate-token rewrites every node's file (and removes its own backups): the rollback still puts back the
     file as it was before the migration — the first record of a node says how it was, the last what was written."""
@@ -229,28 +245,55 @@ def test_undo_records_fold_first_before_last_written():
     assert u.workloads[("Deployment", "d", "w")] == {"containers": [1]}
 
 
-def test_an_adopted_object_gets_its_recorded_fields_back_when_the_operator_chooses_restore(make_sandbox):
-    """--adopted restore: the ConfigMap the operator let the wizard adopt gets the data and labels it had before
-    (the default, leave, keeps it as the migration made it and says so)."""
+THEIRS = {"apiVersion": "v1", "kind": "ConfigMap",
+          "metadata": {"name": "gitea-proxy-ca", "namespace": "default", "labels": {"team": "payments"}},
+          "data": {"ca.crt": "the payments team's CA bundle\n"}}
+
+
+def migrate_adopting_theirs(sb, api) -> dict:
+    """The payments team's ConfigMap where the wizard's proxy CA goes; apply adopts it (``--adopt``). The
+    ConfigMap as the migration left it."""
+    api.request("POST", "/api/v1/namespaces/default/configmaps", body=THEIRS,
+                query={"fieldManager": "kubectl-client-side-apply"}, content_type="application/json")
+    res = run_cli(sb, "apply", "--plan", str(sb.plan), "--yes", "--node-timeout", "20",
+                  "--adopt", "ConfigMap/default/gitea-proxy-ca")
+    assert res.returncode == 0, res.stdout + res.stderr
+    adopted = api.get("ConfigMap", "gitea-proxy-ca", "default")
+    assert adopted["data"] != THEIRS["data"]
+    return adopted
+
+
+def test_an_adopted_object_is_left_as_the_migration_made_it_by_default_and_the_rollback_says_so(make_sandbox):
+    """The default, --adopted leave: the adopted ConfigMap is neither deleted nor given its old data back, and
+    the rollback names it, with the way to restore it."""
     sb = make_sandbox(servers=1, agents=1)
     api = Cluster.connect(str(sb.kubeconfig))
     try:
-        theirs = {"apiVersion": "v1", "kind": "ConfigMap",
-                  "metadata": {"name": "gitea-proxy-ca", "namespace": "default", "labels": {"team": "payments"}},
-                  "data": {"ca.crt": "the payments team's CA bundle\n"}}
-        api.request("POST", "/api/v1/namespaces/default/configmaps", body=theirs,
-                    query={"fieldManager": "kubectl-client-side-apply"}, content_type="application/json")
-        res = run_cli(sb, "apply", "--plan", str(sb.plan), "--yes", "--node-timeout", "20",
-                      "--adopt", "ConfigMap/default/gitea-proxy-ca")
-        assert res.returncode == 0, res.stdout + res.stderr
-        adopted = api.get("ConfigMap", "gitea-proxy-ca", "default")
-        assert adopted["data"] != theirs["data"]
+        adopted = migrate_adopting_theirs(sb, api)
+        out = run_cli(sb, "rollback", "--plan", str(sb.plan), "--yes", "--node-timeout", "20")
+        assert out.returncode == 0, out.stdout + out.stderr
+        left = api.get("ConfigMap", "gitea-proxy-ca", "default")
+        assert left is not None, "an adopted object was deleted"
+        assert left["data"] == adopted["data"]
+        assert left["metadata"].get("labels") == adopted["metadata"].get("labels")
+        assert "left as the migration made them: ConfigMap default/gitea-proxy-ca" in out.stdout, out.stdout
+        assert "--adopted restore" in out.stdout
+    finally:
+        api.close()
+
+
+def test_an_adopted_object_gets_its_recorded_fields_back_when_the_operator_chooses_restore(make_sandbox):
+    """--adopted restore: the ConfigMap the operator let the wizard adopt gets the data and labels it had before."""
+    sb = make_sandbox(servers=1, agents=1)
+    api = Cluster.connect(str(sb.kubeconfig))
+    try:
+        migrate_adopting_theirs(sb, api)
         out = run_cli(sb, "rollback", "--plan", str(sb.plan), "--yes", "--node-timeout", "20",
                       "--adopted", "restore")
         assert out.returncode == 0, out.stdout + out.stderr
         back = api.get("ConfigMap", "gitea-proxy-ca", "default")
         assert back is not None, "an adopted object was deleted"
-        assert back["data"] == theirs["data"]
+        assert back["data"] == THEIRS["data"]
         assert back["metadata"].get("labels") == {"team": "payments"}
     finally:
         api.close()
