@@ -12,10 +12,10 @@ import json
 
 import pytest
 import yaml
-from helpers import EXISTING_REGISTRIES, run_cli, sandbox_state
+from helpers import EXISTING_REGISTRIES, MUTATING, poll, run_cli, sandbox_state
 
 from sandbox.containerd import REGISTRIES_PATH
-from wizard.cluster import Cluster
+from wizard.cluster import Cluster, kind_of
 
 # the node's own file: a comment, a mirror and another registry's credentials stay
 EXISTING = "# kept byte for byte\n" + EXISTING_REGISTRIES
@@ -51,6 +51,59 @@ def wizard_objects(sb) -> list[str]:
         api.close()
 
 
+def running_images(sb) -> dict:
+    """What ``kubectl get pods`` shows of each workload: the images of its pods that are not terminating (all
+    of them ready), and the workload's ready replicas out of those wanted."""
+    api = Cluster.connect(str(sb.kubeconfig))
+    try:
+        out = {}
+        for kind, name in WORKLOADS:
+            obj = api.get(kind, name, "default")
+            pods = [p for p in api.list("Pod", "default", labels=f"app={name}")
+                    if not p["metadata"].get("deletionTimestamp")]
+            ready = all(any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions") or [])
+                        for p in pods)
+            out[(kind, name)] = (sorted(c["image"] for p in pods for c in p["spec"]["containers"]), ready,
+                                 f"{obj['status'].get('readyReplicas', 0)}/{obj['spec']['replicas']}")
+        return out
+    finally:
+        api.close()
+
+
+def pin_by_digest(sb) -> dict:
+    """As an operator pins images: gwa-orchestrator by digest alone, gwa-runner by tag and digest (the digests
+    GHCR serves); rolled out before the migration sees them. The references set, by workload."""
+    ghcr = sandbox_state(sb)["registries"]["ghcr"]
+    refs = {("Deployment", "gwa-orchestrator"): "ghcr.io/jaybrto/gwa-orchestrator@"
+            + ghcr["jaybrto/gwa-orchestrator:latest"],
+            ("StatefulSet", "gwa-runner"): "ghcr.io/jaybrto/github-workflow-agents:latest@"
+            + ghcr["jaybrto/github-workflow-agents:latest"]}
+    api = Cluster.connect(str(sb.kubeconfig))
+    try:
+        for (kind, name), ref in refs.items():
+            api.request("PATCH", kind_of(kind).path("default", name), query={"fieldManager": "kubectl-patch"},
+                        body=[{"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": ref}],
+                        content_type="application/json-patch+json")
+        for kind, name in refs:
+            poll(lambda k=kind, n=name: _rolled_out(api.get(k, n, "default")), timeout=30, what=f"{name} rolled out")
+    finally:
+        api.close()
+    return refs
+
+
+def _rolled_out(obj: dict) -> bool:
+    st, want = obj.get("status") or {}, obj["spec"].get("replicas", 1)
+    return (st.get("observedGeneration", 0) >= obj["metadata"]["generation"] and st.get("updatedReplicas", 0) == want
+            and st.get("readyReplicas", 0) == want and st.get("replicas", 0) == want)
+
+
+def ghcr_writes(sb) -> list[str]:
+    """Every request to the sandbox's ghcr.io (its registry API and blob storage) that would change it; a POST
+    for a token (containerd's OAuth2 try, before its GET) asks for no change."""
+    return [f"{m} {host}{path}" for m, host, path, _ in sb.cluster.ghcr.requests
+            if m in MUTATING and path != "/token"]
+
+
 def node_files(sb) -> dict:
     return {n: v["files"].get(REGISTRIES_PATH) for n, v in sandbox_state(sb)["nodes"].items()}
 
@@ -62,7 +115,9 @@ def restarts(sb) -> dict:
 @pytest.fixture
 def migrated(make_sandbox):
     sb = make_sandbox(servers=1, agents=1, existing_registries=EXISTING)
-    before = {"files": node_files(sb), "templates": pod_templates(sb), "objects": wizard_objects(sb)}
+    pinned = pin_by_digest(sb)  # references with digests must come back exactly as they were
+    before = {"files": node_files(sb), "templates": pod_templates(sb), "objects": wizard_objects(sb),
+              "pinned": pinned, "running": running_images(sb)}
     res = run_cli(sb, "apply", "--plan", str(sb.plan), "--yes", "--node-timeout", "20")
     assert res.returncode == 0, res.stdout + res.stderr
     assert pod_templates(sb) != before["templates"]
@@ -79,9 +134,23 @@ def test_rollback_returns_nodes_workloads_and_objects_to_before(migrated):
     assert dry.returncode == 0, dry.stdout + dry.stderr
     assert "Workloads back: " in dry.stdout and "change(s) pending" in dry.stdout
     assert node_files(sb) != before["files"], "the dry run changed a node file"
+    copied = sandbox_state(sb)["registries"]
+    assert copied["gitea"], "the migration copied no image to Gitea"
     res = run_cli(sb, "rollback", "--plan", str(sb.plan), "--yes", "--node-timeout", "20")
     assert res.returncode == 0, res.stdout + res.stderr
     assert "images copied to Gitea stay" in res.stdout
+    # what the operator sees once the command returns: the pods of each workload run the images they ran
+    # before the migration, digest references exactly as pinned, and all are ready
+    running = running_images(sb)
+    assert running == before["running"]
+    for key, ref in before["pinned"].items():
+        assert before["templates"][key][0] == [ref] and running[key][0] == [ref], (key, running[key])
+    # the images copied to Gitea stay there (every tag, its manifest); GHCR was only ever read
+    regs = sandbox_state(sb)["registries"]
+    assert regs == copied
+    for tag, digest in regs["gitea"].items():
+        assert digest in sb.cluster.gitea.repos[tag.rsplit(":", 1)[0]].manifests, tag
+    assert ghcr_writes(sb) == [], ghcr_writes(sb)
     assert node_files(sb) == before["files"], "a node's registries.yaml is not what it was before the migration"
     state = sandbox_state(sb)
     for name, node in state["nodes"].items():
