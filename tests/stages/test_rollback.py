@@ -212,6 +212,10 @@ def test_rollback_killed_then_rerun_ends_the_same(migrated, point):
     assert pod_templates(sb) == before["templates"]
     assert wizard_objects(sb) == before["objects"]
     assert restarts(sb) == {n: k + 1 for n, k in after_apply.items()}
+    audit = run_cli(sb, "audit", "--plan", str(sb.plan), "--format", "json")
+    assert audit.returncode == 1, audit.stdout + audit.stderr
+    failing = {s["key"] for s in json.loads(audit.stdout)["stages"] if s["status"] == "fail"}
+    assert {"secrets", "workloads"} <= failing, failing
 
 
 MANIFEST = """# the operator's deployment: comments and layout stay
