@@ -176,6 +176,11 @@ class Runner:
                                 if any(c.status == s for c in checks))
             run.stage_finished(st, checks, seconds=round(took, 2))
             self.out(f"{head}: ok ({summary or 'no checks'}) in {took:.1f}s")
+            for c in checks:  # a warning never stops the run, but it is said: what was left, and why
+                if c.status == WARN:
+                    self.out(f"  warn {c.name}" + (f" — {c.cause}" if c.cause else ""))
+                    if c.fix:
+                        self.out(f"    fix: {c.fix}")
         if not dry_run:
             run.finish()
         if dry_run and conflicts_seen:

@@ -12,10 +12,10 @@ import json
 
 import pytest
 import yaml
-from helpers import EXISTING_REGISTRIES, run_cli, sandbox_state
+from helpers import EXISTING_REGISTRIES, MUTATING, poll, run_cli, sandbox_state
 
 from sandbox.containerd import REGISTRIES_PATH
-from wizard.cluster import Cluster
+from wizard.cluster import Cluster, kind_of
 
 # the node's own file: a comment, a mirror and another registry's credentials stay
 EXISTING = "# kept byte for byte\n" + EXISTING_REGISTRIES
@@ -51,6 +51,59 @@ def wizard_objects(sb) -> list[str]:
         api.close()
 
 
+def running_images(sb) -> dict:
+    """What ``kubectl get pods`` shows of each workload: the images of its pods that are not terminating (all
+    of them ready), and the workload's ready replicas out of those wanted."""
+    api = Cluster.connect(str(sb.kubeconfig))
+    try:
+        out = {}
+        for kind, name in WORKLOADS:
+            obj = api.get(kind, name, "default")
+            pods = [p for p in api.list("Pod", "default", labels=f"app={name}")
+                    if not p["metadata"].get("deletionTimestamp")]
+            ready = all(any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions") or [])
+                        for p in pods)
+            out[(kind, name)] = (sorted(c["image"] for p in pods for c in p["spec"]["containers"]), ready,
+                                 f"{obj['status'].get('readyReplicas', 0)}/{obj['spec']['replicas']}")
+        return out
+    finally:
+        api.close()
+
+
+def pin_by_digest(sb) -> dict:
+    """As an operator pins images: gwa-orchestrator by digest alone, gwa-runner by tag and digest (the digests
+    GHCR serves); rolled out before the migration sees them. The references set, by workload."""
+    ghcr = sandbox_state(sb)["registries"]["ghcr"]
+    refs = {("Deployment", "gwa-orchestrator"): "ghcr.io/jaybrto/gwa-orchestrator@"
+            + ghcr["jaybrto/gwa-orchestrator:latest"],
+            ("StatefulSet", "gwa-runner"): "ghcr.io/jaybrto/github-workflow-agents:latest@"
+            + ghcr["jaybrto/github-workflow-agents:latest"]}
+    api = Cluster.connect(str(sb.kubeconfig))
+    try:
+        for (kind, name), ref in refs.items():
+            api.request("PATCH", kind_of(kind).path("default", name), query={"fieldManager": "kubectl-patch"},
+                        body=[{"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": ref}],
+                        content_type="application/json-patch+json")
+        for kind, name in refs:
+            poll(lambda k=kind, n=name: _rolled_out(api.get(k, n, "default")), timeout=30, what=f"{name} rolled out")
+    finally:
+        api.close()
+    return refs
+
+
+def _rolled_out(obj: dict) -> bool:
+    st, want = obj.get("status") or {}, obj["spec"].get("replicas", 1)
+    return (st.get("observedGeneration", 0) >= obj["metadata"]["generation"] and st.get("updatedReplicas", 0) == want
+            and st.get("readyReplicas", 0) == want and st.get("replicas", 0) == want)
+
+
+def ghcr_writes(sb) -> list[str]:
+    """Every request to the sandbox's ghcr.io (its registry API and blob storage) that would change it; a POST
+    for a token (containerd's OAuth2 try, before its GET) asks for no change."""
+    return [f"{m} {host}{path}" for m, host, path, _ in sb.cluster.ghcr.requests
+            if m in MUTATING and path != "/token"]
+
+
 def node_files(sb) -> dict:
     return {n: v["files"].get(REGISTRIES_PATH) for n, v in sandbox_state(sb)["nodes"].items()}
 
@@ -62,7 +115,9 @@ def restarts(sb) -> dict:
 @pytest.fixture
 def migrated(make_sandbox):
     sb = make_sandbox(servers=1, agents=1, existing_registries=EXISTING)
-    before = {"files": node_files(sb), "templates": pod_templates(sb), "objects": wizard_objects(sb)}
+    pinned = pin_by_digest(sb)  # references with digests must come back exactly as they were
+    before = {"files": node_files(sb), "templates": pod_templates(sb), "objects": wizard_objects(sb),
+              "pinned": pinned, "running": running_images(sb)}
     res = run_cli(sb, "apply", "--plan", str(sb.plan), "--yes", "--node-timeout", "20")
     assert res.returncode == 0, res.stdout + res.stderr
     assert pod_templates(sb) != before["templates"]
@@ -79,9 +134,23 @@ def test_rollback_returns_nodes_workloads_and_objects_to_before(migrated):
     assert dry.returncode == 0, dry.stdout + dry.stderr
     assert "Workloads back: " in dry.stdout and "change(s) pending" in dry.stdout
     assert node_files(sb) != before["files"], "the dry run changed a node file"
+    copied = sandbox_state(sb)["registries"]
+    assert copied["gitea"], "the migration copied no image to Gitea"
     res = run_cli(sb, "rollback", "--plan", str(sb.plan), "--yes", "--node-timeout", "20")
     assert res.returncode == 0, res.stdout + res.stderr
     assert "images copied to Gitea stay" in res.stdout
+    # what the operator sees once the command returns: the pods of each workload run the images they ran
+    # before the migration, digest references exactly as pinned, and all are ready
+    running = running_images(sb)
+    assert running == before["running"]
+    for key, ref in before["pinned"].items():
+        assert before["templates"][key][0] == [ref] and running[key][0] == [ref], (key, running[key])
+    # the images copied to Gitea stay there (every tag, its manifest); GHCR was only ever read
+    regs = sandbox_state(sb)["registries"]
+    assert regs == copied
+    for tag, digest in regs["gitea"].items():
+        assert digest in sb.cluster.gitea.repos[tag.rsplit(":", 1)[0]].manifests, tag
+    assert ghcr_writes(sb) == [], ghcr_writes(sb)
     assert node_files(sb) == before["files"], "a node's registries.yaml is not what it was before the migration"
     state = sandbox_state(sb)
     for name, node in state["nodes"].items():
@@ -143,6 +212,10 @@ def test_rollback_killed_then_rerun_ends_the_same(migrated, point):
     assert pod_templates(sb) == before["templates"]
     assert wizard_objects(sb) == before["objects"]
     assert restarts(sb) == {n: k + 1 for n, k in after_apply.items()}
+    audit = run_cli(sb, "audit", "--plan", str(sb.plan), "--format", "json")
+    assert audit.returncode == 1, audit.stdout + audit.stderr
+    failing = {s["key"] for s in json.loads(audit.stdout)["stages"] if s["status"] == "fail"}
+    assert {"secrets", "workloads"} <= failing, failing
 
 
 MANIFEST = """# the operator's deployment: comments and layout stay
@@ -182,6 +255,22 @@ def test_rollback_takes_back_manifest_edits_and_the_workflow_it_wrote_even_witho
     assert out.returncode == 0, out.stdout + out.stderr
     assert (k8s / "webhook.yaml").read_text() == MANIFEST
     assert not workflow.exists()
+
+
+def test_rollback_keeps_a_workflow_edited_since_the_wizard_wrote_it_and_names_it(make_sandbox):
+    """The generated CI workflow, once the operator edited it, is theirs: the rollback keeps it as it is and says
+    which file it left."""
+    sb = make_sandbox(servers=1, agents=1, app_repo=True)
+    workflow = sb.app_repo / ".github" / "workflows" / "build-image.yml"
+    res = run_cli(sb, "apply", "--plan", str(sb.plan), "--yes", "--node-timeout", "20")
+    assert res.returncode == 0, res.stdout + res.stderr
+    edited = workflow.read_text() + "# the team's own step follows\n"
+    workflow.write_text(edited)
+    out = run_cli(sb, "rollback", "--plan", str(sb.plan), "--yes", "--node-timeout", "20")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert workflow.read_text() == edited
+    warned = [line for line in out.stdout.splitlines() if line.strip().startswith("warn ")]
+    assert any(str(workflow) in line and "changed since the wizard wrote it" in line for line in warned), out.stdout
 
 
 def test_rollback_after_a_token_rotation_still_restores_the_original_files(migrated, tmp_path):
@@ -229,28 +318,55 @@ def test_undo_records_fold_first_before_last_written():
     assert u.workloads[("Deployment", "d", "w")] == {"containers": [1]}
 
 
-def test_an_adopted_object_gets_its_recorded_fields_back_when_the_operator_chooses_restore(make_sandbox):
-    """--adopted restore: the ConfigMap the operator let the wizard adopt gets the data and labels it had before
-    (the default, leave, keeps it as the migration made it and says so)."""
+THEIRS = {"apiVersion": "v1", "kind": "ConfigMap",
+          "metadata": {"name": "gitea-proxy-ca", "namespace": "default", "labels": {"team": "payments"}},
+          "data": {"ca.crt": "the payments team's CA bundle\n"}}
+
+
+def migrate_adopting_theirs(sb, api) -> dict:
+    """The payments team's ConfigMap where the wizard's proxy CA goes; apply adopts it (``--adopt``). The
+    ConfigMap as the migration left it."""
+    api.request("POST", "/api/v1/namespaces/default/configmaps", body=THEIRS,
+                query={"fieldManager": "kubectl-client-side-apply"}, content_type="application/json")
+    res = run_cli(sb, "apply", "--plan", str(sb.plan), "--yes", "--node-timeout", "20",
+                  "--adopt", "ConfigMap/default/gitea-proxy-ca")
+    assert res.returncode == 0, res.stdout + res.stderr
+    adopted = api.get("ConfigMap", "gitea-proxy-ca", "default")
+    assert adopted["data"] != THEIRS["data"]
+    return adopted
+
+
+def test_an_adopted_object_is_left_as_the_migration_made_it_by_default_and_the_rollback_says_so(make_sandbox):
+    """The default, --adopted leave: the adopted ConfigMap is neither deleted nor given its old data back, and
+    the rollback names it, with the way to restore it."""
     sb = make_sandbox(servers=1, agents=1)
     api = Cluster.connect(str(sb.kubeconfig))
     try:
-        theirs = {"apiVersion": "v1", "kind": "ConfigMap",
-                  "metadata": {"name": "gitea-proxy-ca", "namespace": "default", "labels": {"team": "payments"}},
-                  "data": {"ca.crt": "the payments team's CA bundle\n"}}
-        api.request("POST", "/api/v1/namespaces/default/configmaps", body=theirs,
-                    query={"fieldManager": "kubectl-client-side-apply"}, content_type="application/json")
-        res = run_cli(sb, "apply", "--plan", str(sb.plan), "--yes", "--node-timeout", "20",
-                      "--adopt", "ConfigMap/default/gitea-proxy-ca")
-        assert res.returncode == 0, res.stdout + res.stderr
-        adopted = api.get("ConfigMap", "gitea-proxy-ca", "default")
-        assert adopted["data"] != theirs["data"]
+        adopted = migrate_adopting_theirs(sb, api)
+        out = run_cli(sb, "rollback", "--plan", str(sb.plan), "--yes", "--node-timeout", "20")
+        assert out.returncode == 0, out.stdout + out.stderr
+        left = api.get("ConfigMap", "gitea-proxy-ca", "default")
+        assert left is not None, "an adopted object was deleted"
+        assert left["data"] == adopted["data"]
+        assert left["metadata"].get("labels") == adopted["metadata"].get("labels")
+        assert "left as the migration made them: ConfigMap default/gitea-proxy-ca" in out.stdout, out.stdout
+        assert "--adopted restore" in out.stdout
+    finally:
+        api.close()
+
+
+def test_an_adopted_object_gets_its_recorded_fields_back_when_the_operator_chooses_restore(make_sandbox):
+    """--adopted restore: the ConfigMap the operator let the wizard adopt gets the data and labels it had before."""
+    sb = make_sandbox(servers=1, agents=1)
+    api = Cluster.connect(str(sb.kubeconfig))
+    try:
+        migrate_adopting_theirs(sb, api)
         out = run_cli(sb, "rollback", "--plan", str(sb.plan), "--yes", "--node-timeout", "20",
                       "--adopted", "restore")
         assert out.returncode == 0, out.stdout + out.stderr
         back = api.get("ConfigMap", "gitea-proxy-ca", "default")
         assert back is not None, "an adopted object was deleted"
-        assert back["data"] == theirs["data"]
+        assert back["data"] == THEIRS["data"]
         assert back["metadata"].get("labels") == {"team": "payments"}
     finally:
         api.close()
