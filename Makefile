@@ -28,7 +28,7 @@ debs:
 # from the Go module proxy into /var/cache/ghcr2gitea (GHCR2GITEA_CACHE) once; later runs print "cached".
 real:
 	@if command -v go >/dev/null 2>&1 && { [ "$$(id -u)" = 0 ] || [ -n "$${GHCR2GITEA_CACHE:-}" ]; }; then \
-	  scripts/build-real etcd kube-apiserver kube-controller-manager gitea crane; \
+	  scripts/build-real etcd kube-apiserver kube-controller-manager gitea gitea-1.21 crane; \
 	elif [ "$${CI:-}" = true ]; then echo "make real: needs go and root (or GHCR2GITEA_CACHE)" >&2; exit 1; \
 	else echo "note: not building the real components (needs go, and root or GHCR2GITEA_CACHE): their tests skip" >&2; fi
 

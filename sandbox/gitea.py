@@ -372,7 +372,11 @@ class Gitea:
     def _token(self, req: HttpRequest) -> HttpResponse:
         who, user = self._who(req)
         if who == "bad":
-            return self._json(401, _errors("UNAUTHORIZED", "invalid username or password"))
+            if self.version <= (1, 22, 0):  # as real 1.21.11 answers: its auth group's error, in plain text
+                return HttpResponse(401, Headers([("Content-Type", "text/plain; charset=utf-8")]),
+                                    b"authGroup.Verify\n")
+            # as real 1.26.0 answers: the registry's JSON error, with its challenge
+            return dataclasses.replace(self._challenge(req, "*"), body=_errors("UNAUTHORIZED", ""))
         if who in ("none", "ghost") and self.require_signin:
             return self._challenge(req, "*")
         scopes = [s for v in parse_qs(req.query).get("scope", []) for s in v.split(" ") if s]

@@ -36,11 +36,11 @@ from .realapi import CACHE, ComponentMissing, binary, free_port
 ADMIN = "gitea-admin"
 
 
-def assets() -> Path:
-    """Gitea's options/ and templates/ for the built version (a binary without bindata reads them from disk)."""
-    path = CACHE / "share" / "gitea"
+def assets(name: str = "gitea") -> Path:
+    """Gitea's options/ and templates/ for the binary ``name`` (built without bindata, it reads them from disk)."""
+    path = CACHE / "share" / name
     if not (path / "options" / "locale").is_dir():
-        raise ComponentMissing(f"Gitea's options are missing in {path}: run scripts/build-real gitea")
+        raise ComponentMissing(f"Gitea's options are missing in {path}: run scripts/build-real {name}")
     return path
 
 
@@ -68,6 +68,9 @@ class RealGitea:
     # "auto" is 1.26's default (the realm follows the request's Host); "never" pins it to ROOT_URL, the fix
     # an operator applies when a proxy path rewrites X-Forwarded-Proto (docs/sandbox.md)
     public_url_detection: str = "auto"
+    # the binary scripts/build-real made: "gitea" (the current release) or "gitea-1.21" (before 1.22.1, where
+    # the realm is ROOT_URL + v2/token whatever the request says)
+    binary_name: str = "gitea"
     port: int = 0
     proc: subprocess.Popen | None = None
     users: dict[str, GiteaUser] = field(default_factory=dict)
@@ -85,7 +88,7 @@ class RealGitea:
 
     # ------------------------------------------------------------------ life cycle
     def start(self, timeout: float = 60.0) -> RealGitea:
-        exe = binary("gitea")
+        exe = binary(self.binary_name)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
         self.root_url = self.root_url or f"{self.url}/"
@@ -138,7 +141,7 @@ class RealGitea:
                        "ROOT_URL": self.root_url, "DISABLE_SSH": "true", "START_SSH_SERVER": "false",
                        "OFFLINE_MODE": "true", "LFS_START_SERVER": "false", "APP_DATA_PATH": str(d / "data"),
                        # built without bindata: locales and templates are read from the files build-real keeps
-                       "STATIC_ROOT_PATH": str(assets()), "PUBLIC_URL_DETECTION": self.public_url_detection},
+                       "STATIC_ROOT_PATH": str(assets(self.binary_name)), "PUBLIC_URL_DETECTION": self.public_url_detection},
             "database": {"DB_TYPE": "sqlite3", "PATH": str(d / "data" / "gitea.db"), "SQLITE_JOURNAL_MODE": "WAL"},
             "security": {"INSTALL_LOCK": "true", "SECRET_KEY": secrets.token_hex(32),
                          "INTERNAL_TOKEN": secrets.token_hex(32), "PASSWORD_HASH_ALGO": "pbkdf2_hi"},
@@ -163,7 +166,7 @@ class RealGitea:
 
     def _gitea(self, *args: str, secret_out: Path | None = None) -> str:
         """Run one ``gitea`` admin command; with ``secret_out`` its stdout (a token) goes to that file only."""
-        r = subprocess.run([str(binary("gitea")), *args, "--config", str(self.config)], capture_output=True,
+        r = subprocess.run([str(binary(self.binary_name)), *args, "--config", str(self.config)], capture_output=True,
                            text=True, env=self._env(), cwd=self.dir, timeout=120)
         if r.returncode != 0:  # stderr of these commands holds no secret: tokens are only ever on stdout
             raise RuntimeError(f"gitea {args[0]} {args[1] if len(args) > 1 else ''} failed: "

@@ -168,8 +168,9 @@ def require_components(*names: str) -> None:
     try:
         for name in names:
             realapi.binary(name)
-        if "gitea" in names:
-            realgitea.assets()
+        for name in names:
+            if name.startswith("gitea"):
+                realgitea.assets(name)
     except realapi.ComponentMissing as e:
         if IN_CI:
             pytest.fail(f"{e} (CI must build it: make test runs scripts/build-real)")

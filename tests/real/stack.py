@@ -334,8 +334,10 @@ class Stack:
                                   anonymous_on_bad_credentials=anonymous_on_bad_credentials)
         # gitea=True: behind nginx is a real Gitea (sandbox/realgitea.py) instead of docker-registry and
         # the issuer; its ROOT_URL is the realm host, its users and tokens are made by its own admin commands
+        # (a string names the binary scripts/build-real made: "gitea", or "gitea-1.21" before 1.22.1)
         self.gitea = RealGitea(self.dir / "gitea", root_url=self.root_url_for(realm_host), org=ORG, writer=WRITER,
-                               reader=READER) if gitea else None
+                               reader=READER, binary_name=gitea if isinstance(gitea, str) else "gitea") \
+            if gitea else None
         self.procs: dict[str, subprocess.Popen] = {}
         # the realm's certificate may be made for another name, or have expired
         certs = {REGISTRY_HOST: make_proxy_cert(REGISTRY_HOST, 30)}

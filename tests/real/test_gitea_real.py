@@ -8,6 +8,7 @@ skopeo's error must be diagnosed as the entry the probe named.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -19,15 +20,20 @@ from helpers import require_components
 from real.stack import READER, REGISTRY_HOST, REPO, WRITER, Stack
 from real.test_authflow_real import probe
 
+from sandbox.gitea import Gitea as GiteaModel
+from sandbox.http import Headers, HttpRequest
 from wizard.diagnose import classify
 
-GITEA_VERSION = "1.26.0"  # scripts/build-real's GITEA_VERSION
+# scripts/build-real's binaries and their versions: the current release, and one before 1.22.1 (the realm is
+# ROOT_URL + v2/token there, whatever the request says) — every test here runs on both
+VERSIONS = {"gitea": "1.26.0", "gitea-1.21": "1.21.11"}
+GITEA_VERSION = VERSIONS["gitea"]
 
 
-@pytest.fixture(scope="module")
-def gitea_stack(real_binaries):
-    require_components("gitea")
-    st = Stack(real_binaries, gitea=True)
+@pytest.fixture(scope="module", params=list(VERSIONS))
+def gitea_stack(real_binaries, request):
+    require_components(request.param)
+    st = Stack(real_binaries, gitea=request.param)
     try:
         st.start()
         seeded = st.skopeo_copy(WRITER, st.tokens[WRITER])
@@ -55,25 +61,39 @@ def raw(st: Stack, method: str, path: str, *, auth: tuple[str, str] | None = Non
 
 
 # ------------------------------------------------------------------ what this Gitea version answers
+def version_of(st: Stack) -> str:
+    return VERSIONS[st.gitea.binary_name]
+
+
 def test_the_version_is_the_one_built(gitea_stack):
-    assert gitea_stack.gitea.version() == GITEA_VERSION
+    assert gitea_stack.gitea.version() == version_of(gitea_stack)
 
 
-def test_the_realm_is_derived_from_the_request_not_root_url(gitea_stack):
-    """Gitea >= 1.26 (PUBLIC_URL_DETECTION=auto): scheme from X-Forwarded-Proto, host from Host; not ROOT_URL."""
+def test_the_realm_is_what_the_model_of_this_version_names(gitea_stack):
+    """Gitea >= 1.22.1 (1.26: PUBLIC_URL_DETECTION=auto) derives the realm from the request: scheme from
+    X-Forwarded-Proto, host from Host. Up to 1.22.0 it is ROOT_URL + v2/token whatever the request says.
+    Real Gitea of each version and our model of that version (sandbox/gitea.py) name the same realm."""
     st = gitea_stack
     assert st.gitea.root_url == st.root_url and "auth.test" in st.root_url
-    cases = {("https", st.registry): f"https://{st.registry}/v2/token",
-             ("http", st.registry): f"http://{st.registry}/v2/token",  # Traefik web rewrote X-Forwarded-Proto
-             (None, "gitea-http.gitea-system.svc.cluster.local:3000"):
-                 "http://gitea-http.gitea-system.svc.cluster.local:3000/v2/token"}  # Kaniko's internal view
+    internal = "gitea-http.gitea-system.svc.cluster.local:3000"  # Kaniko's view, without a proxy in between
+    if version_of(st) == GITEA_VERSION:
+        cases = {("https", st.registry): f"https://{st.registry}/v2/token",
+                 ("http", st.registry): f"http://{st.registry}/v2/token",  # Traefik web rewrote X-Forwarded-Proto
+                 (None, internal): f"http://{internal}/v2/token"}
+    else:  # the guide's era: one realm for every vantage point
+        cases = dict.fromkeys([("https", st.registry), ("http", st.registry), (None, internal)], st.realm)
+    model = GiteaModel(st.root_url, [], version=version_of(st))
     for (proto, host), realm in cases.items():
         code, headers, body = raw(st, "GET", "/v2/", host=host, proto=proto)
         assert code == 401
         challenges = headers["www-authenticate"]
         assert challenges[0] == f'Bearer realm="{realm}",service="container_registry",scope="*"', challenges
-        assert challenges[1:] == ['Basic realm="Gitea Container Registry"']  # a second challenge: parse both
+        # 1.26 adds a second challenge (parse both); 1.21 sends the Bearer one only, as the model does
+        assert challenges[1:] == (['Basic realm="Gitea Container Registry"'] if version_of(st) == GITEA_VERSION
+                                  else []), challenges
         assert json.loads(body) == {"errors": [{"code": "UNAUTHORIZED", "message": ""}]}
+        sent = Headers([("Host", host)] + ([("X-Forwarded-Proto", proto)] if proto else []))
+        assert model.realm_for(HttpRequest("GET", f"http://{host}/v2/", sent)) == realm, (proto, host)
 
 
 def test_the_token_endpoint_answers_get_only_and_401_to_wrong_credentials(gitea_stack):
@@ -84,8 +104,20 @@ def test_the_token_endpoint_answers_get_only_and_401_to_wrong_credentials(gitea_
     code, _, body = raw(st, "POST", q, auth=(WRITER, st.tokens[WRITER]))
     assert code == 404 and body == b""  # containerd tries POST first and falls back to GET on 404
     code, headers, body = raw(st, "GET", q, auth=(WRITER, "not-the-token"))
-    assert code == 401 and json.loads(body)["errors"][0]["code"] == "UNAUTHORIZED"
-    assert headers["www-authenticate"][0].startswith("Bearer realm=")
+    model = GiteaModel(st.root_url, [], version=version_of(st))
+    sent = Headers([("Host", st.registry), ("Authorization", "Basic " + base64.b64encode(
+        f"{WRITER}:not-the-token".encode()).decode())])
+    want = asyncio.run(model.handle(HttpRequest("GET", f"http://{st.registry}{q}", sent)))
+    # the model of this version answers as this Gitea does: 1.21 its auth group's error in plain text (no
+    # challenge), 1.26 the registry's JSON error with its Bearer challenge
+    ctype = headers["content-type"][0]
+    read = (lambda b: json.loads(b)) if ctype == "application/json" else (lambda b: b)  # noqa: E731
+    assert (code, ctype, read(body)) == (401, want.headers.get("Content-Type"), read(want.body))
+    if version_of(st) == GITEA_VERSION:
+        assert json.loads(body) == {"errors": [{"code": "UNAUTHORIZED", "message": ""}]}
+        assert headers["www-authenticate"][0].startswith("Bearer realm=")
+    else:
+        assert body == b"authGroup.Verify\n" and "www-authenticate" not in headers
     # the user name is ignored when the password is a token: another name with the writer's token works
     code, _, _ = raw(st, "GET", q, auth=("someone-else", st.tokens[WRITER]))
     assert code == 200
@@ -130,8 +162,9 @@ def test_probe_verdict_agrees_with_skopeo_on_real_gitea(gitea_stack, name, user,
     assert flow.verdict == verdict, context
     assert sk.ok == flow.ok, "the probe and skopeo disagree — " + context
     if flow.ok:
-        # the realm Gitea named is the registry host itself (derived from the request), and that is fine
-        assert flow.realm == f"https://{st.registry}/v2/token", flow.realm
+        # 1.26 names the registry host itself (derived from the request), and that is fine; 1.21 ROOT_URL's
+        want = f"https://{st.registry}/v2/token" if version_of(st) == GITEA_VERSION else st.realm
+        assert flow.realm == want, flow.realm
     else:
         d = classify(sk.stderr)
         assert d is not None and d.key == flow.problem, \
