@@ -52,13 +52,19 @@ def text_table(stdout: str) -> dict[str, dict[str, str]]:
     return rows
 
 
-def test_a_fleet_of_three_is_reported_cluster_by_cluster(make_sandbox, tmp_path):
+def migrated_and_fresh(make_sandbox, tmp_path):
+    """Two 1+1 sandboxes, the first migrated, and a kubeconfig with a context for each."""
     migrated = make_sandbox("migrated", servers=1, agents=1, gitea_token=CANARY)
     fresh = make_sandbox("fresh", servers=1, agents=1, gitea_token=CANARY)
     res = run_cli(migrated, "apply", "--plan", str(migrated.plan), "--yes", "--node-timeout", "20")
     assert res.returncode == 0, res.stdout + res.stderr
     kubeconfig = tmp_path / "fleet.kubeconfig"
     merged_kubeconfig(kubeconfig, {"migrated": migrated, "fresh": fresh})
+    return migrated, fresh, kubeconfig
+
+
+def test_a_fleet_of_three_is_reported_cluster_by_cluster(make_sandbox, tmp_path):
+    migrated, fresh, kubeconfig = migrated_and_fresh(make_sandbox, tmp_path)
     plans = tmp_path / "plans"
     plans.mkdir()
     for name, sb in (("migrated", migrated), ("fresh", fresh), ("gone", fresh)):
@@ -98,12 +104,7 @@ def test_a_fleet_of_three_is_reported_cluster_by_cluster(make_sandbox, tmp_path)
 def test_one_plan_for_several_contexts_audits_each_cluster_with_it(make_sandbox, tmp_path):
     """``--plan F`` with several ``--context``: the one plan against each context's own cluster (the plan's
     ``cluster.context`` names none of them), in JSON and in the Markdown table."""
-    migrated = make_sandbox("migrated", servers=1, agents=1, gitea_token=CANARY)
-    fresh = make_sandbox("fresh", servers=1, agents=1, gitea_token=CANARY)
-    res = run_cli(migrated, "apply", "--plan", str(migrated.plan), "--yes", "--node-timeout", "20")
-    assert res.returncode == 0, res.stdout + res.stderr
-    kubeconfig = tmp_path / "fleet.kubeconfig"
-    merged_kubeconfig(kubeconfig, {"migrated": migrated, "fresh": fresh})
+    migrated, fresh, kubeconfig = migrated_and_fresh(make_sandbox, tmp_path)
     servers = {n: yaml.safe_load(sb.kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
                for n, sb in (("migrated", migrated), ("fresh", fresh))}
     assert len(set(servers.values())) == 2
