@@ -54,6 +54,40 @@ async def _scrolls_from_the_keyboard(pilot, pane) -> None:
     await until(pilot, lambda: pane.scroll_y == 0, what="home scrolls to the top")
 
 
+def _look(app, widget) -> list:
+    """How the widget is drawn: the style of each of its cells, as the screen composes them."""
+    r = widget.region
+    return [app.screen.get_style_at(x, y) for y in range(r.y, r.bottom) for x in range(r.x, r.right)]
+
+
+async def _drawn(pilot, widget) -> list:
+    """The widget's look once drawn: the same across one more round of the app's pending work."""
+    seen = [None]
+
+    def same() -> bool:
+        now = _look(pilot.app, widget)
+        steady, seen[0] = now == seen[0], now
+        return steady
+    await until(pilot, same, what=f"#{widget.id} drawn")
+    return seen[0]
+
+
+async def _focus_shows(pilot, widget, focus) -> None:
+    """Focus is visible: the same widget, showing the same lines, is drawn differently focused than not; and
+    back as it was once focus leaves it."""
+    app = pilot.app
+    assert not widget.has_focus
+    unfocused = await _drawn(pilot, widget)
+    await focus()
+    assert widget.has_focus
+    await until(pilot, lambda: _look(app, widget) != unfocused,
+                what=f"#{widget.id} drawn differently once it has focus (a tint, an accent scrollbar, a cursor)")
+    app.query_one("#stages").focus()
+    await until(pilot, lambda: _look(app, widget) == unfocused,
+                what=f"#{widget.id} drawn as before once focus leaves it: the difference was its focus")
+    await focus()
+
+
 async def test_diffs_checks_and_the_log_scroll_from_the_keyboard_and_each_diff_opens_at_its_top(
         wizard, settle):
     app, sb = wizard(audit=True)  # every stage planned and checked: each can be opened and scrolled
@@ -61,9 +95,9 @@ async def test_diffs_checks_and_the_log_scroll_from_the_keyboard_and_each_diff_o
         await settle(pilot)
         await _view(pilot, "proxy")
         await pilot.click("#--content-tab-tab-changes")
-        await _tab_to(pilot, "changes-scroll")
         changes = app.query_one("#changes-scroll", KeyScroll)
-        assert changes.has_focus and app.screen.get_style_at(*changes.region.offset).bgcolor is not None
+        await until(pilot, lambda: changes.max_scroll_y > 0, what="the Proxy diff on the Changes tab")
+        await _focus_shows(pilot, changes, lambda: _tab_to(pilot, "changes-scroll"))
         await _scrolls_from_the_keyboard(pilot, changes)
         await pilot.press("end")
         await until(pilot, lambda: changes.scroll_y > 0, what="end scrolls the diff down")
@@ -75,22 +109,26 @@ async def test_diffs_checks_and_the_log_scroll_from_the_keyboard_and_each_diff_o
         assert changes.scroll_y == 0
         # the checks: j/k move the table's cursor, the detail pane below follows it and scrolls too
         await pilot.click("#--content-tab-tab-checks")
-        await _tab_to(pilot, "checks")
         table = app.query_one("#checks")
+        await until(pilot, lambda: table.row_count > 1, what="the Secrets checks in their table")
+        await _focus_shows(pilot, table, lambda: _tab_to(pilot, "checks"))
         assert table.row_count > 1 and table.cursor_row == 0
         await pilot.press("j")
         await until(pilot, lambda: table.cursor_row == 1 and app.query_one("#checks-view").highlighted.name in str(
             app.query_one("#check-detail").render()), what="j moves to the second check and its detail follows")
         await pilot.press("k")
         await until(pilot, lambda: table.cursor_row == 0, what="k moves back to the first check")
-        await _tab_to(pilot, "check-detail-scroll")
+        # the detail pane holds one check: nothing to scroll, no scrollbar to light up; its focus shows all the same
+        detail = app.query_one("#check-detail-scroll", KeyScroll)
+        assert detail.max_scroll_y == 0
+        await _focus_shows(pilot, detail, lambda: _tab_to(pilot, "check-detail-scroll"))
         # the log: open it, Tab to it, scroll it
         await pilot.press("l")
         for i in range(80):
             app._log(f"line {i}")
         log = app.query_one("#log")
         await until(pilot, lambda: log.max_scroll_y >= 2, what="80 lines in the log, taller than its pane")
-        await _tab_to(pilot, "log", presses=20)
+        await _focus_shows(pilot, log, lambda: _tab_to(pilot, "log", presses=20))
         await pilot.press("home")
         await until(pilot, lambda: log.scroll_y == 0, what="home scrolls the log to its top")
         await _scrolls_from_the_keyboard(pilot, log)
