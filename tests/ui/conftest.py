@@ -20,20 +20,26 @@ def journal_home(tmp_path, monkeypatch):
 
 
 def stable(sb):
-    """A screen filter that hides what changes from run to run: the ports and the secret fingerprints."""
+    """A screen filter that hides what changes from run to run: the ports, the secret fingerprints, and the random
+    name in Traefik's default certificate (as Traefik, the sandbox makes one per start)."""
     port, public = str(sb.api.port), str(sb.opts.public_port)
 
     def shown(text: str) -> str:
         text = text.replace(f"127.0.0.1:{port}", "127.0.0.1:6443").replace(f".test:{public}", ".test:8443")
+        text = re.sub(r"\b[0-9a-f]{32}\.[0-9a-f]{32}\.traefik\.default\b", "….traefik.default", text)
         return re.sub(r"sha256:[0-9a-f]{12}", "sha256:…", text)
     return shown
 
 
 @pytest.fixture
 def wizard(make_sandbox, tmp_path):
-    """``wizard(**sandbox_options)`` → (app, sandbox): the demo app, blink off, exports into tmp_path."""
-    def make(*, audit: bool = False, node_timeout: float = 30.0, app_kw: dict | None = None, **overrides):
+    """``wizard(**sandbox_options)`` → (app, sandbox): the demo app, blink off, exports into tmp_path;
+    ``prepare(sb)`` runs on the sandbox before the app is made (a headless apply, say)."""
+    def make(*, audit: bool = False, node_timeout: float = 30.0, app_kw: dict | None = None, prepare=None,
+             **overrides):
         sb = make_sandbox(**overrides)
+        if prepare is not None:
+            prepare(sb)
         app = demo_app(sb, audit=audit, node_timeout=node_timeout, blink=False, export_dir=tmp_path / "export",
                        shown=stable(sb), log_clock=lambda t: "--:--:--", **(app_kw or {}))
         return app, sb

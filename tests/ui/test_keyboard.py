@@ -1,11 +1,25 @@
-"""Every scrollable thing scrolls from the keyboard, focus shows, and each stage's diff opens at its top."""
+"""Every scrollable thing scrolls from the keyboard, focus shows, each stage's diff opens at its top, and Escape
+closes every dialog without doing anything else."""
 
 from __future__ import annotations
 
-from helpers import until
+import pytest
+from helpers import mutating_requests, until
+from textual.screen import ModalScreen
 
+from screens.modals.adopt import AdoptScreen
 from screens.modals.authflow import AuthFlowScreen
+from screens.modals.help import HelpScreen
+from screens.modals.override import OverrideScreen
+from screens.modals.quit import QuitScreen
+from screens.modals.report import ReportScreen
+from screens.modals.resume import FreshResumeScreen, ResumeScreen
+from screens.modals.rollback import RollbackConfirmScreen
+from screens.modals.rotate import RotateTokenScreen
 from screens.widgets.keys import KeyScroll
+from wizard.credentials import Secret
+
+from .test_wizard import drive, restarts
 
 
 async def _view(pilot, key: str) -> None:
@@ -40,6 +54,40 @@ async def _scrolls_from_the_keyboard(pilot, pane) -> None:
     await until(pilot, lambda: pane.scroll_y == 0, what="home scrolls to the top")
 
 
+def _look(app, widget) -> list:
+    """How the widget is drawn: the style of each of its cells, as the screen composes them."""
+    r = widget.region
+    return [app.screen.get_style_at(x, y) for y in range(r.y, r.bottom) for x in range(r.x, r.right)]
+
+
+async def _drawn(pilot, widget) -> list:
+    """The widget's look once drawn: the same across one more round of the app's pending work."""
+    seen = [None]
+
+    def same() -> bool:
+        now = _look(pilot.app, widget)
+        steady, seen[0] = now == seen[0], now
+        return steady
+    await until(pilot, same, what=f"#{widget.id} drawn")
+    return seen[0]
+
+
+async def _focus_shows(pilot, widget, focus) -> None:
+    """Focus is visible: the same widget, showing the same lines, is drawn differently focused than not; and
+    back as it was once focus leaves it."""
+    app = pilot.app
+    assert not widget.has_focus
+    unfocused = await _drawn(pilot, widget)
+    await focus()
+    assert widget.has_focus
+    await until(pilot, lambda: _look(app, widget) != unfocused,
+                what=f"#{widget.id} drawn differently once it has focus (a tint, an accent scrollbar, a cursor)")
+    app.query_one("#stages").focus()
+    await until(pilot, lambda: _look(app, widget) == unfocused,
+                what=f"#{widget.id} drawn as before once focus leaves it: the difference was its focus")
+    await focus()
+
+
 async def test_diffs_checks_and_the_log_scroll_from_the_keyboard_and_each_diff_opens_at_its_top(
         wizard, settle):
     app, sb = wizard(audit=True)  # every stage planned and checked: each can be opened and scrolled
@@ -47,9 +95,9 @@ async def test_diffs_checks_and_the_log_scroll_from_the_keyboard_and_each_diff_o
         await settle(pilot)
         await _view(pilot, "proxy")
         await pilot.click("#--content-tab-tab-changes")
-        await _tab_to(pilot, "changes-scroll")
         changes = app.query_one("#changes-scroll", KeyScroll)
-        assert changes.has_focus and app.screen.get_style_at(*changes.region.offset).bgcolor is not None
+        await until(pilot, lambda: changes.max_scroll_y > 0, what="the Proxy diff on the Changes tab")
+        await _focus_shows(pilot, changes, lambda: _tab_to(pilot, "changes-scroll"))
         await _scrolls_from_the_keyboard(pilot, changes)
         await pilot.press("end")
         await until(pilot, lambda: changes.scroll_y > 0, what="end scrolls the diff down")
@@ -61,22 +109,26 @@ async def test_diffs_checks_and_the_log_scroll_from_the_keyboard_and_each_diff_o
         assert changes.scroll_y == 0
         # the checks: j/k move the table's cursor, the detail pane below follows it and scrolls too
         await pilot.click("#--content-tab-tab-checks")
-        await _tab_to(pilot, "checks")
         table = app.query_one("#checks")
+        await until(pilot, lambda: table.row_count > 1, what="the Secrets checks in their table")
+        await _focus_shows(pilot, table, lambda: _tab_to(pilot, "checks"))
         assert table.row_count > 1 and table.cursor_row == 0
         await pilot.press("j")
         await until(pilot, lambda: table.cursor_row == 1 and app.query_one("#checks-view").highlighted.name in str(
             app.query_one("#check-detail").render()), what="j moves to the second check and its detail follows")
         await pilot.press("k")
         await until(pilot, lambda: table.cursor_row == 0, what="k moves back to the first check")
-        await _tab_to(pilot, "check-detail-scroll")
+        # the detail pane holds one check: nothing to scroll, no scrollbar to light up; its focus shows all the same
+        detail = app.query_one("#check-detail-scroll", KeyScroll)
+        assert detail.max_scroll_y == 0
+        await _focus_shows(pilot, detail, lambda: _tab_to(pilot, "check-detail-scroll"))
         # the log: open it, Tab to it, scroll it
         await pilot.press("l")
         for i in range(80):
             app._log(f"line {i}")
         log = app.query_one("#log")
         await until(pilot, lambda: log.max_scroll_y >= 2, what="80 lines in the log, taller than its pane")
-        await _tab_to(pilot, "log", presses=20)
+        await _focus_shows(pilot, log, lambda: _tab_to(pilot, "log", presses=20))
         await pilot.press("home")
         await until(pilot, lambda: log.scroll_y == 0, what="home scrolls the log to its top")
         await _scrolls_from_the_keyboard(pilot, log)
@@ -185,3 +237,153 @@ def test_the_usage_docs_key_table_lists_every_key_of_the_wizard():
                   for k in re.findall(r"`([^`]+)`", row.split("|")[1])}
     keys = {key_name(None, b.key) for b in WizardApp.BINDINGS if not b.action.startswith("why_not")}
     assert keys and keys <= documented, keys - documented
+
+
+# ---------------------------------------------------------------------- Escape closes every dialog (issue 17)
+async def _failing_check(pilot, settle) -> None:
+    """Credentials with a token Gitea refuses: a failed gating check (override) that walks the token flow (f)."""
+    s = pilot.app.session
+    s.ctx.token = Secret("a-wrong-token-" + "x" * 20)
+    await pilot.press("n")
+    await settle(pilot)
+    assert s.states[s.current].key == "credentials" and s.blocking(s.current)
+
+
+async def _open_override(pilot, sb, settle, later) -> None:
+    await _failing_check(pilot, settle)
+    await pilot.press("o")
+
+
+async def _open_auth_flow(pilot, sb, settle, later) -> None:
+    await _failing_check(pilot, settle)
+    await pilot.press("f")
+
+
+async def _open_help(pilot, sb, settle, later) -> None:
+    await pilot.press("question_mark")
+
+
+async def _open_report(pilot, sb, settle, later) -> None:
+    pilot.app.action_report()  # no key of its own: the command palette's Report, or the end of the migration
+
+
+async def _open_rollback(pilot, sb, settle, later) -> None:
+    await pilot.press("b")
+
+
+async def _open_rotate(pilot, sb, settle, later) -> None:
+    await pilot.press("r")
+
+
+async def _open_adopt(pilot, sb, settle, later) -> None:
+    """Another team's ConfigMap where the wizard would write its own: Apply stops on it and t offers adoption."""
+    from wizard.cluster import Cluster, kind_of
+    cluster = Cluster.connect(str(sb.kubeconfig), patience=10)
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "gitea-proxy-ca", "namespace": "default"},
+          "data": {"ca.crt": "the payments team's CA bundle\n"}}
+    try:
+        cluster.request("POST", kind_of(cm).path("default"), body=cm,
+                        query={"fieldManager": "kubectl-client-side-apply"}, content_type="application/json")
+    finally:
+        cluster.close()
+    s = pilot.app.session
+    while not s.states[s.current].changes:  # Preflight and Credentials write nothing
+        await pilot.press("n")
+        await settle(pilot)
+    await pilot.press("a")
+    await settle(pilot)
+    assert "gitea-proxy-ca: exists and is not managed by ghcr2gitea" in s.states[s.current].error.cause
+    await pilot.press("t")
+
+
+async def _open_quit(pilot, sb, settle, later) -> None:
+    """q while stage Images copies (its shared base layers held by the sandbox GHCR: the copy stays under way);
+    ``later`` gets what, after Escape, proves the apply went on: released, it finishes, and the wizard stays."""
+    ghcr = sb.cluster.ghcr
+    held = [ghcr.hold(d) for r in ghcr.repos.values() for d, data in r.blobs.items()
+            if len(data) == sb.opts.ghcr_layer_size]
+    app = pilot.app
+    s = app.session
+
+    async def goes_on() -> None:
+        st = s.states[s.current]
+        assert st.key == "images" and st.busy == "applying", "Escape stopped the copy"
+        for ev in held:
+            ev.set()
+        await settle(pilot)
+        assert st.applied and st.error is None and s.can_advance(), s.next_reason()
+    later.append(goes_on)
+    try:
+        await drive(pilot, settle, until="images")
+        await pilot.press("a")
+        await until(pilot, lambda: s.states[s.current].busy == "applying", what="stage Images copying")
+        await pilot.press("q")
+    except BaseException:
+        for ev in held:
+            ev.set()
+        raise
+
+
+DIALOGS = {  # what Escape is tried on: every ModalScreen of screens/ (test_every_dialog_is_in_the_escape_test)
+    "override": (OverrideScreen, _open_override),
+    "quit mid-apply": (QuitScreen, _open_quit),
+    "adopt": (AdoptScreen, _open_adopt),
+    "rollback": (RollbackConfirmScreen, _open_rollback),
+    "rotate token": (RotateTokenScreen, _open_rotate),
+    "help": (HelpScreen, _open_help),
+    "report": (ReportScreen, _open_report),
+    "auth flow": (AuthFlowScreen, _open_auth_flow),
+    "resume": (ResumeScreen, None),  # None: the wizard opens it itself, over an unfinished migration
+    "resume or start fresh": (FreshResumeScreen, None),
+}
+
+
+def test_every_dialog_is_in_the_escape_test():
+    import screens.app  # noqa: F401 - imports every dialog the wizard opens
+
+    def subclasses(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from subclasses(sub)
+    ours = {c for c in subclasses(ModalScreen) if c.__module__.startswith("screens.")}
+    assert ours == {cls for cls, _ in DIALOGS.values()}, ours ^ {cls for cls, _ in DIALOGS.values()}
+
+
+def _what_was_done(app, sb) -> tuple:
+    """The cluster's writes and node restarts, the overrides, the journal's events, the operation under way."""
+    s = app.session
+    return (mutating_requests(sb), restarts(sb), list(s.overrides), list(getattr(s.journal, "events", None) or []),
+            s.operation)
+
+
+@pytest.mark.parametrize("dialog", list(DIALOGS))
+async def test_escape_closes_every_dialog_and_does_nothing_else(dialog, wizard, settle):
+    from screens.demo import demo_app
+    cls, opener = DIALOGS[dialog]
+    app, sb = wizard()
+    if opener is None:  # a first wizard writes and leaves: its run is unfinished, and the next one offers it
+        async with app.run_test(size=(120, 36)) as pilot:
+            await drive(pilot, settle, until="images")
+        fresh = {"start_fresh": "makes a new cluster"} if cls is FreshResumeScreen else {}
+        app = demo_app(sb, node_timeout=30, blink=False, log_clock=lambda t: "--:--:--", **fresh)
+    later: list = []
+    async with app.run_test(size=(120, 36)) as pilot:
+        base = app.screen_stack[0]
+        s = app.session
+        if opener is not None:
+            await settle(pilot)
+            await opener(pilot, sb, settle, later)
+        await until(pilot, lambda: type(app.screen) is cls, what=f"the {dialog} dialog open", timeout=60)
+        if cls is not QuitScreen:  # (mid-apply, the copy under way goes on writing: what Escape left is below)
+            await settle(pilot, pods=False)
+        before = _what_was_done(app, sb)
+        await pilot.press("escape")
+        await until(pilot, lambda: app.screen is base, what=f"Escape closes the {dialog} dialog")
+        assert app.screen_stack == [base] and not isinstance(app.screen, ModalScreen)
+        for check in later:
+            await check()
+        await settle(pilot, pods=False)
+        assert app.is_running and app.return_code is None and not app._quitting and not s.stop.aborted
+        assert not app.fresh_asked  # Escape on the resume offer resumes: it never wipes anything
+        if cls is not QuitScreen:
+            assert _what_was_done(app, sb) == before, f"Escape on the {dialog} dialog did something"
